@@ -1,0 +1,2 @@
+//! The vtorc-rs test world: real etcd and MariaDB servers, a tablet agent that
+//! stands in for vttablet, and the harness that starts and tears them down.

@@ -1,0 +1,897 @@
+//! vtorc's configuration: one typed [`Config`], validated once at start-up.
+//!
+//! Every option has Go VTOrc's flag name and default. Sources are layered,
+//! later ones winning: built-in defaults, then the config file (`--config`,
+//! YAML or TOML, keys named like the flags), then environment variables
+//! (`VTORC_` + the flag name in upper snake case), then command-line flags.
+//!
+//! A bad value never reaches the running program: [`Config::load`] returns a
+//! [`ConfigError`] naming the option, and `main` prints it on one line and
+//! exits with status 2.
+
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    str::FromStr,
+    time::Duration,
+};
+
+use clap::Parser;
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// A bad option: which one, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// An option has a value that cannot be used.
+    #[error("invalid value {value:?} for --{option}: {reason}")]
+    InvalidValue {
+        option: &'static str,
+        value: String,
+        reason: String,
+    },
+    /// A required option is missing.
+    #[error("--{option} is required: {reason}")]
+    Missing {
+        option: &'static str,
+        reason: &'static str,
+    },
+    /// The config file could not be read or parsed.
+    #[error("config file {path}: {reason}")]
+    File { path: PathBuf, reason: String },
+}
+
+/// A duration in Go's notation (`300ms`, `1.5s`, `1m30s`, `2h`, `0`), as Go
+/// VTOrc's flags take them. Negative values and unknown units are rejected.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GoDuration(pub Duration);
+
+impl FromStr for GoDuration {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_go_duration(s).map(GoDuration)
+    }
+}
+
+impl fmt::Display for GoDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        format_go_duration(self.0, f)
+    }
+}
+
+impl<'de> Deserialize<'de> for GoDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        /// A file may say `5s` or a bare number of seconds.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Seconds(u64),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Text(s) => s.parse().map_err(serde::de::Error::custom),
+            Raw::Seconds(n) => Ok(GoDuration(Duration::from_secs(n))),
+        }
+    }
+}
+
+impl Serialize for GoDuration {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Parses Go's `time.ParseDuration` syntax, without negative values.
+pub fn parse_go_duration(input: &str) -> Result<Duration, String> {
+    let s = input.trim();
+    if s.is_empty() {
+        return Err("empty duration".into());
+    }
+    if s.starts_with('-') {
+        return Err("durations cannot be negative".into());
+    }
+    let s = s.strip_prefix('+').unwrap_or(s);
+    if s == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total_nanos: u128 = 0;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (num, tail) = rest.split_at(num_len);
+        if num.is_empty() || num == "." || num.matches('.').count() > 1 {
+            return Err(format!("invalid number in duration {input:?}"));
+        }
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_len);
+        let unit_nanos: u128 = match unit {
+            "ns" => 1,
+            "us" | "µs" | "μs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            "" => {
+                return Err(format!(
+                    "missing unit in duration {input:?} (use e.g. 5s, 500ms, 1m)"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "unknown unit {other:?} in duration {input:?} (units: ns, us, ms, s, m, h)"
+                ));
+            }
+        };
+        let (int_part, frac_part) = num.split_once('.').unwrap_or((num, ""));
+        let int: u128 = if int_part.is_empty() {
+            0
+        } else {
+            int_part
+                .parse()
+                .map_err(|_| format!("duration {input:?} is too large"))?
+        };
+        let mut nanos = int
+            .checked_mul(unit_nanos)
+            .ok_or_else(|| format!("duration {input:?} is too large"))?;
+        // Fractional digits beyond nanosecond precision are dropped, as Go does.
+        let mut scale = unit_nanos;
+        for digit in frac_part.chars().take(20) {
+            scale /= 10;
+            nanos += u128::from(digit.to_digit(10).unwrap_or(0)) * scale;
+        }
+        total_nanos = total_nanos
+            .checked_add(nanos)
+            .ok_or_else(|| format!("duration {input:?} is too large"))?;
+        rest = next;
+    }
+    let secs =
+        u64::try_from(total_nanos / 1_000_000_000).map_err(|_| format!("duration {input:?} is too large"))?;
+    let sub = u32::try_from(total_nanos % 1_000_000_000).expect("remainder below 1e9 fits in u32");
+    Ok(Duration::new(secs, sub))
+}
+
+fn format_go_duration(d: Duration, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    if d.is_zero() {
+        return f.write_str("0s");
+    }
+    let secs = d.as_secs();
+    let nanos = d.subsec_nanos();
+    if secs == 0 {
+        return if nanos.is_multiple_of(1_000_000) {
+            write!(f, "{}ms", nanos / 1_000_000)
+        } else if nanos.is_multiple_of(1_000) {
+            write!(f, "{}us", nanos / 1_000)
+        } else {
+            write!(f, "{nanos}ns")
+        };
+    }
+    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+    if h > 0 {
+        write!(f, "{h}h")?;
+    }
+    if h > 0 || m > 0 {
+        write!(f, "{m}m")?;
+    }
+    if nanos == 0 {
+        write!(f, "{s}s")
+    } else {
+        let frac = format!("{nanos:09}");
+        write!(f, "{s}.{}s", frac.trim_end_matches('0'))
+    }
+}
+
+/// A comma-separated list option (`a,b,c`); in a config file, a list or a string.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CommaList(pub Vec<String>);
+
+impl FromStr for CommaList {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(CommaList(
+            s.split(',')
+                .map(str::trim)
+                .filter(|x| !x.is_empty())
+                .map(String::from)
+                .collect(),
+        ))
+    }
+}
+
+impl<'de> Deserialize<'de> for CommaList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            One(String),
+            Many(Vec<String>),
+        }
+        Ok(match Raw::deserialize(d)? {
+            Raw::One(s) => s.parse().map_err(serde::de::Error::custom)?,
+            Raw::Many(v) => CommaList(v.into_iter().map(|s| s.trim().to_string()).collect()),
+        })
+    }
+}
+
+/// One `--clusters-to-watch` entry: a whole keyspace, or the tablets of a
+/// keyspace whose key range lies inside the given one (`ks/-80`, `ks/0`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct WatchedCluster {
+    /// Keyspace name.
+    pub keyspace: String,
+    /// `None` = the whole keyspace; `Some` = a shard name or key range.
+    pub shard: Option<ShardRange>,
+}
+
+/// A shard given as a Vitess shard name: `0` / `-` (the whole key space) or
+/// a hex key range `start-end` with either end open.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ShardRange {
+    /// The text as given.
+    pub name: String,
+    /// Inclusive start; empty = from the beginning.
+    pub start: Vec<u8>,
+    /// Exclusive end; empty = to the end.
+    pub end: Vec<u8>,
+}
+
+impl ShardRange {
+    /// Parses a Vitess shard name into a key range.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        let Some((start, end)) = name.split_once('-') else {
+            // A name without '-' (e.g. "0") is an unsharded keyspace's only shard.
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!("invalid shard name {name:?}"));
+            }
+            return Ok(ShardRange {
+                name: name.into(),
+                start: Vec::new(),
+                end: Vec::new(),
+            });
+        };
+        let start_b =
+            decode_hex(start).ok_or_else(|| format!("invalid key range start {start:?} in {name:?}"))?;
+        let end_b = decode_hex(end).ok_or_else(|| format!("invalid key range end {end:?} in {name:?}"))?;
+        if !end_b.is_empty() && start_b >= end_b {
+            return Err(format!("key range {name:?} is empty (start must be below end)"));
+        }
+        Ok(ShardRange {
+            name: name.into(),
+            start: start_b,
+            end: end_b,
+        })
+    }
+
+    /// Whether the key range `[start, end)` lies inside this one (empty = open).
+    pub fn contains_range(&self, start: &[u8], end: &[u8]) -> bool {
+        let start_ok = self.start.is_empty() || start >= self.start.as_slice();
+        let end_ok = self.end.is_empty() || (!end.is_empty() && end <= self.end.as_slice());
+        start_ok && end_ok
+    }
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) || !s.chars().all(|c| c.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
+}
+
+impl FromStr for WatchedCluster {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let (ks, shard) = match s.split_once('/') {
+            None => (s, None),
+            Some((ks, shard)) => (ks, Some(shard)),
+        };
+        if ks.is_empty() {
+            return Err(format!("{s:?}: keyspace name is empty (expected ks or ks/shard)"));
+        }
+        if !ks
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(format!("{s:?}: invalid keyspace name {ks:?}"));
+        }
+        let shard = match shard {
+            None => None,
+            Some(sh) if sh.contains('/') => {
+                return Err(format!("{s:?}: expected ks or ks/shard"));
+            }
+            Some(sh) => Some(ShardRange::parse(sh).map_err(|e| format!("{s:?}: {e}"))?),
+        };
+        Ok(WatchedCluster {
+            keyspace: ks.into(),
+            shard,
+        })
+    }
+}
+
+/// The options as given on the command line, in the environment or in the
+/// config file. Every field is optional here; [`Config::load`] fills in the
+/// defaults and validates.
+#[derive(Debug, Default, Parser, Deserialize)]
+#[command(
+    name = "vtorc",
+    version,
+    about = "VTOrc for Vitess, in Rust: detects and repairs MySQL replication failures",
+    long_about = "VTOrc for Vitess, in Rust: watches the Vitess topology and every tablet's health, \
+detects replication problems and repairs them (EmergencyReparentShard, PlannedReparentShard and \
+smaller fixes) under Vitess shard locks.\n\nOptions come from flags, VTORC_* environment \
+variables, a YAML or TOML file (--config, keys named like the flags) and defaults, in that order \
+of precedence. Durations use Go's notation: 500ms, 5s, 1m30s."
+)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Options {
+    /// Config file (YAML or TOML) with keys named like the flags.
+    #[arg(long, alias = "config-file", env = "VTORC_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+
+    /// Topology server implementation; only etcd2 is supported [default: etcd2].
+    #[arg(long, env = "VTORC_TOPO_IMPLEMENTATION")]
+    pub topo_implementation: Option<String>,
+    /// Address(es) of the global topology server, comma-separated (host:port).
+    #[arg(long, env = "VTORC_TOPO_GLOBAL_SERVER_ADDRESS")]
+    pub topo_global_server_address: Option<String>,
+    /// Root path of the global topology, e.g. /vitess/global.
+    #[arg(long, env = "VTORC_TOPO_GLOBAL_ROOT")]
+    pub topo_global_root: Option<String>,
+    /// TTL of the etcd lease behind each shard lock, in seconds [default: 30].
+    #[arg(long, env = "VTORC_TOPO_ETCD_LEASE_TTL")]
+    pub topo_etcd_lease_ttl: Option<u64>,
+    /// Cell this vtorc runs in.
+    #[arg(long, env = "VTORC_CELL")]
+    pub cell: Option<String>,
+    /// Keyspaces or keyspace/shard ranges to manage, comma-separated (e.g. ks1,ks2/-80); empty = all.
+    #[arg(long, env = "VTORC_CLUSTERS_TO_WATCH")]
+    pub clusters_to_watch: Option<CommaList>,
+    /// Cells in which no recovery is run, comma-separated (discovery still covers them).
+    #[arg(long, env = "VTORC_CELLS_NO_RECOVERY")]
+    pub cells_no_recovery: Option<CommaList>,
+
+    /// Minimum interval between FullStatus polls of a tablet [default: 5s].
+    #[arg(long, env = "VTORC_INSTANCE_POLL_TIME")]
+    pub instance_poll_time: Option<GoDuration>,
+    /// Interval of the periodic detection and recovery pass [default: 1s].
+    #[arg(long, env = "VTORC_RECOVERY_POLL_DURATION")]
+    pub recovery_poll_duration: Option<GoDuration>,
+    /// Interval of the safety-net full topology re-read (watches deliver changes at once) [default: 15s].
+    #[arg(long, env = "VTORC_TOPO_INFORMATION_REFRESH_DURATION")]
+    pub topo_information_refresh_duration: Option<GoDuration>,
+    /// How long ERS/PRS wait for replicas to catch up or respond [default: 30s].
+    #[arg(long, env = "VTORC_WAIT_REPLICAS_TIMEOUT")]
+    pub wait_replicas_timeout: Option<GoDuration>,
+    /// Maximum replication lag of a PRS candidate; 0 = no limit [default: 0s].
+    #[arg(long, env = "VTORC_TOLERABLE_REPLICATION_LAG")]
+    pub tolerable_replication_lag: Option<GoDuration>,
+    /// Replication lag above which a replica counts as lagging [default: 10s].
+    #[arg(long, env = "VTORC_REASONABLE_REPLICATION_LAG")]
+    pub reasonable_replication_lag: Option<GoDuration>,
+    /// Maximum wait to acquire a topology lock [default: 45s].
+    #[arg(long, env = "VTORC_LOCK_TIMEOUT")]
+    pub lock_timeout: Option<GoDuration>,
+    /// Timeout of each tablet RPC and topology operation [default: 15s].
+    #[arg(long, env = "VTORC_REMOTE_OPERATION_TIMEOUT")]
+    pub remote_operation_timeout: Option<GoDuration>,
+    /// Sliding window of primary poll outcomes for IncapacitatedPrimary; 0 disables [default: 30s].
+    #[arg(long, env = "VTORC_PRIMARY_HEALTHCHECK_TIMEOUT_WINDOW")]
+    pub primary_healthcheck_timeout_window: Option<GoDuration>,
+    /// On SIGTERM, how long to wait for held shard locks to be released [default: 30s].
+    #[arg(long, env = "VTORC_SHUTDOWN_WAIT_TIME")]
+    pub shutdown_wait_time: Option<GoDuration>,
+
+    /// ERS may only promote a tablet in the previous primary's cell [default: false].
+    #[arg(long, env = "VTORC_PREVENT_CROSS_CELL_FAILOVER", num_args = 0..=1, default_missing_value = "true")]
+    pub prevent_cross_cell_failover: Option<bool>,
+    /// Allow EmergencyReparentShard as a recovery [default: true].
+    #[arg(long, env = "VTORC_ALLOW_EMERGENCY_REPARENT", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_emergency_reparent: Option<bool>,
+    /// Run recoveries; false starts with global recoveries disabled [default: true].
+    #[arg(long, env = "VTORC_ALLOW_RECOVERY", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_recovery: Option<bool>,
+    /// Change tablets with errant GTIDs to DRAINED [default: false].
+    #[arg(long, env = "VTORC_CHANGE_TABLETS_WITH_ERRANT_GTID_TO_DRAINED", num_args = 0..=1, default_missing_value = "true")]
+    pub change_tablets_with_errant_gtid_to_drained: Option<bool>,
+    /// Treat a primary whose disk is stalled as dead (ERS) [default: false].
+    #[arg(long, env = "VTORC_ENABLE_PRIMARY_DISK_STALLED_RECOVERY", num_args = 0..=1, default_missing_value = "true")]
+    pub enable_primary_disk_stalled_recovery: Option<bool>,
+
+    /// Maximum number of tablet polls in flight at once [default: 300].
+    #[arg(long, env = "VTORC_DISCOVERY_WORKERS")]
+    pub discovery_workers: Option<usize>,
+    /// Maximum number of recoveries running at once, across all shards [default: 32].
+    #[arg(long, env = "VTORC_MAX_CONCURRENT_RECOVERIES")]
+    pub max_concurrent_recoveries: Option<usize>,
+    /// Append every detection and recovery as a JSON line to this file; empty = off.
+    #[arg(long, env = "VTORC_AUDIT_FILE_LOCATION", value_name = "FILE")]
+    pub audit_file_location: Option<PathBuf>,
+
+    /// HTTP port (API, /debug/health, /metrics); 0 = no HTTP server [default: 0].
+    #[arg(long, env = "VTORC_PORT")]
+    pub port: Option<u16>,
+    /// gRPC port (VTOrc API, vtctld reparent API, reflection, health); 0 = no gRPC server [default: 0].
+    #[arg(long, env = "VTORC_GRPC_PORT")]
+    pub grpc_port: Option<u16>,
+    /// Address the HTTP and gRPC servers bind to [default: 0.0.0.0].
+    #[arg(long, env = "VTORC_BIND_ADDRESS")]
+    pub bind_address: Option<String>,
+
+    /// Log level: error, warn, info, debug or trace (or a tracing filter) [default: info].
+    #[arg(long, env = "VTORC_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "VTORC_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// The log line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// vtorc's validated configuration. Field docs give the flag and its meaning.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Config {
+    /// `--topo-global-server-address`: etcd endpoints of the global topology.
+    pub topo_global_server_address: Vec<String>,
+    /// `--topo-global-root`: key prefix of the global topology, e.g. `/vitess/global`.
+    pub topo_global_root: String,
+    /// `--topo-etcd-lease-ttl`: lease TTL of shard locks; a dead holder loses its lock after it.
+    pub topo_etcd_lease_ttl: Duration,
+    /// `--cell`: the cell vtorc runs in (informational; empty = not set).
+    pub cell: String,
+    /// `--clusters-to-watch`: what to manage; empty = every keyspace.
+    pub clusters_to_watch: Vec<WatchedCluster>,
+    /// `--cells-no-recovery`: cells whose tablets are never the subject of a recovery.
+    pub cells_no_recovery: Vec<String>,
+    /// `--instance-poll-time`: FullStatus interval per tablet.
+    pub instance_poll_time: Duration,
+    /// `--recovery-poll-duration`: periodic detection pass interval.
+    pub recovery_poll_duration: Duration,
+    /// `--topo-information-refresh-duration`: safety-net full topology re-read.
+    pub topo_information_refresh_duration: Duration,
+    /// `--wait-replicas-timeout`: ERS/PRS replica waits.
+    pub wait_replicas_timeout: Duration,
+    /// `--tolerable-replication-lag`: PRS candidate lag limit; zero = none.
+    pub tolerable_replication_lag: Duration,
+    /// `--reasonable-replication-lag`: lag that counts as lagging.
+    pub reasonable_replication_lag: Duration,
+    /// `--lock-timeout`: maximum wait for a topology lock.
+    pub lock_timeout: Duration,
+    /// `--remote-operation-timeout`: bound on every tablet RPC and topo call.
+    pub remote_operation_timeout: Duration,
+    /// `--primary-healthcheck-timeout-window`: IncapacitatedPrimary window; zero = off.
+    pub primary_healthcheck_timeout_window: Duration,
+    /// `--shutdown-wait-time`: on SIGTERM, wait this long for held locks.
+    pub shutdown_wait_time: Duration,
+    /// `--prevent-cross-cell-failover`.
+    pub prevent_cross_cell_failover: bool,
+    /// `--allow-emergency-reparent`: global ERS switch.
+    pub allow_emergency_reparent: bool,
+    /// `--allow-recovery`: false = start with global recoveries disabled.
+    pub allow_recovery: bool,
+    /// `--change-tablets-with-errant-gtid-to-drained`.
+    pub change_tablets_with_errant_gtid_to_drained: bool,
+    /// `--enable-primary-disk-stalled-recovery`.
+    pub enable_primary_disk_stalled_recovery: bool,
+    /// `--discovery-workers`: concurrent tablet polls.
+    pub discovery_workers: usize,
+    /// `--max-concurrent-recoveries`: global cap on running recoveries.
+    pub max_concurrent_recoveries: usize,
+    /// `--audit-file-location`: JSON-lines audit file; `None` = off.
+    pub audit_file_location: Option<PathBuf>,
+    /// `--port`: HTTP port; `None` = no HTTP server.
+    pub port: Option<u16>,
+    /// `--grpc-port`: gRPC port; `None` = no gRPC server.
+    pub grpc_port: Option<u16>,
+    /// `--bind-address`.
+    pub bind_address: String,
+    /// `--log-level`: a `tracing` filter directive.
+    pub log_level: String,
+    /// `--log-format`.
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Parses the command line (and environment, and the config file it
+    /// names), then validates. `args` includes the program name.
+    pub fn load<I, T>(args: I) -> Result<Config, LoadError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let cli = Options::try_parse_from(args).map_err(LoadError::Cli)?;
+        let file = match &cli.config {
+            Some(path) => Some(Options::from_file(path).map_err(LoadError::Config)?),
+            None => None,
+        };
+        Config::resolve(cli, file).map_err(LoadError::Config)
+    }
+
+    /// Merges flags/environment over the file over the defaults, and validates.
+    pub fn resolve(cli: Options, file: Option<Options>) -> Result<Config, ConfigError> {
+        let file = file.unwrap_or_default();
+        macro_rules! pick {
+            ($field:ident) => {
+                cli.$field.or(file.$field)
+            };
+        }
+        let dur = |v: Option<GoDuration>, default: Duration| v.map_or(default, |d| d.0);
+
+        let implementation = pick!(topo_implementation).unwrap_or_else(|| "etcd2".into());
+        if implementation != "etcd2" {
+            return Err(ConfigError::InvalidValue {
+                option: "topo-implementation",
+                value: implementation,
+                reason: "only etcd2 is supported".into(),
+            });
+        }
+        let address = pick!(topo_global_server_address).unwrap_or_default();
+        let topo_global_server_address: Vec<String> = address
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        if topo_global_server_address.is_empty() {
+            return Err(ConfigError::Missing {
+                option: "topo-global-server-address",
+                reason: "the etcd endpoint(s) of the global topology, e.g. 127.0.0.1:2379",
+            });
+        }
+        let topo_global_root = pick!(topo_global_root).unwrap_or_default();
+        if topo_global_root.is_empty() {
+            return Err(ConfigError::Missing {
+                option: "topo-global-root",
+                reason: "the key prefix of the global topology, e.g. /vitess/global",
+            });
+        }
+        if !topo_global_root.starts_with('/') {
+            return Err(ConfigError::InvalidValue {
+                option: "topo-global-root",
+                value: topo_global_root,
+                reason: "must be an absolute path starting with /".into(),
+            });
+        }
+        let lease_ttl = pick!(topo_etcd_lease_ttl).unwrap_or(30);
+        if lease_ttl == 0 {
+            return Err(ConfigError::InvalidValue {
+                option: "topo-etcd-lease-ttl",
+                value: "0".into(),
+                reason: "must be at least 1 second".into(),
+            });
+        }
+        let clusters_to_watch = pick!(clusters_to_watch)
+            .unwrap_or_default()
+            .0
+            .iter()
+            .map(|entry| {
+                entry.parse().map_err(|reason| ConfigError::InvalidValue {
+                    option: "clusters-to-watch",
+                    value: entry.clone(),
+                    reason,
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let positive = |option: &'static str, d: Duration| {
+            if d.is_zero() {
+                Err(ConfigError::InvalidValue {
+                    option,
+                    value: "0s".into(),
+                    reason: "must be greater than zero".into(),
+                })
+            } else {
+                Ok(d)
+            }
+        };
+        let log_format = match pick!(log_format).as_deref().unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError::InvalidValue {
+                    option: "log-format",
+                    value: other.into(),
+                    reason: "expected text or json".into(),
+                });
+            }
+        };
+        let discovery_workers = pick!(discovery_workers).unwrap_or(300);
+        let max_concurrent_recoveries = pick!(max_concurrent_recoveries).unwrap_or(32);
+        for (option, value) in [
+            ("discovery-workers", discovery_workers),
+            ("max-concurrent-recoveries", max_concurrent_recoveries),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::InvalidValue {
+                    option,
+                    value: "0".into(),
+                    reason: "must be at least 1".into(),
+                });
+            }
+        }
+        let port = pick!(port).filter(|p| *p != 0);
+        let grpc_port = pick!(grpc_port).filter(|p| *p != 0);
+
+        Ok(Config {
+            topo_global_server_address,
+            topo_global_root,
+            topo_etcd_lease_ttl: Duration::from_secs(lease_ttl),
+            cell: pick!(cell).unwrap_or_default(),
+            clusters_to_watch,
+            cells_no_recovery: pick!(cells_no_recovery).unwrap_or_default().0,
+            instance_poll_time: positive(
+                "instance-poll-time",
+                dur(pick!(instance_poll_time), Duration::from_secs(5)),
+            )?,
+            recovery_poll_duration: positive(
+                "recovery-poll-duration",
+                dur(pick!(recovery_poll_duration), Duration::from_secs(1)),
+            )?,
+            topo_information_refresh_duration: positive(
+                "topo-information-refresh-duration",
+                dur(pick!(topo_information_refresh_duration), Duration::from_secs(15)),
+            )?,
+            wait_replicas_timeout: positive(
+                "wait-replicas-timeout",
+                dur(pick!(wait_replicas_timeout), Duration::from_secs(30)),
+            )?,
+            tolerable_replication_lag: dur(pick!(tolerable_replication_lag), Duration::ZERO),
+            reasonable_replication_lag: dur(pick!(reasonable_replication_lag), Duration::from_secs(10)),
+            lock_timeout: positive("lock-timeout", dur(pick!(lock_timeout), Duration::from_secs(45)))?,
+            remote_operation_timeout: positive(
+                "remote-operation-timeout",
+                dur(pick!(remote_operation_timeout), Duration::from_secs(15)),
+            )?,
+            primary_healthcheck_timeout_window: dur(
+                pick!(primary_healthcheck_timeout_window),
+                Duration::from_secs(30),
+            ),
+            shutdown_wait_time: dur(pick!(shutdown_wait_time), Duration::from_secs(30)),
+            prevent_cross_cell_failover: pick!(prevent_cross_cell_failover).unwrap_or(false),
+            allow_emergency_reparent: pick!(allow_emergency_reparent).unwrap_or(true),
+            allow_recovery: pick!(allow_recovery).unwrap_or(true),
+            change_tablets_with_errant_gtid_to_drained: pick!(change_tablets_with_errant_gtid_to_drained)
+                .unwrap_or(false),
+            enable_primary_disk_stalled_recovery: pick!(enable_primary_disk_stalled_recovery)
+                .unwrap_or(false),
+            discovery_workers,
+            max_concurrent_recoveries,
+            audit_file_location: pick!(audit_file_location).filter(|p| !p.as_os_str().is_empty()),
+            port,
+            grpc_port,
+            bind_address: pick!(bind_address).unwrap_or_else(|| "0.0.0.0".into()),
+            log_level: pick!(log_level).unwrap_or_else(|| "info".into()),
+            log_format,
+        })
+    }
+}
+
+impl Options {
+    /// Reads a config file: TOML if it ends in `.toml`, YAML otherwise (JSON is YAML).
+    pub fn from_file(path: &Path) -> Result<Options, ConfigError> {
+        let file_err = |reason: String| ConfigError::File {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
+        let is_toml = path.extension().is_some_and(|e| e == "toml");
+        if is_toml {
+            toml::from_str(&text).map_err(|e| file_err(e.message().to_string()))
+        } else if text.trim().is_empty() {
+            Ok(Options::default())
+        } else {
+            serde_yaml::from_str(&text).map_err(|e| file_err(e.to_string()))
+        }
+    }
+}
+
+/// Why [`Config::load`] failed.
+#[derive(Debug)]
+pub enum LoadError {
+    /// Bad command line (unknown flag, unparsable value) or `--help`/`--version`.
+    Cli(clap::Error),
+    /// A value failed validation, or the config file is bad.
+    Config(ConfigError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(args: &[&str]) -> Result<Config, String> {
+        let mut all = vec![
+            "vtorc",
+            "--topo-global-server-address=127.0.0.1:2379",
+            "--topo-global-root=/vitess/global",
+        ];
+        all.extend_from_slice(args);
+        Config::load(all).map_err(|e| match e {
+            LoadError::Cli(e) => e.to_string(),
+            LoadError::Config(e) => e.to_string(),
+        })
+    }
+
+    #[test]
+    fn go_durations_parse_like_go() {
+        let cases = [
+            ("0", Duration::ZERO),
+            ("5s", Duration::from_secs(5)),
+            ("300ms", Duration::from_millis(300)),
+            ("1.5s", Duration::from_millis(1500)),
+            ("1m30s", Duration::from_secs(90)),
+            ("2h", Duration::from_secs(7200)),
+            ("10us", Duration::from_micros(10)),
+            ("7ns", Duration::from_nanos(7)),
+            (".5s", Duration::from_millis(500)),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_go_duration(text), Ok(want), "{text}");
+        }
+    }
+
+    #[test]
+    fn go_durations_reject_negative_unitless_and_unknown_units() {
+        for bad in [
+            "-5s",
+            "5",
+            "5x",
+            "",
+            "s",
+            "1..2s",
+            "5 days",
+            "99999999999999999999h",
+        ] {
+            assert!(parse_go_duration(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn go_durations_print_round_trip() {
+        for text in ["0s", "5s", "1m30s", "2h0m0s", "300ms", "1.5s"] {
+            let d: GoDuration = text.parse().expect("valid");
+            assert_eq!(d.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn defaults_are_go_vtorcs() {
+        let c = load(&[]).expect("valid");
+        assert_eq!(c.instance_poll_time, Duration::from_secs(5));
+        assert_eq!(c.recovery_poll_duration, Duration::from_secs(1));
+        assert_eq!(c.topo_information_refresh_duration, Duration::from_secs(15));
+        assert_eq!(c.wait_replicas_timeout, Duration::from_secs(30));
+        assert_eq!(c.tolerable_replication_lag, Duration::ZERO);
+        assert_eq!(c.lock_timeout, Duration::from_secs(45));
+        assert_eq!(c.remote_operation_timeout, Duration::from_secs(15));
+        assert_eq!(c.topo_etcd_lease_ttl, Duration::from_secs(30));
+        assert!(c.allow_emergency_reparent && c.allow_recovery);
+        assert!(!c.prevent_cross_cell_failover && !c.change_tablets_with_errant_gtid_to_drained);
+        assert!(c.clusters_to_watch.is_empty());
+        assert_eq!(c.port, None);
+    }
+
+    #[test]
+    fn flags_override_defaults() {
+        let c = load(&[
+            "--instance-poll-time=1s",
+            "--clusters-to-watch=commerce,customer/-80",
+            "--allow-recovery=false",
+            "--prevent-cross-cell-failover",
+            "--cells-no-recovery=zone2",
+        ])
+        .expect("valid");
+        assert_eq!(c.instance_poll_time, Duration::from_secs(1));
+        assert_eq!(c.clusters_to_watch.len(), 2);
+        assert_eq!(c.clusters_to_watch[1].keyspace, "customer");
+        assert_eq!(
+            c.clusters_to_watch[1].shard.as_ref().map(|s| s.end.clone()),
+            Some(vec![0x80])
+        );
+        assert!(!c.allow_recovery);
+        assert!(c.prevent_cross_cell_failover);
+        assert_eq!(c.cells_no_recovery, vec!["zone2".to_string()]);
+    }
+
+    #[test]
+    fn bad_values_name_the_option() {
+        let cases = [
+            (&["--instance-poll-time=-5s"][..], "instance-poll-time"),
+            (
+                &["--wait-replicas-timeout=5 parsecs"][..],
+                "wait-replicas-timeout",
+            ),
+            (&["--lock-timeout=10"][..], "lock-timeout"),
+            (&["--clusters-to-watch=ks/zz-"][..], "clusters-to-watch"),
+            (&["--clusters-to-watch=/0"][..], "clusters-to-watch"),
+            (&["--clusters-to-watch=ks/80-40"][..], "clusters-to-watch"),
+            (&["--topo-implementation=zk2"][..], "topo-implementation"),
+            (&["--recovery-poll-duration=0"][..], "recovery-poll-duration"),
+            (&["--log-format=xml"][..], "log-format"),
+        ];
+        for (args, option) in cases {
+            let err = load(args).expect_err("must be rejected");
+            assert!(
+                err.contains(option),
+                "{args:?}: error {err:?} should name {option}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_flags_are_rejected() {
+        let err = load(&["--no-such-flag=1"]).expect_err("unknown flag");
+        assert!(err.contains("--no-such-flag"), "{err}");
+    }
+
+    #[test]
+    fn shard_ranges_contain_subranges() {
+        let whole = ShardRange::parse("-").expect("valid");
+        let low = ShardRange::parse("-80").expect("valid");
+        assert!(whole.contains_range(&[], &[]));
+        assert!(low.contains_range(&[], &[0x40]));
+        assert!(low.contains_range(&[0x40], &[0x80]));
+        assert!(!low.contains_range(&[0x40], &[0xc0]));
+        assert!(!low.contains_range(&[0x80], &[]));
+    }
+
+    #[test]
+    fn file_values_sit_between_defaults_and_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("vtorc.yaml");
+        std::fs::write(
+            &path,
+            "instance-poll-time: 2s\nwait-replicas-timeout: 10s\nclusters-to-watch: [a, b/-80]\n",
+        )
+        .expect("write");
+        let path_arg = format!("--config={}", path.display());
+        let c = load(&[&path_arg, "--wait-replicas-timeout=20s"]).expect("valid");
+        assert_eq!(c.instance_poll_time, Duration::from_secs(2));
+        assert_eq!(c.wait_replicas_timeout, Duration::from_secs(20));
+        assert_eq!(c.clusters_to_watch.len(), 2);
+    }
+
+    #[test]
+    fn unknown_file_keys_are_rejected() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("vtorc.toml");
+        std::fs::write(&path, "instance-pol-time = \"2s\"\n").expect("write");
+        let err = load(&[&format!("--config={}", path.display())]).expect_err("typo");
+        assert!(err.contains("instance-pol-time"), "{err}");
+    }
+
+    #[test]
+    fn the_example_config_parses_to_the_documented_values() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("vtorc.example.yaml");
+        let c = Config::load(["vtorc".to_string(), format!("--config={}", path.display())])
+            .map_err(|e| format!("{e:?}"))
+            .expect("example config is valid");
+        assert_eq!(c.topo_global_server_address, vec!["127.0.0.1:2379".to_string()]);
+        assert_eq!(c.topo_global_root, "/vitess/global");
+        assert_eq!(c.cell, "zone1");
+        assert_eq!(c.instance_poll_time, Duration::from_secs(1));
+        assert_eq!(c.recovery_poll_duration, Duration::from_secs(1));
+        assert_eq!(c.wait_replicas_timeout, Duration::from_secs(30));
+        assert_eq!(c.remote_operation_timeout, Duration::from_secs(5));
+        assert_eq!(c.port, Some(15000));
+        assert_eq!(c.grpc_port, Some(15999));
+        assert_eq!(c.clusters_to_watch.len(), 1);
+        assert!(c.allow_recovery);
+    }
+}

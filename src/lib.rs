@@ -1,0 +1,9 @@
+//! vtorc-rs: VTOrc for Vitess, in Rust.
+//!
+//! See `ARCHITECTURE.md` for the module map and the data flow.
+
+pub mod app;
+pub mod config;
+pub mod ids;
+pub mod proto;
+pub mod telemetry;
