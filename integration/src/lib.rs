@@ -1,2 +1,5 @@
 //! The vtorc-rs test world: real etcd and MariaDB servers, a tablet agent that
 //! stands in for vttablet, and the harness that starts and tears them down.
+
+pub mod etcd;
+pub mod process;
