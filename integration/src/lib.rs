@@ -2,4 +2,5 @@
 //! stands in for vttablet, and the harness that starts and tears them down.
 
 pub mod etcd;
+pub mod mariadb;
 pub mod process;
