@@ -6,4 +6,5 @@ pub mod app;
 pub mod config;
 pub mod ids;
 pub mod proto;
+pub mod tablet;
 pub mod telemetry;

@@ -1,0 +1,384 @@
+//! The tonic implementation of [`TabletManager`] and [`HealthSource`]: one
+//! long-lived HTTP/2 channel per tablet, shared by its TabletManager calls and
+//! its health stream.
+//!
+//! Channels are created lazily (no connection until the first call), cached by
+//! alias, replaced when the tablet's address changes and dropped by
+//! [`TabletManager::forget`]. A dropped channel closes its connection once the
+//! last in-flight call using it ends. Each tablet's TabletManager calls pass a
+//! tower concurrency limit, so a slow tablet cannot collect an unbounded pile
+//! of calls; the deadline covers the wait for that limit, the connect and the
+//! answer.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use tonic::transport::{Channel, Endpoint};
+use tower::limit::ConcurrencyLimit;
+
+use super::{
+    error::TabletError,
+    health::{HealthSource, HealthStream},
+    rpc::{TabletManager, TmRequest, TmResponse, alias_of, dispatch},
+};
+use crate::{
+    config::Config,
+    proto::{
+        query::StreamHealthRequest,
+        queryservice::query_client::QueryClient,
+        tabletmanagerservice::tablet_manager_client::TabletManagerClient,
+        topodata::{Tablet, TabletAlias},
+    },
+};
+
+/// Connection settings of the tablet clients.
+#[derive(Clone, Debug)]
+pub struct TabletClientConfig {
+    /// Default deadline of every TabletManager call (`--remote-operation-timeout`).
+    pub remote_operation_timeout: Duration,
+    /// Limit on establishing the TCP connection (also bounds opening a health stream).
+    pub connect_timeout: Duration,
+    /// Most TabletManager calls in flight to one tablet at a time; further
+    /// calls wait (inside their deadline).
+    pub max_calls_per_tablet: usize,
+    /// HTTP/2 keep-alive ping interval on idle and busy connections; `None` =
+    /// no pings. Vitess's gRPC servers reject pings more often than every 10 s
+    /// (GOAWAY `ENHANCE_YOUR_CALM`), so stay at or above that.
+    pub keepalive_interval: Option<Duration>,
+    /// How long a keep-alive ping may go unanswered before the connection is closed.
+    pub keepalive_timeout: Duration,
+}
+
+impl TabletClientConfig {
+    /// Settings derived from vtorc's configuration.
+    pub fn from_config(config: &Config) -> Self {
+        TabletClientConfig {
+            remote_operation_timeout: config.remote_operation_timeout,
+            ..TabletClientConfig::default()
+        }
+    }
+}
+
+impl Default for TabletClientConfig {
+    fn default() -> Self {
+        TabletClientConfig {
+            remote_operation_timeout: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(5),
+            max_calls_per_tablet: 8,
+            keepalive_interval: Some(Duration::from_secs(10)),
+            keepalive_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// One tablet's cached connection.
+struct CachedChannel {
+    /// `host:port` the channel connects to; a different address in the
+    /// tablet record replaces the channel.
+    address: String,
+    /// The HTTP/2 channel (health stream).
+    channel: Channel,
+    /// TabletManager client on the same channel, behind the per-tablet limit.
+    /// Clones share the limit's semaphore.
+    tm: TabletManagerClient<ConcurrencyLimit<Channel>>,
+}
+
+/// TabletManager and StreamHealth over tonic; cheap to clone (clones share
+/// the channel cache).
+#[derive(Clone)]
+pub struct GrpcTabletManager {
+    /// Shared state of all clones.
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// Connection settings.
+    config: TabletClientConfig,
+    /// Cached channels by alias. A std mutex: it guards a map lookup and two
+    /// clones, is never held across an `.await`, and callers on every thread
+    /// (polls, recoveries, API handlers) need it.
+    channels: Mutex<HashMap<TabletAlias, CachedChannel>>,
+}
+
+impl GrpcTabletManager {
+    /// A client with an empty channel cache.
+    pub fn new(config: TabletClientConfig) -> Self {
+        GrpcTabletManager {
+            inner: Arc::new(Inner {
+                config,
+                channels: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The settings this client uses.
+    pub fn config(&self) -> &TabletClientConfig {
+        &self.inner.config
+    }
+
+    /// How many tablets have a cached channel.
+    pub fn cached_channels(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<TabletAlias, CachedChannel>> {
+        // A panic while holding the lock leaves a consistent map (every
+        // operation on it is a single insert, remove or lookup).
+        self.inner.channels.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The cached channel for `tablet`, created (lazily connecting) or
+    /// replaced when its address changed.
+    fn channel_for(
+        &self,
+        tablet: &Tablet,
+        method: &'static str,
+    ) -> Result<(Channel, TabletManagerClient<ConcurrencyLimit<Channel>>), TabletError> {
+        let alias = tablet.alias.as_ref().ok_or_else(|| TabletError::NoAddress {
+            alias: alias_of(tablet),
+            reason: "the tablet record has no alias".into(),
+        })?;
+        let address = tablet_address(tablet)?;
+        let mut channels = self.lock();
+        if let Some(cached) = channels.get(alias)
+            && cached.address == address
+        {
+            return Ok((cached.channel.clone(), cached.tm.clone()));
+        }
+        let endpoint = self.endpoint(&address).map_err(|e| TabletError::NoAddress {
+            alias: alias.clone(),
+            reason: format!("invalid address {address:?} for {method}: {e}"),
+        })?;
+        let channel = endpoint.connect_lazy();
+        let limited = ConcurrencyLimit::new(channel.clone(), self.inner.config.max_calls_per_tablet.max(1));
+        let tm = TabletManagerClient::new(limited);
+        channels.insert(
+            alias.clone(),
+            CachedChannel {
+                address,
+                channel: channel.clone(),
+                tm: tm.clone(),
+            },
+        );
+        Ok((channel, tm))
+    }
+
+    fn endpoint(&self, address: &str) -> Result<Endpoint, tonic::transport::Error> {
+        let config = &self.inner.config;
+        let mut endpoint = Endpoint::from_shared(format!("http://{address}"))?
+            .connect_timeout(config.connect_timeout)
+            .tcp_nodelay(true);
+        if let Some(interval) = config.keepalive_interval {
+            endpoint = endpoint
+                .http2_keep_alive_interval(interval)
+                .keep_alive_timeout(config.keepalive_timeout)
+                .keep_alive_while_idle(true);
+        }
+        Ok(endpoint)
+    }
+}
+
+/// `host:port` of a tablet's gRPC server: `hostname` and `port_map["grpc"]`
+/// (IPv6 literals bracketed).
+pub fn tablet_address(tablet: &Tablet) -> Result<String, TabletError> {
+    let no_address = |reason: &str| TabletError::NoAddress {
+        alias: alias_of(tablet),
+        reason: reason.into(),
+    };
+    if tablet.hostname.is_empty() {
+        return Err(no_address("the tablet record has no hostname"));
+    }
+    let port = tablet
+        .port_map
+        .get("grpc")
+        .copied()
+        .ok_or_else(|| no_address("the tablet record has no grpc port"))?;
+    let port = u16::try_from(port).map_err(|_| no_address("the grpc port is out of range"))?;
+    if port == 0 {
+        return Err(no_address("the grpc port is 0"));
+    }
+    let host = &tablet.hostname;
+    if host.contains(':') && !host.starts_with('[') {
+        Ok(format!("[{host}]:{port}"))
+    } else {
+        Ok(format!("{host}:{port}"))
+    }
+}
+
+#[async_trait]
+impl TabletManager for GrpcTabletManager {
+    async fn call(
+        &self,
+        tablet: &Tablet,
+        request: TmRequest,
+        timeout: Option<Duration>,
+    ) -> Result<TmResponse, TabletError> {
+        let method = request.method();
+        let timeout = timeout.unwrap_or(self.inner.config.remote_operation_timeout);
+        let (_, mut client) = self.channel_for(tablet, method)?;
+        match tokio::time::timeout(timeout, dispatch(&mut client, request, timeout)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(status)) => Err(TabletError::from_status(
+                &alias_of(tablet),
+                method,
+                timeout,
+                status,
+            )),
+            Err(_elapsed) => Err(TabletError::Timeout {
+                alias: alias_of(tablet),
+                method,
+                after: timeout,
+            }),
+        }
+    }
+
+    fn forget(&self, alias: &TabletAlias) {
+        self.lock().remove(alias);
+    }
+}
+
+#[async_trait]
+impl HealthSource for GrpcTabletManager {
+    async fn stream_health(&self, tablet: &Tablet) -> Result<HealthStream, TabletError> {
+        const METHOD: &str = "StreamHealth";
+        let (channel, _) = self.channel_for(tablet, METHOD)?;
+        let alias = alias_of(tablet);
+        let open_timeout = self.inner.config.remote_operation_timeout;
+        let mut client = QueryClient::new(channel);
+        let opened = tokio::time::timeout(open_timeout, client.stream_health(StreamHealthRequest {})).await;
+        let stream = match opened {
+            Ok(Ok(response)) => response.into_inner(),
+            Ok(Err(status)) => return Err(TabletError::from_status(&alias, METHOD, open_timeout, status)),
+            Err(_elapsed) => {
+                return Err(TabletError::Timeout {
+                    alias,
+                    method: METHOD,
+                    after: open_timeout,
+                });
+            }
+        };
+        Ok(stream
+            .map(move |item| {
+                item.map_err(|status| TabletError::from_status(&alias, METHOD, open_timeout, status))
+            })
+            .boxed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tablet::{
+        error::{CallOutcome, TabletErrorKind},
+        rpc::TabletManagerExt,
+    };
+
+    fn tablet(host: &str, port: Option<i32>) -> Tablet {
+        let mut t = Tablet {
+            alias: Some(TabletAlias::new("zone1", 7)),
+            hostname: host.into(),
+            ..Default::default()
+        };
+        if let Some(p) = port {
+            t.port_map.insert("grpc".into(), p);
+        }
+        t
+    }
+
+    #[test]
+    fn the_address_is_hostname_and_grpc_port() {
+        assert_eq!(
+            tablet_address(&tablet("db1", Some(15999))).expect("ok"),
+            "db1:15999"
+        );
+        assert_eq!(
+            tablet_address(&tablet("::1", Some(15999))).expect("ok"),
+            "[::1]:15999"
+        );
+        for bad in [
+            tablet("", Some(1)),
+            tablet("db1", None),
+            tablet("db1", Some(0)),
+            tablet("db1", Some(70000)),
+        ] {
+            assert!(
+                matches!(tablet_address(&bad), Err(TabletError::NoAddress { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_unreachable_and_certainly_not_executed() {
+        // Bind then drop a listener to get a port nobody listens on.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let tmc = GrpcTabletManager::new(TabletClientConfig {
+            remote_operation_timeout: Duration::from_secs(5),
+            ..TabletClientConfig::default()
+        });
+        let err = tmc
+            .full_status(&tablet("127.0.0.1", Some(i32::from(port))))
+            .await
+            .expect_err("nobody listens");
+        assert_eq!(err.kind(), TabletErrorKind::Unreachable, "{err:?}");
+        assert_eq!(err.outcome(), CallOutcome::NotExecuted);
+        assert_eq!(tmc.cached_channels(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_silent_peer_times_out_at_the_deadline() {
+        // Accepts TCP connections and never speaks HTTP/2.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let tmc = GrpcTabletManager::new(TabletClientConfig::default());
+        let started = tokio::time::Instant::now();
+        let err = tmc
+            .with_timeout(Duration::from_millis(300))
+            .ping(&tablet("127.0.0.1", Some(i32::from(port))))
+            .await
+            .expect_err("never answers");
+        let took = started.elapsed();
+        assert_eq!(err.kind(), TabletErrorKind::Timeout, "{err:?}");
+        assert_eq!(err.outcome(), CallOutcome::MaybeExecuted);
+        assert!(
+            took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+        drop(listener);
+    }
+
+    #[tokio::test]
+    async fn channels_are_replaced_on_address_change_and_dropped_when_forgotten() {
+        let tmc = GrpcTabletManager::new(TabletClientConfig::default());
+        let a = tablet("127.0.0.1", Some(1111));
+        let b = tablet("127.0.0.1", Some(2222));
+        tmc.channel_for(&a, "Ping").expect("channel");
+        tmc.channel_for(&a, "Ping").expect("channel");
+        assert_eq!(
+            tmc.lock()
+                .get(&TabletAlias::new("zone1", 7))
+                .map(|c| c.address.clone())
+                .as_deref(),
+            Some("127.0.0.1:1111")
+        );
+        tmc.channel_for(&b, "Ping").expect("channel");
+        assert_eq!(tmc.cached_channels(), 1);
+        assert_eq!(
+            tmc.lock()
+                .get(&TabletAlias::new("zone1", 7))
+                .map(|c| c.address.clone())
+                .as_deref(),
+            Some("127.0.0.1:2222")
+        );
+        tmc.forget(&TabletAlias::new("zone1", 7));
+        assert_eq!(tmc.cached_channels(), 0);
+    }
+}
