@@ -2,9 +2,12 @@
 //!
 //! See `ARCHITECTURE.md` for the module map and the data flow.
 
+pub mod analysis;
 pub mod app;
 pub mod config;
 pub mod ids;
+pub mod model;
+pub mod mysql;
 pub mod proto;
 pub mod tablet;
 pub mod telemetry;
