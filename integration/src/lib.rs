@@ -4,3 +4,4 @@
 pub mod etcd;
 pub mod mariadb;
 pub mod process;
+pub mod sim;
