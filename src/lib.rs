@@ -11,3 +11,4 @@ pub mod mysql;
 pub mod proto;
 pub mod tablet;
 pub mod telemetry;
+pub mod topo;

@@ -1,0 +1,441 @@
+//! [`TopoStore`] over etcd v3 (`etcd-client`), with the exact operations
+//! of Vitess's etcd2 topo backend (reference §3.2):
+//!
+//! | op | etcd |
+//! |---|---|
+//! | create | txn `version(key) == 0` → put (with lease), else `NodeExists` |
+//! | update(v) | txn `mod_revision(key) == v` → put, else `BadVersion`; no version → put |
+//! | delete(v) | txn `mod_revision(key) == v` → delete; on failure a get tells `NoNode` from `BadVersion` |
+//! | get / list | range (prefix); version = `mod_revision` |
+//! | last_below | range prefix, sort by mod revision descending, limit 1, `max_mod_revision` |
+//! | watch | watch (prefix) from a revision, with a background task feeding [`StoreWatch`] |
+//! | leases | grant, keep-alive stream (every TTL/3), keep-alive once, revoke |
+//!
+//! Every unary call is bounded by the operation timeout
+//! (`--remote-operation-timeout`).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, KvClient, PutOptions, SortOrder,
+    SortTarget, Txn, TxnOp, WatchOptions,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::error::{TopoError, TopoResult};
+use super::store::{
+    AbortOnDrop, KeyValue, LeaseId, LeaseKeepAlive, Listing, StoreWatch, TopoStore, Version, WatchBatch,
+    WatchEvent,
+};
+
+/// Largest gRPC response we accept (a full tablet listing of a large cell
+/// is a few MB; tonic's default limit is 4 MB).
+const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
+
+/// Watch batches buffered between the etcd stream and the consumer.
+const WATCH_BUFFER: usize = 256;
+
+/// How to reach one etcd cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EtcdOptions {
+    /// Bound on every unary call (`--remote-operation-timeout`).
+    pub operation_timeout: Duration,
+    /// Bound on establishing a connection.
+    pub connect_timeout: Duration,
+}
+
+impl Default for EtcdOptions {
+    fn default() -> Self {
+        EtcdOptions {
+            operation_timeout: Duration::from_secs(15),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One etcd cluster. Cheap to clone (the client is shared).
+#[derive(Clone)]
+pub struct EtcdStore {
+    /// The client (leases, watches).
+    client: Client,
+    /// KV client with the raised response size limit.
+    kv: KvClient,
+    /// Endpoints, for messages.
+    endpoints: Vec<String>,
+    /// Bound on every unary call.
+    operation_timeout: Duration,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("endpoints", &self.endpoints)
+            .finish()
+    }
+}
+
+/// Maps an etcd client error to a topo error about `what`.
+fn etcd_error(what: &str, e: etcd_client::Error) -> TopoError {
+    match &e {
+        etcd_client::Error::GRpcStatus(status) => match status.code() {
+            tonic::Code::DeadlineExceeded => TopoError::Timeout(what.to_string()),
+            tonic::Code::Cancelled => TopoError::Cancelled(what.to_string()),
+            tonic::Code::NotFound => TopoError::NoNode(format!("{what}: {}", status.message())),
+            tonic::Code::OutOfRange if status.message().contains("compacted") => TopoError::Compacted(0),
+            _ => TopoError::Unavailable(format!("{what}: {e}")),
+        },
+        _ => TopoError::Unavailable(format!("{what}: {e}")),
+    }
+}
+
+/// Splits Vitess's comma-separated server address into etcd endpoints.
+pub fn parse_endpoints(server_address: &str) -> Vec<String> {
+    server_address
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+impl EtcdStore {
+    /// Connects to the etcd cluster at `endpoints` (`host:port` or URLs).
+    /// The connection is made lazily and re-made after failures by the
+    /// client; this fails only on unusable addresses.
+    pub async fn connect(endpoints: &[String], options: &EtcdOptions) -> TopoResult<EtcdStore> {
+        if endpoints.is_empty() {
+            return Err(TopoError::Invalid("no etcd endpoints".into()));
+        }
+        let connect = ConnectOptions::new()
+            .with_connect_timeout(options.connect_timeout)
+            // HTTP/2 pings notice a dead server or network behind an idle
+            // watch; etcd refuses pings more often than every 5 s.
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+            .with_keep_alive_while_idle(true);
+        let client = tokio::time::timeout(options.connect_timeout, Client::connect(endpoints, Some(connect)))
+            .await
+            .map_err(|_| TopoError::Timeout(format!("connect to etcd {endpoints:?}")))?
+            .map_err(|e| etcd_error(&format!("connect to etcd {endpoints:?}"), e))?;
+        Ok(Self::from_client(
+            client,
+            endpoints.to_vec(),
+            options.operation_timeout,
+        ))
+    }
+
+    /// Wraps an existing client.
+    pub fn from_client(client: Client, endpoints: Vec<String>, operation_timeout: Duration) -> EtcdStore {
+        let kv = client.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
+        EtcdStore {
+            client,
+            kv,
+            endpoints,
+            operation_timeout,
+        }
+    }
+
+    /// The underlying client (tests use it for raw operations).
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// Runs one call under the operation timeout.
+    async fn call<T>(
+        &self,
+        what: &str,
+        fut: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+    ) -> TopoResult<T> {
+        match tokio::time::timeout(self.operation_timeout, fut).await {
+            Ok(result) => result.map_err(|e| etcd_error(what, e)),
+            Err(_) => Err(TopoError::Timeout(what.to_string())),
+        }
+    }
+}
+
+/// Converts an etcd key-value.
+fn convert(kv: etcd_client::KeyValue) -> KeyValue {
+    let (version, create_revision, lease) = (kv.mod_revision(), kv.create_revision(), kv.lease());
+    let (key, value) = kv.into_key_value();
+    KeyValue {
+        key: String::from_utf8_lossy(&key).into_owned(),
+        value,
+        version: Version(version),
+        create_revision,
+        lease,
+    }
+}
+
+#[async_trait]
+impl TopoStore for EtcdStore {
+    async fn get(&self, key: &str) -> TopoResult<KeyValue> {
+        let mut kv = self.kv.clone();
+        let mut resp = self.call(key, kv.get(key, None)).await?;
+        resp.take_kvs()
+            .into_iter()
+            .next()
+            .map(convert)
+            .ok_or_else(|| TopoError::NoNode(key.to_string()))
+    }
+
+    async fn list(&self, prefix: &str) -> TopoResult<Listing> {
+        let mut kv = self.kv.clone();
+        let mut resp = self
+            .call(prefix, kv.get(prefix, Some(GetOptions::new().with_prefix())))
+            .await?;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        Ok(Listing {
+            entries: resp.take_kvs().into_iter().map(convert).collect(),
+            revision,
+        })
+    }
+
+    async fn list_dir(&self, dir: &str) -> TopoResult<Vec<String>> {
+        let prefix = format!("{}/", dir.trim_end_matches('/'));
+        let mut kv = self.kv.clone();
+        let options = GetOptions::new().with_prefix().with_keys_only();
+        let resp = self.call(dir, kv.get(prefix.as_str(), Some(options))).await?;
+        let mut names: Vec<String> = resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let key = String::from_utf8_lossy(kv.key());
+                key.strip_prefix(&prefix)
+                    .and_then(|rest| rest.split('/').next())
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_string)
+            })
+            .collect();
+        names.dedup();
+        if names.is_empty() {
+            return Err(TopoError::NoNode(dir.to_string()));
+        }
+        Ok(names)
+    }
+
+    async fn create(&self, key: &str, value: &[u8], lease: LeaseId) -> TopoResult<Version> {
+        let put = if lease != 0 {
+            Some(PutOptions::new().with_lease(lease))
+        } else {
+            None
+        };
+        let txn = Txn::new()
+            .when([Compare::version(key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, value, put)]);
+        let mut kv = self.kv.clone();
+        let resp = self.call(key, kv.txn(txn)).await?;
+        if !resp.succeeded() {
+            return Err(TopoError::NodeExists(key.to_string()));
+        }
+        Ok(Version(resp.header().map_or(0, |h| h.revision())))
+    }
+
+    async fn update(&self, key: &str, value: &[u8], version: Option<Version>) -> TopoResult<Version> {
+        let mut kv = self.kv.clone();
+        match version {
+            Some(version) => {
+                let txn = Txn::new()
+                    .when([Compare::mod_revision(key, CompareOp::Equal, version.0)])
+                    .and_then([TxnOp::put(key, value, None)]);
+                let resp = self.call(key, kv.txn(txn)).await?;
+                if !resp.succeeded() {
+                    return Err(TopoError::BadVersion(key.to_string()));
+                }
+                Ok(Version(resp.header().map_or(0, |h| h.revision())))
+            }
+            None => {
+                let resp = self.call(key, kv.put(key, value, None)).await?;
+                Ok(Version(resp.header().map_or(0, |h| h.revision())))
+            }
+        }
+    }
+
+    async fn delete(&self, key: &str, version: Option<Version>) -> TopoResult<()> {
+        let mut kv = self.kv.clone();
+        match version {
+            Some(version) => {
+                let txn = Txn::new()
+                    .when([Compare::mod_revision(key, CompareOp::Equal, version.0)])
+                    .and_then([TxnOp::delete(key, None)]);
+                let resp = self.call(key, kv.txn(txn)).await?;
+                if resp.succeeded() {
+                    return Ok(());
+                }
+                // Tell a missing key from a changed one.
+                match self.get(key).await {
+                    Ok(_) => Err(TopoError::BadVersion(key.to_string())),
+                    Err(e) => Err(e),
+                }
+            }
+            None => {
+                let resp = self.call(key, kv.delete(key, None)).await?;
+                if resp.deleted() == 0 {
+                    return Err(TopoError::NoNode(key.to_string()));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn last_below(&self, prefix: &str, max_mod_revision: i64) -> TopoResult<Option<KeyValue>> {
+        if max_mod_revision <= 0 {
+            return Ok(None);
+        }
+        let options = GetOptions::new()
+            .with_prefix()
+            .with_sort(SortTarget::Mod, SortOrder::Descend)
+            .with_limit(1)
+            .with_max_mod_revision(max_mod_revision);
+        let mut kv = self.kv.clone();
+        let mut resp = self.call(prefix, kv.get(prefix, Some(options))).await?;
+        Ok(resp.take_kvs().into_iter().next().map(convert))
+    }
+
+    async fn watch(&self, key: &str, prefix: bool, from_revision: i64) -> TopoResult<StoreWatch> {
+        let mut options = WatchOptions::new();
+        if prefix {
+            options = options.with_prefix();
+        }
+        if from_revision > 0 {
+            options = options.with_start_revision(from_revision);
+        }
+        let mut watch_client = self
+            .client
+            .watch_client()
+            .max_decoding_message_size(MAX_RESPONSE_BYTES);
+        let mut stream = self.call(key, watch_client.watch(key, Some(options))).await?;
+        let (tx, rx) = mpsc::channel(WATCH_BUFFER);
+        let what = key.to_string();
+        let task = tokio::spawn(async move {
+            loop {
+                let message = match stream.message().await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => {
+                        let _ = tx
+                            .send(Err(TopoError::Unavailable(format!("watch on {what} closed"))))
+                            .await;
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(etcd_error(&format!("watch on {what}"), e))).await;
+                        return;
+                    }
+                };
+                if message.canceled() {
+                    let error = if message.compact_revision() > 0 {
+                        TopoError::Compacted(message.compact_revision())
+                    } else {
+                        TopoError::Unavailable(format!(
+                            "watch on {what} cancelled: {}",
+                            message.cancel_reason()
+                        ))
+                    };
+                    let _ = tx.send(Err(error)).await;
+                    return;
+                }
+                let header_revision = message.header().map_or(0, |h| h.revision());
+                let mut events = Vec::with_capacity(message.events().len());
+                let mut revision = 0;
+                for event in message.events() {
+                    let Some(kv) = event.kv() else { continue };
+                    revision = revision.max(kv.mod_revision());
+                    match event.event_type() {
+                        EventType::Put => events.push(WatchEvent::Put(convert(kv.clone()))),
+                        EventType::Delete => events.push(WatchEvent::Delete {
+                            key: String::from_utf8_lossy(kv.key()).into_owned(),
+                            revision: kv.mod_revision(),
+                        }),
+                    }
+                }
+                if events.is_empty() {
+                    continue; // created / progress notifications
+                }
+                let batch = WatchBatch {
+                    revision: revision.max(header_revision),
+                    events,
+                };
+                if tx.send(Ok(batch)).await.is_err() {
+                    return; // consumer gone
+                }
+            }
+        });
+        Ok(StoreWatch::new(rx, Some(AbortOnDrop(task.abort_handle()))))
+    }
+
+    async fn lease_grant(&self, ttl: Duration) -> TopoResult<LeaseId> {
+        let ttl = i64::try_from(ttl.as_secs().max(1)).unwrap_or(i64::MAX);
+        let mut client = self.client.clone();
+        let resp = self.call("lease grant", client.lease_grant(ttl, None)).await?;
+        Ok(resp.id())
+    }
+
+    async fn lease_keep_alive(&self, lease: LeaseId, ttl: Duration) -> TopoResult<LeaseKeepAlive> {
+        let mut client = self.client.clone();
+        let what = format!("lease {lease} keep-alive");
+        let (mut keeper, mut stream) = self.call(&what, client.lease_keep_alive(lease)).await?;
+        let lost = CancellationToken::new();
+        let token = lost.clone();
+        let period = (ttl / 3).max(Duration::from_millis(100));
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(period);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => return,
+                    _ = tick.tick() => {
+                        if let Err(e) = keeper.keep_alive().await {
+                            tracing::warn!(lease, "lease keep-alive failed: {e}");
+                            token.cancel();
+                            return;
+                        }
+                    }
+                    message = stream.message() => match message {
+                        Ok(Some(resp)) if resp.ttl() > 0 => {}
+                        Ok(Some(_)) => {
+                            tracing::warn!(lease, "lease expired or was revoked");
+                            token.cancel();
+                            return;
+                        }
+                        Ok(None) => {
+                            tracing::warn!(lease, "lease keep-alive stream closed");
+                            token.cancel();
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::warn!(lease, "lease keep-alive stream failed: {e}");
+                            token.cancel();
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(LeaseKeepAlive {
+            lost,
+            _task: Some(AbortOnDrop(task.abort_handle())),
+        })
+    }
+
+    async fn lease_keep_alive_once(&self, lease: LeaseId) -> TopoResult<()> {
+        let what = format!("lease {lease} keep-alive");
+        let mut client = self.client.clone();
+        let once = async {
+            let (mut keeper, mut stream) = client.lease_keep_alive(lease).await?;
+            keeper.keep_alive().await?;
+            stream.message().await
+        };
+        match self.call(&what, once).await? {
+            Some(resp) if resp.ttl() > 0 => Ok(()),
+            Some(_) => Err(TopoError::NoNode(format!("lease {lease}"))),
+            None => Err(TopoError::Unavailable(format!("{what}: stream closed"))),
+        }
+    }
+
+    async fn lease_revoke(&self, lease: LeaseId) -> TopoResult<()> {
+        let mut client = self.client.clone();
+        self.call(&format!("lease {lease} revoke"), client.lease_revoke(lease))
+            .await?;
+        Ok(())
+    }
+}
