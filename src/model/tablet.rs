@@ -72,6 +72,38 @@ pub enum Reachability {
     },
 }
 
+/// What the tablet's `StreamHealth` stream last said; discovery keeps it
+/// current. Analysis decides on polls ([`PollTimes`]); this is the stream's
+/// faster view (a change triggers a poll), for APIs and logs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum StreamHealth {
+    /// No health message yet (stream not open yet).
+    #[default]
+    Unknown,
+    /// The last message had no health error. `serving`: the tablet serves
+    /// queries (false is normal for e.g. DRAINED or a demoted primary).
+    Healthy {
+        /// First healthy message of the current run.
+        since: Instant,
+        /// The message's `serving` flag.
+        serving: bool,
+    },
+    /// The last message carried a health error (e.g. MySQL unreachable).
+    Unhealthy {
+        /// First unhealthy message of the current run.
+        since: Instant,
+        /// The health error text.
+        reason: String,
+    },
+    /// The stream broke or cannot be opened (tablet process gone or unreachable).
+    Unreachable {
+        /// When the stream broke.
+        since: Instant,
+        /// Why.
+        reason: String,
+    },
+}
+
 /// One tablet as VTOrc knows it.
 #[derive(Clone, Debug)]
 pub struct TabletState {
@@ -90,6 +122,8 @@ pub struct TabletState {
     pub primary_health: PrimaryHealthWindow,
     /// The latest shard-peer health report this tablet sent (v25); `None` = none.
     pub peer_health: Option<Arc<PeerHealthReport>>,
+    /// What the health stream last said.
+    pub stream_health: StreamHealth,
 }
 
 impl TabletState {
@@ -103,6 +137,7 @@ impl TabletState {
             disk_stalled: false,
             primary_health: PrimaryHealthWindow::default(),
             peer_health: None,
+            stream_health: StreamHealth::Unknown,
         }
     }
 
