@@ -1,6 +1,7 @@
 //! The vtorc-rs test world: real etcd and MariaDB servers, a tablet agent that
 //! stands in for vttablet, and the harness that starts and tears them down.
 
+pub mod agent;
 pub mod etcd;
 pub mod mariadb;
 pub mod process;

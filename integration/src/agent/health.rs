@@ -1,0 +1,242 @@
+//! Health: the start-up MySQL check (vttablet's "DBA grants verified" step),
+//! the background health checker and the StreamHealth payload (§8).
+//!
+//! The checker probes MariaDB every `health_check_interval` with a short
+//! timeout (a killed server refuses at once; a frozen one is declared down
+//! after `health_check_timeout`). A replica probe reads replication status
+//! and computes lag and `health_error` as vttablet's poller does (§8.2); a
+//! primary probe runs `SELECT 1` and reads `Rpl_semi_sync_master_wait_sessions`
+//! for the semi-sync-blocked flag.
+//!
+//! Deviation: vttablet's semi-sync monitor writes heartbeat rows while
+//! blocked and reports "blocked" after 15 stuck writes; we report
+//! `semi_sync_blocked` once commits have been waiting for an ACK without
+//! interruption for `semi_sync_blocked_after` (default 15 s), with no
+//! heartbeat writes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::{debug, info};
+use vtorc::proto::query::{RealtimeStats, StreamHealthResponse, Target};
+use vtorc::proto::topodata::TabletType;
+
+use super::error::AgentResult;
+use super::mysql::{MysqlConn, NO_REPLICATION_STATUS};
+use super::{Agent, AgentConfig, TabletState};
+
+/// Statements that create vttablet's sidecar tables (§6.4). Run with the
+/// binlog off on every server at start-up, so the tables exist everywhere
+/// without writing GTIDs (vttablet's sidecar init runs on the primary and
+/// replicates; doing it locally avoids errant GTIDs on replicas).
+const SIDECAR_SCHEMA: &[&str] = &[
+    "CREATE DATABASE IF NOT EXISTS _vt",
+    "CREATE TABLE IF NOT EXISTS _vt.reparent_journal (\
+       time_created_ns BIGINT(20) UNSIGNED NOT NULL, \
+       action_name VARBINARY(255) NOT NULL, \
+       primary_alias VARBINARY(255) NOT NULL, \
+       replication_position VARBINARY(64000) DEFAULT NULL, \
+       PRIMARY KEY (time_created_ns)) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS _vt.semisync_heartbeat (\
+       ts BIGINT UNSIGNED NOT NULL, PRIMARY KEY (ts)) ENGINE=InnoDB",
+];
+
+/// Retries the start-up MySQL check until it passes, then opens the grants
+/// gate and runs vttablet's replication initialisation (§7 step 8).
+pub(super) async fn run_grants_check(agent: Arc<Agent>) {
+    loop {
+        match grants_check(&agent).await {
+            Ok(()) => break,
+            Err(e) => {
+                *agent.grants_error.lock().unwrap_or_else(|p| p.into_inner()) = e.to_string();
+                debug!(tablet = %agent.alias, "grants check failed: {e}");
+            }
+        }
+        tokio::select! {
+            _ = agent.cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+    agent.grants_ready.send_replace(true);
+    info!(tablet = %agent.alias, "mysql ready, sidecar schema present");
+    agent.health_wake.notify_one();
+    if let Err(e) = super::replication::init_replication_at_startup(&agent).await {
+        tracing::warn!(tablet = %agent.alias, "failed to initialise replication at start-up: {e}");
+    }
+}
+
+/// Connects and creates the sidecar schema.
+async fn grants_check(agent: &Agent) -> AgentResult<()> {
+    let mut conn = agent.mysql.conn().await?;
+    conn.exec("SET SESSION sql_log_bin = 0").await?;
+    for sql in SIDECAR_SCHEMA {
+        conn.exec(sql).await?;
+    }
+    conn.close().await;
+    Ok(())
+}
+
+/// What one probe found.
+enum Probe {
+    /// MySQL answered as a primary; `blocked` is true when commits wait for a semi-sync ACK.
+    Primary { blocked: bool },
+    /// MySQL answered as a non-primary: replication status, `None` if not a replica.
+    Replica(Option<(bool, Option<u32>)>),
+}
+
+/// The health-checker loop.
+pub(super) async fn run_checker(agent: Arc<Agent>) {
+    let mut conn: Option<MysqlConn> = None;
+    loop {
+        let result = probe(&agent, &mut conn).await;
+        if result.is_err() {
+            conn = None;
+        }
+        apply(&agent, result);
+        tokio::select! {
+            _ = agent.cancel.cancelled() => return,
+            _ = tokio::time::sleep(agent.config.health_check_interval) => {}
+            _ = agent.health_wake.notified() => {}
+        }
+    }
+}
+
+/// One probe over the cached connection (opened if needed).
+async fn probe(agent: &Agent, cached: &mut Option<MysqlConn>) -> AgentResult<Probe> {
+    let timeout = agent.config.health_check_timeout;
+    let conn = match cached {
+        Some(conn) => conn,
+        None => cached.insert(agent.mysql.conn_with(timeout, timeout).await?),
+    };
+    if agent.tablet_type() == TabletType::Primary {
+        let waits = conn.status_var("Rpl_semi_sync_master_wait_sessions").await?;
+        let blocked = waits.and_then(|w| w.parse::<u64>().ok()).is_some_and(|w| w > 0);
+        return Ok(Probe::Primary { blocked });
+    }
+    let status = conn.replication_status().await?;
+    Ok(Probe::Replica(status.map(|s| {
+        let lag = (!s.status.replication_lag_unknown).then_some(s.status.replication_lag_seconds);
+        (s.healthy(), lag)
+    })))
+}
+
+/// Folds a probe result into the state and republishes health.
+fn apply(agent: &Agent, result: AgentResult<Probe>) {
+    let now = Instant::now();
+    {
+        let mut state = agent.state();
+        let is_primary = state.tablet.r#type == TabletType::Primary as i32;
+        match result {
+            Err(e) => {
+                if state.mysql_reachable != Some(false) {
+                    info!(tablet = %agent.alias, "mysql unreachable: {e}");
+                }
+                state.mysql_reachable = Some(false);
+                // vttablet: a primary's lag errors are ignored, so its
+                // health_error stays empty; a replica's lag probe fails with
+                // the connection error.
+                state.health_error = if is_primary { String::new() } else { e.to_string() };
+            }
+            Ok(Probe::Primary { blocked }) => {
+                state.mysql_reachable = Some(true);
+                state.health_error.clear();
+                state.lag_seconds = 0;
+                let mut since = agent
+                    .semi_sync_blocked_since
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                match (blocked, *since) {
+                    (true, None) => *since = Some(now),
+                    (false, _) => *since = None,
+                    (true, Some(_)) => {}
+                }
+            }
+            Ok(Probe::Replica(status)) => {
+                state.mysql_reachable = Some(true);
+                *agent
+                    .semi_sync_blocked_since
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = None;
+                match status {
+                    None => state.health_error = NO_REPLICATION_STATUS.to_string(),
+                    Some((true, Some(lag))) => {
+                        state.health_error.clear();
+                        state.lag_seconds = lag;
+                        state.last_lag = Some((lag, now));
+                    }
+                    Some(_) => match state.last_lag {
+                        Some((lag, at)) => {
+                            let elapsed = u32::try_from(now.duration_since(at).as_secs()).unwrap_or(u32::MAX);
+                            state.health_error.clear();
+                            state.lag_seconds = lag.saturating_add(elapsed);
+                        }
+                        None => state.health_error = "replication is not running".to_string(),
+                    },
+                }
+            }
+        }
+    }
+    agent.publish_health();
+}
+
+/// True when semi-sync commits have been blocked for long enough (§2.4).
+pub(super) fn semi_sync_blocked(agent: &Agent) -> bool {
+    let since = *agent
+        .semi_sync_blocked_since
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    since.is_some_and(|s| s.elapsed() >= agent.config.semi_sync_blocked_after)
+}
+
+/// Types whose query service runs (vttablet's "serving types").
+fn serving_type(t: TabletType) -> bool {
+    matches!(
+        t,
+        TabletType::Primary
+            | TabletType::Replica
+            | TabletType::Rdonly
+            | TabletType::Experimental
+            | TabletType::Drained
+    )
+}
+
+/// The StreamHealth payload for a state.
+pub(super) fn response(config: &AgentConfig, state: &TabletState) -> StreamHealthResponse {
+    let tablet = &state.tablet;
+    let tablet_type = TabletType::try_from(tablet.r#type).unwrap_or(TabletType::Unknown);
+    let is_primary = tablet_type == TabletType::Primary;
+    let lag = if is_primary { 0 } else { state.lag_seconds };
+    let replication_healthy = is_primary
+        || (state.health_error.is_empty()
+            && Duration::from_secs(u64::from(lag)) <= config.unhealthy_threshold);
+    let serving = serving_type(tablet_type)
+        && state.mysql_reachable == Some(true)
+        && !state.demoted
+        && replication_healthy;
+    let term = if is_primary {
+        tablet.primary_term_start_time.as_ref().map_or(0, |t| t.seconds)
+    } else {
+        0
+    };
+    StreamHealthResponse {
+        target: Some(Target {
+            keyspace: tablet.keyspace.clone(),
+            shard: tablet.shard.clone(),
+            tablet_type: tablet.r#type,
+            cell: config.cell.clone(),
+        }),
+        serving,
+        primary_term_start_timestamp: term,
+        realtime_stats: Some(RealtimeStats {
+            health_error: if is_primary && state.mysql_reachable.is_some() {
+                String::new()
+            } else {
+                state.health_error.clone()
+            },
+            replication_lag_seconds: lag,
+            ..Default::default()
+        }),
+        tablet_alias: tablet.alias.clone(),
+    }
+}

@@ -1,0 +1,429 @@
+//! MySQL access for the agent: bounded connections, vttablet's MariaDB
+//! flavour statements, and parsing of `SHOW ALL SLAVES STATUS`.
+//!
+//! Every RPC opens its own connection (loopback connects take a few
+//! milliseconds), so session state such as `sql_log_bin` never leaks and a
+//! restarted server never hands us a dead pooled connection. Connecting is
+//! bounded by the connect timeout and every statement by the statement
+//! timeout, so a dead or frozen (SIGSTOP) MariaDB gives a clear
+//! `UNAVAILABLE` error quickly; waits that are meant to block
+//! (`MASTER_GTID_WAIT`) use [`MysqlConn::first_unbounded`] and are bounded by
+//! the caller's deadline instead.
+
+use std::time::Duration;
+
+use mysql_async::prelude::{FromRow, Queryable};
+use mysql_async::{Conn, Opts, OptsBuilder, Row};
+use vtorc::proto::replicationdata;
+
+use super::error::{AgentError, AgentResult, from_mysql};
+use super::position::MariaDbPosition;
+
+/// The zero UUID vttablet reports as `source_uuid` on MariaDB.
+pub const ZERO_UUID: &str = "00000000-0000-0000-0000-000000000000";
+
+/// `io_state` / `sql_state` values of `replicationdata.Status`.
+pub mod thread_state {
+    /// Unknown.
+    pub const UNKNOWN: i32 = 0;
+    /// Stopped (`No`).
+    pub const STOPPED: i32 = 1;
+    /// Connecting (`Connecting`).
+    pub const CONNECTING: i32 = 2;
+    /// Running (`Yes`).
+    pub const RUNNING: i32 = 3;
+}
+
+/// How to reach one MariaDB server.
+#[derive(Clone, Debug)]
+pub struct Mysql {
+    /// Driver options (TCP, user, password).
+    opts: Opts,
+    /// `host:port`, for messages.
+    addr: String,
+    /// Bound on establishing a connection.
+    connect_timeout: Duration,
+    /// Bound on one ordinary statement.
+    statement_timeout: Duration,
+}
+
+impl Mysql {
+    /// Describes a server reached over TCP.
+    pub fn new(
+        host: &str,
+        port: u16,
+        user: &str,
+        password: &str,
+        connect_timeout: Duration,
+        statement_timeout: Duration,
+    ) -> Mysql {
+        let opts = OptsBuilder::default()
+            .ip_or_hostname(host.to_string())
+            .tcp_port(port)
+            .user(Some(user.to_string()))
+            .pass((!password.is_empty()).then(|| password.to_string()))
+            .prefer_socket(false)
+            .into();
+        Mysql {
+            opts,
+            addr: format!("{host}:{port}"),
+            connect_timeout,
+            statement_timeout,
+        }
+    }
+
+    /// `host:port`.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Opens a connection with the default timeouts.
+    pub async fn conn(&self) -> AgentResult<MysqlConn> {
+        self.conn_with(self.connect_timeout, self.statement_timeout).await
+    }
+
+    /// Opens a connection with explicit timeouts (the health checker uses short ones).
+    pub async fn conn_with(&self, connect: Duration, statement: Duration) -> AgentResult<MysqlConn> {
+        match tokio::time::timeout(connect, Conn::new(self.opts.clone())).await {
+            Ok(Ok(conn)) => Ok(MysqlConn {
+                conn: Some(conn),
+                addr: self.addr.clone(),
+                timeout: statement,
+            }),
+            Ok(Err(e)) => Err(AgentError::MysqlUnreachable(format!(
+                "cannot connect to mysql at {}: {e}",
+                self.addr
+            ))),
+            Err(_) => Err(AgentError::MysqlUnreachable(format!(
+                "cannot connect to mysql at {}: no answer within {connect:?}",
+                self.addr
+            ))),
+        }
+    }
+}
+
+/// One open connection. Dropping it closes the socket without a goodbye,
+/// which is fine for the server.
+#[derive(Debug)]
+pub struct MysqlConn {
+    /// The connection; `None` after a statement timed out (it is then unusable).
+    conn: Option<Conn>,
+    /// `host:port`, for messages.
+    addr: String,
+    /// Bound on one ordinary statement.
+    timeout: Duration,
+}
+
+impl MysqlConn {
+    /// Takes the live connection out, or errors if an earlier statement hung.
+    fn take(&mut self) -> AgentResult<Conn> {
+        self.conn
+            .take()
+            .ok_or_else(|| AgentError::MysqlUnreachable(format!("mysql at {} stopped answering", self.addr)))
+    }
+
+    /// Puts the connection back after a statement that finished in time; a
+    /// statement that timed out leaves the connection dropped.
+    fn finish<T>(
+        &mut self,
+        conn: Conn,
+        sql: &str,
+        result: Result<Result<T, mysql_async::Error>, tokio::time::error::Elapsed>,
+    ) -> AgentResult<T> {
+        match result {
+            Ok(r) => {
+                self.conn = Some(conn);
+                r.map_err(from_mysql)
+            }
+            Err(_) => Err(AgentError::MysqlUnreachable(format!(
+                "mysql at {} did not answer {sql:?} within {:?}",
+                self.addr, self.timeout
+            ))),
+        }
+    }
+
+    /// Runs one statement, discarding any result.
+    pub async fn exec(&mut self, sql: &str) -> AgentResult<()> {
+        let mut conn = self.take()?;
+        let result = tokio::time::timeout(self.timeout, conn.query_drop(sql)).await;
+        self.finish(conn, sql, result)
+    }
+
+    /// Runs a query and returns all rows.
+    pub async fn rows(&mut self, sql: &str) -> AgentResult<Vec<Row>> {
+        let mut conn = self.take()?;
+        let result = tokio::time::timeout(self.timeout, conn.query::<Row, _>(sql)).await;
+        self.finish(conn, sql, result)
+    }
+
+    /// Runs a query and returns the first row as `T`.
+    pub async fn first<T: FromRow + Send + 'static>(&mut self, sql: &str) -> AgentResult<Option<T>> {
+        let mut conn = self.take()?;
+        let result = tokio::time::timeout(self.timeout, conn.query_first::<T, _>(sql)).await;
+        self.finish(conn, sql, result)
+    }
+
+    /// Runs a query with no statement bound (the caller bounds it; if the
+    /// caller gives up, the connection is dropped with the future).
+    pub async fn first_unbounded<T: FromRow + Send + 'static>(
+        &mut self,
+        sql: &str,
+    ) -> AgentResult<Option<T>> {
+        let mut conn = self.take()?;
+        let result = conn.query_first::<T, _>(sql).await;
+        self.finish(conn, sql, Ok(result))
+    }
+
+    /// Reads one global variable or expression as text (NULL → empty).
+    pub async fn text(&mut self, sql: &str) -> AgentResult<String> {
+        let value: Option<Option<String>> = self.first(sql).await?;
+        Ok(value.flatten().unwrap_or_default())
+    }
+
+    /// `SELECT @@GLOBAL.gtid_binlog_pos`: the executed position.
+    pub async fn executed_position(&mut self) -> AgentResult<MariaDbPosition> {
+        let text = self.text("SELECT @@GLOBAL.gtid_binlog_pos").await?;
+        MariaDbPosition::parse_mariadb(&text)
+            .map_err(|e| AgentError::Internal(format!("bad gtid_binlog_pos {text:?}: {e}")))
+    }
+
+    /// `SHOW VARIABLES LIKE 'read_only'` is `ON`.
+    pub async fn read_only(&mut self) -> AgentResult<bool> {
+        let row: Option<(String, String)> = self.first("SHOW VARIABLES LIKE 'read_only'").await?;
+        Ok(row.is_some_and(|(_, v)| v.eq_ignore_ascii_case("ON")))
+    }
+
+    /// One status variable from `SHOW GLOBAL STATUS` (None if absent).
+    pub async fn status_var(&mut self, name: &str) -> AgentResult<Option<String>> {
+        let row: Option<(String, String)> = self
+            .first(&format!("SHOW GLOBAL STATUS LIKE {}", quote(name)))
+            .await?;
+        Ok(row.map(|(_, v)| v))
+    }
+
+    /// One system variable from `SHOW GLOBAL VARIABLES` (None if absent).
+    pub async fn variable(&mut self, name: &str) -> AgentResult<Option<String>> {
+        let row: Option<(String, String)> = self
+            .first(&format!("SHOW GLOBAL VARIABLES LIKE {}", quote(name)))
+            .await?;
+        Ok(row.map(|(_, v)| v))
+    }
+
+    /// The default connection's row of `SHOW ALL SLAVES STATUS`, parsed;
+    /// `None` when the server is not a replica.
+    pub async fn replication_status(&mut self) -> AgentResult<Option<ReplicationStatus>> {
+        let rows = self.rows("SHOW ALL SLAVES STATUS").await?;
+        Ok(rows
+            .iter()
+            .find(|row| col(row, "Connection_name").is_empty())
+            .map(ReplicationStatus::from_row))
+    }
+
+    /// `SHOW MASTER STATUS` + `gtid_binlog_pos`; `None` when binary logging is off.
+    pub async fn primary_status(&mut self) -> AgentResult<Option<replicationdata::PrimaryStatus>> {
+        let rows = self.rows("SHOW MASTER STATUS").await?;
+        let Some(row) = rows.first() else { return Ok(None) };
+        let file_position = format!("FilePos/{}:{}", col(row, "File"), col(row, "Position"));
+        let position = self.executed_position().await?;
+        Ok(Some(replicationdata::PrimaryStatus {
+            position: position.encode(),
+            file_position,
+            server_uuid: String::new(),
+        }))
+    }
+
+    /// Closes the connection politely (best effort).
+    pub async fn close(mut self) {
+        if let Some(conn) = self.conn.take() {
+            let _ = tokio::time::timeout(Duration::from_millis(200), conn.disconnect()).await;
+        }
+    }
+}
+
+/// Quotes `text` as an SQL string literal.
+pub fn quote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('\'');
+    for c in text.chars() {
+        match c {
+            '\'' => out.push_str("''"),
+            '\\' => out.push_str("\\\\"),
+            '\0' => out.push_str("\\0"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// A column as text; NULL or a missing column reads as empty.
+pub fn col(row: &Row, name: &str) -> String {
+    row.get_opt::<Option<String>, _>(name)
+        .and_then(Result::ok)
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// A numeric column; NULL, missing or unparsable reads as `None`.
+pub fn col_u64(row: &Row, name: &str) -> Option<u64> {
+    col(row, name).trim().parse().ok()
+}
+
+/// One parsed row of `SHOW ALL SLAVES STATUS`.
+#[derive(Clone, Debug)]
+pub struct ReplicationStatus {
+    /// The row as vttablet reports it.
+    pub status: replicationdata::Status,
+    /// `Gtid_Slave_Pos`: what the SQL thread applied.
+    pub slave_pos: MariaDbPosition,
+    /// `Gtid_IO_Pos`: what the IO thread received.
+    pub io_pos: MariaDbPosition,
+    /// `Slave_heartbeat_period` in seconds.
+    pub heartbeat_period: f64,
+}
+
+impl ReplicationStatus {
+    /// Parses one row (unparsable GTID columns read as empty).
+    pub fn from_row(row: &Row) -> ReplicationStatus {
+        let slave_pos = MariaDbPosition::parse_mariadb(&col(row, "Gtid_Slave_Pos")).unwrap_or_default();
+        let io_pos = MariaDbPosition::parse_mariadb(&col(row, "Gtid_IO_Pos")).unwrap_or_default();
+        let lag = col_u64(row, "Seconds_Behind_Master");
+        let thread = |name: &str| match col(row, name).as_str() {
+            "Yes" => thread_state::RUNNING,
+            "Connecting" => thread_state::CONNECTING,
+            "No" => thread_state::STOPPED,
+            _ => thread_state::UNKNOWN,
+        };
+        let using_gtid = !matches!(col(row, "Using_Gtid").as_str(), "" | "No");
+        let filters = [
+            "Replicate_Do_DB",
+            "Replicate_Ignore_DB",
+            "Replicate_Do_Table",
+            "Replicate_Ignore_Table",
+            "Replicate_Wild_Do_Table",
+            "Replicate_Wild_Ignore_Table",
+            "Replicate_Do_Domain_Ids",
+            "Replicate_Ignore_Domain_Ids",
+        ];
+        let status = replicationdata::Status {
+            position: slave_pos.encode(),
+            replication_lag_seconds: lag.map_or(0, |l| u32::try_from(l).unwrap_or(u32::MAX)),
+            replication_lag_unknown: lag.is_none(),
+            source_host: col(row, "Master_Host"),
+            source_port: col_u64(row, "Master_Port")
+                .and_then(|p| i32::try_from(p).ok())
+                .unwrap_or(0),
+            connect_retry: col_u64(row, "Connect_Retry")
+                .and_then(|p| i32::try_from(p).ok())
+                .unwrap_or(0),
+            // MariaDB has no retrieved-GTID set; what the relay log holds is
+            // everything applied plus everything the IO thread received.
+            relay_log_position: slave_pos.union(&io_pos).encode(),
+            file_position: format!(
+                "FilePos/{}:{}",
+                col(row, "Relay_Master_Log_File"),
+                col(row, "Exec_Master_Log_Pos")
+            ),
+            relay_log_source_binlog_equivalent_position: format!(
+                "FilePos/{}:{}",
+                col(row, "Master_Log_File"),
+                col(row, "Read_Master_Log_Pos")
+            ),
+            relay_log_file_position: format!(
+                "FilePos/{}:{}",
+                col(row, "Relay_Log_File"),
+                col(row, "Relay_Log_Pos")
+            ),
+            source_server_id: col_u64(row, "Master_Server_Id")
+                .and_then(|p| u32::try_from(p).ok())
+                .unwrap_or(0),
+            source_uuid: ZERO_UUID.to_string(),
+            io_state: thread("Slave_IO_Running"),
+            last_io_error: col(row, "Last_IO_Error"),
+            sql_state: thread("Slave_SQL_Running"),
+            last_sql_error: col(row, "Last_SQL_Error"),
+            source_user: col(row, "Master_User"),
+            sql_delay: col_u64(row, "SQL_Delay")
+                .and_then(|p| u32::try_from(p).ok())
+                .unwrap_or(0),
+            auto_position: using_gtid,
+            using_gtid,
+            has_replication_filters: filters.iter().any(|f| !col(row, f).is_empty()),
+            ssl_allowed: col(row, "Master_SSL_Allowed") == "Yes",
+            ..Default::default()
+        };
+        let heartbeat_period = col(row, "Slave_heartbeat_period").trim().parse().unwrap_or(0.0);
+        ReplicationStatus {
+            status,
+            slave_pos,
+            io_pos,
+            heartbeat_period,
+        }
+    }
+
+    /// IO thread running, or connecting without an error.
+    pub fn io_healthy(&self) -> bool {
+        self.status.io_state == thread_state::RUNNING
+            || (self.status.io_state == thread_state::CONNECTING && self.status.last_io_error.is_empty())
+    }
+
+    /// SQL thread running.
+    pub fn sql_healthy(&self) -> bool {
+        self.status.sql_state == thread_state::RUNNING
+    }
+
+    /// Both threads healthy.
+    pub fn healthy(&self) -> bool {
+        self.io_healthy() && self.sql_healthy()
+    }
+
+    /// A source is configured (a non-empty host).
+    pub fn has_source(&self) -> bool {
+        !self.status.source_host.is_empty()
+    }
+}
+
+/// Vitess's "not a replica" error text.
+pub const NO_REPLICATION_STATUS: &str = "no replication status";
+
+/// The error for a server with no replication configured.
+pub fn not_a_replica() -> AgentError {
+    AgentError::Mysql(format!("{NO_REPLICATION_STATUS} (errno 2002) (sqlstate HY000)"))
+}
+
+/// True when `e` is the "not a replica" error.
+pub fn is_not_a_replica(e: &AgentError) -> bool {
+    e.message().contains(NO_REPLICATION_STATUS)
+}
+
+/// The `CHANGE MASTER TO` of vttablet's MariaDB flavour.
+pub fn change_master_sql(
+    host: &str,
+    port: i32,
+    user: &str,
+    password: &str,
+    connect_retry: Duration,
+    heartbeat_interval: f64,
+) -> String {
+    let mut sql = format!(
+        "CHANGE MASTER TO MASTER_HOST = {}, MASTER_PORT = {port}, MASTER_USER = {}, MASTER_PASSWORD = {}, \
+         MASTER_CONNECT_RETRY = {}",
+        quote(host),
+        quote(user),
+        quote(password),
+        connect_retry.as_secs().max(1),
+    );
+    if heartbeat_interval > 0.0 {
+        sql.push_str(&format!(", MASTER_HEARTBEAT_PERIOD = {heartbeat_interval}"));
+    }
+    sql.push_str(", MASTER_USE_GTID = current_pos");
+    sql
+}
+
+/// True for the MariaDB errors that mean the replica metadata cannot be
+/// used (MySQL's 1871/1872 family; MariaDB reports 1200 "misconfigured" and
+/// 1872 "could not initialize master info structure" for it).
+pub fn is_metadata_init_error(e: &AgentError) -> bool {
+    let m = e.message();
+    m.contains("(errno 1871)") || m.contains("(errno 1872)") || m.contains("(errno 1201)")
+}
