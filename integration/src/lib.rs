@@ -6,3 +6,4 @@ pub mod etcd;
 pub mod mariadb;
 pub mod process;
 pub mod sim;
+pub mod topo_conformance;

@@ -86,6 +86,9 @@ fn etcd_error(what: &str, e: etcd_client::Error) -> TopoError {
             tonic::Code::OutOfRange if status.message().contains("compacted") => TopoError::Compacted(0),
             _ => TopoError::Unavailable(format!("{what}: {e}")),
         },
+        etcd_client::Error::LeaseKeepAliveError(msg) if msg.contains("lease not found") => {
+            TopoError::NoNode(format!("{what}: {msg}"))
+        }
         _ => TopoError::Unavailable(format!("{what}: {e}")),
     }
 }
@@ -420,16 +423,10 @@ impl TopoStore for EtcdStore {
     async fn lease_keep_alive_once(&self, lease: LeaseId) -> TopoResult<()> {
         let what = format!("lease {lease} keep-alive");
         let mut client = self.client.clone();
-        let once = async {
-            let (mut keeper, mut stream) = client.lease_keep_alive(lease).await?;
-            keeper.keep_alive().await?;
-            stream.message().await
-        };
-        match self.call(&what, once).await? {
-            Some(resp) if resp.ttl() > 0 => Ok(()),
-            Some(_) => Err(TopoError::NoNode(format!("lease {lease}"))),
-            None => Err(TopoError::Unavailable(format!("{what}: stream closed"))),
-        }
+        // Opening the keep-alive stream sends one keep-alive and fails with
+        // "lease not found" (→ NoNode) when the lease is gone.
+        self.call(&what, client.lease_keep_alive(lease)).await?;
+        Ok(())
     }
 
     async fn lease_revoke(&self, lease: LeaseId) -> TopoResult<()> {

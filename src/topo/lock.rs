@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::{TopoError, TopoResult};
 use super::paths;
-use super::store::{LeaseId, LeaseKeepAlive, TopoStore, WatchEvent};
+use super::store::{AbortOnDrop, LeaseId, LeaseKeepAlive, TopoStore, WatchEvent};
 
 /// Timing of a lock acquisition.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -142,6 +142,9 @@ pub struct TopoLock {
     token: CancellationToken,
     /// Keeps the lease alive; `None` once released.
     keep_alive: Option<LeaseKeepAlive>,
+    /// Watches our key and fires `token` when it is deleted; stopped on
+    /// release.
+    _key_guard: Option<AbortOnDrop>,
     /// Bound on the release call.
     release_timeout: Duration,
 }
@@ -182,10 +185,17 @@ impl TopoLock {
             let rev = store.create(&key, contents.as_bytes(), lease).await?.0;
             // 4. Wait for every older key to go.
             wait_for_older(store.as_ref(), &locks_dir, &key, rev, &keep_alive.lost).await?;
-            Ok::<_, TopoError>(keep_alive)
+            Ok::<_, TopoError>((keep_alive, rev))
         };
         match within(deadline, &what, attempt).await {
-            Ok(keep_alive) => Ok(TopoLock {
+            Ok((keep_alive, rev)) => Ok(TopoLock {
+                _key_guard: Some(spawn_key_guard(
+                    store.clone(),
+                    key.clone(),
+                    lease,
+                    rev,
+                    keep_alive.lost.clone(),
+                )),
                 store,
                 resource,
                 key,
@@ -266,6 +276,7 @@ impl TopoLock {
         let was_lost = self.token.is_cancelled();
         self.token.cancel();
         drop(keep_alive);
+        self._key_guard = None;
         let revoke = tokio::time::timeout(self.release_timeout, self.store.lease_revoke(self.lease)).await;
         match revoke {
             Ok(Ok(())) if !was_lost => Ok(()),
@@ -308,6 +319,64 @@ impl Drop for TopoLock {
             });
         }
     }
+}
+
+/// Watches our lock key from `rev + 1` and cancels `token` as soon as the
+/// key is deleted (lease revoked or expired), so a lock lost to someone
+/// else's revoke stops our work at once, not at the next keep-alive. When
+/// the watch ends, the key is re-read: gone, or the store unreachable,
+/// counts as lost.
+fn spawn_key_guard(
+    store: Arc<dyn TopoStore>,
+    key: String,
+    lease: LeaseId,
+    rev: i64,
+    token: CancellationToken,
+) -> AbortOnDrop {
+    let task = tokio::spawn(async move {
+        let mut from = rev + 1;
+        loop {
+            if let Ok(mut watch) = store.watch(&key, false, from).await {
+                loop {
+                    tokio::select! {
+                        () = token.cancelled() => return,
+                        next = watch.next() => match next {
+                            Some(Ok(batch)) => {
+                                if batch.events.iter().any(|e| matches!(e, WatchEvent::Delete { .. })) {
+                                    tracing::warn!(%key, "lock key deleted: lock lost");
+                                    token.cancel();
+                                    return;
+                                }
+                            }
+                            Some(Err(_)) | None => break,
+                        }
+                    }
+                }
+            }
+            // The watch ended or could not start: is our key still there?
+            match store.list(&key).await {
+                Ok(listing)
+                    if listing
+                        .entries
+                        .iter()
+                        .any(|kv| kv.key == key && kv.lease == lease) =>
+                {
+                    from = listing.revision + 1;
+                }
+                Ok(_) => {
+                    tracing::warn!(%key, "lock key gone: lock lost");
+                    token.cancel();
+                    return;
+                }
+                Err(e) => {
+                    tracing::warn!(%key, "cannot confirm lock: {e:#}");
+                    token.cancel();
+                    return;
+                }
+            }
+        }
+    });
+    AbortOnDrop(task.abort_handle())
 }
 
 /// Runs `fut` until `deadline`; past it, `Timeout` naming `what`.
