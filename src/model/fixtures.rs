@@ -259,6 +259,13 @@ impl ShardBuilder {
         self
     }
 
+    /// Removes tablet `cell-uid` from the shard (its record was deleted from the topo).
+    pub fn remove(mut self, cell: &str, uid: u32) -> Self {
+        let alias = TabletAlias::new(cell, uid);
+        self.tablets.retain(|t| t.alias() != &alias);
+        self
+    }
+
     /// Edits the shard record fields.
     pub fn shard_record(mut self, f: impl FnOnce(&mut ShardState)) -> Self {
         f(&mut self.shard);
