@@ -304,3 +304,202 @@ async fn wait_for_position_returns_when_reached_and_times_out_otherwise() {
         .expect_err("a MySQL position");
     assert_eq!(err.code(), Code::InvalidArgument);
 }
+
+#[tokio::test]
+async fn full_status_fields_match_what_mariadb_reports() {
+    let world = World::start(2, "semi_sync").await;
+    world.bootstrap(0, true).await;
+    world.write_rows(0, 2).await;
+    let p = world.position(0).await;
+    let mut replica = world.client(1).await;
+    replica
+        .wait_for_position(with_timeout(
+            tm::WaitForPositionRequest { position: p.clone() },
+            Duration::from_secs(10),
+        ))
+        .await
+        .expect("caught up");
+    let mut primary = world.client(0).await;
+    let ps = primary
+        .full_status(tm::FullStatusRequest {})
+        .await
+        .expect("FullStatus primary")
+        .into_inner()
+        .status
+        .expect("status");
+    let rs = replica
+        .full_status(tm::FullStatusRequest {})
+        .await
+        .expect("FullStatus replica")
+        .into_inner()
+        .status
+        .expect("status");
+
+    let (version, comment): (String, String) = world
+        .sql(0)
+        .await
+        .query_first("SELECT @@version, @@version_comment")
+        .await
+        .expect("query")
+        .expect("row");
+    assert!(
+        version.starts_with(&ps.version) && ps.version.split('.').count() == 3,
+        "{} vs {version}",
+        ps.version
+    );
+    assert_eq!(ps.version_comment, comment);
+    assert_eq!((ps.server_id, rs.server_id), (100, 101));
+    assert_eq!(ps.server_uuid, "");
+    assert_eq!(ps.tablet_type, TabletType::Primary as i32);
+    assert_eq!(rs.tablet_type, TabletType::Replica as i32);
+    assert!(!ps.read_only && !ps.super_read_only);
+    assert!(rs.read_only && rs.super_read_only);
+    assert_eq!(
+        (ps.binlog_format.as_str(), ps.binlog_row_image.as_str()),
+        ("ROW", "FULL")
+    );
+    assert!(ps.log_bin_enabled && ps.log_replica_updates);
+    assert!(ps.replication_status.is_none(), "the primary is not a replica");
+    let primary_status = ps.primary_status.expect("primary status");
+    assert_eq!(primary_status.position, p);
+    let (file, pos): (String, u64) = world
+        .sql(0)
+        .await
+        .query_first("SHOW MASTER STATUS")
+        .await
+        .expect("query")
+        .map(|row: mysql_async::Row| {
+            (
+                row.get_opt::<String, _>("File").expect("File").expect("text"),
+                row.get_opt::<u64, _>("Position")
+                    .expect("Position")
+                    .expect("number"),
+            )
+        })
+        .expect("row");
+    assert_eq!(primary_status.file_position, format!("FilePos/{file}:{pos}"));
+    // Semi-sync, from MariaDB's built-in plugin.
+    assert!(ps.semi_sync_primary_enabled && ps.semi_sync_primary_status);
+    assert_eq!(ps.semi_sync_primary_clients, 1);
+    assert_eq!(ps.semi_sync_primary_timeout, 10_000);
+    assert_eq!(ps.semi_sync_wait_for_replica_count, 1);
+    assert!(!ps.semi_sync_blocked);
+    assert!(rs.semi_sync_replica_enabled && rs.semi_sync_replica_status && !rs.semi_sync_primary_enabled);
+    // The replica's replication status and configuration.
+    let status = rs.replication_status.expect("replica status");
+    assert_eq!(status.position, p);
+    assert_eq!(status.relay_log_position, p);
+    assert_eq!(status.source_uuid, "00000000-0000-0000-0000-000000000000");
+    assert!(status.file_position.starts_with("FilePos/mysql-bin."));
+    assert!(status.relay_log_file_position.starts_with("FilePos/"));
+    let config = rs.replication_configuration.expect("configuration");
+    let net_timeout: i32 = world.query_one(1, "SELECT @@slave_net_timeout").await;
+    assert_eq!(config.replica_net_timeout, net_timeout);
+    assert_eq!(
+        config.heartbeat_interval,
+        f64::from(net_timeout) / 2.0,
+        "MariaDB's default heartbeat"
+    );
+
+    // A heartbeat interval in SetReplicationSource is applied.
+    replica
+        .set_replication_source(tm::SetReplicationSourceRequest {
+            parent: Some(world.alias(0)),
+            heartbeat_interval: 2.5,
+            semi_sync: true,
+            ..Default::default()
+        })
+        .await
+        .expect("SetReplicationSource with heartbeat");
+    let rs = replica
+        .full_status(tm::FullStatusRequest {})
+        .await
+        .expect("FullStatus")
+        .into_inner()
+        .status
+        .expect("status");
+    assert_eq!(
+        rs.replication_configuration
+            .expect("configuration")
+            .heartbeat_interval,
+        2.5
+    );
+    let status = rs.replication_status.expect("status");
+    assert_eq!(
+        (status.io_state, status.sql_state),
+        (3, 3),
+        "still replicating after the change"
+    );
+}
+
+#[tokio::test]
+async fn stop_replication_minimum_and_restart_replication() {
+    let world = World::start(2, "semi_sync").await;
+    world.bootstrap(0, true).await;
+    world.write_rows(0, 3).await;
+    let p = world.position(0).await;
+    let mut replica = world.client(1).await;
+    let stopped_at = replica
+        .stop_replication_minimum(tm::StopReplicationMinimumRequest {
+            position: p.clone(),
+            wait_timeout: 5_000_000_000,
+        })
+        .await
+        .expect("StopReplicationMinimum")
+        .into_inner()
+        .position;
+    assert_eq!(stopped_at, p, "stopped at (at least) the requested position");
+    let status = replica
+        .replication_status(tm::ReplicationStatusRequest {})
+        .await
+        .expect("status")
+        .into_inner()
+        .status
+        .expect("status");
+    assert_eq!((status.io_state, status.sql_state), (1, 1));
+    // A position that never comes: fails after wait_timeout.
+    let err = replica
+        .stop_replication_minimum(tm::StopReplicationMinimumRequest {
+            position: "MariaDB/0-100-500".to_string(),
+            wait_timeout: 300_000_000,
+        })
+        .await
+        .expect_err("unreachable position");
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+
+    replica
+        .restart_replication(tm::RestartReplicationRequest { semi_sync: true })
+        .await
+        .expect("RestartReplication");
+    let status = replica
+        .replication_status(tm::ReplicationStatusRequest {})
+        .await
+        .expect("status")
+        .into_inner()
+        .status
+        .expect("status");
+    assert_eq!(status.sql_state, 3);
+    assert!(
+        status.io_state == 2 || status.io_state == 3,
+        "io {}",
+        status.io_state
+    );
+    replica
+        .stop_replication(tm::StopReplicationRequest {})
+        .await
+        .expect("StopReplication");
+    replica
+        .start_replication(tm::StartReplicationRequest { semi_sync: true })
+        .await
+        .expect("StartReplication");
+    world.write_rows(0, 1).await;
+    replica
+        .wait_for_position(with_timeout(
+            tm::WaitForPositionRequest {
+                position: world.position(0).await,
+            },
+            Duration::from_secs(10),
+        ))
+        .await
+        .expect("replicating again");
+}

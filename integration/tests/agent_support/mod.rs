@@ -122,6 +122,11 @@ impl World {
 
     /// Tablet `i`'s alias.
     pub fn alias(&self, i: usize) -> TabletAlias {
+        World::alias_of(i)
+    }
+
+    /// Tablet `i`'s alias, without a world at hand.
+    pub fn alias_of(i: usize) -> TabletAlias {
         TabletAlias::new(CELL, 100 + i as u32)
     }
 
