@@ -5,6 +5,7 @@
 pub mod analysis;
 pub mod app;
 pub mod config;
+pub mod discovery;
 pub mod ids;
 pub mod model;
 pub mod mysql;

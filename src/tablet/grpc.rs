@@ -105,6 +105,15 @@ struct Inner {
     channels: Mutex<HashMap<TabletAlias, CachedChannel>>,
 }
 
+impl std::fmt::Debug for GrpcTabletManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcTabletManager")
+            .field("config", &self.inner.config)
+            .field("cached_channels", &self.cached_channels())
+            .finish()
+    }
+}
+
 impl GrpcTabletManager {
     /// A client with an empty channel cache.
     pub fn new(config: TabletClientConfig) -> Self {

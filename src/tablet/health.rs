@@ -180,6 +180,15 @@ pub struct HealthStreams {
     metrics: Arc<HealthStreamMetrics>,
 }
 
+impl std::fmt::Debug for HealthStreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HealthStreams")
+            .field("subscriptions", &self.subscriptions.len())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
 impl HealthStreams {
     /// An empty set whose tasks stop when `cancel` fires.
     pub fn new(
