@@ -451,3 +451,147 @@ async fn shard_record_changes_are_reflected_within_a_second() {
         .expect("channel open");
     assert_eq!(change.cause, ChangeCause::Topology);
 }
+
+// ---- the same flows with the topology in real etcd ----
+
+mod etcd {
+    use integration::etcd::EtcdServer;
+    use vtorc::{
+        proto::topodata::CellInfo,
+        topo::{Topo, TopoOptions},
+    };
+
+    use super::*;
+
+    async fn etcd_topo(etcd: &EtcdServer) -> Topo {
+        let topo = Topo::connect_etcd(&etcd.address(), "/vitess/global", TopoOptions::default())
+            .await
+            .expect("connect to etcd");
+        topo.create_cell_info(
+            "zone1",
+            &CellInfo {
+                server_address: etcd.address(),
+                root: "/vitess/zone1".into(),
+            },
+        )
+        .await
+        .expect("create cell");
+        topo
+    }
+
+    async fn world(etcd: &EtcdServer, cfg: DiscoveryConfig) -> World {
+        let fleet = SimFleet::start(SimConfig::default(), "ks", &["0"], 3)
+            .await
+            .expect("simulator starts");
+        let topo = etcd_topo(etcd).await;
+        register(&topo, &fleet).await;
+        World::run(fleet, topo, cfg).await
+    }
+
+    #[tokio::test]
+    async fn with_etcd_a_new_tablet_is_polled_and_a_deleted_one_forgotten_within_a_second() {
+        let etcd = EtcdServer::start().await.expect("etcd starts");
+        let mut w = world(&etcd, config(Duration::from_secs(5), Duration::from_secs(1))).await;
+        w.ready().await;
+        assert_eq!(w.handle.snapshot().tablet_count(), 3);
+        let primary = w.fleet.tablets()[0].clone();
+        let added = w
+            .fleet
+            .add_tablet("ks", "0", TabletType::Rdonly, Some(&primary))
+            .await
+            .expect("start tablet");
+        let alias = added.alias().clone();
+        w.topo
+            .create_tablet(&added.record())
+            .await
+            .expect("create tablet");
+        let took = w
+            .until(Duration::from_secs(1), "new tablet polled", |s| {
+                find(s, &alias).is_some_and(|t| t.poll.last_seen.is_some())
+            })
+            .await;
+        eprintln!("etcd: added tablet polled after {took:?}");
+        w.topo.delete_tablet(&alias).await.expect("delete tablet");
+        let took = w
+            .until(Duration::from_secs(1), "deleted tablet gone", |s| {
+                find(s, &alias).is_none()
+            })
+            .await;
+        eprintln!("etcd: deleted tablet gone after {took:?}");
+    }
+
+    #[tokio::test]
+    async fn polling_goes_on_while_etcd_is_down_and_the_watch_resyncs_after_it_returns() {
+        let mut etcd = EtcdServer::start().await.expect("etcd starts");
+        let poll = Duration::from_millis(200);
+        let mut w = world(&etcd, config(poll, Duration::from_secs(1))).await;
+        w.ready().await;
+        etcd.kill().expect("kill etcd");
+        let calls: Vec<u64> = w
+            .fleet
+            .tablets()
+            .iter()
+            .map(SimTablet::full_status_calls)
+            .collect();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for (t, before) in w.fleet.tablets().iter().zip(calls) {
+            assert!(
+                t.full_status_calls() >= before + 3,
+                "{} not polled while etcd was down",
+                t.alias()
+            );
+        }
+        assert_eq!(
+            w.handle.snapshot().tablet_count(),
+            3,
+            "an etcd outage forgets nothing"
+        );
+
+        etcd.restart().await.expect("etcd restarts");
+        let primary = w.fleet.tablets()[0].clone();
+        let added = w
+            .fleet
+            .add_tablet("ks", "0", TabletType::Replica, Some(&primary))
+            .await
+            .expect("start tablet");
+        let alias = added.alias().clone();
+        // The topo client reconnects on its own; retry the write until it does.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Err(e) = w.topo.create_tablet(&added.record()).await {
+            assert!(Instant::now() < deadline, "etcd not writable after restart: {e}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let took = w
+            .until(Duration::from_secs(10), "tablet added after etcd restart", |s| {
+                find(s, &alias).is_some_and(|t| t.poll.last_seen.is_some())
+            })
+            .await;
+        eprintln!("etcd: tablet added after the restart polled after {took:?}");
+        assert_eq!(w.handle.snapshot().tablet_count(), 4);
+    }
+
+    #[tokio::test]
+    async fn the_safety_net_relist_reloads_the_topology_without_disturbing_known_tablets() {
+        let etcd = EtcdServer::start().await.expect("etcd starts");
+        let mut cfg = config(Duration::from_secs(5), Duration::from_secs(1));
+        cfg.topo_refresh_interval = Duration::from_millis(300);
+        let w = world(&etcd, cfg).await;
+        w.ready().await;
+        let m = w.handle.metrics();
+        let resyncs = m.topo_resyncs.load(std::sync::atomic::Ordering::Relaxed);
+        let subscriptions = m.streams.subscriptions.load(std::sync::atomic::Ordering::Relaxed);
+        let polls = m.polls_started.load(std::sync::atomic::Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+        // Each re-list is a global and a cell snapshot: 4+ re-lists in 1.6 s.
+        let new_resyncs = m.topo_resyncs.load(std::sync::atomic::Ordering::Relaxed) - resyncs;
+        assert!(new_resyncs >= 8, "only {new_resyncs} resyncs");
+        assert_eq!(
+            m.streams.subscriptions.load(std::sync::atomic::Ordering::Relaxed),
+            subscriptions,
+            "known tablets keep their health streams"
+        );
+        // Polls every 5 s (first one spread over it): no extra polls for known tablets.
+        assert!(m.polls_started.load(std::sync::atomic::Ordering::Relaxed) - polls <= 3);
+        assert_eq!(w.handle.snapshot().tablet_count(), 3);
+    }
+}
