@@ -113,6 +113,16 @@ impl ChildGuard {
         self.child.as_ref().map(Child::id)
     }
 
+    /// Takes the child's stdout pipe (spawn with `Stdio::piped()`).
+    pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.child.as_mut().and_then(|c| c.stdout.take())
+    }
+
+    /// Takes the child's stdin pipe (spawn with `Stdio::piped()`).
+    pub fn take_stdin(&mut self) -> Option<std::process::ChildStdin> {
+        self.child.as_mut().and_then(|c| c.stdin.take())
+    }
+
     /// The child's name as given to [`ChildGuard::spawn`].
     pub fn name(&self) -> &str {
         &self.name

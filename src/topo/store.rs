@@ -182,8 +182,9 @@ pub trait TopoStore: Send + Sync + fmt::Debug {
     async fn create(&self, key: &str, value: &[u8], lease: LeaseId) -> TopoResult<Version>;
 
     /// Writes `key`. With `Some(version)` only if its mod revision equals
-    /// `version` (else `BadVersion`, or `NoNode` if missing); with `None`
-    /// unconditionally (creating it if needed). Returns the new version.
+    /// `version` (else `BadVersion`, also when the key is missing, as in
+    /// Vitess); with `None` unconditionally (creating it if needed).
+    /// Returns the new version.
     async fn update(&self, key: &str, value: &[u8], version: Option<Version>) -> TopoResult<Version>;
 
     /// Deletes `key`, conditionally on `version` when given. `NoNode` if
