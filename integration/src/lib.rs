@@ -2,8 +2,11 @@
 //! stands in for vttablet, and the harness that starts and tears them down.
 
 pub mod agent;
+pub mod cluster;
 pub mod etcd;
+pub mod faults;
 pub mod mariadb;
 pub mod process;
 pub mod sim;
 pub mod topo_conformance;
+pub mod workload;
