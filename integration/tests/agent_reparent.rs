@@ -401,3 +401,80 @@ async fn change_type_and_resets_do_what_vttablet_does() {
         "term cleared on a non-primary type"
     );
 }
+
+#[tokio::test]
+async fn blocked_semi_sync_is_reported_and_only_a_forced_demotion_unblocks_it() {
+    let world = World::start(2, "semi_sync").await;
+    world.bootstrap(0, true).await;
+    world.write_rows(0, 1).await;
+    // No replica ACKs any more: the next commit waits (MariaDB timeout 10 s).
+    world
+        .client(1)
+        .await
+        .stop_replication(tm::StopReplicationRequest {})
+        .await
+        .expect("StopReplication");
+    let mut writer = world.sql(0).await;
+    let stuck =
+        tokio::spawn(async move { writer.query_drop("INSERT INTO demo.t (v) VALUES ('stuck')").await });
+    let mut primary = world.client(0).await;
+    eventually(
+        Duration::from_secs(5),
+        "FullStatus reports semi_sync_blocked",
+        || {
+            let mut primary = primary.clone();
+            async move {
+                let status = primary
+                    .full_status(tm::FullStatusRequest {})
+                    .await
+                    .expect("FullStatus");
+                status.into_inner().status.expect("status").semi_sync_blocked
+            }
+        },
+    )
+    .await;
+    assert!(!stuck.is_finished(), "the commit waits for an ACK");
+
+    // A non-forced demotion waits for the block to clear, up to its deadline.
+    let err = primary
+        .demote_primary(with_timeout(
+            tm::DemotePrimaryRequest { force: false },
+            Duration::from_millis(800),
+        ))
+        .await
+        .expect_err("blocked semi-sync");
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
+    assert_eq!(
+        world.query_one::<i64>(0, "SELECT @@read_only").await,
+        0,
+        "reverted: still writable"
+    );
+
+    // A forced demotion turns the primary side off, so the stuck commit completes.
+    let started = std::time::Instant::now();
+    let status = primary
+        .demote_primary(with_timeout(
+            tm::DemotePrimaryRequest { force: true },
+            Duration::from_secs(5),
+        ))
+        .await
+        .expect("forced DemotePrimary")
+        .into_inner()
+        .primary_status
+        .expect("status");
+    stuck.await.expect("join").expect("the stuck commit completes");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let executed: String = world.query_one(0, "SELECT @@gtid_binlog_pos").await;
+    assert_eq!(
+        status.position,
+        format!("MariaDB/{executed}"),
+        "final position includes the stuck write"
+    );
+    assert_eq!(world.query_one::<i64>(0, "SELECT @@read_only").await, 1);
+    assert_eq!(
+        world
+            .query_one::<i64>(0, "SELECT @@rpl_semi_sync_master_enabled")
+            .await,
+        0
+    );
+}

@@ -231,7 +231,9 @@ pub struct AgentHandle {
     agent: Arc<Agent>,
     /// Where gRPC listens.
     addr: SocketAddr,
-    /// The server and background tasks; aborted on drop.
+    /// The gRPC server task; aborted on drop.
+    server: Option<tokio::task::JoinHandle<()>>,
+    /// The background tasks; aborted on drop.
     tasks: JoinSet<()>,
 }
 
@@ -292,13 +294,18 @@ impl Agent {
             .await
             .map_err(|e| anyhow::anyhow!("tablet {alias}: publish tablet record: {e}"))?;
 
+        let server = tokio::spawn(service::serve(agent.clone(), listener));
         let mut tasks = JoinSet::new();
-        tasks.spawn(service::serve(agent.clone(), listener));
         tasks.spawn(health::run_checker(agent.clone()));
         tasks.spawn(health::run_grants_check(agent.clone()));
         tasks.spawn(topo_sync::run_shard_sync(agent.clone()));
         info!(tablet = %alias, %addr, "tablet agent started");
-        Ok(AgentHandle { agent, addr, tasks })
+        Ok(AgentHandle {
+            agent,
+            addr,
+            server: Some(server),
+            tasks,
+        })
     }
 
     /// This tablet's alias.
@@ -495,10 +502,16 @@ impl AgentHandle {
         }
     }
 
-    /// Waits until one of the agent's tasks ends (the gRPC server failing,
-    /// normally never); used by the binary.
+    /// Waits until the gRPC server stops (it fails, normally never); used
+    /// by the binary.
     pub async fn wait(&mut self) {
-        let _ = self.tasks.join_next().await;
+        match self.server.as_mut() {
+            Some(server) => {
+                let _ = server.await;
+                self.server = None;
+            }
+            None => std::future::pending::<()>().await,
+        }
     }
 }
 
@@ -506,6 +519,9 @@ impl Drop for AgentHandle {
     fn drop(&mut self) {
         self.agent.cancel.cancel();
         self.agent.action_lock.close();
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
         self.tasks.abort_all();
     }
 }

@@ -264,6 +264,14 @@ pub fn col(row: &Row, name: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The column at `index` as text; NULL, missing or non-text reads as empty.
+pub fn cell(row: &Row, index: usize) -> String {
+    row.get_opt::<Option<String>, _>(index)
+        .and_then(Result::ok)
+        .flatten()
+        .unwrap_or_default()
+}
+
 /// A numeric column; NULL, missing or unparsable reads as `None`.
 pub fn col_u64(row: &Row, name: &str) -> Option<u64> {
     col(row, name).trim().parse().ok()

@@ -255,7 +255,7 @@ impl Agent {
                 rows.len()
             )));
         }
-        let count: i64 = rows[0].get::<i64, _>(0).unwrap_or(0);
+        let count: i64 = super::mysql::cell(&rows[0], 0).parse().unwrap_or(0);
         Ok(tm::ReadReparentJournalInfoResponse {
             length: i32::try_from(count).unwrap_or(i32::MAX),
         })
@@ -292,11 +292,8 @@ impl SemiSyncReadings {
             .unwrap_or_default();
         let lookup = |rows: &[mysql_async::Row], name: &str| {
             rows.iter()
-                .find(|r| {
-                    r.get::<String, _>(0)
-                        .is_some_and(|n| n.eq_ignore_ascii_case(name))
-                })
-                .and_then(|r| r.get::<String, _>(1))
+                .find(|r| super::mysql::cell(r, 0).eq_ignore_ascii_case(name))
+                .map(|r| super::mysql::cell(r, 1))
                 .unwrap_or_default()
         };
         let on = |v: String| v.eq_ignore_ascii_case("ON") || v == "1";

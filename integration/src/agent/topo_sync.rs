@@ -136,22 +136,21 @@ impl TabletTopo {
                 Ok(())
             })
             .await;
-        match result {
-            Ok(_) => {
-                info!(tablet = %alias, "shard record now names this tablet primary");
-                Ok(None)
-            }
-            Err(TopoError::NoUpdateNeeded) => {
-                let shard = self.get_shard().await?;
-                let shard_term = shard.primary_term_start_time.unwrap_or_default();
-                let someone_else = shard.primary_alias.as_ref() != Some(alias);
-                if someone_else && time_key(&shard_term) > time_key(term) {
-                    Ok(Some((shard.primary_alias, shard_term)))
-                } else {
-                    Ok(None)
-                }
-            }
-            Err(e) => Err(topo_error(e)),
+        // `update_shard_fields` returns the record as it is after the call,
+        // whether or not it wrote.
+        let shard = match result {
+            Ok(shard) => shard.value,
+            Err(TopoError::NoUpdateNeeded) => self.get_shard().await?,
+            Err(e) => return Err(topo_error(e)),
+        };
+        let shard_term = shard.primary_term_start_time.unwrap_or_default();
+        if shard.primary_alias.as_ref() == Some(alias) {
+            return Ok(None);
+        }
+        if time_key(&shard_term) > time_key(term) {
+            Ok(Some((shard.primary_alias, shard_term)))
+        } else {
+            Ok(None)
         }
     }
 }

@@ -56,6 +56,13 @@ impl World {
     /// a keyspace with `durability`, and starts one REPLICA agent per server
     /// (uids 100, 101, ...).
     pub async fn start(n: u32, durability: &str) -> World {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            )
+            .with_test_writer()
+            .try_init();
         let dir = temp_dir();
         let servers = (0..n)
             .map(|i| (format!("m{i}"), MariaDbOptions::new(100 + i)))
@@ -117,6 +124,7 @@ impl World {
         config.health_stream_interval = Duration::from_millis(500);
         config.mysql_connect_timeout = Duration::from_secs(1);
         config.shard_sync_interval = Duration::from_millis(200);
+        config.semi_sync_blocked_after = Duration::from_secs(1);
         config
     }
 
