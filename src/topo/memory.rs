@@ -532,3 +532,56 @@ impl TopoStore for MemoryStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::proto::topodata::Shard;
+    use crate::topo::Topo;
+
+    #[tokio::test(start_paused = true)]
+    async fn locks_hold_across_long_pauses_and_expire_without_keep_alive() {
+        let (topo, store) = Topo::in_memory(&["zone1"]);
+        topo.create_shard("ks", "0", &Shard::default())
+            .await
+            .expect("shard");
+        let lock = topo.try_lock_shard("ks", "0", "test").await.expect("lock");
+        // Ten lease TTLs of (paused, auto-advanced) time: keep-alives run.
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        assert!(!lock.is_lost());
+        lock.check().await.expect("still held");
+        assert!(
+            topo.try_lock_shard("ks", "0", "other")
+                .await
+                .expect_err("held")
+                .is_node_exists()
+        );
+        lock.unlock().await.expect("unlock");
+
+        // A lease nobody keeps alive expires after its TTL.
+        let lease = store.lease_grant(Duration::from_secs(30)).await.expect("grant");
+        store.create("/x", b"1", lease).await.expect("create");
+        tokio::time::sleep(Duration::from_secs(29)).await;
+        assert!(store.get("/x").await.is_ok());
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(store.get("/x").await.expect_err("expired").is_no_node());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unavailable_store_cancels_lock_tokens() {
+        let (topo, store) = Topo::in_memory(&[]);
+        topo.create_shard("ks", "0", &Shard::default())
+            .await
+            .expect("shard");
+        let lock = topo.lock_shard("ks", "0", "test").await.expect("lock");
+        store.set_unavailable(true);
+        tokio::time::timeout(Duration::from_secs(1), lock.cancellation_token().cancelled())
+            .await
+            .expect("token fires");
+        assert!(topo.get_shard("ks", "0").await.expect_err("down").is_retryable());
+        store.set_unavailable(false);
+        assert!(lock.check().await.is_err());
+    }
+}

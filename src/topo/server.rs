@@ -379,6 +379,19 @@ impl Topo {
         ))
     }
 
+    /// Connects to the global topo named by the config
+    /// (`--topo-global-server-address`, `--topo-global-root`, with the
+    /// lock and timeout flags).
+    pub async fn from_config(config: &Config) -> TopoResult<Topo> {
+        let address = config.topo_global_server_address.join(",");
+        Topo::connect_etcd(
+            &address,
+            &config.topo_global_root,
+            TopoOptions::from_config(config),
+        )
+        .await
+    }
+
     /// An in-memory topology for unit tests: global root `/vitess/global`
     /// on the memory store at address `memory`, and one `CellInfo` per
     /// name in `cells` with root `/vitess/<cell>` on the same store.

@@ -42,7 +42,7 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 pub struct GlobalSnapshot {
     /// Store revision of the listing.
     pub revision: i64,
-    /// Cells by name.
+    /// Cells by name. A cell missing here is gone: drop its tablets.
     pub cells: BTreeMap<String, CellInfo>,
     /// Keyspace records by name.
     pub keyspaces: ByName<Keyspace>,
