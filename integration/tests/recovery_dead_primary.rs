@@ -1,0 +1,189 @@
+//! Dead primary, end to end: a 3-tablet `semi_sync` shard over MariaDB,
+//! vtorc (discovery + recovery engine) in the test process, the primary
+//! killed; vtorc runs EmergencyReparentShard, the new primary takes writes,
+//! the survivor replicates from it, the dead one is made REPLICA in the
+//! topo (`StaleTopoPrimary`), and the audit tells the story.
+//!
+//! "Killed" three ways:
+//! - MariaDB `kill -9`, agent alive (FullStatus fails, replicas lose their source);
+//! - the whole host (agent `kill -9`, then MariaDB `kill -9`);
+//! - the agent alone, MariaDB alive: replicas still replicate, so this is
+//!   `UnreachablePrimary`, then `IncapacitatedPrimary` whose recovery
+//!   finds the primary's Ping unanswered and (as in Go VTOrc) does not act.
+
+mod recovery_support;
+
+use std::time::Duration;
+
+use integration::cluster::{AgentMode, Cluster, ClusterBuilder};
+use recovery_support::*;
+use vtorc::analysis::{AnalysisCode, RecoveryKind};
+use vtorc::proto::topodata::{TabletAlias, TabletType};
+use vtorc::recovery::{AuditFilter, RecoveryOutcome, StepLevel};
+
+const KS: &str = "commerce";
+
+async fn cluster(mode: AgentMode) -> Cluster {
+    ClusterBuilder::three_tablets(KS, "semi_sync")
+        .agent_mode(mode)
+        .start()
+        .await
+        .expect("cluster starts")
+}
+
+/// Checks the outcome of a dead-primary failover away from 100.
+async fn assert_failed_over(cluster: &Cluster, vtorc: &Vtorc) -> TabletAlias {
+    let record = vtorc
+        .wait_for_recovery(RecoveryKind::RecoverDeadPrimary, Duration::from_secs(30))
+        .await;
+    assert_eq!(
+        record.outcome,
+        RecoveryOutcome::Succeeded,
+        "{}",
+        vtorc.audit_dump()
+    );
+    assert!(
+        matches!(
+            record.analysis,
+            AnalysisCode::DeadPrimary | AnalysisCode::DeadPrimaryAndSomeReplicas
+        ),
+        "{:?}",
+        record.analysis
+    );
+    assert_eq!(record.tablet_alias, alias(100));
+    let successor = record.successor_alias.clone().expect("a successor is recorded");
+    assert!(successor == alias(101) || successor == alias(102), "{successor}");
+    assert!(record.started_at >= record.detected_at);
+    assert!(record.ended_at.expect("ended") >= record.started_at);
+    assert!(
+        record.steps.iter().any(|s| s.step.starts_with("ers:")),
+        "ERS steps are audited"
+    );
+    assert!(
+        record
+            .steps
+            .iter()
+            .any(|s| s.step == "promoted" && s.message == format!("promoted replica: {successor}"))
+    );
+    assert!(record.steps.iter().all(|s| s.level != StepLevel::Error));
+    let new_primary = wait_for_new_primary(cluster, KS, "0", &alias(100), Duration::from_secs(15)).await;
+    assert_eq!(new_primary, successor, "the shard record names the successor");
+    assert!(
+        !read_only(cluster, &successor).await.expect("read_only"),
+        "the new primary is writable"
+    );
+    let other = if successor == alias(101) {
+        alias(102)
+    } else {
+        alias(101)
+    };
+    wait_replicating_from(cluster, &other, &successor, Duration::from_secs(15)).await;
+    // The old primary's record still says PRIMARY with an older term:
+    // StaleTopoPrimary makes it REPLICA in the topo.
+    vtorc
+        .wait_for_success_on(
+            RecoveryKind::ReconcileStaleTopoPrimary,
+            &alias(100),
+            Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(
+        topo_type(cluster, &alias(100)).await.expect("type"),
+        TabletType::Replica
+    );
+    // Exactly one ERS.
+    let ers = vtorc.finished(RecoveryKind::RecoverDeadPrimary);
+    assert_eq!(ers.len(), 1, "{}", vtorc.audit_dump());
+    let detection = vtorc
+        .handle
+        .detections(&AuditFilter::shard(&shard0(KS)))
+        .into_iter()
+        .find(|d| d.detection_id == record.detection_id)
+        .expect("the incident is audited");
+    assert_eq!(detection.resolution.as_deref(), Some("recovered"));
+    assert_eq!(detection.recovery_ids, [record.recovery_id]);
+    let (count, ok, failed) = vtorc
+        .handle
+        .metrics()
+        .recovery_counts(RecoveryKind::RecoverDeadPrimary, &shard0(KS));
+    assert_eq!((count, ok, failed), (1, 1, 0));
+    successor
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_primary_after_mariadb_kill_is_failed_over_by_ers() {
+    let mut cluster = cluster(AgentMode::InProcess).await;
+    let vtorc = Vtorc::start(&cluster, &[]).await;
+    vtorc
+        .wait_until_healthy(&shard0(KS), Duration::from_secs(20))
+        .await;
+    cluster.kill_mysql(&alias(100)).expect("kill -9");
+    assert_failed_over(&cluster, &vtorc).await;
+    vtorc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_primary_after_host_loss_agent_then_mariadb_is_failed_over_by_ers() {
+    let mut cluster = cluster(AgentMode::InProcess).await;
+    let vtorc = Vtorc::start(&cluster, &[]).await;
+    vtorc
+        .wait_until_healthy(&shard0(KS), Duration::from_secs(20))
+        .await;
+    cluster.kill_agent(&alias(100)).expect("agent kill");
+    cluster.kill_mysql(&alias(100)).expect("kill -9");
+    assert_failed_over(&cluster, &vtorc).await;
+    vtorc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_kill_alone_is_not_failed_over_because_the_primary_does_not_answer_ping() {
+    let mut cluster = cluster(AgentMode::InProcess).await;
+    let vtorc = Vtorc::start(&cluster, &[]).await;
+    vtorc
+        .wait_until_healthy(&shard0(KS), Duration::from_secs(20))
+        .await;
+    cluster.kill_agent(&alias(100)).expect("agent kill");
+    // First the polls fail (UnreachablePrimary: the replicas still
+    // replicate), then the primary health window turns unhealthy
+    // (IncapacitatedPrimary); its recovery Pings the primary first, gets
+    // no answer and does not act: likely a partition, not a dead MySQL.
+    let detection = vtorc
+        .wait_for_detection(
+            &alias(100),
+            AnalysisCode::IncapacitatedPrimary,
+            Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(detection.recovery_type, RecoveryKind::RecoverIncapacitatedPrimary);
+    let what = "IncapacitatedPrimary not attempted because Ping failed";
+    integration::cluster::poll_until(Duration::from_secs(10), what, || async {
+        Ok(vtorc
+            .handle
+            .audit()
+            .active_detection(&alias(100), AnalysisCode::IncapacitatedPrimary)
+            .and_then(|d| d.note)
+            .filter(|n| n.contains("does not answer Ping")))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}; {}", vtorc.audit_dump()));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // At most a replica restart (UnreachablePrimary) acted; no reparent.
+    assert!(
+        vtorc
+            .handle
+            .recoveries(&AuditFilter::all())
+            .iter()
+            .all(|r| r.recovery_type == RecoveryKind::RestartArbitraryDirectReplica),
+        "{}",
+        vtorc.audit_dump()
+    );
+    assert_eq!(
+        cluster.primary_alias(KS, "0").await.expect("shard"),
+        Some(alias(100)),
+        "no failover"
+    );
+    for replica in [alias(101), alias(102)] {
+        wait_replicating_from(&cluster, &replica, &alias(100), Duration::from_secs(10)).await;
+    }
+    vtorc.stop().await;
+}

@@ -1,0 +1,366 @@
+//! Shared by the `recovery_*` and `failover_*` test binaries: a vtorc
+//! (discovery + recovery engine) running in the test process against a
+//! [`Cluster`], the `vtorc` binary for child-process tests, and waits.
+
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::Context;
+use integration::cluster::{Cluster, GLOBAL_ROOT, poll_until};
+use mysql_async::prelude::Queryable;
+use vtorc::analysis::{AnalysisCode, RecoveryKind};
+use vtorc::config::Config;
+use vtorc::discovery::{Discovery, DiscoveryConfig, DiscoveryHandle, DiscoveryTask};
+use vtorc::ids::KeyspaceShard;
+use vtorc::proto::topodata::{TabletAlias, TabletType};
+use vtorc::recovery::{
+    AuditFilter, DetectionRecord, RecoveryConfig, RecoveryDeps, RecoveryEngine, RecoveryHandle,
+    RecoveryOutcome, RecoveryRecord, RecoveryTask,
+};
+use vtorc::reparent::{ReparentConfig, Reparenter, system_wall_clock};
+use vtorc::tablet::{GrpcTabletManager, TabletClientConfig, TabletManager};
+
+/// Alias of tablet `uid` in cell `zone1`.
+pub fn alias(uid: u32) -> TabletAlias {
+    TabletAlias::new("zone1", uid)
+}
+
+/// Flags every test vtorc gets (faster than Go's defaults so tests are
+/// quick; each test adds its own).
+pub fn base_flags(cluster: &Cluster) -> Vec<String> {
+    vec![
+        "vtorc".to_string(),
+        format!("--topo-global-server-address={}", cluster.topo_address()),
+        format!("--topo-global-root={GLOBAL_ROOT}"),
+        "--cell=zone1".to_string(),
+        "--instance-poll-time=1s".to_string(),
+        "--recovery-poll-duration=500ms".to_string(),
+        "--wait-replicas-timeout=10s".to_string(),
+        "--remote-operation-timeout=5s".to_string(),
+        "--topo-etcd-lease-ttl=5".to_string(),
+        "--lock-timeout=10s".to_string(),
+        "--shutdown-wait-time=10s".to_string(),
+    ]
+}
+
+/// A vtorc configuration for `cluster` with `extra` flags.
+pub fn config(cluster: &Cluster, extra: &[&str]) -> Config {
+    let mut args = base_flags(cluster);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Config::load(args).expect("test flags are valid")
+}
+
+/// Discovery and the recovery engine running in the test process.
+pub struct Vtorc {
+    /// The engine's handle (audit, switches, metrics).
+    pub handle: RecoveryHandle,
+    /// Discovery's handle (snapshots).
+    pub discovery: DiscoveryHandle,
+    /// The engine.
+    task: Option<RecoveryTask>,
+    /// Discovery.
+    discovery_task: Option<DiscoveryTask>,
+}
+
+impl Vtorc {
+    /// Starts discovery and the engine for `cluster` with `extra` flags and
+    /// waits until discovery is ready.
+    pub async fn start(cluster: &Cluster, extra: &[&str]) -> Vtorc {
+        Vtorc::start_with(config(cluster, extra)).await
+    }
+
+    /// Starts discovery and the engine with `config`.
+    pub async fn start_with(config: Config) -> Vtorc {
+        let topo = vtorc::topo::Topo::connect_etcd(
+            &config.topo_global_server_address.join(","),
+            &config.topo_global_root,
+            vtorc::topo::TopoOptions::from_config(&config),
+        )
+        .await
+        .expect("connect to etcd");
+        let grpc = GrpcTabletManager::new(TabletClientConfig::from_config(&config));
+        let tmc: std::sync::Arc<dyn TabletManager> = std::sync::Arc::new(grpc.clone());
+        let (discovery, discovery_handle) = Discovery::new(
+            DiscoveryConfig::from_config(&config),
+            topo.clone(),
+            tmc.clone(),
+            std::sync::Arc::new(grpc),
+        );
+        let discovery_task = discovery.spawn();
+        let reparenter = std::sync::Arc::new(Reparenter::new(
+            topo.clone(),
+            tmc.clone(),
+            ReparentConfig::from_config(&config),
+        ));
+        let (engine, handle) = RecoveryEngine::new(
+            RecoveryConfig::from_config(&config, "test-vtorc"),
+            RecoveryDeps {
+                topo,
+                tmc,
+                cluster: std::sync::Arc::new(discovery_handle.clone()),
+                reparenter,
+                clock: system_wall_clock,
+            },
+        )
+        .expect("engine");
+        let task = engine.spawn();
+        tokio::time::timeout(Duration::from_secs(30), discovery_handle.wait_ready())
+            .await
+            .expect("discovery ready within 30 s")
+            .expect("discovery runs");
+        Vtorc {
+            handle,
+            discovery: discovery_handle,
+            task: Some(task),
+            discovery_task: Some(discovery_task),
+        }
+    }
+
+    /// Stops the engine (gracefully) and discovery.
+    pub async fn stop(mut self) {
+        if let Some(task) = self.task.take() {
+            task.shutdown().await.expect("the engine stops cleanly");
+        }
+        if let Some(task) = self.discovery_task.take() {
+            task.shutdown().await;
+        }
+    }
+
+    /// Finished recoveries of `kind` (newest first).
+    pub fn finished(&self, kind: RecoveryKind) -> Vec<RecoveryRecord> {
+        self.handle
+            .recoveries(&AuditFilter::all())
+            .into_iter()
+            .filter(|r| r.recovery_type == kind && r.outcome != RecoveryOutcome::Running)
+            .collect()
+    }
+
+    /// Waits for a finished recovery of `kind` and returns it.
+    pub async fn wait_for_recovery(&self, kind: RecoveryKind, timeout: Duration) -> RecoveryRecord {
+        let what = format!("a finished {} recovery", kind.name());
+        poll_until(timeout, &what, || async {
+            Ok(self.finished(kind).into_iter().next())
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}; audit: {}", self.audit_dump()))
+    }
+
+    /// Waits for a successful recovery of `kind` on `tablet` and returns it.
+    pub async fn wait_for_success_on(
+        &self,
+        kind: RecoveryKind,
+        tablet: &TabletAlias,
+        timeout: Duration,
+    ) -> RecoveryRecord {
+        let what = format!("a successful {} recovery of {tablet}", kind.name());
+        poll_until(timeout, &what, || async {
+            Ok(self
+                .finished(kind)
+                .into_iter()
+                .find(|r| r.outcome == RecoveryOutcome::Succeeded && &r.tablet_alias == tablet))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}; audit: {}", self.audit_dump()))
+    }
+
+    /// Waits until `tablet` has an open detection of `code` and returns it.
+    pub async fn wait_for_detection(
+        &self,
+        tablet: &TabletAlias,
+        code: AnalysisCode,
+        timeout: Duration,
+    ) -> DetectionRecord {
+        let what = format!("a detection of {code} on {tablet}");
+        poll_until(timeout, &what, || async {
+            Ok(self
+                .handle
+                .detections(&AuditFilter::all())
+                .into_iter()
+                .find(|d| &d.tablet_alias == tablet && d.analysis == code))
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}; audit: {}", self.audit_dump()))
+    }
+
+    /// Waits until the shard has no problem other than `allowed`.
+    pub async fn wait_until_healthy(&self, key: &KeyspaceShard, timeout: Duration) {
+        let what = format!("shard {key} without problems");
+        poll_until(timeout, &what, || async {
+            let left: Vec<String> = self
+                .handle
+                .explain(key)
+                .into_iter()
+                .map(|e| {
+                    format!(
+                        "{} on {}",
+                        e.analysis.analysis, e.analysis.analyzed_instance_alias
+                    )
+                })
+                .collect();
+            Ok(left.is_empty().then_some(()))
+        })
+        .await
+        .unwrap_or_else(|e| {
+            let left: Vec<String> = self
+                .handle
+                .explain(key)
+                .into_iter()
+                .map(|e| {
+                    format!(
+                        "{} on {}: {}",
+                        e.analysis.analysis, e.analysis.analyzed_instance_alias, e.analysis.reason
+                    )
+                })
+                .collect();
+            panic!("{e:#}; still: {left:?}; audit: {}", self.audit_dump())
+        })
+    }
+
+    /// The audit as JSON, for failure messages.
+    pub fn audit_dump(&self) -> String {
+        let recoveries = self.handle.recoveries(&AuditFilter::all().recent(10));
+        let detections = self.handle.detections(&AuditFilter::all().recent(20));
+        let brief_r: Vec<String> = recoveries
+            .iter()
+            .map(|r| {
+                format!(
+                    "#{} {} {} on {} {:?} err={:?} steps={:?}",
+                    r.recovery_id,
+                    r.recovery_type.name(),
+                    r.analysis,
+                    r.tablet_alias,
+                    r.outcome,
+                    r.error,
+                    r.steps
+                        .iter()
+                        .map(|s| format!("{}: {}", s.step, s.message))
+                        .collect::<Vec<_>>()
+                )
+            })
+            .collect();
+        let brief_d: Vec<String> = detections
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} on {} skip={:?} note={:?} resolved={:?}",
+                    d.analysis, d.tablet_alias, d.skip_reason, d.note, d.resolution
+                )
+            })
+            .collect();
+        format!("recoveries: {brief_r:#?}\ndetections: {brief_d:#?}")
+    }
+}
+
+/// Waits until the shard record names a primary other than `old` and
+/// returns it.
+pub async fn wait_for_new_primary(
+    cluster: &Cluster,
+    keyspace: &str,
+    shard: &str,
+    old: &TabletAlias,
+    timeout: Duration,
+) -> TabletAlias {
+    poll_until(timeout, "a new primary in the shard record", || async {
+        Ok(cluster.primary_alias(keyspace, shard).await?.filter(|p| p != old))
+    })
+    .await
+    .expect("the shard record names a new primary")
+}
+
+/// `read_only` of a tablet's MariaDB.
+pub async fn read_only(cluster: &Cluster, tablet: &TabletAlias) -> anyhow::Result<bool> {
+    let mut conn = cluster.mysql_conn(tablet).await?;
+    let v: Option<i64> = conn.query_first("SELECT @@global.read_only").await?;
+    conn.disconnect().await.ok();
+    Ok(v.unwrap_or(1) != 0)
+}
+
+/// The MySQL port `tablet` replicates from, and whether both threads run
+/// (`None` = no replication configured).
+pub async fn replication_source(
+    cluster: &Cluster,
+    tablet: &TabletAlias,
+) -> anyhow::Result<Option<(u16, bool)>> {
+    let status = cluster.full_status(tablet).await?;
+    Ok(status.replication_status.and_then(|r| {
+        if r.source_port == 0 {
+            return None;
+        }
+        let running = r.io_state == 3 && r.sql_state == 3;
+        Some((u16::try_from(r.source_port).unwrap_or(0), running))
+    }))
+}
+
+/// Waits until `tablet` replicates from `primary` with both threads running.
+pub async fn wait_replicating_from(
+    cluster: &Cluster,
+    tablet: &TabletAlias,
+    primary: &TabletAlias,
+    timeout: Duration,
+) {
+    let port = cluster.tablet(primary).expect("primary in cluster").mysql_port();
+    let what = format!("{tablet} replicating from {primary}");
+    poll_until(timeout, &what, || async {
+        Ok((replication_source(cluster, tablet).await? == Some((port, true))).then_some(()))
+    })
+    .await
+    .expect("replication is repaired");
+}
+
+/// The topo type of `tablet`.
+pub async fn topo_type(cluster: &Cluster, tablet: &TabletAlias) -> anyhow::Result<TabletType> {
+    Ok(cluster
+        .topo()
+        .get_tablet(tablet)
+        .await
+        .with_context(|| format!("read tablet {tablet}"))?
+        .value
+        .r#type())
+}
+
+/// Path of the `vtorc` binary, built once per test binary (`cargo build`
+/// of the root package; the integration crate cannot name another
+/// package's binary).
+pub fn vtorc_binary() -> PathBuf {
+    static PATH: OnceLock<PathBuf> = OnceLock::new();
+    PATH.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+        let out = std::process::Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "vtorc",
+                "--bin",
+                "vtorc",
+                "--manifest-path",
+            ])
+            .arg(&manifest)
+            .output()
+            .expect("run cargo build for the vtorc binary");
+        assert!(
+            out.status.success(),
+            "cargo build of the vtorc binary failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // target/<profile>/deps/<this test> → target/<profile>/vtorc
+        let exe = std::env::current_exe().expect("test executable path");
+        let dir = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .expect("test executables live in target/<profile>/deps");
+        let path = dir.join("vtorc");
+        assert!(path.is_file(), "no vtorc binary at {}", path.display());
+        path
+    })
+    .clone()
+}
+
+/// The shard `keyspace/0`.
+pub fn shard0(keyspace: &str) -> KeyspaceShard {
+    KeyspaceShard::new(keyspace, "0")
+}

@@ -1,0 +1,679 @@
+//! The recovery functions (reference §6.4), each in two steps:
+//!
+//! - [`plan`] decides what to do from the analysis re-checked under the
+//!   lock, changing nothing (at most a `Ping`). "Not attempted" ends here,
+//!   with no recovery record and no counters.
+//! - [`execute`] does it, logging every RPC and every ERS/PRS event as a
+//!   step of the recovery record.
+//!
+//! | Recovery | What it does |
+//! |---|---|
+//! | `RecoverDeadPrimary` | ERS, `WaitAllTablets=false` |
+//! | `RecoverPrimaryTabletDeleted` | ERS, `WaitAllTablets=true` |
+//! | `RecoverIncapacitatedPrimary` | `Ping` (2 s; no answer ⇒ not attempted), PRS avoiding the primary, ERS if PRS fails and ERS is enabled |
+//! | `ElectNewPrimary` | PRS, no new primary given |
+//! | `RecoverPrimaryHasPrimary` | `ResetReplicationParameters` on the primary |
+//! | `FixPrimary` | `UndoDemotePrimary(semiSync = ackers > 0)` |
+//! | `FixReplica` | `SetReadOnly`, then `SetReplicationSource(primary, forceStart, semiSync per policy, heartbeat = net timeout / 2)` |
+//! | `ReconcileStaleTopoPrimary` | best effort `DemotePrimary(force)` then `SetReplicationSource`, alongside the authoritative topo type change to REPLICA |
+//! | `RecoverErrantGTIDDetected` | `ChangeType(DRAINED)` |
+//! | `RestartArbitraryDirectReplica` / `RestartAllDirectReplicas` | `RestartReplication` (fallback `StartReplication`) on one / all direct replicas, each at most once a minute |
+//! | generic | nothing ("not attempted") |
+//!
+//! Decision on Go's "limit counts permutation positions" quirk of the
+//! restart recoveries: not reproduced. `RestartArbitraryDirectReplica`
+//! restarts the first *direct replica not in cooldown* of a random
+//! permutation, so it restarts one whenever one exists, instead of doing
+//! nothing when the permutation happens to start with the primary or an
+//! indirect replica.
+
+use std::future::Future;
+use std::time::Duration;
+
+use rand::seq::SliceRandom;
+use tokio::time::Instant;
+
+use super::audit::StepLevel;
+use super::error::RecoveryError;
+use super::gate::{Shared, direct_replicas};
+use super::view::shard_primary;
+use crate::analysis::{DetectionAnalysis, Durability, RecoveryKind};
+use crate::model::ShardState;
+use crate::proto::tabletmanagerdata::SetReplicationSourceRequest;
+use crate::proto::topodata::{Tablet, TabletAlias, TabletType};
+use crate::reparent::{EmergencyReparentOptions, EventLog, PlannedReparentOptions, ReparentError};
+use crate::tablet::{TabletError, TabletManager as _, TabletManagerExt as _};
+use crate::topo::{ShardLock, TopoError};
+
+/// How often a running ERS/PRS's log is copied into the recovery's steps.
+const LOG_COPY_INTERVAL: Duration = Duration::from_millis(20);
+
+/// What a recovery function works with.
+pub(crate) struct ActionCtx<'a> {
+    /// Engine state.
+    pub(crate) shared: &'a Shared,
+    /// The analysis as re-checked under the lock.
+    pub(crate) entry: &'a DetectionAnalysis,
+    /// The shard with records re-read under the lock and tablets re-polled.
+    pub(crate) shard: &'a ShardState,
+    /// The keyspace's durability policy.
+    pub(crate) durability: Durability,
+    /// The shard lock held for this recovery.
+    pub(crate) lock: &'a ShardLock,
+}
+
+/// What a recovery will do.
+#[derive(Debug)]
+pub(crate) enum Plan {
+    /// ERS.
+    Ers {
+        /// `WaitAllTablets`.
+        wait_all: bool,
+    },
+    /// PRS avoiding `primary`, then ERS if allowed.
+    Incapacitated {
+        /// The incapacitated primary.
+        primary: TabletAlias,
+    },
+    /// PRS electing a first primary.
+    Elect,
+    /// `ResetReplicationParameters`.
+    ResetReplication(Tablet),
+    /// `UndoDemotePrimary`.
+    FixPrimary {
+        /// The primary.
+        primary: Tablet,
+        /// Semi-sync on the primary.
+        semi_sync: bool,
+    },
+    /// `SetReadOnly` + `SetReplicationSource`.
+    FixReplica {
+        /// The replica.
+        replica: Tablet,
+        /// The shard primary to replicate from.
+        primary: TabletAlias,
+        /// Semi-sync acks from the replica.
+        semi_sync: bool,
+        /// Heartbeat interval, seconds.
+        heartbeat: f64,
+    },
+    /// Demote (best effort) and change the topo type to REPLICA.
+    StaleTopoPrimary {
+        /// The stale primary.
+        stale: Tablet,
+        /// The current primary, if any.
+        primary: Option<TabletAlias>,
+        /// Semi-sync acks from the demoted tablet.
+        semi_sync: bool,
+    },
+    /// `ChangeType(DRAINED)`.
+    Drain {
+        /// The tablet.
+        tablet: Tablet,
+        /// Semi-sync flag passed along.
+        semi_sync: bool,
+    },
+    /// Restart replication on these direct replicas.
+    Restart {
+        /// The replicas (cooldown already taken).
+        replicas: Vec<Tablet>,
+        /// Semi-sync acks from them.
+        semi_sync: bool,
+    },
+}
+
+/// A plan and the tablets it touches (for the recovery record).
+#[derive(Debug)]
+pub(crate) struct Planned {
+    /// The plan.
+    pub(crate) plan: Plan,
+    /// Tablets involved, the analysed one first.
+    pub(crate) tablets: Vec<TabletAlias>,
+}
+
+impl ActionCtx<'_> {
+    fn analyzed(&self) -> Result<Tablet, String> {
+        self.shard
+            .tablet(&self.entry.analyzed_instance_alias)
+            .map(|t| t.tablet.clone())
+            .ok_or_else(|| {
+                format!(
+                    "tablet {} is no longer in the topo",
+                    self.entry.analyzed_instance_alias
+                )
+            })
+    }
+
+    fn all_tablets(&self) -> Vec<TabletAlias> {
+        let mut out = vec![self.entry.analyzed_instance_alias.clone()];
+        out.extend(
+            self.shard
+                .tablets
+                .iter()
+                .map(|t| t.alias().clone())
+                .filter(|a| *a != self.entry.analyzed_instance_alias),
+        );
+        out
+    }
+
+    /// The newest PRIMARY other than the analysed tablet.
+    fn other_primary(&self) -> Option<Tablet> {
+        let mut shard = self.shard.clone();
+        shard.remove_tablet(&self.entry.analyzed_instance_alias);
+        shard_primary(&shard).map(|t| t.tablet.clone())
+    }
+}
+
+/// Decides what to do; `Err(reason)` = not attempted.
+pub(crate) async fn plan(ctx: &ActionCtx<'_>) -> Result<Planned, String> {
+    let e = ctx.entry;
+    let alias = e.analyzed_instance_alias.clone();
+    let plan = match e.recovery {
+        RecoveryKind::None | RecoveryKind::Generic => {
+            return Err(format!("{} has no recovery action", e.analysis));
+        }
+        RecoveryKind::RecoverDeadPrimary => Plan::Ers { wait_all: false },
+        RecoveryKind::RecoverPrimaryTabletDeleted => Plan::Ers { wait_all: true },
+        RecoveryKind::RecoverIncapacitatedPrimary => {
+            let primary = ctx.analyzed()?;
+            let timeout = ctx.shared.config.incapacitated_ping_timeout;
+            if let Err(err) = ctx.shared.tmc.with_timeout(timeout).ping(&primary).await {
+                return Err(format!(
+                    "primary {alias} does not answer Ping ({err}); likely a network partition or a dead host"
+                ));
+            }
+            Plan::Incapacitated {
+                primary: alias.clone(),
+            }
+        }
+        RecoveryKind::ElectNewPrimary => Plan::Elect,
+        RecoveryKind::RecoverPrimaryHasPrimary => Plan::ResetReplication(ctx.analyzed()?),
+        RecoveryKind::FixPrimary => {
+            let primary = ctx.analyzed()?;
+            let semi_sync = ctx.durability.semi_sync_ackers(&primary) > 0;
+            Plan::FixPrimary { primary, semi_sync }
+        }
+        RecoveryKind::FixReplica => {
+            let replica = ctx.analyzed()?;
+            let primary = ctx
+                .other_primary()
+                .ok_or_else(|| "the shard has no primary to replicate from".to_string())?;
+            let semi_sync = ctx.durability.is_replica_semi_sync(&primary, &replica);
+            let heartbeat = f64::from(e.replica_net_timeout.max(0)) / 2.0;
+            Plan::FixReplica {
+                replica,
+                primary: crate::tablet::rpc::alias_of(&primary),
+                semi_sync,
+                heartbeat,
+            }
+        }
+        RecoveryKind::ReconcileStaleTopoPrimary => {
+            let stale = ctx.analyzed()?;
+            let primary = ctx.other_primary();
+            let semi_sync = primary
+                .as_ref()
+                .is_some_and(|p| ctx.durability.is_replica_semi_sync(p, &stale));
+            Plan::StaleTopoPrimary {
+                stale,
+                primary: primary.as_ref().map(crate::tablet::rpc::alias_of),
+                semi_sync,
+            }
+        }
+        RecoveryKind::RecoverErrantGtidDetected => {
+            let tablet = ctx.analyzed()?;
+            let semi_sync = ctx
+                .other_primary()
+                .is_some_and(|p| ctx.durability.is_replica_semi_sync(&p, &tablet));
+            Plan::Drain { tablet, semi_sync }
+        }
+        RecoveryKind::RestartArbitraryDirectReplica | RecoveryKind::RestartAllDirectReplicas => {
+            let primary = ctx.analyzed()?;
+            let mut candidates: Vec<Tablet> = direct_replicas(ctx.shard, &alias)
+                .into_iter()
+                .map(|t| t.tablet.clone())
+                .collect();
+            if candidates.is_empty() {
+                return Err(format!("{alias} has no direct replica to restart"));
+            }
+            candidates.shuffle(&mut rand::rng());
+            let limit = if e.recovery == RecoveryKind::RestartArbitraryDirectReplica {
+                1
+            } else {
+                usize::MAX
+            };
+            let now = Instant::now();
+            let mut chosen = Vec::new();
+            {
+                let mut cooldown = ctx
+                    .shared
+                    .restart_cooldown
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                for t in candidates {
+                    if chosen.len() >= limit {
+                        break;
+                    }
+                    if cooldown.try_acquire(&crate::tablet::rpc::alias_of(&t), now) {
+                        chosen.push(t);
+                    }
+                }
+            }
+            if chosen.is_empty() {
+                return Err(format!(
+                    "every direct replica of {alias} had its replication restarted within the last {:?}",
+                    ctx.shared.config.restart_replica_cooldown
+                ));
+            }
+            let semi_sync = chosen
+                .iter()
+                .all(|r| ctx.durability.is_replica_semi_sync(&primary, r));
+            Plan::Restart {
+                replicas: chosen,
+                semi_sync,
+            }
+        }
+    };
+    let tablets = match &plan {
+        Plan::Ers { .. } | Plan::Incapacitated { .. } | Plan::Elect => ctx.all_tablets(),
+        Plan::FixReplica { primary, .. } => vec![alias.clone(), primary.clone()],
+        Plan::StaleTopoPrimary { primary, .. } => {
+            std::iter::once(alias.clone()).chain(primary.clone()).collect()
+        }
+        Plan::Restart { replicas, .. } => std::iter::once(alias.clone())
+            .chain(replicas.iter().map(crate::tablet::rpc::alias_of))
+            .collect(),
+        Plan::ResetReplication(_) | Plan::FixPrimary { .. } | Plan::Drain { .. } => vec![alias.clone()],
+    };
+    Ok(Planned { plan, tablets })
+}
+
+/// Writes steps of one recovery to the audit and the span.
+struct Recorder<'a> {
+    /// Engine state (audit).
+    shared: &'a Shared,
+    /// The recovery's id.
+    id: u64,
+    /// The recovery's root span (its `step` field follows the steps).
+    span: &'a tracing::Span,
+}
+
+impl Recorder<'_> {
+    fn step(&self, step: &str, level: StepLevel, message: impl Into<String>) {
+        let message = message.into();
+        self.span.record("step", step);
+        match level {
+            StepLevel::Info => tracing::info!(step, "{message}"),
+            StepLevel::Warning => tracing::warn!(step, "{message}"),
+            StepLevel::Error => tracing::warn!(step, "{message}"),
+        }
+        self.shared.audit.step(self.id, step, level, message);
+    }
+
+    /// Runs one tablet RPC as a step; stops at once if the lock is lost or
+    /// the engine is cancelled.
+    async fn rpc<T>(
+        &self,
+        ctx: &ActionCtx<'_>,
+        step: &str,
+        tablet: &TabletAlias,
+        fut: impl Future<Output = Result<T, TabletError>>,
+    ) -> Result<T, RecoveryError> {
+        self.span.record("step", step);
+        let lock_lost = ctx.lock.cancellation_token();
+        let result = tokio::select! {
+            r = fut => r.map_err(|e| RecoveryError::tablet(format!("{step} on {tablet}"), e)),
+            _ = lock_lost.cancelled() => Err(RecoveryError::LockLost(ctx.lock.key().to_string())),
+            _ = ctx.shared.cancel.cancelled() => Err(RecoveryError::Cancelled("vtorc is shutting down".into())),
+        };
+        match &result {
+            Ok(_) => self.step(step, StepLevel::Info, format!("{step} on {tablet}: ok")),
+            Err(e) => self.step(step, StepLevel::Warning, format!("{e:#}")),
+        }
+        result
+    }
+
+    /// Runs an ERS/PRS, copying its log into the steps as it goes.
+    async fn reparent<T>(&self, prefix: &str, log: &EventLog, fut: impl Future<Output = T>) -> T {
+        tokio::pin!(fut);
+        let mut copied = 0;
+        let mut tick = tokio::time::interval(LOG_COPY_INTERVAL);
+        loop {
+            tokio::select! {
+                out = &mut fut => {
+                    self.copy(prefix, log, &mut copied);
+                    return out;
+                }
+                _ = tick.tick() => self.copy(prefix, log, &mut copied),
+            }
+        }
+    }
+
+    fn copy(&self, prefix: &str, log: &EventLog, copied: &mut usize) {
+        let events = log.events();
+        for e in events.iter().skip(*copied) {
+            if let Some(phase) = e.phase {
+                self.span.record("step", phase);
+            }
+            self.shared.audit.reparent_step(self.id, prefix, e);
+        }
+        *copied = events.len();
+    }
+}
+
+/// Does what `plan` decided. `Ok(successor)`: the new primary, if one was promoted.
+pub(crate) async fn execute(
+    ctx: &ActionCtx<'_>,
+    plan: Plan,
+    recovery_id: u64,
+    span: &tracing::Span,
+) -> Result<Option<TabletAlias>, RecoveryError> {
+    let rec = Recorder {
+        shared: ctx.shared,
+        id: recovery_id,
+        span,
+    };
+    let cfg = &ctx.shared.config;
+    match plan {
+        Plan::Ers { wait_all } => run_ers(ctx, &rec, wait_all).await,
+        Plan::Incapacitated { primary } => {
+            let log = EventLog::default();
+            let opts = PlannedReparentOptions {
+                avoid_primary: Some(primary.clone()),
+                wait_replicas_timeout: Some(cfg.wait_replicas_timeout),
+                tolerable_replication_lag: non_zero(cfg.tolerable_replication_lag),
+                cancel: ctx.shared.cancel.child_token(),
+                ..PlannedReparentOptions::default()
+            };
+            let prs = rec
+                .reparent(
+                    "prs",
+                    &log,
+                    ctx.shared.reparenter.planned_reparent_shard(
+                        &ctx.entry.analyzed_keyspace,
+                        &ctx.entry.analyzed_shard,
+                        &opts,
+                        Some(ctx.lock),
+                        &log,
+                    ),
+                )
+                .await;
+            match prs {
+                Ok(outcome) => Ok(promoted(&rec, outcome.new_primary.as_ref())),
+                Err(e) if e.is_cancelled() => Err(reparent_error("PlannedReparentShard", e)),
+                Err(e) => {
+                    if !ctx.shared.ers_enabled_for(ctx.entry) {
+                        rec.step(
+                            "fallback",
+                            StepLevel::Warning,
+                            format!("PRS failed ({e}); ERS is disabled for this shard, not falling back"),
+                        );
+                        return Err(reparent_error("PlannedReparentShard", e));
+                    }
+                    rec.step(
+                        "fallback",
+                        StepLevel::Warning,
+                        format!("PRS failed ({e}); falling back to ERS"),
+                    );
+                    run_ers(ctx, &rec, false).await
+                }
+            }
+        }
+        Plan::Elect => {
+            let log = EventLog::default();
+            let opts = PlannedReparentOptions {
+                wait_replicas_timeout: Some(cfg.wait_replicas_timeout),
+                tolerable_replication_lag: non_zero(cfg.tolerable_replication_lag),
+                cancel: ctx.shared.cancel.child_token(),
+                ..PlannedReparentOptions::default()
+            };
+            let outcome = rec
+                .reparent(
+                    "prs",
+                    &log,
+                    ctx.shared.reparenter.planned_reparent_shard(
+                        &ctx.entry.analyzed_keyspace,
+                        &ctx.entry.analyzed_shard,
+                        &opts,
+                        Some(ctx.lock),
+                        &log,
+                    ),
+                )
+                .await
+                .map_err(|e| reparent_error("PlannedReparentShard", e))?;
+            Ok(promoted(&rec, outcome.new_primary.as_ref()))
+        }
+        Plan::ResetReplication(primary) => {
+            let alias = crate::tablet::rpc::alias_of(&primary);
+            rec.rpc(
+                ctx,
+                "ResetReplicationParameters",
+                &alias,
+                ctx.shared.tmc.reset_replication_parameters(&primary),
+            )
+            .await?;
+            Ok(None)
+        }
+        Plan::FixPrimary { primary, semi_sync } => {
+            let alias = crate::tablet::rpc::alias_of(&primary);
+            rec.rpc(
+                ctx,
+                "UndoDemotePrimary",
+                &alias,
+                ctx.shared.tmc.undo_demote_primary(&primary, semi_sync),
+            )
+            .await?;
+            Ok(None)
+        }
+        Plan::FixReplica {
+            replica,
+            primary,
+            semi_sync,
+            heartbeat,
+        } => {
+            let alias = crate::tablet::rpc::alias_of(&replica);
+            rec.rpc(ctx, "SetReadOnly", &alias, ctx.shared.tmc.set_read_only(&replica))
+                .await?;
+            let request = SetReplicationSourceRequest {
+                parent: Some(primary.clone()),
+                time_created_ns: 0,
+                force_start_replication: true,
+                wait_position: String::new(),
+                semi_sync,
+                heartbeat_interval: heartbeat,
+            };
+            rec.rpc(
+                ctx,
+                "SetReplicationSource",
+                &alias,
+                ctx.shared.tmc.set_replication_source(&replica, request),
+            )
+            .await?;
+            Ok(None)
+        }
+        Plan::StaleTopoPrimary {
+            stale,
+            primary,
+            semi_sync,
+        } => reconcile_stale_primary(ctx, &rec, stale, primary, semi_sync).await,
+        Plan::Drain { tablet, semi_sync } => {
+            let alias = crate::tablet::rpc::alias_of(&tablet);
+            rec.rpc(
+                ctx,
+                "ChangeType",
+                &alias,
+                ctx.shared
+                    .tmc
+                    .change_type(&tablet, TabletType::Drained, semi_sync),
+            )
+            .await?;
+            Ok(None)
+        }
+        Plan::Restart { replicas, semi_sync } => {
+            let mut last_error = None;
+            let mut restarted = 0;
+            for replica in &replicas {
+                let alias = crate::tablet::rpc::alias_of(replica);
+                match rec
+                    .rpc(
+                        ctx,
+                        "RestartReplication",
+                        &alias,
+                        ctx.shared.tmc.restart_replication(replica, semi_sync),
+                    )
+                    .await
+                {
+                    Ok(()) => restarted += 1,
+                    Err(e) if e.is_cancelled() => return Err(e),
+                    Err(RecoveryError::Tablet { source, .. }) if source.is_unreachable() => {
+                        last_error = Some(RecoveryError::tablet(
+                            format!("RestartReplication on {alias}"),
+                            source,
+                        ));
+                    }
+                    Err(_) => match rec
+                        .rpc(
+                            ctx,
+                            "StartReplication",
+                            &alias,
+                            ctx.shared.tmc.start_replication(replica, semi_sync),
+                        )
+                        .await
+                    {
+                        Ok(()) => restarted += 1,
+                        Err(e) if e.is_cancelled() => return Err(e),
+                        Err(e) => last_error = Some(e),
+                    },
+                }
+            }
+            match (restarted, last_error) {
+                (0, Some(e)) => Err(e),
+                _ => Ok(None),
+            }
+        }
+    }
+}
+
+fn non_zero(d: Duration) -> Option<Duration> {
+    (!d.is_zero()).then_some(d)
+}
+
+fn reparent_error(context: &'static str, source: ReparentError) -> RecoveryError {
+    RecoveryError::Reparent { context, source }
+}
+
+/// Audits a promotion and returns the successor.
+fn promoted(rec: &Recorder<'_>, new_primary: Option<&Tablet>) -> Option<TabletAlias> {
+    let successor = new_primary.and_then(|t| t.alias.clone());
+    if let Some(s) = &successor {
+        rec.step("promoted", StepLevel::Info, format!("promoted replica: {s}"));
+    }
+    successor
+}
+
+/// `RecoverDeadPrimary` / `RecoverPrimaryTabletDeleted`: ERS.
+async fn run_ers(
+    ctx: &ActionCtx<'_>,
+    rec: &Recorder<'_>,
+    wait_all: bool,
+) -> Result<Option<TabletAlias>, RecoveryError> {
+    let cfg = &ctx.shared.config;
+    let log = EventLog::default();
+    let opts = EmergencyReparentOptions {
+        wait_replicas_timeout: Some(cfg.wait_replicas_timeout),
+        prevent_cross_cell_promotion: cfg.prevent_cross_cell_failover,
+        wait_for_all_tablets: wait_all,
+        cancel: ctx.shared.cancel.child_token(),
+        ..EmergencyReparentOptions::default()
+    };
+    let outcome = rec
+        .reparent(
+            "ers",
+            &log,
+            ctx.shared.reparenter.emergency_reparent_shard(
+                &ctx.entry.analyzed_keyspace,
+                &ctx.entry.analyzed_shard,
+                &opts,
+                Some(ctx.lock),
+                &log,
+            ),
+        )
+        .await
+        .map_err(|e| reparent_error("EmergencyReparentShard", e))?;
+    Ok(promoted(rec, outcome.new_primary.as_ref()))
+}
+
+/// `ReconcileStaleTopoPrimary`: the RPCs are best effort (the old primary is
+/// often unreachable); the topo type change is what counts.
+async fn reconcile_stale_primary(
+    ctx: &ActionCtx<'_>,
+    rec: &Recorder<'_>,
+    stale: Tablet,
+    primary: Option<TabletAlias>,
+    semi_sync: bool,
+) -> Result<Option<TabletAlias>, RecoveryError> {
+    let alias = crate::tablet::rpc::alias_of(&stale);
+    let best_effort = async {
+        if rec
+            .rpc(
+                ctx,
+                "DemotePrimary",
+                &alias,
+                ctx.shared.tmc.demote_primary(&stale, true),
+            )
+            .await
+            .is_err()
+        {
+            return;
+        }
+        if let Some(primary) = &primary {
+            let request = SetReplicationSourceRequest {
+                parent: Some(primary.clone()),
+                time_created_ns: 0,
+                force_start_replication: true,
+                wait_position: String::new(),
+                semi_sync,
+                heartbeat_interval: 0.0,
+            };
+            let _ = rec
+                .rpc(
+                    ctx,
+                    "SetReplicationSource",
+                    &alias,
+                    ctx.shared.tmc.set_replication_source(&stale, request),
+                )
+                .await;
+        }
+    };
+    let authoritative = async {
+        let result = ctx
+            .shared
+            .topo
+            .update_tablet_fields(&alias, |t| {
+                if t.r#type == TabletType::Primary as i32 {
+                    t.r#type = TabletType::Replica as i32;
+                    t.primary_term_start_time = None;
+                    Ok(())
+                } else {
+                    Err(TopoError::NoUpdateNeeded)
+                }
+            })
+            .await;
+        match result {
+            Ok(_) | Err(TopoError::NoUpdateNeeded) => {
+                rec.step(
+                    "ChangeTabletType",
+                    StepLevel::Info,
+                    format!("topo type of {alias} is REPLICA"),
+                );
+                Ok(())
+            }
+            Err(e) => {
+                let e = RecoveryError::topo(format!("change the topo type of {alias} to REPLICA"), e);
+                rec.step("ChangeTabletType", StepLevel::Error, format!("{e:#}"));
+                Err(e)
+            }
+        }
+    };
+    let ((), topo) = tokio::join!(best_effort, authoritative);
+    topo.map(|()| None)
+}

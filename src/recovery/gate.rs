@@ -1,0 +1,578 @@
+//! The gate order of one recovery (reference §6.2), step by step:
+//!
+//! | # | Gate | Skip / stop |
+//! |---|---|---|
+//! | 1 | recovery function and skip code | `NoRecoveryAction` |
+//! | 2 | detection record (upsert, stable id per incident) | – |
+//! | 3 | global recoveries switch | `GlobalRecoveriesDisabled` |
+//! | 4 | `--cells-no-recovery` (unvalidated holds everything) | `CellNoRecoveryUnvalidated`, `CellNoRecovery` |
+//! | 5 | non-shard-wide: re-poll the primary, re-run analysis | `PrimaryRecovery` |
+//! | 6 | `TryLockShard` (`VTOrc Recovery for <code> on <alias>`), refused after SIGTERM | lock refused |
+//! | 7 | actionable: re-read keyspace and shard records | abort |
+//! | 8 | shard-wide: re-read the shard's tablets, re-poll them all (not the dead primary of DeadPrimary codes) | `CellNoRecovery` (ClusterHasNoPrimary) |
+//! | 9 | otherwise: re-read tablet records, re-poll the analysed tablet and the shard primary | abort without a primary |
+//! | 10 | re-run analysis; same tablet, same recovery? | `StaleAnalysis` |
+//! | 11 | cells re-check on the fresh entry | `CellNoRecovery` |
+//! | – | ERS-based recovery with ERS disabled (global / keyspace / shard) | `EmergencyReparentShardDisabled` |
+//! | 12 | run the recovery function ("not attempted" ends here, no counters) | – |
+//! | 13 | `RecoveriesCount` and `Successful`/`FailedRecoveries` | – |
+//! | 14 | post-refresh (shard-wide: every tablet; otherwise the analysed one) | – |
+//! | 15 | unlock | – |
+//!
+//! Additions to Go VTOrc, both to make failover fast without weakening a
+//! gate: (a) step 5 of an `UnreachablePrimary*` analysis also re-polls the
+//! analysed primary's direct replicas, so a dead primary is recognised as
+//! `DeadPrimary` at once instead of after their next scheduled poll; (b)
+//! recoveries of one shard started by the same pass queue in-process for
+//! the lock (Go lets them fail `TryLockShard` and retry a tick later).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::RecoveryConfig;
+use super::actions::{self, ActionCtx};
+use super::audit::{AuditLog, SkipReason};
+use super::cooldown::CooldownMap;
+use super::error::RecoveryError;
+use super::metrics::{LockAction, RecoveryMetrics};
+use super::view::{ClusterView, FreshRecords, overlay_records, shard_primary};
+use crate::analysis::{self, AnalysisCode, DetectionAnalysis, Durability, RecoveryKind};
+use crate::ids::KeyspaceShard;
+use crate::model::{ClusterSnapshot, ShardState};
+use crate::proto::topodata::TabletAlias;
+use crate::reparent::Reparenter;
+use crate::tablet::TabletManager;
+use crate::topo::{ShardLock, Topo};
+
+/// How one pass through the gates ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GateOutcome {
+    /// A gate skipped the recovery (counted in `SkippedRecoveries`).
+    Skipped(SkipReason),
+    /// The shard lock could not be taken (held elsewhere, or shutting down).
+    LockRefused(String),
+    /// A refresh or read the gate needs failed; nothing was changed.
+    Aborted(String),
+    /// The recovery function decided not to act (no counters).
+    NotAttempted(String),
+    /// The recovery function ran.
+    Recovered {
+        /// Its audit id.
+        recovery_id: u64,
+        /// Whether it succeeded.
+        success: bool,
+    },
+}
+
+/// Everything the gates and recoveries share; owned by the engine behind an `Arc`.
+pub(crate) struct Shared {
+    /// Settings.
+    pub(crate) config: RecoveryConfig,
+    /// Global recoveries switch (`--allow-recovery`, toggled by the API).
+    pub(crate) recoveries_enabled: AtomicBool,
+    /// Global ERS switch (`--allow-emergency-reparent`, toggled by the API).
+    pub(crate) ers_allowed: AtomicBool,
+    /// Whether `--cells-no-recovery` was validated against the topology
+    /// (always true when the list is empty).
+    pub(crate) cells_validated: AtomicBool,
+    /// The topology (records, shard locks).
+    pub(crate) topo: Topo,
+    /// Tablet RPCs of the fixes.
+    pub(crate) tmc: Arc<dyn TabletManager>,
+    /// Discovery.
+    pub(crate) cluster: Arc<dyn ClusterView>,
+    /// ERS and PRS.
+    pub(crate) reparenter: Arc<Reparenter>,
+    /// Detections and recoveries.
+    pub(crate) audit: Arc<AuditLog>,
+    /// Metrics.
+    pub(crate) metrics: Arc<RecoveryMetrics>,
+    /// Global cap on gate runs past the cheap gates (`--max-concurrent-recoveries`).
+    pub(crate) permits: Semaphore,
+    /// Replica restarts: once per tablet per period. A `std::sync::Mutex`,
+    /// held only to test-and-set, never across an `.await`.
+    pub(crate) restart_cooldown: std::sync::Mutex<CooldownMap<TabletAlias>>,
+    /// Fired on SIGTERM: no new shard lock is taken.
+    pub(crate) draining: CancellationToken,
+    /// Fired when the shutdown wait is over: running recoveries stop.
+    pub(crate) cancel: CancellationToken,
+}
+
+impl Shared {
+    /// Whether global recoveries are enabled.
+    pub(crate) fn recoveries_enabled(&self) -> bool {
+        self.recoveries_enabled.load(Ordering::SeqCst)
+    }
+
+    /// Whether ERS may run for this analysis (global, keyspace, shard).
+    pub(crate) fn ers_enabled_for(&self, a: &DetectionAnalysis) -> bool {
+        self.ers_allowed.load(Ordering::SeqCst) && !a.emergency_reparent_disabled()
+    }
+
+    /// Step 1: the skip code of an analysis.
+    pub(crate) fn skip_code(&self, a: &DetectionAnalysis) -> Option<SkipReason> {
+        match a.recovery {
+            RecoveryKind::None => Some(SkipReason::NoRecoveryAction),
+            RecoveryKind::RecoverErrantGtidDetected
+                if !self.config.change_tablets_with_errant_gtid_to_drained =>
+            {
+                Some(SkipReason::NoRecoveryAction)
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether `cell` is in `--cells-no-recovery`.
+    fn cell_denied(&self, cell: &str) -> bool {
+        self.config.cells_no_recovery.iter().any(|c| c == cell)
+    }
+
+    /// Step 4 (and 11): the cells-no-recovery gate.
+    pub(crate) fn cell_gate(&self, a: &DetectionAnalysis) -> Option<SkipReason> {
+        if self.config.cells_no_recovery.is_empty() {
+            return None;
+        }
+        if !self.cells_validated.load(Ordering::SeqCst) {
+            return Some(SkipReason::CellNoRecoveryUnvalidated);
+        }
+        if !a.actionable || a.analysis == AnalysisCode::ClusterHasNoPrimary {
+            return None;
+        }
+        if a.analyzed_cell.is_empty() || self.cell_denied(&a.analyzed_cell) {
+            return Some(SkipReason::CellNoRecovery);
+        }
+        None
+    }
+
+    /// Counts and audits a skip.
+    fn skip(&self, a: &DetectionAnalysis, reason: SkipReason) -> GateOutcome {
+        self.metrics.skipped(a.recovery, &a.keyspace_shard(), reason);
+        self.audit
+            .note_skip(&a.analyzed_instance_alias, a.analysis, reason);
+        tracing::debug!(
+            keyspace = %a.analyzed_keyspace,
+            shard = %a.analyzed_shard,
+            tablet = %a.analyzed_instance_alias,
+            analysis = %a.analysis,
+            reason = reason.as_str(),
+            "recovery skipped"
+        );
+        GateOutcome::Skipped(reason)
+    }
+
+    /// Notes a stop that is not a skip and returns it.
+    fn stop(&self, a: &DetectionAnalysis, outcome: GateOutcome) -> GateOutcome {
+        let note = match &outcome {
+            GateOutcome::LockRefused(e) => format!("shard lock not taken: {e}"),
+            GateOutcome::Aborted(e) => format!("aborted: {e}"),
+            GateOutcome::NotAttempted(e) => format!("not attempted: {e}"),
+            other => format!("{other:?}"),
+        };
+        self.audit.note(&a.analyzed_instance_alias, a.analysis, note);
+        outcome
+    }
+
+    /// Polls `aliases` concurrently, each bounded by the remote-operation
+    /// timeout. Tablets gone from discovery are ignored; a timeout leaves the
+    /// tablet as it was. `Err` only if discovery has stopped.
+    async fn refresh(&self, aliases: &[TabletAlias]) -> Result<(), RecoveryError> {
+        let bound = self.config.remote_operation_timeout;
+        let polls = aliases.iter().map(|alias| async move {
+            match tokio::time::timeout(bound, self.cluster.refresh_tablet(alias)).await {
+                Ok(Ok(_)) | Ok(Err(crate::discovery::DiscoveryError::UnknownTablet(_))) => Ok(()),
+                Ok(Err(crate::discovery::DiscoveryError::UnknownShard(_))) => Ok(()),
+                Ok(Err(e)) => Err(RecoveryError::discovery(format!("refresh {alias}"), e)),
+                Err(_) => {
+                    tracing::debug!(tablet = %alias, "refresh timed out after {bound:?}");
+                    Ok(())
+                }
+            }
+        });
+        for r in futures::future::join_all(polls).await {
+            r?;
+        }
+        Ok(())
+    }
+
+    /// Whether `fresh` has an entry for the same tablet with the same
+    /// recovery function and skip code as `a`; returns it.
+    fn same_problem(
+        &self,
+        a: &DetectionAnalysis,
+        fresh: Vec<DetectionAnalysis>,
+    ) -> Option<DetectionAnalysis> {
+        let skip = self.skip_code(a);
+        fresh.into_iter().find(|p| {
+            p.analyzed_instance_alias == a.analyzed_instance_alias
+                && p.recovery == a.recovery
+                && self.skip_code(p) == skip
+        })
+    }
+
+    fn analyze_shard(&self, snapshot: &ClusterSnapshot, key: &KeyspaceShard) -> Vec<DetectionAnalysis> {
+        analysis::analyze_shard(snapshot, key, &self.config.analysis, Instant::now()).problems
+    }
+}
+
+/// Codes whose analysed tablet is an unreachable primary that may simply
+/// have lost its vttablet: the re-check polls its direct replicas too.
+fn is_unreachable_primary_family(code: AnalysisCode) -> bool {
+    matches!(
+        code,
+        AnalysisCode::UnreachablePrimary
+            | AnalysisCode::UnreachablePrimaryWithBrokenReplicas
+            | AnalysisCode::UnreachablePrimaryWithLaggingReplicas
+    )
+}
+
+/// Codes whose analysed (dead) primary is not re-polled before the recovery.
+fn excludes_dead_primary_from_refresh(code: AnalysisCode) -> bool {
+    matches!(
+        code,
+        AnalysisCode::DeadPrimary
+            | AnalysisCode::DeadPrimaryAndSomeReplicas
+            | AnalysisCode::DeadPrimaryAndReplicas
+            | AnalysisCode::DeadPrimaryWithoutReplicas
+    )
+}
+
+/// Tablets of `shard` whose MySQL replicates from `primary`'s MySQL.
+pub(crate) fn direct_replicas<'a>(
+    shard: &'a ShardState,
+    primary: &TabletAlias,
+) -> Vec<&'a Arc<crate::model::TabletState>> {
+    let Some(p) = shard.tablet(primary) else {
+        return Vec::new();
+    };
+    let (host, port) = (p.tablet.mysql_hostname.as_str(), p.tablet.mysql_port);
+    shard
+        .tablets
+        .iter()
+        .filter(|t| t.alias() != primary)
+        .filter(|t| {
+            t.observation
+                .as_ref()
+                .and_then(|o| o.replication.as_ref())
+                .is_some_and(|r| r.source_host == host && r.source_port == port)
+        })
+        .collect()
+}
+
+/// Step 5: re-poll the shard primary (and, for an unreachable primary, its
+/// direct replicas) and re-run analysis. `Ok(false)` = the analysed tablet
+/// no longer has this problem: primary mitigation comes first.
+async fn recheck_primary_health(shared: &Shared, a: &DetectionAnalysis) -> Result<bool, RecoveryError> {
+    let key = a.keyspace_shard();
+    let snapshot = shared.cluster.snapshot();
+    let Some(shard) = snapshot.shard(&key) else {
+        return Ok(false);
+    };
+    let mut targets: BTreeSet<TabletAlias> = BTreeSet::new();
+    // The analysed tablet's replication source and the shard primary
+    // (they differ for a replica connected to the wrong primary).
+    if let Some(source) = &a.analyzed_instance_primary_alias {
+        targets.insert(source.clone());
+    }
+    if let Some(p) = shard_primary(shard) {
+        targets.insert(p.alias().clone());
+    }
+    if is_unreachable_primary_family(a.analysis) {
+        targets.insert(a.analyzed_instance_alias.clone());
+        targets.extend(
+            direct_replicas(shard, &a.analyzed_instance_alias)
+                .into_iter()
+                .map(|t| t.alias().clone()),
+        );
+    }
+    let targets: Vec<TabletAlias> = targets.into_iter().collect();
+    shared.refresh(&targets).await?;
+    let fresh = shared.analyze_shard(&shared.cluster.snapshot(), &key);
+    Ok(shared.same_problem(a, fresh).is_some())
+}
+
+/// Runs one analysis through every gate and, if all pass, its recovery.
+/// `queue`: recoveries of one shard started together wait on it for the
+/// lock instead of failing `TryLockShard` against each other.
+pub(crate) async fn check_and_recover(
+    shared: &Shared,
+    a: DetectionAnalysis,
+    queue: Option<&tokio::sync::Mutex<()>>,
+) -> GateOutcome {
+    let key = a.keyspace_shard();
+    let _pending = shared.metrics.pending_guard();
+    // 1. Skip code.
+    if let Some(reason) = shared.skip_code(&a) {
+        // Recorded as a detection too (Go writes no row for these): the
+        // audit shows every problem seen.
+        shared.audit.observe(&a);
+        return shared.skip(&a, reason);
+    }
+    // 2. Detection record.
+    shared.audit.observe(&a);
+    // 3. Global disable.
+    if !shared.recoveries_enabled() {
+        return shared.skip(&a, SkipReason::GlobalRecoveriesDisabled);
+    }
+    // 4. Cells.
+    if let Some(reason) = shared.cell_gate(&a) {
+        return shared.skip(&a, reason);
+    }
+    let _permit = tokio::select! {
+        permit = shared.permits.acquire() => match permit {
+            Ok(p) => p,
+            Err(_) => return shared.stop(&a, GateOutcome::Aborted("recovery permits closed".into())),
+        },
+        _ = shared.draining.cancelled() => {
+            return shared.stop(&a, GateOutcome::LockRefused("vtorc is shutting down".into()));
+        }
+    };
+    // 5. Primary re-check for non-shard-wide recoveries.
+    if !a.shard_wide_recovery {
+        match recheck_primary_health(shared, &a).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(
+                    keyspace = %key.keyspace,
+                    shard = %key.shard,
+                    tablet = %a.analyzed_instance_alias,
+                    analysis = %a.analysis,
+                    "aborting {}, primary mitigation is required",
+                    a.recovery.name()
+                );
+                return shared.skip(&a, SkipReason::PrimaryRecovery);
+            }
+            Err(e) => return shared.stop(&a, GateOutcome::Aborted(format!("{e:#}"))),
+        }
+    }
+    // 6. Try-lock.
+    let _queued = match queue {
+        Some(q) => Some(q.lock().await),
+        None => None,
+    };
+    if shared.draining.is_cancelled() {
+        return shared.stop(&a, GateOutcome::LockRefused("vtorc is shutting down".into()));
+    }
+    let action = format!(
+        "VTOrc Recovery for {} on {}",
+        a.analysis, a.analyzed_instance_alias
+    );
+    let started = Instant::now();
+    let lock = shared
+        .topo
+        .try_lock_shard(&key.keyspace, &key.shard, &action)
+        .await;
+    shared.metrics.lock_timing(LockAction::Lock, started.elapsed());
+    let lock = match lock {
+        Ok(lock) => lock,
+        Err(e) => {
+            tracing::debug!(keyspace = %key.keyspace, shard = %key.shard, analysis = %a.analysis, "shard lock not taken: {e}");
+            return shared.stop(&a, GateOutcome::LockRefused(e.to_string()));
+        }
+    };
+    let _active = shared.metrics.lock_guard();
+    let outcome = under_lock(shared, &a, &lock).await;
+    // 15. Unlock.
+    let started = Instant::now();
+    if let Err(e) = lock.unlock().await {
+        tracing::warn!(keyspace = %key.keyspace, shard = %key.shard, "failed to unlock the shard: {e}");
+    }
+    shared.metrics.lock_timing(LockAction::Unlock, started.elapsed());
+    outcome
+}
+
+/// Steps 7–14, with the shard lock held.
+async fn under_lock(shared: &Shared, a: &DetectionAnalysis, lock: &ShardLock) -> GateOutcome {
+    let key = a.keyspace_shard();
+    let topo = &shared.topo;
+    let mut fresh = FreshRecords::default();
+    // 7. Keyspace and shard records.
+    if a.actionable {
+        match tokio::try_join!(
+            topo.get_keyspace(&key.keyspace),
+            topo.get_shard(&key.keyspace, &key.shard)
+        ) {
+            Ok((ks, shard)) => {
+                fresh.keyspace = Some(ks.value);
+                fresh.shard = Some(shard.value);
+            }
+            Err(e) => {
+                return shared.stop(
+                    a,
+                    GateOutcome::Aborted(format!("read keyspace/shard records: {e}")),
+                );
+            }
+        }
+    }
+    // 8 / 9. Tablet records, then polls.
+    match topo.tablets_by_shard(&key.keyspace, &key.shard).await {
+        Ok(listing) => {
+            fresh.tablets_complete = listing.errors.is_empty();
+            fresh.tablets = Some(listing.items.into_iter().map(|t| t.value).collect());
+        }
+        Err(e) => return shared.stop(a, GateOutcome::Aborted(format!("read the shard's tablets: {e}"))),
+    }
+    let overlay = overlay_records(&shared.cluster.snapshot(), &key, &fresh);
+    let Some(shard) = overlay.shard(&key).cloned() else {
+        return shared.stop(a, GateOutcome::Aborted("the shard is not watched".into()));
+    };
+    if a.shard_wide_recovery {
+        if a.analysis == AnalysisCode::ClusterHasNoPrimary && !shared.config.cells_no_recovery.is_empty() {
+            let cells: BTreeSet<&str> = shard.tablets.iter().map(|t| t.alias().cell.as_str()).collect();
+            if cells.is_empty() || cells.iter().all(|c| shared.cell_denied(c)) {
+                return shared.skip(a, SkipReason::CellNoRecovery);
+            }
+        }
+        let targets: Vec<TabletAlias> = shard
+            .tablets
+            .iter()
+            .map(|t| t.alias().clone())
+            .filter(|alias| {
+                !(excludes_dead_primary_from_refresh(a.analysis) && *alias == a.analyzed_instance_alias)
+            })
+            .collect();
+        if let Err(e) = shared.refresh(&targets).await {
+            return shared.stop(a, GateOutcome::Aborted(format!("{e:#}")));
+        }
+    } else {
+        let Some(primary) = shard_primary(&shard).map(|t| t.alias().clone()) else {
+            return shared.stop(a, GateOutcome::Aborted("the shard has no primary".into()));
+        };
+        let mut targets = vec![a.analyzed_instance_alias.clone()];
+        if primary != a.analyzed_instance_alias {
+            targets.push(primary);
+        }
+        if let Err(e) = shared.refresh(&targets).await {
+            return shared.stop(a, GateOutcome::Aborted(format!("{e:#}")));
+        }
+    }
+    // 10. Re-run analysis on the refreshed state.
+    let view = overlay_records(&shared.cluster.snapshot(), &key, &fresh);
+    let Some(entry) = shared.same_problem(a, shared.analyze_shard(&view, &key)) else {
+        shared.audit.resolve(
+            &a.analyzed_instance_alias,
+            a.analysis,
+            SkipReason::StaleAnalysis.as_str(),
+        );
+        return shared.skip(a, SkipReason::StaleAnalysis);
+    };
+    // 11. Cells, on the fresh entry.
+    if let Some(reason) = shared.cell_gate(&entry) {
+        return shared.skip(a, reason);
+    }
+    // ERS disabled globally, for the keyspace or for the shard.
+    if entry.recovery.uses_ers() && !shared.ers_enabled_for(&entry) {
+        return shared.skip(a, SkipReason::EmergencyReparentShardDisabled);
+    }
+    let Some(shard) = view.shard(&key).cloned() else {
+        return shared.stop(a, GateOutcome::Aborted("the shard is not watched".into()));
+    };
+    let durability = match view
+        .keyspaces
+        .get(&key.keyspace)
+        .map(|k| Durability::from_name(&k.durability_policy))
+    {
+        Some(Ok(d)) => d,
+        Some(Err(e)) => return shared.stop(a, GateOutcome::Aborted(format!("durability policy: {e}"))),
+        None => return shared.stop(a, GateOutcome::Aborted("no keyspace record".into())),
+    };
+    // 12. Run.
+    let ctx = ActionCtx {
+        shared,
+        entry: &entry,
+        shard: &shard,
+        durability,
+        lock,
+    };
+    let planned = match actions::plan(&ctx).await {
+        Ok(p) => p,
+        Err(reason) => {
+            tracing::info!(
+                keyspace = %key.keyspace,
+                shard = %key.shard,
+                tablet = %a.analyzed_instance_alias,
+                analysis = %a.analysis,
+                "recovery not attempted: {reason}"
+            );
+            return shared.stop(a, GateOutcome::NotAttempted(reason));
+        }
+    };
+    let recovery_id = shared.audit.start_recovery(&entry, planned.tablets.clone());
+    let span = tracing::info_span!(
+        parent: None,
+        "recovery",
+        keyspace = %key.keyspace,
+        shard = %key.shard,
+        analysis = %entry.analysis,
+        recovery_id,
+        step = tracing::field::Empty,
+    );
+    let started = Instant::now();
+    let result = watchdog(
+        shared.config.long_recovery_warning,
+        actions::execute(&ctx, planned.plan, recovery_id, &span).instrument(span.clone()),
+        &span,
+    )
+    .await;
+    let elapsed = started.elapsed();
+    let success = result.is_ok();
+    shared
+        .audit
+        .finish_recovery(recovery_id, result.clone().map_err(|e| format!("{e:#}")), elapsed);
+    // 13. Counters.
+    shared.metrics.recovered(entry.recovery, &key, success);
+    span.in_scope(|| match &result {
+        Ok(successor) => {
+            tracing::info!(
+                elapsed_ms = elapsed.as_millis() as u64,
+                successor = successor.as_ref().map(ToString::to_string).unwrap_or_default(),
+                "recovery {} succeeded",
+                entry.recovery.name()
+            );
+        }
+        Err(e) if e.is_cancelled() => tracing::warn!("recovery {} cancelled: {e:#}", entry.recovery.name()),
+        Err(e) => tracing::error!("failed to recover {}: {e:#}", entry.analysis),
+    });
+    if success {
+        shared
+            .audit
+            .resolve(&a.analyzed_instance_alias, a.analysis, "recovered");
+    }
+    // 14. Post-refresh.
+    let targets: Vec<TabletAlias> = if entry.shard_wide_recovery {
+        match shared.cluster.snapshot().shard(&key) {
+            Some(s) => s.tablets.iter().map(|t| t.alias().clone()).collect(),
+            None => Vec::new(),
+        }
+    } else {
+        vec![entry.analyzed_instance_alias.clone()]
+    };
+    if let Err(e) = shared.refresh(&targets).await {
+        tracing::debug!(keyspace = %key.keyspace, shard = %key.shard, "post-recovery refresh: {e:#}");
+    }
+    GateOutcome::Recovered { recovery_id, success }
+}
+
+/// Runs `fut`, warning (in `span`) every `after` while it is still running.
+async fn watchdog<T>(after: Duration, fut: impl std::future::Future<Output = T>, span: &tracing::Span) -> T {
+    tokio::pin!(fut);
+    if after.is_zero() {
+        return fut.await;
+    }
+    let mut waited = Duration::ZERO;
+    loop {
+        tokio::select! {
+            out = &mut fut => return out,
+            _ = tokio::time::sleep(after) => {
+                waited += after;
+                span.in_scope(|| tracing::warn!(running_for_s = waited.as_secs(), "recovery is still running"));
+            }
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! The running vtorc: topology, tablet client, discovery, the recovery
+//! engine and the servers, wired together. `app.rs` calls [`run`] with a
+//! token that fires on SIGTERM / Ctrl-C.
+//!
+//! Start order: topology → tablet client → discovery (its first full load
+//! and discovery round gate analysis) → reparenter → recovery engine →
+//! servers (`--grpc-port`: vtctld API + VTOrc API; `--port`: HTTP API and
+//! `/metrics`). Stop order on the token: the recovery engine first (no new
+//! shard lock, running recoveries get `--shutdown-wait-time`), then the
+//! servers, then discovery.
+//!
+//! A fatal error of the recovery engine (an unknown cell in
+//! `--cells-no-recovery`, discovery stopping) or of a server ends the
+//! process with that error, after the same graceful stop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::discovery::{Discovery, DiscoveryConfig};
+use crate::recovery::{RecoveryConfig, RecoveryDeps, RecoveryEngine};
+use crate::reparent::{ReparentConfig, Reparenter, system_wall_clock};
+use crate::server::{ApiContext, VtctldService, VtorcApi};
+use crate::tablet::{GrpcTabletManager, TabletClientConfig, TabletManager};
+use crate::telemetry::metrics::MetricsRegistry;
+use crate::topo::{Topo, TopoOptions};
+
+/// How long the servers get to finish in-flight calls after the engine stopped.
+const SERVER_STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs vtorc until `shutdown` fires (then stops gracefully and returns
+/// `Ok`) or a component fails for good (then stops and returns the error).
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let hostname = crate::topo::lock::local_host_name();
+    let instance = format!("{hostname}:{}", std::process::id());
+    let topo = Topo::connect_etcd(
+        &config.topo_global_server_address.join(","),
+        &config.topo_global_root,
+        TopoOptions::from_config(&config),
+    )
+    .await
+    .context("connect to the global topology")?;
+    let grpc = GrpcTabletManager::new(TabletClientConfig::from_config(&config));
+    let tmc: Arc<dyn TabletManager> = Arc::new(grpc.clone());
+    let (discovery, discovery_handle) = Discovery::new(
+        DiscoveryConfig::from_config(&config),
+        topo.clone(),
+        Arc::clone(&tmc),
+        Arc::new(grpc),
+    );
+    let discovery_task = discovery.spawn();
+    let reparenter = Arc::new(Reparenter::new(
+        topo.clone(),
+        Arc::clone(&tmc),
+        ReparentConfig::from_config(&config),
+    ));
+    let (engine, recovery) = RecoveryEngine::new(
+        RecoveryConfig::from_config(&config, instance.clone()),
+        RecoveryDeps {
+            topo: topo.clone(),
+            tmc: Arc::clone(&tmc),
+            cluster: Arc::new(discovery_handle.clone()),
+            reparenter: Arc::clone(&reparenter),
+            clock: system_wall_clock,
+        },
+    )
+    .context("open the audit file")?;
+    let mut recovery_task = engine.spawn();
+    tracing::info!(%instance, "vtorc started");
+
+    let servers_stop = CancellationToken::new();
+    let mut servers: JoinSet<anyhow::Result<()>> = JoinSet::new();
+    if config.grpc_port.is_some() || config.port.is_some() {
+        let ctx = ApiContext {
+            discovery: discovery_handle.clone(),
+            recovery: recovery.clone(),
+            topo: topo.clone(),
+            config: Arc::clone(&config),
+            metrics: MetricsRegistry::for_vtorc(
+                &discovery_handle,
+                config.discovery_workers,
+                &recovery,
+                reparenter.metrics(),
+            ),
+            hostname,
+            clock: system_wall_clock,
+            shutdown: servers_stop.clone(),
+        };
+        if let Some(port) = config.grpc_port {
+            let listener = tokio::net::TcpListener::bind((config.bind_address.as_str(), port))
+                .await
+                .with_context(|| format!("listen on --grpc-port {port}"))?;
+            let vtctld = VtctldService::new(
+                topo.clone(),
+                Arc::clone(&tmc),
+                Arc::clone(&reparenter),
+                servers_stop.clone(),
+            );
+            let api = VtorcApi::new(ctx.clone());
+            let stop = servers_stop.clone();
+            servers.spawn(async move {
+                crate::server::serve_grpc_with(listener, vtctld, Some(api), stop)
+                    .await
+                    .context("gRPC server")
+            });
+        }
+        if let Some(port) = config.port {
+            let listener = tokio::net::TcpListener::bind((config.bind_address.as_str(), port))
+                .await
+                .with_context(|| format!("listen on --port {port}"))?;
+            let ctx = ctx.clone();
+            servers.spawn(async move {
+                crate::server::http::serve(listener, ctx)
+                    .await
+                    .context("HTTP server")
+            });
+        }
+    }
+
+    let outcome: anyhow::Result<()> = tokio::select! {
+        _ = shutdown.cancelled() => {
+            tracing::info!("vtorc stopping");
+            Ok(())
+        }
+        r = recovery_task.wait() => match r {
+            Ok(()) => Err(anyhow::anyhow!("the recovery engine stopped")),
+            Err(e) => Err(anyhow::Error::new(e).context("recovery engine")),
+        },
+        Some(r) = servers.join_next(), if !servers.is_empty() => match r {
+            Ok(Ok(())) => Err(anyhow::anyhow!("a server stopped")),
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(anyhow::anyhow!("a server task failed: {e}")),
+        },
+    };
+    if let Err(e) = recovery_task.shutdown().await {
+        tracing::warn!("recovery engine: {e:#}");
+    }
+    servers_stop.cancel();
+    let wait_servers = async {
+        while let Some(r) = servers.join_next().await {
+            if let Ok(Err(e)) = r {
+                tracing::warn!("{e:#}");
+            }
+        }
+    };
+    if tokio::time::timeout(SERVER_STOP_GRACE, wait_servers)
+        .await
+        .is_err()
+    {
+        servers.abort_all();
+    }
+    discovery_task.shutdown().await;
+    tracing::info!("vtorc stopped");
+    outcome
+}
