@@ -364,3 +364,43 @@ pub fn vtorc_binary() -> PathBuf {
 pub fn shard0(keyspace: &str) -> KeyspaceShard {
     KeyspaceShard::new(keyspace, "0")
 }
+
+/// A 3-tablet shard `keyspace/0` (primary 100, replicas 101 and 102) with
+/// `durability`, and a vtorc with `extra` flags that has seen it healthy.
+pub async fn healthy_world(keyspace: &str, durability: &str, extra: &[&str]) -> (Cluster, Vtorc) {
+    let cluster = integration::cluster::ClusterBuilder::three_tablets(keyspace, durability)
+        .start()
+        .await
+        .expect("cluster starts");
+    let vtorc = Vtorc::start(&cluster, extra).await;
+    vtorc
+        .wait_until_healthy(&shard0(keyspace), Duration::from_secs(20))
+        .await;
+    (cluster, vtorc)
+}
+
+/// Runs one SQL statement on a tablet's MariaDB as root.
+pub async fn sql(cluster: &Cluster, tablet: &TabletAlias, statement: &str) {
+    let mut conn = cluster.mysql_conn(tablet).await.expect("connect as root");
+    conn.query_drop(statement)
+        .await
+        .unwrap_or_else(|e| panic!("{tablet}: {statement}: {e}"));
+    conn.disconnect().await.ok();
+}
+
+/// Waits until `check` holds on `tablet`'s FullStatus.
+pub async fn wait_full_status(
+    cluster: &Cluster,
+    tablet: &TabletAlias,
+    what: &str,
+    timeout: Duration,
+    check: impl Fn(&vtorc::proto::replicationdata::FullStatus) -> bool,
+) {
+    let check = &check;
+    poll_until(timeout, what, || async move {
+        let status = cluster.full_status(tablet).await?;
+        Ok(check(&status).then_some(()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{tablet}: {e:#}"));
+}

@@ -1,0 +1,91 @@
+//! Errant GTIDs, end to end: a replica commits a local transaction. With
+//! `--change-tablets-with-errant-gtid-to-drained` vtorc changes it to
+//! DRAINED; without, the problem is detected and audited but skipped
+//! (`NoRecoveryAction`) and the tablet stays as it is.
+
+mod recovery_support;
+
+use std::time::Duration;
+
+use integration::cluster::poll_until;
+use recovery_support::*;
+use vtorc::analysis::{AnalysisCode, RecoveryKind};
+use vtorc::proto::topodata::TabletType;
+use vtorc::recovery::{RecoveryOutcome, SkipReason};
+
+const KS: &str = "commerce";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errant_gtids_drain_the_replica_when_enabled() {
+    let (cluster, vtorc) =
+        healthy_world(KS, "semi_sync", &["--change-tablets-with-errant-gtid-to-drained"]).await;
+    let gtid = cluster
+        .write_errant_transaction(&alias(102))
+        .await
+        .expect("errant write");
+    let record = vtorc
+        .wait_for_success_on(
+            RecoveryKind::RecoverErrantGtidDetected,
+            &alias(102),
+            Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(record.analysis, AnalysisCode::ErrantGtidDetected);
+    assert_eq!(record.outcome, RecoveryOutcome::Succeeded);
+    assert!(
+        record
+            .analysis_entry
+            .errant_gtid
+            .contains(gtid.split('-').nth(1).unwrap_or("")),
+        "{} vs {gtid}",
+        record.analysis_entry.errant_gtid
+    );
+    let steps: Vec<&str> = record.steps.iter().map(|s| s.step.as_str()).collect();
+    assert_eq!(steps, ["ChangeType"]);
+    poll_until(Duration::from_secs(10), "102 DRAINED in the topo", || async {
+        Ok((topo_type(&cluster, &alias(102)).await? == TabletType::Drained).then_some(()))
+    })
+    .await
+    .expect("drained");
+    vtorc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errant_gtids_are_only_reported_when_draining_is_off() {
+    let (cluster, vtorc) = healthy_world(KS, "semi_sync", &[]).await;
+    cluster
+        .write_errant_transaction(&alias(102))
+        .await
+        .expect("errant write");
+    let detection = vtorc
+        .wait_for_detection(
+            &alias(102),
+            AnalysisCode::ErrantGtidDetected,
+            Duration::from_secs(20),
+        )
+        .await;
+    assert_eq!(detection.recovery_type, RecoveryKind::RecoverErrantGtidDetected);
+    poll_until(Duration::from_secs(10), "the skip is recorded", || async {
+        Ok(vtorc
+            .handle
+            .audit()
+            .active_detection(&alias(102), AnalysisCode::ErrantGtidDetected)
+            .filter(|d| d.skip_reason == Some(SkipReason::NoRecoveryAction)))
+    })
+    .await
+    .expect("skipped with NoRecoveryAction");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(vtorc.finished(RecoveryKind::RecoverErrantGtidDetected).is_empty());
+    assert_eq!(
+        topo_type(&cluster, &alias(102)).await.expect("type"),
+        TabletType::Replica
+    );
+    assert!(
+        vtorc.handle.metrics().skipped_count(
+            RecoveryKind::RecoverErrantGtidDetected,
+            &shard0(KS),
+            SkipReason::NoRecoveryAction
+        ) >= 1
+    );
+    vtorc.stop().await;
+}
