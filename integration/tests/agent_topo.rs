@@ -170,3 +170,36 @@ async fn the_binary_registers_serves_and_stamps_its_shutdown() {
         "graceful shutdown stamps the record"
     );
 }
+
+#[tokio::test]
+async fn an_agent_whose_tablet_record_was_deleted_shuts_itself_down() {
+    let mut world = World::start(2, "none").await;
+    world.bootstrap(0, false).await;
+    world
+        .topo
+        .delete_tablet(&world.alias(1))
+        .await
+        .expect("delete the tablet record");
+    let err = world
+        .client(1)
+        .await
+        .change_type(tm::ChangeTypeRequest {
+            tablet_type: TabletType::Rdonly as i32,
+            semi_sync: false,
+        })
+        .await
+        .expect_err("publishing a deleted record");
+    assert!(err.message().contains("was deleted from the topo"), "{err:?}");
+    assert!(world.agent(1).is_stopped());
+    assert!(
+        world.topo.get_tablet(&world.alias(1)).await.is_err(),
+        "the record stays deleted"
+    );
+    let addr = world.agent(1).grpc_url();
+    eventually(Duration::from_secs(5), "the gRPC server stops", || {
+        let addr = addr.clone();
+        async move { Channel::from_shared(addr).expect("url").connect().await.is_err() }
+    })
+    .await;
+    world.stop_agent(1).await;
+}

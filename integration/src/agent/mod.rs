@@ -19,12 +19,39 @@
 //! | `topo_sync.rs` | tablet record, ShardReplication, shard record sync |
 //! | `mysql.rs`, `position.rs`, `error.rs` | MySQL access, MariaDB positions, errors |
 //!
+//! # Using it
+//!
+//! ```no_run
+//! # async fn demo(etcd_address: String, mysql_port: u16) -> anyhow::Result<()> {
+//! use integration::agent::{Agent, AgentConfig};
+//! // The cell's CellInfo must exist in the global topo; the keyspace and
+//! // shard records are created if missing (write the keyspace first to set
+//! // its durability policy).
+//! let config = AgentConfig::new(etcd_address, "/vitess/global", "zone1", 100, "commerce", "0", mysql_port);
+//! let agent = Agent::start(config).await?; // gRPC on a free port, record published
+//! let url = agent.grpc_url(); // for TabletManagerClient / QueryClient
+//! # let _ = url;
+//! agent.shutdown().await?; // or drop it: like kill -9, the record is left as is
+//! # Ok(()) }
+//! ```
+//!
+//! The agent opens its "grants gate" once MariaDB answers and the sidecar
+//! tables (`_vt.reparent_journal`, `_vt.semisync_heartbeat`) exist; gated
+//! RPCs wait for it (bounded). If the shard already has a primary, a
+//! starting non-primary agent points its MariaDB at it (vttablet's
+//! start-up replication set-up; off with `disable_active_reparents`). If its
+//! tablet record is deleted, the agent stops itself at its next publish
+//! ([`AgentHandle::is_stopped`]).
+//!
 //! Deliberate deviations from vttablet on MariaDB (each because vttablet's
 //! MariaDB path is broken or MariaDB lacks the MySQL feature) are listed in
 //! the module docs where they happen; the main ones: `read_only` plays the
 //! role of `super_read_only`; `relay_log_position` is filled from
 //! `Gtid_IO_Pos ∪ Gtid_Slave_Pos`; the errant-GTID guard compares MariaDB
-//! positions per domain; status variables come from `SHOW GLOBAL STATUS`.
+//! positions per domain; status variables come from `SHOW GLOBAL STATUS`;
+//! `auto_position` mirrors `Using_Gtid` (MariaDB's equivalent of GTID
+//! auto-positioning); `semi_sync_blocked` is derived from
+//! `Rpl_semi_sync_master_wait_sessions` without heartbeat writes.
 
 pub mod error;
 mod health;
@@ -379,7 +406,7 @@ impl Agent {
         let mut tablet = self.tablet();
         tablet.r#type = new_type as i32;
         tablet.primary_term_start_time = (new_type == TabletType::Primary).then(now_time);
-        self.topo.write_tablet(&tablet).await?;
+        self.publish(&tablet).await?;
         if read_write {
             let mut conn = self.mysql.conn().await?;
             conn.exec("SET GLOBAL read_only = OFF").await?;
@@ -401,7 +428,7 @@ impl Agent {
         let mut tablet = self.tablet();
         tablet.r#type = TabletType::Primary as i32;
         tablet.primary_term_start_time = term.or_else(|| Some(now_time()));
-        self.topo.write_tablet(&tablet).await?;
+        self.publish(&tablet).await?;
         {
             let mut state = self.state();
             state.tablet = tablet;
@@ -415,7 +442,25 @@ impl Agent {
     /// Writes the in-memory record to the topo.
     async fn publish_tablet(&self) -> AgentResult<()> {
         let tablet = self.tablet();
-        self.topo.write_tablet(&tablet).await
+        self.publish(&tablet).await
+    }
+
+    /// Overwrites the tablet record with `tablet`. If the record was
+    /// deleted, the agent shuts itself down, as vttablet does (it sends
+    /// itself SIGTERM): a deleted tablet must stay deleted.
+    async fn publish(&self, tablet: &Tablet) -> AgentResult<()> {
+        match self.topo.write_tablet(tablet).await {
+            Err(AgentError::NotFound(m)) => {
+                warn!(tablet = %self.alias, "tablet record was deleted from the topo; shutting down: {m}");
+                self.cancel.cancel();
+                self.action_lock.close();
+                Err(AgentError::Unavailable(format!(
+                    "tablet record {} was deleted from the topo; the tablet is shutting down",
+                    self.alias
+                )))
+            }
+            other => other,
+        }
     }
 
     /// Marks the query service not serving for a demotion (or back).
@@ -462,6 +507,12 @@ impl AgentHandle {
         self.agent.tablet()
     }
 
+    /// True once the agent stopped itself (its tablet record was deleted)
+    /// or began shutting down.
+    pub fn is_stopped(&self) -> bool {
+        self.agent.cancel.is_cancelled()
+    }
+
     /// The latest StreamHealth payload.
     pub fn health(&self) -> StreamHealthResponse {
         self.agent.health.borrow().clone()
@@ -493,7 +544,8 @@ impl AgentHandle {
         )
         .await;
         match result {
-            Ok(Ok(())) => Ok(()),
+            // A deleted record stays deleted.
+            Ok(Ok(())) | Ok(Err(AgentError::NotFound(_))) => Ok(()),
             Ok(Err(e)) => {
                 warn!(tablet = %self.agent.alias, "failed to stamp shutdown time: {e}");
                 Err(anyhow::anyhow!("stamp tablet_shutdown_time: {e}"))

@@ -71,7 +71,7 @@ impl TabletTopo {
             .map_err(topo_error)
     }
 
-    /// Overwrites this tablet's record with `tablet` (creating it if it was deleted).
+    /// Overwrites this tablet's record with `tablet`; `NotFound` if it was deleted.
     pub(super) async fn write_tablet(&self, tablet: &Tablet) -> AgentResult<()> {
         let alias = tablet
             .alias
@@ -89,12 +89,6 @@ impl TabletTopo {
             .await;
         match result {
             Ok(_) | Err(TopoError::NoUpdateNeeded) => Ok(()),
-            Err(TopoError::NoNode(_)) => self
-                .topo
-                .create_tablet(tablet)
-                .await
-                .map(|_| ())
-                .map_err(topo_error),
             Err(e) => Err(topo_error(e)),
         }
     }
