@@ -83,6 +83,10 @@ struct Facts<'a> {
     primary_timestamp: Option<TopoTime>,
     counts: ReplicaCounts<'a>,
     replica_indices: &'a [usize],
+    /// Semi-sync acks this tablet needs as a primary, by policy.
+    ackers: u32,
+    /// The policy says this tablet acks for its replication source.
+    replica_semi_sync: bool,
 }
 
 impl Facts<'_> {
@@ -101,15 +105,27 @@ impl Facts<'_> {
 }
 
 /// Shard-wide state while rows are processed (Go's `clusterAnalysis`).
-struct Cluster {
-    primary_alias: Option<TabletAlias>,
+struct Cluster<'a> {
+    primary_alias: Option<&'a TabletAlias>,
     primary_timestamp: Option<TopoTime>,
     shard_wide: Option<AnalysisCode>,
     total_tablets: usize,
 }
 
+/// Buffers reused from shard to shard (analysis of a large snapshot would
+/// otherwise allocate them per shard).
+#[derive(Default)]
+pub(crate) struct Scratch {
+    sources: Vec<Option<usize>>,
+    by_source: Vec<(usize, usize)>,
+    replica_list: Vec<usize>,
+    offsets: Vec<usize>,
+    rows: Vec<usize>,
+    matched: Vec<AnalysisCode>,
+}
+
 /// Maps each tablet to the index of the tablet its MySQL replicates from.
-fn resolve_sources(tablets: &[std::sync::Arc<TabletState>]) -> Vec<Option<usize>> {
+fn resolve_sources(tablets: &[std::sync::Arc<TabletState>], out: &mut Vec<Option<usize>>) {
     let lookup_small = |host: &str, port: i32| {
         tablets
             .iter()
@@ -123,19 +139,17 @@ fn resolve_sources(tablets: &[std::sync::Arc<TabletState>]) -> Vec<Option<usize>
         }
         m
     });
-    tablets
-        .iter()
-        .map(|t| {
-            let o = t.observation.as_deref()?;
-            if o.has_no_source() {
-                return None;
-            }
-            match &map {
-                Some(m) => m.get(&(o.source_host(), o.source_port())).copied(),
-                None => lookup_small(o.source_host(), o.source_port()),
-            }
-        })
-        .collect()
+    out.clear();
+    out.extend(tablets.iter().map(|t| {
+        let o = t.observation.as_deref()?;
+        if o.has_no_source() {
+            return None;
+        }
+        match &map {
+            Some(m) => m.get(&(o.source_host(), o.source_port())).copied(),
+            None => lookup_small(o.source_host(), o.source_port()),
+        }
+    }));
 }
 
 fn count_replicas<'a>(
@@ -201,7 +215,7 @@ fn count_replicas<'a>(
 fn matches(
     code: AnalysisCode,
     f: &Facts<'_>,
-    cluster: &Cluster,
+    cluster: &Cluster<'_>,
     input: &ShardInput<'_>,
     quorum: &mut Option<QuorumResult>,
 ) -> bool {
@@ -209,10 +223,8 @@ fn matches(
     let cp = f.is_cluster_primary;
     let lcv = f.last_check_valid;
     let replica_type = is_replica_type(f.tablet_type);
-    let ackers = input.durability.semi_sync_ackers(&f.tablet.tablet);
-    let replica_semi_sync = f
-        .source
-        .is_some_and(|s| input.durability.is_replica_semi_sync(&s.tablet, &f.tablet.tablet));
+    let ackers = f.ackers;
+    let replica_semi_sync = f.replica_semi_sync;
     let obs = f.obs;
     match code {
         C::NoProblem => false,
@@ -282,7 +294,6 @@ fn matches(
                 && !f.is_primary
                 && cluster
                     .primary_alias
-                    .as_ref()
                     .is_some_and(|p| f.source.map(|s| s.alias()) != Some(p))
         }
         C::UnreachablePrimaryWithLaggingReplicas => {
@@ -515,33 +526,39 @@ fn build_record(
 }
 
 /// Analyses one shard; rows in Go's order, with suppression and post-processing applied.
-pub(crate) fn analyze_shard_rows(input: &ShardInput<'_>) -> Vec<DetectionAnalysis> {
+pub(crate) fn analyze_shard_rows(input: &ShardInput<'_>, scratch: &mut Scratch) -> Vec<DetectionAnalysis> {
     let tablets = &input.shard.tablets;
     let cfg = input.cfg;
-    let sources = resolve_sources(tablets);
+    let Scratch {
+        sources,
+        by_source,
+        replica_list,
+        offsets,
+        rows,
+        matched,
+    } = scratch;
+    resolve_sources(tablets, sources);
 
     // Replicas of each tablet, as contiguous slices of one index list.
-    let mut by_source: Vec<(usize, usize)> = sources
-        .iter()
-        .enumerate()
-        .filter_map(|(j, s)| s.map(|i| (i, j)))
-        .collect();
+    by_source.clear();
+    by_source.extend(sources.iter().enumerate().filter_map(|(j, s)| s.map(|i| (i, j))));
     by_source.sort_unstable();
-    let replica_list: Vec<usize> = by_source.iter().map(|&(_, j)| j).collect();
-    let mut offsets = vec![0usize; tablets.len() + 1];
-    for &(i, _) in &by_source {
+    replica_list.clear();
+    replica_list.extend(by_source.iter().map(|&(_, j)| j));
+    offsets.clear();
+    offsets.resize(tablets.len() + 1, 0);
+    for &(i, _) in by_source.iter() {
         offsets[i + 1] += 1;
     }
     for i in 0..tablets.len() {
         offsets[i + 1] += offsets[i];
     }
 
-    let mut rows: Vec<usize> = (0..tablets.len())
-        .filter(|&i| {
-            let t = tablets[i].tablet_type();
-            t == TabletType::Primary || is_replica_type(t)
-        })
-        .collect();
+    rows.clear();
+    rows.extend((0..tablets.len()).filter(|&i| {
+        let t = tablets[i].tablet_type();
+        t == TabletType::Primary || is_replica_type(t)
+    }));
     rows.sort_by(|&a, &b| {
         let (ta, tb) = (&tablets[a], &tablets[b]);
         (ta.tablet_type() as i32)
@@ -557,7 +574,6 @@ pub(crate) fn analyze_shard_rows(input: &ShardInput<'_>) -> Vec<DetectionAnalysi
         total_tablets: 0,
     };
     let mut result: Vec<DetectionAnalysis> = Vec::new();
-    let mut matched: Vec<AnalysisCode> = Vec::new();
 
     for (n, &i) in rows.iter().enumerate() {
         let tablet = &tablets[i];
@@ -565,7 +581,7 @@ pub(crate) fn analyze_shard_rows(input: &ShardInput<'_>) -> Vec<DetectionAnalysi
         let tablet_type = tablet.tablet_type();
         let is_cluster_primary = n == 0 && tablet_type == TabletType::Primary;
         if is_cluster_primary {
-            cluster.primary_alias = Some(tablet.alias().clone());
+            cluster.primary_alias = Some(tablet.alias());
             cluster.primary_timestamp = tablet.primary_term_start();
         }
         cluster.total_tablets += 1;
@@ -593,6 +609,12 @@ pub(crate) fn analyze_shard_rows(input: &ShardInput<'_>) -> Vec<DetectionAnalysi
                 ReplicaCounts::default()
             },
             replica_indices,
+            ackers: input.durability.semi_sync_ackers(&tablet.tablet),
+            replica_semi_sync: sources[i].is_some_and(|s| {
+                input
+                    .durability
+                    .is_replica_semi_sync(&tablets[s].tablet, &tablet.tablet)
+            }),
         };
 
         matched.clear();
@@ -610,7 +632,7 @@ pub(crate) fn analyze_shard_rows(input: &ShardInput<'_>) -> Vec<DetectionAnalysi
         }
         let mut chosen = C::NoProblem;
         if !matched.is_empty() {
-            sort_codes(&mut matched);
+            sort_codes(matched);
             chosen = matched[0];
             if chosen.is_shard_wide_action() {
                 if cluster.shard_wide.is_some() {
@@ -651,7 +673,7 @@ pub(crate) fn analyze_shard_rows(input: &ShardInput<'_>) -> Vec<DetectionAnalysi
 
 /// InvalidPrimary becomes DeadPrimary when every replica-type row of the
 /// shard is unreachable or not replicating; those rows are then dropped.
-fn post_process(result: &mut Vec<DetectionAnalysis>, cluster: &Cluster) {
+fn post_process(result: &mut Vec<DetectionAnalysis>, cluster: &Cluster<'_>) {
     let total_replicas = cluster.total_tablets.saturating_sub(1);
     loop {
         let mut changed = false;
@@ -691,7 +713,7 @@ fn post_process(result: &mut Vec<DetectionAnalysis>, cluster: &Cluster) {
 }
 
 /// One-line reason: the description plus the facts that triggered it.
-fn reason(a: &DetectionAnalysis, f: &Facts<'_>, input: &ShardInput<'_>, cluster: &Cluster) -> String {
+fn reason(a: &DetectionAnalysis, f: &Facts<'_>, input: &ShardInput<'_>, cluster: &Cluster<'_>) -> String {
     let alias = &a.analyzed_instance_alias;
     let replicas = || {
         format!(

@@ -192,6 +192,7 @@ fn analyze_one(
     now: Instant,
     out: &mut AnalysisOutput,
     last_note: &mut Option<String>,
+    scratch: &mut detect::Scratch,
 ) {
     let keyspace = snapshot.keyspaces.get(&shard.keyspace).map(|k| k.as_ref());
     match keyspace_policy(&shard.keyspace, keyspace) {
@@ -204,7 +205,7 @@ fn analyze_one(
                 cfg,
                 now,
             };
-            out.problems.extend(detect::analyze_shard_rows(&input));
+            out.problems.extend(detect::analyze_shard_rows(&input, scratch));
         }
         Err(note) => {
             if last_note.as_deref() != Some(shard.keyspace.as_str()) {
@@ -219,8 +220,9 @@ fn analyze_one(
 pub fn analyze(snapshot: &ClusterSnapshot, cfg: &AnalysisConfig, now: Instant) -> AnalysisOutput {
     let mut out = AnalysisOutput::default();
     let mut last_note = None;
+    let mut scratch = detect::Scratch::default();
     for shard in snapshot.shards.values() {
-        analyze_one(snapshot, shard, cfg, now, &mut out, &mut last_note);
+        analyze_one(snapshot, shard, cfg, now, &mut out, &mut last_note, &mut scratch);
     }
     out
 }
@@ -234,7 +236,15 @@ pub fn analyze_shard(
 ) -> AnalysisOutput {
     let mut out = AnalysisOutput::default();
     if let Some(shard) = snapshot.shard(key) {
-        analyze_one(snapshot, shard, cfg, now, &mut out, &mut None);
+        analyze_one(
+            snapshot,
+            shard,
+            cfg,
+            now,
+            &mut out,
+            &mut None,
+            &mut detect::Scratch::default(),
+        );
     }
     out
 }

@@ -219,3 +219,166 @@ pub fn evaluate_primary_quorum(
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::model::fixtures::ShardBuilder;
+    use crate::model::{PeerHealthReport, PeerPing};
+
+    fn report(
+        now: Instant,
+        age: Duration,
+        ping_age: Option<Duration>,
+        failures: i64,
+        ty: TabletType,
+    ) -> Arc<PeerHealthReport> {
+        Arc::new(PeerHealthReport {
+            recorded_at: now - age,
+            observer_type: ty,
+            peers: BTreeMap::from([(
+                TabletAlias::new("zone1", 100),
+                PeerPing {
+                    consecutive_failures: failures,
+                    ping_age,
+                },
+            )]),
+        })
+    }
+
+    fn shard(now: Instant, reports: [Option<Arc<PeerHealthReport>>; 3]) -> ShardState {
+        let [a, b, c] = reports;
+        ShardBuilder::new("ks", "0", "none", now)
+            .primary("zone1", 100)
+            .replica("zone1", 101)
+            .replica("zone1", 102)
+            .rdonly("zone1", 103)
+            .edit("zone1", 101, |t| t.peer_health = a)
+            .edit("zone1", 102, |t| t.peer_health = b)
+            .edit("zone1", 103, |t| t.peer_health = c)
+            .build_shard()
+            .1
+    }
+
+    const S: Duration = Duration::from_secs(1);
+
+    fn primary() -> TabletAlias {
+        TabletAlias::new("zone1", 100)
+    }
+
+    #[test]
+    fn a_fresh_majority_voting_down_is_down() {
+        let now = Instant::now();
+        let down = |f| Some(report(now, S, Some(S), f, TabletType::Replica));
+        let r = evaluate_primary_quorum(
+            &shard(now, [down(3), down(9), None]),
+            &primary(),
+            &QuorumConfig::default(),
+            now,
+        );
+        assert!(r.down, "{}", r.summary());
+        assert_eq!(
+            (
+                r.down_votes,
+                r.total_observers,
+                r.eligible_observers,
+                r.expected_observers
+            ),
+            (2, 2, 2, 3)
+        );
+    }
+
+    #[test]
+    fn stale_reports_are_shown_but_do_not_vote() {
+        let now = Instant::now();
+        let old = Some(report(
+            now,
+            Duration::from_secs(20),
+            Some(S),
+            9,
+            TabletType::Replica,
+        ));
+        let old_ping = Some(report(
+            now,
+            S,
+            Some(Duration::from_secs(15)),
+            9,
+            TabletType::Replica,
+        ));
+        let fresh = Some(report(now, S, Some(S), 9, TabletType::Replica));
+        let r = evaluate_primary_quorum(
+            &shard(now, [old, old_ping, fresh]),
+            &primary(),
+            &QuorumConfig::default(),
+            now,
+        );
+        assert!(!r.down, "1 fresh of 3 is no majority: {}", r.summary());
+        assert_eq!(r.observers.iter().filter(|o| o.vote == Vote::Stale).count(), 2);
+    }
+
+    #[test]
+    fn an_up_vote_below_the_fraction_keeps_the_primary_up() {
+        let now = Instant::now();
+        let r = |f| Some(report(now, S, Some(S), f, TabletType::Replica));
+        let q = evaluate_primary_quorum(
+            &shard(now, [r(3), r(3), r(1)]),
+            &primary(),
+            &QuorumConfig::default(),
+            now,
+        );
+        assert!(!q.down);
+        let half = QuorumConfig {
+            fraction: 0.6,
+            ..QuorumConfig::default()
+        };
+        assert!(evaluate_primary_quorum(&shard(now, [r(3), r(3), r(1)]), &primary(), &half, now).down);
+    }
+
+    #[test]
+    fn invalid_options_never_say_down() {
+        let now = Instant::now();
+        let r = |f| Some(report(now, S, Some(S), f, TabletType::Replica));
+        for bad in [
+            QuorumConfig {
+                fraction: 0.0,
+                ..QuorumConfig::default()
+            },
+            QuorumConfig {
+                failure_threshold: 0,
+                ..QuorumConfig::default()
+            },
+            QuorumConfig {
+                min_observers: 4,
+                ..QuorumConfig::default()
+            },
+        ] {
+            assert!(!evaluate_primary_quorum(&shard(now, [r(9), r(9), r(9)]), &primary(), &bad, now).down);
+        }
+    }
+
+    #[test]
+    fn non_observer_types_missing_pings_and_expired_reports_do_not_count() {
+        let now = Instant::now();
+        let spare = Some(report(now, S, Some(S), 9, TabletType::Spare));
+        let no_ping = Some(report(now, S, None, 9, TabletType::Replica));
+        let expired = Some(report(
+            now,
+            Duration::from_secs(61),
+            Some(S),
+            9,
+            TabletType::Rdonly,
+        ));
+        let r = evaluate_primary_quorum(
+            &shard(now, [spare, no_ping, expired]),
+            &primary(),
+            &QuorumConfig::default(),
+            now,
+        );
+        assert!(!r.down);
+        assert_eq!(r.eligible_observers, 1, "{}", r.summary());
+        assert_eq!(r.total_observers, 0);
+    }
+}
