@@ -10,6 +10,8 @@ pub mod ids;
 pub mod model;
 pub mod mysql;
 pub mod proto;
+pub mod reparent;
+pub mod server;
 pub mod tablet;
 pub mod telemetry;
 pub mod topo;

@@ -1,0 +1,587 @@
+//! EmergencyReparentShard: promote the most advanced replica when the
+//! primary is gone, without losing a committed write or creating a second
+//! primary (reference §7.4).
+//!
+//! | Phase | Reference step | File |
+//! |---|---|---|
+//! | [`ErsPhase::LockShard`] | 1 | `context.rs` |
+//! | [`ErsPhase::ReadShard`] | 2–3 | here, `context.rs` |
+//! | [`ErsPhase::StopReplication`] | 4–5 | `stop.rs` |
+//! | [`ErsPhase::FindCandidates`] | 6–8 | `candidates.rs` |
+//! | [`ErsPhase::WaitForRelayLogs`] | 9 | `candidates.rs` |
+//! | [`ErsPhase::FilterErrantGtids`] | 10–11 | `candidates.rs` |
+//! | [`ErsPhase::ElectIntermediateSource`] | 12–14 | `candidates.rs` |
+//! | [`ErsPhase::RepointToIntermediateSource`] | 16 | `promote.rs` |
+//! | [`ErsPhase::Promote`] | 17 | `promote.rs` |
+//! | [`ErsPhase::RestartReplication`] | 5 (abort) | `promote.rs` |
+//!
+//! The shard lock is confirmed with etcd after stopping replication, before
+//! repointing anything, and after the catch-up; its cancellation token
+//! aborts any RPC in flight at once.
+
+mod candidates;
+mod promote;
+mod stop;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use self::candidates::{Candidate, ErrantFilter};
+use self::promote::{Promotion, Repoint};
+use self::stop::{StopPlan, StopSnapshot};
+use super::context::{LockRef, Run, ShardState, acquire_lock, read_shard_state, read_tablet};
+use super::error::{ReparentError, ReparentResult};
+use super::events::EventLog;
+use super::options::{EmergencyReparentOptions, alias_string, ers_lock_action};
+use super::{Operation, ReparentOutcome, Reparenter};
+use crate::proto::topodata::{Tablet, TabletAlias};
+use crate::topo::ShardLock;
+
+/// The named phases of an ERS (the `phase` of its events and spans).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErsPhase {
+    /// Take the shard lock, or check the caller's.
+    LockShard,
+    /// Read the shard, its durability policy, the previous primary and the tablets.
+    ReadShard,
+    /// Stop replication everywhere; demote tablets that claim to be primary;
+    /// check revocation.
+    StopReplication,
+    /// Compute positions; drop tablets of unpromotable types; suspect split brains.
+    FindCandidates,
+    /// Let every candidate apply its relay logs.
+    WaitForRelayLogs,
+    /// Drop candidates with errant GTIDs; check the required position.
+    FilterErrantGtids,
+    /// Pick the most advanced tablet and the final candidate.
+    ElectIntermediateSource,
+    /// Replicate from the intermediate source and catch the better candidate up.
+    RepointToIntermediateSource,
+    /// Promote, write the reparent journal, repoint every replica.
+    Promote,
+    /// Abort path: restart the replication ERS stopped.
+    RestartReplication,
+}
+
+impl ErsPhase {
+    /// Snake-case name used in events and spans.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErsPhase::LockShard => "lock_shard",
+            ErsPhase::ReadShard => "read_shard",
+            ErsPhase::StopReplication => "stop_replication",
+            ErsPhase::FindCandidates => "find_candidates",
+            ErsPhase::WaitForRelayLogs => "wait_for_relay_logs",
+            ErsPhase::FilterErrantGtids => "filter_errant_gtids",
+            ErsPhase::ElectIntermediateSource => "elect_intermediate_source",
+            ErsPhase::RepointToIntermediateSource => "repoint_to_intermediate_source",
+            ErsPhase::Promote => "promote",
+            ErsPhase::RestartReplication => "restart_replication",
+        }
+    }
+}
+
+/// Runs `fut` as phase `phase`: events are tagged with it and it gets a span.
+async fn phase<T>(log: &EventLog, phase: ErsPhase, fut: impl Future<Output = T>) -> T {
+    log.set_phase(phase.as_str());
+    log.info(format!("phase {}", phase.as_str()));
+    fut.instrument(tracing::info_span!("ers_phase", phase = phase.as_str()))
+        .await
+}
+
+impl Reparenter {
+    /// EmergencyReparentShard on `keyspace/shard`.
+    ///
+    /// `held`: the shard lock when the caller already holds it (the recovery
+    /// engine); otherwise the lock is taken here (blocking, `--lock-timeout`)
+    /// with action `EmergencyReparentShard[(<alias>)]` and released at the
+    /// end. Every step is written to `log`, which the caller keeps, so the
+    /// steps of a failed reparent are not lost.
+    pub async fn emergency_reparent_shard(
+        &self,
+        keyspace: &str,
+        shard: &str,
+        opts: &EmergencyReparentOptions,
+        held: Option<&ShardLock>,
+        log: &EventLog,
+    ) -> ReparentResult<ReparentOutcome> {
+        let span = tracing::info_span!("emergency_reparent_shard", keyspace, shard);
+        let started = Instant::now();
+        let result = self.ers(keyspace, shard, opts, held, log).instrument(span).await;
+        let elapsed = started.elapsed();
+        self.metrics
+            .record(Operation::Emergency, keyspace, shard, result.is_ok(), elapsed);
+        match &result {
+            Ok(_) => log.info(format!("finished EmergencyReparentShard in {elapsed:?}")),
+            Err(e) if e.is_cancelled() => log.warn(format!("EmergencyReparentShard cancelled: {e}")),
+            Err(e) => log.error(format!("failed EmergencyReparentShard: {e}")),
+        }
+        result.map(|new_primary| ReparentOutcome {
+            keyspace: keyspace.to_string(),
+            shard: shard.to_string(),
+            new_primary,
+            duration: elapsed,
+        })
+    }
+
+    async fn ers(
+        &self,
+        keyspace: &str,
+        shard: &str,
+        opts: &EmergencyReparentOptions,
+        held: Option<&ShardLock>,
+        log: &EventLog,
+    ) -> ReparentResult<Option<Tablet>> {
+        let action = ers_lock_action(opts.new_primary.as_ref());
+        let lock = phase(
+            log,
+            ErsPhase::LockShard,
+            acquire_lock(&self.topo, held, keyspace, shard, &action, log),
+        )
+        .await?;
+        let run = Run {
+            tmc: self.tmc.as_ref(),
+            topo: &self.topo,
+            log,
+            bounds: self.bounds(opts.wait_replicas_timeout),
+            lock_token: lock.token(),
+            cancel: opts.cancel.clone(),
+        };
+        let mut ers = Ers {
+            reparenter: self,
+            run,
+            opts,
+            keyspace,
+            shard,
+            action,
+            state: None,
+            prev_primary: None,
+            snapshot: None,
+            restart: true,
+        };
+        let result = ers.reparent_locked(&lock).await;
+        let result = match result {
+            Ok(t) => Ok(t),
+            Err(e) => ers.abort(&lock, e).await,
+        };
+        lock.release(log).await;
+        result.map(Some)
+    }
+}
+
+/// One ERS in progress.
+struct Ers<'a> {
+    /// Owner of the client, topo and background calls.
+    reparenter: &'a Reparenter,
+    /// Shared run state.
+    run: Run<'a>,
+    /// The request.
+    opts: &'a EmergencyReparentOptions,
+    /// Keyspace.
+    keyspace: &'a str,
+    /// Shard.
+    shard: &'a str,
+    /// The lock action (also the journal's `action_name`).
+    action: String,
+    /// What was read in `ReadShard`.
+    state: Option<ShardState>,
+    /// The shard record's primary tablet, if it still exists.
+    prev_primary: Option<Tablet>,
+    /// What `StopReplication` found.
+    snapshot: Option<StopSnapshot>,
+    /// Whether a failure should restart the replication ERS stopped; false
+    /// once repointing starts.
+    restart: bool,
+}
+
+impl Ers<'_> {
+    async fn reparent_locked(&mut self, lock: &LockRef<'_>) -> ReparentResult<Tablet> {
+        let log = self.run.log;
+        log.info(format!(
+            "will initiate emergency reparent shard in keyspace - {}, shard - {}",
+            self.keyspace, self.shard
+        ));
+        phase(log, ErsPhase::ReadShard, self.read_shard()).await?;
+        let state = self
+            .state
+            .clone()
+            .ok_or_else(|| ReparentError::Internal("shard state missing".into()))?;
+
+        phase(log, ErsPhase::StopReplication, self.stop_replication(&state)).await?;
+        self.run.check_lock(lock).await?;
+        let snapshot = self.snapshot.clone().unwrap_or_default();
+
+        let (candidates, gtid, suspects) = phase(log, ErsPhase::FindCandidates, async {
+            self.find_candidates(&snapshot, &state)
+        })
+        .await?;
+
+        phase(
+            log,
+            ErsPhase::WaitForRelayLogs,
+            candidates::wait_for_relay_logs(&self.run, &candidates),
+        )
+        .await?;
+
+        let filtered = phase(
+            log,
+            ErsPhase::FilterErrantGtids,
+            self.filter_errant(candidates, gtid, &suspects),
+        )
+        .await?;
+
+        let (source, valid) = phase(log, ErsPhase::ElectIntermediateSource, async {
+            self.elect(filtered, &snapshot, &state)
+        })
+        .await?;
+        let ideal = candidates::identify_primary_candidate(
+            &source,
+            &valid,
+            self.opts.new_primary.as_ref(),
+            state.durability,
+        )?
+        .alias
+            == source.alias;
+        log.info(format!("intermediate source is ideal candidate - {ideal}"));
+
+        self.run.check_lock(lock).await?;
+        // From here on replicas are repointed, so a failure no longer
+        // restarts the old replication.
+        self.restart = false;
+
+        let mut new_primary = source.clone();
+        if !ideal {
+            new_primary = phase(
+                log,
+                ErsPhase::RepointToIntermediateSource,
+                self.via_intermediate_source(&source, &valid, &snapshot, &state),
+            )
+            .await?;
+            self.run.check_lock(lock).await?;
+        }
+
+        phase(
+            log,
+            ErsPhase::Promote,
+            self.promote(&new_primary, &snapshot, &state),
+        )
+        .await?;
+        Ok(new_primary.tablet)
+    }
+
+    async fn read_shard(&mut self) -> ReparentResult<()> {
+        let state =
+            read_shard_state(self.run.topo, self.keyspace, self.shard, self.run.bounds.remote).await?;
+        if let Some(expected) = &self.opts.expected_primary
+            && state.primary_alias() != Some(expected)
+        {
+            return Err(ReparentError::ExpectedPrimaryMismatch {
+                expected: expected.to_string(),
+                actual: alias_string(state.primary_alias()),
+            });
+        }
+        self.run.log.info(format!(
+            "durability policy {}, shard primary {}, {} tablet(s)",
+            state.durability,
+            alias_string(state.primary_alias()),
+            state.tablets.len()
+        ));
+        if let Some(alias) = state.primary_alias() {
+            self.prev_primary = read_tablet(self.run.topo, alias, self.run.bounds.remote).await?;
+            if self.prev_primary.is_none() {
+                self.run.log.warn(format!(
+                    "the previous primary {alias} has no tablet record any more"
+                ));
+            }
+        }
+        if let Some(requested) = &self.opts.new_primary
+            && !state.tablets.contains_key(&requested.to_string())
+        {
+            return Err(ReparentError::FailedPrecondition(format!(
+                "primary-elect tablet {requested} is not in the shard"
+            )));
+        }
+        self.state = Some(state);
+        Ok(())
+    }
+
+    async fn stop_replication(&mut self, state: &ShardState) -> ReparentResult<()> {
+        let plan = StopPlan {
+            shard_primary: state.primary_alias(),
+            ignore: &self.opts.ignore_replicas,
+            must_wait_for: self.opts.new_primary.as_ref(),
+            wait_for_all: self.opts.wait_for_all_tablets,
+            durability: state.durability,
+        };
+        let (snapshot, result) =
+            stop::stop_replication_and_build_status_maps(&self.run, &state.tablets, &plan).await;
+        self.snapshot = Some(snapshot);
+        result.map_err(|e| match e {
+            e @ (ReparentError::NotEnoughTabletsReached { .. }
+            | ReparentError::LockLost(_)
+            | ReparentError::Cancelled(_)) => e,
+            e => ReparentError::FailedPrecondition(format!(
+                "failed to stop replication and build status maps: {e}"
+            )),
+        })
+    }
+
+    fn find_candidates(
+        &self,
+        snapshot: &StopSnapshot,
+        state: &ShardState,
+    ) -> ReparentResult<(Vec<Candidate>, bool, Vec<String>)> {
+        let (candidates, gtid) = candidates::build_candidates(snapshot, &state.tablets)?;
+        if candidates.is_empty() {
+            return Err(ReparentError::NoValidCandidates {
+                operation: "emergency reparent",
+                reason: "no reached tablet is of a promotable type".into(),
+            });
+        }
+        for c in &candidates {
+            self.run.log.info(format!(
+                "candidate {} at position {}",
+                c.alias, c.positions.combined
+            ));
+        }
+        let suspects = if gtid {
+            candidates::suspected_split_brain(&candidates)?
+        } else {
+            Vec::new()
+        };
+        if !suspects.is_empty() {
+            let leaders: Vec<&Candidate> = candidates
+                .iter()
+                .filter(|c| suspects.contains(&c.alias))
+                .collect();
+            self.run.log.warn(format!(
+                "suspected split brain: leading candidates have incomparable positions: {}",
+                candidates::describe(&leaders)
+            ));
+        }
+        Ok((candidates, gtid, suspects))
+    }
+
+    async fn filter_errant(
+        &self,
+        candidates: Vec<Candidate>,
+        gtid: bool,
+        suspects: &[String],
+    ) -> ReparentResult<ErrantFilter> {
+        let filtered = if gtid {
+            let journal = candidates::read_journal_lengths(&self.run, &candidates).await?;
+            let all = candidates.clone();
+            let filtered = candidates::filter_errant(candidates, &journal)?;
+            for (alias, set) in &filtered.dropped {
+                self.run.log.warn(format!(
+                    "skipping {alias} because we detected errant GTIDs - {set}"
+                ));
+            }
+            if !suspects.is_empty() {
+                let surviving: Vec<&String> = suspects
+                    .iter()
+                    .filter(|a| filtered.kept.iter().any(|c| &c.alias == *a))
+                    .collect();
+                if surviving.len() != 1 {
+                    let leaders: Vec<&Candidate> =
+                        all.iter().filter(|c| suspects.contains(&c.alias)).collect();
+                    return Err(ReparentError::SplitBrain(format!(
+                        "leading candidates have incomparable GTID positions: {}; refusing to choose which \
+                         history to discard",
+                        candidates::describe(&leaders)
+                    )));
+                }
+            }
+            if filtered.kept.is_empty() {
+                return Err(ReparentError::ErrantGtids(format!(
+                    "no valid candidates for emergency reparent: all candidates have errant GTIDs ({})",
+                    filtered
+                        .dropped
+                        .iter()
+                        .map(|(a, s)| format!("{a}: {s}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            filtered
+        } else {
+            ErrantFilter {
+                kept: candidates,
+                dropped: Default::default(),
+            }
+        };
+        if let Some(required) = &self.opts.required_position {
+            candidates::check_required_position(&filtered.kept, required)?;
+            self.run
+                .log
+                .info(format!("required position {required} was received"));
+        }
+        Ok(filtered)
+    }
+
+    fn elect(
+        &self,
+        mut filtered: ErrantFilter,
+        snapshot: &StopSnapshot,
+        state: &ShardState,
+    ) -> ReparentResult<(Candidate, Vec<Candidate>)> {
+        candidates::sort_candidates(&mut filtered.kept, state.durability)?;
+        for c in &filtered.kept {
+            self.run.log.info(format!(
+                "finding intermediate source - sorted replica: {}",
+                c.alias
+            ));
+        }
+        let source = candidates::find_most_advanced(
+            &filtered.kept,
+            self.opts.new_primary.as_ref(),
+            &filtered.dropped,
+        )?
+        .clone();
+        self.run
+            .log
+            .info(format!("intermediate source selected - {}", source.alias));
+        let non_ackers = candidates::non_ackers(snapshot);
+        let ackers = candidates::ackers(snapshot, &state.tablets, &non_ackers);
+        let valid = candidates::filter_valid_candidates(
+            &filtered.kept,
+            &candidates::FilterInputs {
+                ackers: &ackers,
+                prev_primary: self.prev_primary.as_ref(),
+                new_primary: self.opts.new_primary.as_ref(),
+                prevent_cross_cell: self.opts.prevent_cross_cell_promotion,
+                durability: state.durability,
+                backup_running: &snapshot.backup_running,
+            },
+            self.run.log,
+        )?;
+        self.run.log.info(format!(
+            "valid candidates for promotion: {}",
+            candidates::aliases(&valid).join(", ")
+        ));
+        Ok((source, valid))
+    }
+
+    async fn via_intermediate_source(
+        &self,
+        source: &Candidate,
+        valid: &[Candidate],
+        snapshot: &StopSnapshot,
+        state: &ShardState,
+    ) -> ReparentResult<Candidate> {
+        let mut to_repoint = std::collections::BTreeMap::new();
+        for c in valid {
+            to_repoint.insert(c.alias.clone(), c.tablet.clone());
+        }
+        let reached = promote::reparent_replicas(
+            &self.run,
+            &self.reparenter.tmc,
+            &self.reparenter.stragglers,
+            Repoint {
+                source: &source.tablet,
+                tablets: &to_repoint,
+                status: &snapshot.status,
+                durability: state.durability,
+                promotion: None,
+                shard_size: state.tablets.len(),
+            },
+        )
+        .await?;
+        let reachable: Vec<Candidate> = valid
+            .iter()
+            .filter(|c| c.alias == source.alias || reached.contains(&c.alias))
+            .cloned()
+            .collect();
+        let better = candidates::identify_primary_candidate(
+            source,
+            &reachable,
+            self.opts.new_primary.as_ref(),
+            state.durability,
+        )?
+        .clone();
+        self.run
+            .log
+            .info(format!("found better candidate - {}", better.alias));
+        if better.alias != source.alias {
+            promote::wait_for_catch_up(&self.run, &better.tablet, &source.tablet).await?;
+        }
+        Ok(better)
+    }
+
+    async fn promote(
+        &self,
+        new_primary: &Candidate,
+        snapshot: &StopSnapshot,
+        state: &ShardState,
+    ) -> ReparentResult<()> {
+        let tablets: std::collections::BTreeMap<String, Tablet> = state
+            .tablets
+            .iter()
+            .filter(|(_, t)| {
+                t.alias
+                    .as_ref()
+                    .is_none_or(|a: &TabletAlias| !self.opts.ignore_replicas.contains(a))
+            })
+            .map(|(a, t)| (a.clone(), t.clone()))
+            .collect();
+        promote::reparent_replicas(
+            &self.run,
+            &self.reparenter.tmc,
+            &self.reparenter.stragglers,
+            Repoint {
+                source: &new_primary.tablet,
+                tablets: &tablets,
+                status: &snapshot.status,
+                durability: state.durability,
+                promotion: Some(Promotion {
+                    action: self.action.clone(),
+                    init: state.primary_alias().is_none(),
+                }),
+                shard_size: state.tablets.len(),
+            },
+        )
+        .await?;
+        self.run
+            .log
+            .info(format!("promoted {} to primary", new_primary.alias));
+        Ok(())
+    }
+
+    /// On failure before repointing: restart the replication ERS stopped
+    /// (after confirming the lock), and report both failures if that fails too.
+    async fn abort(&self, lock: &LockRef<'_>, error: ReparentError) -> ReparentResult<Tablet> {
+        let (Some(snapshot), Some(state), true) = (&self.snapshot, &self.state, self.restart) else {
+            return Err(error);
+        };
+        let replicas = snapshot.replicas_with_stopped_io(&state.tablets);
+        if replicas.is_empty() {
+            return Err(error);
+        }
+        let log = self.run.log;
+        log.set_phase(ErsPhase::RestartReplication.as_str());
+        let lock_ok = !lock.token().is_cancelled() && self.run.check_lock_ignoring_cancel(lock).await;
+        let cleanup = promote::restart_stopped_replicas(
+            &self.run,
+            lock_ok,
+            &replicas,
+            self.prev_primary.as_ref(),
+            state.durability,
+        )
+        .instrument(tracing::info_span!(
+            "ers_phase",
+            phase = ErsPhase::RestartReplication.as_str()
+        ))
+        .await;
+        match cleanup {
+            Ok(()) => Err(error),
+            Err(cleanup) => Err(ReparentError::CleanupFailed {
+                source: Box::new(error),
+                cleanup,
+            }),
+        }
+    }
+}

@@ -1,0 +1,729 @@
+//! `vtctlservice.Vtctld`, the subset vtorc-rs serves: reparents through
+//! [`crate::reparent`], reads through the [`Topo`], `GetFullStatus` through
+//! the tablet client, and `SetVtorcEmergencyReparent` through the topo's
+//! ERS-disable flag writers. Tools that speak to vtctld (`vtctldclient
+//! --server <us>`, VTAdmin's reparent actions) work against it.
+//!
+//! Requests are validated first (INVALID_ARGUMENT naming the field); every
+//! error type maps to a gRPC code in one place ([`VtctldError`]). Any other
+//! Vtctld method answers UNIMPLEMENTED naming the method
+//! ([`NamedUnimplemented`]).
+//!
+//! A reparent runs in a task this service owns, not in the request's
+//! future: a client that disconnects does not cut a failover in half. The
+//! service's shutdown token cancels running reparents (ERS then restarts
+//! the replication it stopped).
+
+use std::collections::BTreeSet;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tonic::body::Body;
+use tonic::codegen::{BoxFuture, Service, http};
+use tonic::server::NamedService;
+use tonic::{Request, Response, Status};
+
+use crate::proto::topodata::{Tablet, TabletAlias, TabletType};
+use crate::proto::vtctldata::{
+    self, EmergencyReparentShardRequest, EmergencyReparentShardResponse, GetCellInfoNamesRequest,
+    GetCellInfoNamesResponse, GetCellInfoRequest, GetCellInfoResponse, GetFullStatusRequest,
+    GetFullStatusResponse, GetKeyspaceRequest, GetKeyspaceResponse, GetKeyspacesRequest,
+    GetKeyspacesResponse, GetShardRequest, GetShardResponse, GetTabletRequest, GetTabletResponse,
+    GetTabletsRequest, GetTabletsResponse, PlannedReparentShardRequest, PlannedReparentShardResponse,
+    SetVtorcEmergencyReparentRequest, SetVtorcEmergencyReparentResponse,
+};
+use crate::proto::vtctlservice::vtctld_server::{Vtctld, VtctldServer};
+use crate::proto::vttime;
+use crate::reparent::{
+    EmergencyReparentOptions, EventLog, PlannedReparentOptions, ReparentError, ReparentOutcome, Reparenter,
+};
+use crate::tablet::{TabletError, TabletManager};
+use crate::topo::{Topo, TopoError};
+
+/// The gRPC service name.
+pub const SERVICE_NAME: &str = "vtctlservice.Vtctld";
+
+/// The methods served; any other answers UNIMPLEMENTED.
+pub const SERVED_METHODS: [&str; 11] = [
+    "PlannedReparentShard",
+    "EmergencyReparentShard",
+    "GetTablet",
+    "GetTablets",
+    "GetShard",
+    "GetKeyspace",
+    "GetKeyspaces",
+    "GetCellInfoNames",
+    "GetCellInfo",
+    "GetFullStatus",
+    "SetVtorcEmergencyReparent",
+];
+
+/// A failed Vtctld request.
+#[derive(Debug, thiserror::Error)]
+pub enum VtctldError {
+    /// A request field is missing or malformed.
+    #[error("invalid argument {field}: {reason}")]
+    InvalidArgument {
+        /// The field, as named in the proto.
+        field: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A topo read or write failed.
+    #[error("{context}: {source}")]
+    Topo {
+        /// What was being done.
+        context: String,
+        /// The error.
+        #[source]
+        source: TopoError,
+    },
+    /// A tablet RPC failed.
+    #[error("{context}: {source}")]
+    Tablet {
+        /// What was being done.
+        context: String,
+        /// The error.
+        #[source]
+        source: TabletError,
+    },
+    /// The reparent failed.
+    #[error(transparent)]
+    Reparent(#[from] ReparentError),
+    /// The server is shutting down.
+    #[error("shutting down: {0}")]
+    ShuttingDown(String),
+}
+
+impl VtctldError {
+    /// The gRPC code of the error (the one mapping of this API).
+    pub fn grpc_code(&self) -> tonic::Code {
+        match self {
+            VtctldError::InvalidArgument { .. } => tonic::Code::InvalidArgument,
+            VtctldError::Topo { source, .. } => source.grpc_code(),
+            VtctldError::Tablet { source, .. } => source.grpc_code(),
+            VtctldError::Reparent(e) => e.grpc_code(),
+            VtctldError::ShuttingDown(_) => tonic::Code::Unavailable,
+        }
+    }
+
+    /// True when sending the same request later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            VtctldError::InvalidArgument { .. } => false,
+            VtctldError::Topo { source, .. } => source.is_retryable(),
+            VtctldError::Tablet { source, .. } => source.is_retryable(),
+            VtctldError::Reparent(e) => e.is_retryable(),
+            VtctldError::ShuttingDown(_) => true,
+        }
+    }
+
+    fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        VtctldError::InvalidArgument {
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    fn topo(context: impl Into<String>, source: TopoError) -> Self {
+        VtctldError::Topo {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+impl From<VtctldError> for Status {
+    fn from(e: VtctldError) -> Status {
+        let code = e.grpc_code();
+        match &e {
+            VtctldError::Reparent(r) if r.is_cancelled() => tracing::info!("vtctld request cancelled: {e}"),
+            VtctldError::InvalidArgument { .. } => tracing::info!("rejected vtctld request: {e}"),
+            _ => tracing::warn!("failed to serve vtctld request: {e:#}"),
+        }
+        Status::new(code, e.to_string())
+    }
+}
+
+type VtctldResult<T> = Result<T, VtctldError>;
+
+fn required(field: &'static str, value: &str) -> VtctldResult<()> {
+    if value.is_empty() {
+        return Err(VtctldError::invalid(field, "is required"));
+    }
+    Ok(())
+}
+
+fn alias(field: &'static str, value: Option<&TabletAlias>) -> VtctldResult<Option<TabletAlias>> {
+    match value {
+        None => Ok(None),
+        Some(a) if a.cell.is_empty() => Err(VtctldError::invalid(field, "tablet alias has an empty cell")),
+        Some(a) => Ok(Some(a.clone())),
+    }
+}
+
+fn required_alias(field: &'static str, value: Option<&TabletAlias>) -> VtctldResult<TabletAlias> {
+    alias(field, value)?.ok_or_else(|| VtctldError::invalid(field, "is required"))
+}
+
+/// A `vttime.Duration` as an optional duration (absent or zero = default).
+fn duration(field: &'static str, value: Option<&vttime::Duration>) -> VtctldResult<Option<Duration>> {
+    let Some(d) = value else { return Ok(None) };
+    if d.seconds < 0 || d.nanos < 0 {
+        return Err(VtctldError::invalid(field, "must not be negative"));
+    }
+    if d.nanos >= 1_000_000_000 {
+        return Err(VtctldError::invalid(field, "nanos must be below 1e9"));
+    }
+    let seconds = u64::try_from(d.seconds).map_err(|_| VtctldError::invalid(field, "out of range"))?;
+    let nanos = u32::try_from(d.nanos).map_err(|_| VtctldError::invalid(field, "out of range"))?;
+    let out = Duration::new(seconds, nanos);
+    Ok((!out.is_zero()).then_some(out))
+}
+
+/// Converts a `PlannedReparentShardRequest` (validated) into options.
+pub fn planned_options(req: &PlannedReparentShardRequest) -> VtctldResult<PlannedReparentOptions> {
+    required("keyspace", &req.keyspace)?;
+    required("shard", &req.shard)?;
+    Ok(PlannedReparentOptions {
+        new_primary: alias("new_primary", req.new_primary.as_ref())?,
+        avoid_primary: alias("avoid_primary", req.avoid_primary.as_ref())?,
+        wait_replicas_timeout: duration("wait_replicas_timeout", req.wait_replicas_timeout.as_ref())?,
+        tolerable_replication_lag: duration(
+            "tolerable_replication_lag",
+            req.tolerable_replication_lag.as_ref(),
+        )?,
+        allow_cross_cell_promotion: req.allow_cross_cell_promotion,
+        expected_primary: alias("expected_primary", req.expected_primary.as_ref())?,
+        cancel: CancellationToken::new(),
+    })
+}
+
+/// Converts an `EmergencyReparentShardRequest` (validated) into options.
+pub fn emergency_options(req: &EmergencyReparentShardRequest) -> VtctldResult<EmergencyReparentOptions> {
+    required("keyspace", &req.keyspace)?;
+    required("shard", &req.shard)?;
+    let mut ignore = BTreeSet::new();
+    for a in &req.ignore_replicas {
+        if let Some(a) = alias("ignore_replicas", Some(a))? {
+            ignore.insert(a);
+        }
+    }
+    Ok(EmergencyReparentOptions {
+        new_primary: alias("new_primary", req.new_primary.as_ref())?,
+        ignore_replicas: ignore,
+        wait_replicas_timeout: duration("wait_replicas_timeout", req.wait_replicas_timeout.as_ref())?,
+        prevent_cross_cell_promotion: req.prevent_cross_cell_promotion,
+        wait_for_all_tablets: req.wait_for_all_tablets,
+        expected_primary: alias("expected_primary", req.expected_primary.as_ref())?,
+        required_position: None,
+        cancel: CancellationToken::new(),
+    })
+}
+
+/// The Vtctld service. Cheap to clone.
+#[derive(Clone)]
+pub struct VtctldService {
+    /// Shared state.
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The topology.
+    topo: Topo,
+    /// The tablet client (GetFullStatus).
+    tmc: Arc<dyn TabletManager>,
+    /// The reparent engine (shared with the recovery engine).
+    reparenter: Arc<Reparenter>,
+    /// Running reparents; dropping the service aborts them. A
+    /// `std::sync::Mutex`: held to spawn or reap, never across an `.await`.
+    tasks: Mutex<JoinSet<()>>,
+    /// Cancels running reparents and refuses new ones.
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for VtctldService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VtctldService").finish_non_exhaustive()
+    }
+}
+
+impl VtctldService {
+    /// A service over `topo`, `tmc` and `reparenter`; `shutdown` cancels
+    /// the reparents it runs.
+    pub fn new(
+        topo: Topo,
+        tmc: Arc<dyn TabletManager>,
+        reparenter: Arc<Reparenter>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        VtctldService {
+            inner: Arc::new(Inner {
+                topo,
+                tmc,
+                reparenter,
+                tasks: Mutex::new(JoinSet::new()),
+                shutdown,
+            }),
+        }
+    }
+
+    /// The tonic server, answering UNIMPLEMENTED with the method's name for
+    /// methods we do not serve.
+    pub fn into_server(self) -> NamedUnimplemented<VtctldServer<VtctldService>> {
+        NamedUnimplemented {
+            inner: VtctldServer::new(self),
+        }
+    }
+
+    /// Runs `work` in a task the service owns and waits for its result.
+    async fn run_owned<T, F>(&self, work: F) -> VtctldResult<T>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = VtctldResult<T>> + Send + 'static,
+    {
+        if self.inner.shutdown.is_cancelled() {
+            return Err(VtctldError::ShuttingDown("no new reparent is started".into()));
+        }
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut tasks = self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner());
+            while tasks.try_join_next().is_some() {}
+            tasks.spawn(async move {
+                let _ = tx.send(work.await);
+            });
+        }
+        rx.await
+            .map_err(|_| VtctldError::ShuttingDown("the reparent task was stopped".into()))?
+    }
+
+    async fn tablets_matching(&self, req: &GetTabletsRequest) -> VtctldResult<Vec<Tablet>> {
+        let topo = &self.inner.topo;
+        if !req.shard.is_empty() && req.keyspace.is_empty() {
+            return Err(VtctldError::invalid(
+                "keyspace",
+                "is required when shard is given",
+            ));
+        }
+        let mut out = Vec::new();
+        if !req.tablet_aliases.is_empty() {
+            for a in &req.tablet_aliases {
+                let a = required_alias("tablet_aliases", Some(a))?;
+                match topo.get_tablet(&a).await {
+                    Ok(t) => out.push(t.value),
+                    Err(TopoError::NoNode(_)) if !req.strict => {
+                        tracing::info!(alias = %a, "GetTablets: no such tablet");
+                    }
+                    Err(e) => return Err(VtctldError::topo(format!("failed to read tablet {a}"), e)),
+                }
+            }
+        } else {
+            let cells = if req.cells.is_empty() {
+                topo.cells()
+                    .await
+                    .map_err(|e| VtctldError::topo("failed to list cells", e))?
+            } else {
+                req.cells.clone()
+            };
+            for cell in cells {
+                match topo.tablets_by_cell(&cell).await {
+                    Ok(listing) => {
+                        if req.strict
+                            && let Some(e) = listing.errors.first()
+                        {
+                            return Err(VtctldError::topo(
+                                format!("partial result in cell {cell}"),
+                                e.clone(),
+                            ));
+                        }
+                        out.extend(listing.items.into_iter().map(|t| t.value));
+                    }
+                    Err(e) if req.strict => {
+                        return Err(VtctldError::topo(
+                            format!("failed to list tablets of cell {cell}"),
+                            e,
+                        ));
+                    }
+                    Err(e) => tracing::warn!(%cell, "GetTablets: skipping cell: {e}"),
+                }
+            }
+        }
+        let wanted_type = req.tablet_type;
+        out.retain(|t| {
+            (req.keyspace.is_empty() || t.keyspace == req.keyspace)
+                && (req.shard.is_empty() || t.shard == req.shard)
+                && (wanted_type == TabletType::Unknown as i32 || t.r#type == wanted_type)
+        });
+        out.sort_by(|a, b| a.alias.cmp(&b.alias));
+        Ok(out)
+    }
+}
+
+fn promoted(outcome: &ReparentOutcome) -> Option<TabletAlias> {
+    outcome.new_primary.as_ref().and_then(|t| t.alias.clone())
+}
+
+#[tonic::async_trait]
+impl Vtctld for VtctldService {
+    async fn planned_reparent_shard(
+        &self,
+        request: Request<PlannedReparentShardRequest>,
+    ) -> Result<Response<PlannedReparentShardResponse>, Status> {
+        let req = request.into_inner();
+        let mut opts = planned_options(&req)?;
+        opts.cancel = self.inner.shutdown.child_token();
+        let reparenter = self.inner.reparenter.clone();
+        let log = EventLog::new(reparenter.config().clock);
+        let task_log = log.clone();
+        let (ks, shard) = (req.keyspace.clone(), req.shard.clone());
+        let outcome = self
+            .run_owned(async move {
+                reparenter
+                    .planned_reparent_shard(&ks, &shard, &opts, None, &task_log)
+                    .await
+                    .map_err(VtctldError::from)
+            })
+            .await?;
+        Ok(Response::new(PlannedReparentShardResponse {
+            keyspace: req.keyspace,
+            shard: req.shard,
+            promoted_primary: promoted(&outcome),
+            events: log.to_proto(),
+        }))
+    }
+
+    async fn emergency_reparent_shard(
+        &self,
+        request: Request<EmergencyReparentShardRequest>,
+    ) -> Result<Response<EmergencyReparentShardResponse>, Status> {
+        let req = request.into_inner();
+        let mut opts = emergency_options(&req)?;
+        opts.cancel = self.inner.shutdown.child_token();
+        let reparenter = self.inner.reparenter.clone();
+        let log = EventLog::new(reparenter.config().clock);
+        let task_log = log.clone();
+        let (ks, shard) = (req.keyspace.clone(), req.shard.clone());
+        let outcome = self
+            .run_owned(async move {
+                reparenter
+                    .emergency_reparent_shard(&ks, &shard, &opts, None, &task_log)
+                    .await
+                    .map_err(VtctldError::from)
+            })
+            .await?;
+        Ok(Response::new(EmergencyReparentShardResponse {
+            keyspace: req.keyspace,
+            shard: req.shard,
+            promoted_primary: promoted(&outcome),
+            events: log.to_proto(),
+        }))
+    }
+
+    async fn get_tablet(
+        &self,
+        request: Request<GetTabletRequest>,
+    ) -> Result<Response<GetTabletResponse>, Status> {
+        let a = required_alias("tablet_alias", request.get_ref().tablet_alias.as_ref())?;
+        let tablet = self
+            .inner
+            .topo
+            .get_tablet(&a)
+            .await
+            .map_err(|e| VtctldError::topo(format!("failed to read tablet {a}"), e))?;
+        Ok(Response::new(GetTabletResponse {
+            tablet: Some(tablet.value),
+        }))
+    }
+
+    async fn get_tablets(
+        &self,
+        request: Request<GetTabletsRequest>,
+    ) -> Result<Response<GetTabletsResponse>, Status> {
+        let tablets = self.tablets_matching(request.get_ref()).await?;
+        Ok(Response::new(GetTabletsResponse { tablets }))
+    }
+
+    async fn get_shard(
+        &self,
+        request: Request<GetShardRequest>,
+    ) -> Result<Response<GetShardResponse>, Status> {
+        let req = request.into_inner();
+        required("keyspace", &req.keyspace)?;
+        required("shard_name", &req.shard_name)?;
+        let shard = self
+            .inner
+            .topo
+            .get_shard(&req.keyspace, &req.shard_name)
+            .await
+            .map_err(|e| {
+                VtctldError::topo(
+                    format!("failed to read shard {}/{}", req.keyspace, req.shard_name),
+                    e,
+                )
+            })?;
+        Ok(Response::new(GetShardResponse {
+            shard: Some(vtctldata::Shard {
+                keyspace: req.keyspace,
+                name: req.shard_name,
+                shard: Some(shard.value),
+            }),
+        }))
+    }
+
+    async fn get_keyspace(
+        &self,
+        request: Request<GetKeyspaceRequest>,
+    ) -> Result<Response<GetKeyspaceResponse>, Status> {
+        let req = request.into_inner();
+        required("keyspace", &req.keyspace)?;
+        let ks = self
+            .inner
+            .topo
+            .get_keyspace(&req.keyspace)
+            .await
+            .map_err(|e| VtctldError::topo(format!("failed to read keyspace {}", req.keyspace), e))?;
+        Ok(Response::new(GetKeyspaceResponse {
+            keyspace: Some(vtctldata::Keyspace {
+                name: req.keyspace,
+                keyspace: Some(ks.value),
+            }),
+        }))
+    }
+
+    async fn get_keyspaces(
+        &self,
+        _request: Request<GetKeyspacesRequest>,
+    ) -> Result<Response<GetKeyspacesResponse>, Status> {
+        let topo = &self.inner.topo;
+        let names = topo
+            .keyspaces()
+            .await
+            .map_err(|e| VtctldError::topo("failed to list keyspaces", e))?;
+        let mut keyspaces = Vec::new();
+        for name in names {
+            let ks = topo
+                .get_keyspace(&name)
+                .await
+                .map_err(|e| VtctldError::topo(format!("failed to read keyspace {name}"), e))?;
+            keyspaces.push(vtctldata::Keyspace {
+                name,
+                keyspace: Some(ks.value),
+            });
+        }
+        Ok(Response::new(GetKeyspacesResponse { keyspaces }))
+    }
+
+    async fn get_cell_info_names(
+        &self,
+        _request: Request<GetCellInfoNamesRequest>,
+    ) -> Result<Response<GetCellInfoNamesResponse>, Status> {
+        let names = self
+            .inner
+            .topo
+            .cells()
+            .await
+            .map_err(|e| VtctldError::topo("failed to list cells", e))?;
+        Ok(Response::new(GetCellInfoNamesResponse { names }))
+    }
+
+    async fn get_cell_info(
+        &self,
+        request: Request<GetCellInfoRequest>,
+    ) -> Result<Response<GetCellInfoResponse>, Status> {
+        let cell = request.into_inner().cell;
+        required("cell", &cell)?;
+        let info = self
+            .inner
+            .topo
+            .get_cell_info(&cell)
+            .await
+            .map_err(|e| VtctldError::topo(format!("failed to read cell {cell}"), e))?;
+        Ok(Response::new(GetCellInfoResponse {
+            cell_info: Some(info.value),
+        }))
+    }
+
+    async fn get_full_status(
+        &self,
+        request: Request<GetFullStatusRequest>,
+    ) -> Result<Response<GetFullStatusResponse>, Status> {
+        let a = required_alias("tablet_alias", request.get_ref().tablet_alias.as_ref())?;
+        let tablet = self
+            .inner
+            .topo
+            .get_tablet(&a)
+            .await
+            .map_err(|e| VtctldError::topo(format!("failed to read tablet {a}"), e))?;
+        let status = self
+            .inner
+            .tmc
+            .full_status(&tablet.value)
+            .await
+            .map_err(|source| VtctldError::Tablet {
+                context: format!("FullStatus of {a}"),
+                source,
+            })?;
+        Ok(Response::new(GetFullStatusResponse { status: Some(status) }))
+    }
+
+    async fn set_vtorc_emergency_reparent(
+        &self,
+        request: Request<SetVtorcEmergencyReparentRequest>,
+    ) -> Result<Response<SetVtorcEmergencyReparentResponse>, Status> {
+        let req = request.into_inner();
+        required("keyspace", &req.keyspace)?;
+        let topo = &self.inner.topo;
+        if req.shard.is_empty() {
+            topo.set_keyspace_emergency_reparent_disabled(&req.keyspace, req.disable)
+                .await
+                .map_err(|e| VtctldError::topo(format!("failed to update keyspace {}", req.keyspace), e))?;
+        } else {
+            topo.set_shard_emergency_reparent_disabled(&req.keyspace, &req.shard, req.disable)
+                .await
+                .map_err(|e| {
+                    VtctldError::topo(
+                        format!("failed to update shard {}/{}", req.keyspace, req.shard),
+                        e,
+                    )
+                })?;
+        }
+        tracing::info!(
+            keyspace = %req.keyspace,
+            shard = %req.shard,
+            disable = req.disable,
+            "set vtorc emergency reparent"
+        );
+        Ok(Response::new(SetVtorcEmergencyReparentResponse {}))
+    }
+}
+
+/// Wraps a tonic server so that a call to a method it does not serve
+/// answers UNIMPLEMENTED with a message naming the method (the generated
+/// server answers UNIMPLEMENTED without a message).
+#[derive(Clone, Debug)]
+pub struct NamedUnimplemented<S> {
+    /// The generated server.
+    inner: S,
+}
+
+impl<S> Service<http::Request<Body>> for NamedUnimplemented<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible> + Send,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let method = req
+            .uri()
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        if SERVED_METHODS.contains(&method.as_str()) {
+            return Box::pin(self.inner.call(req));
+        }
+        let status = Status::unimplemented(format!(
+            "{SERVICE_NAME}/{method} is not implemented by vtorc-rs (served: {})",
+            SERVED_METHODS.join(", ")
+        ));
+        Box::pin(async move { Ok(status.into_http()) })
+    }
+}
+
+impl<S> NamedService for NamedUnimplemented<S> {
+    const NAME: &'static str = SERVICE_NAME;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_names_the_field() {
+        let req = PlannedReparentShardRequest {
+            keyspace: "ks".into(),
+            ..Default::default()
+        };
+        let err = planned_options(&req).expect_err("no shard");
+        assert!(
+            matches!(err, VtctldError::InvalidArgument { field: "shard", .. }),
+            "{err:?}"
+        );
+        assert_eq!(Status::from(err).code(), tonic::Code::InvalidArgument);
+        let req = EmergencyReparentShardRequest {
+            keyspace: "ks".into(),
+            shard: "0".into(),
+            wait_replicas_timeout: Some(vttime::Duration {
+                seconds: -1,
+                nanos: 0,
+            }),
+            ..Default::default()
+        };
+        let err = emergency_options(&req).expect_err("negative timeout");
+        assert!(err.to_string().contains("wait_replicas_timeout"), "{err}");
+        let req = EmergencyReparentShardRequest {
+            keyspace: "ks".into(),
+            shard: "0".into(),
+            new_primary: Some(TabletAlias::new("", 1)),
+            ..Default::default()
+        };
+        let err = emergency_options(&req).expect_err("empty cell");
+        assert!(err.to_string().contains("new_primary"), "{err}");
+    }
+
+    #[test]
+    fn request_fields_become_options() {
+        let req = EmergencyReparentShardRequest {
+            keyspace: "ks".into(),
+            shard: "0".into(),
+            new_primary: Some(TabletAlias::new("zone1", 101)),
+            ignore_replicas: vec![TabletAlias::new("zone1", 102)],
+            wait_replicas_timeout: Some(vttime::Duration {
+                seconds: 3,
+                nanos: 500,
+            }),
+            prevent_cross_cell_promotion: true,
+            wait_for_all_tablets: true,
+            expected_primary: Some(TabletAlias::new("zone1", 100)),
+        };
+        let opts = emergency_options(&req).expect("valid");
+        assert_eq!(opts.new_primary, Some(TabletAlias::new("zone1", 101)));
+        assert!(opts.ignore_replicas.contains(&TabletAlias::new("zone1", 102)));
+        assert_eq!(opts.wait_replicas_timeout, Some(Duration::new(3, 500)));
+        assert!(opts.prevent_cross_cell_promotion && opts.wait_for_all_tablets);
+        assert_eq!(opts.expected_primary, Some(TabletAlias::new("zone1", 100)));
+        let prs = planned_options(&PlannedReparentShardRequest {
+            keyspace: "ks".into(),
+            shard: "0".into(),
+            tolerable_replication_lag: Some(vttime::Duration { seconds: 0, nanos: 0 }),
+            allow_cross_cell_promotion: true,
+            ..Default::default()
+        })
+        .expect("valid");
+        assert_eq!(prs.tolerable_replication_lag, None);
+        assert!(prs.allow_cross_cell_promotion);
+    }
+
+    #[test]
+    fn reparent_errors_keep_their_codes() {
+        let status = Status::from(VtctldError::Reparent(ReparentError::ExpectedPrimaryMismatch {
+            expected: "zone1-0000000100".into(),
+            actual: "zone1-0000000101".into(),
+        }));
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+        assert!(status.message().contains("is not equal to expected alias"));
+    }
+}
