@@ -432,6 +432,10 @@ pub struct Options {
     /// Log format: text or json [default: text].
     #[arg(long, env = "VTORC_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// OTLP/gRPC collector to export traces to, e.g. http://127.0.0.1:4317;
+    /// empty = no export (log lines still carry trace ids) [default: empty].
+    #[arg(long, env = "VTORC_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
 }
 
 /// The log line format.
@@ -506,6 +510,9 @@ pub struct Config {
     pub log_level: String,
     /// `--log-format`.
     pub log_format: LogFormat,
+    /// `--otlp-endpoint`: OTLP/gRPC trace collector (`http://` or
+    /// `https://` URL); `None` = traces are not exported.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Config {
@@ -626,6 +633,16 @@ impl Config {
                 });
             }
         }
+        let otlp_endpoint = pick!(otlp_endpoint).filter(|e| !e.trim().is_empty());
+        if let Some(endpoint) = &otlp_endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return Err(ConfigError::InvalidValue {
+                option: "otlp-endpoint",
+                value: endpoint.clone(),
+                reason: "expected an http:// or https:// URL, e.g. http://127.0.0.1:4317".into(),
+            });
+        }
         let port = pick!(port).filter(|p| *p != 0);
         let grpc_port = pick!(grpc_port).filter(|p| *p != 0);
 
@@ -679,6 +696,7 @@ impl Config {
             bind_address: pick!(bind_address).unwrap_or_else(|| "0.0.0.0".into()),
             log_level: pick!(log_level).unwrap_or_else(|| "info".into()),
             log_format,
+            otlp_endpoint,
         })
     }
 }
@@ -874,6 +892,16 @@ mod tests {
         std::fs::write(&path, "instance-pol-time = \"2s\"\n").expect("write");
         let err = load(&[&format!("--config={}", path.display())]).expect_err("typo");
         assert!(err.contains("instance-pol-time"), "{err}");
+    }
+
+    #[test]
+    fn otlp_export_is_off_by_default_and_needs_a_url() {
+        assert_eq!(load(&[]).expect("valid").otlp_endpoint, None);
+        assert_eq!(load(&["--otlp-endpoint="]).expect("valid").otlp_endpoint, None);
+        let c = load(&["--otlp-endpoint=http://127.0.0.1:4317"]).expect("valid");
+        assert_eq!(c.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4317"));
+        let err = load(&["--otlp-endpoint=127.0.0.1:4317"]).expect_err("no scheme");
+        assert!(err.contains("otlp-endpoint"), "{err}");
     }
 
     #[test]

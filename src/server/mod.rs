@@ -5,7 +5,9 @@
 //! shared with the recovery engine, a [`VtctldService`], bind a listener and
 //! run [`serve_grpc`] until the process's shutdown token fires.
 
+pub mod http;
 pub mod vtctld;
+pub mod vtorc_api;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -13,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
 pub use self::vtctld::{NamedUnimplemented, SERVED_METHODS, SERVICE_NAME, VtctldError, VtctldService};
+pub use self::vtorc_api::{ApiContext, VtorcApi};
 
 /// Why the gRPC server stopped.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +37,24 @@ pub async fn serve_grpc(
     vtctld: VtctldService,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
+    serve_grpc_with(listener, vtctld, None, shutdown).await
+}
+
+/// [`serve_grpc`] plus, when given, the VTOrc API (`vtorc.v1.Vtorc`) on the
+/// same port; its health status is NOT_SERVING until discovery is ready
+/// (see [`vtorc_api::report_readiness`]).
+pub async fn serve_grpc_with(
+    listener: TcpListener,
+    vtctld: VtctldService,
+    vtorc: Option<VtorcApi>,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
     let (health, health_service) = tonic_health::server::health_reporter();
+    let readiness = vtorc_api::report_readiness(
+        vtorc.as_ref().map(|v| v.context().discovery.clone()),
+        health.clone(),
+        shutdown.clone(),
+    );
     health.set_service_status("", ServingStatus::Serving).await;
     health
         .set_service_status(SERVICE_NAME, ServingStatus::Serving)
@@ -60,12 +80,16 @@ pub async fn serve_grpc(
             tracing::info!("grpc server stopping");
         }
     };
-    tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(vtctld.into_server())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping)
-        .await?;
+        .add_optional_service(vtorc.map(VtorcApi::into_server))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping);
+    tokio::select! {
+        served = server => served?,
+        never = readiness => match never {},
+    }
     Ok(())
 }

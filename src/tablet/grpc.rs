@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use tonic::transport::{Channel, Endpoint};
 use tower::limit::ConcurrencyLimit;
+use tracing::Instrument as _;
 
 use super::{
     error::TabletError,
@@ -228,22 +229,34 @@ impl TabletManager for GrpcTabletManager {
         timeout: Option<Duration>,
     ) -> Result<TmResponse, TabletError> {
         let method = request.method();
-        let timeout = timeout.unwrap_or(self.inner.config.remote_operation_timeout);
-        let (_, mut client) = self.channel_for(tablet, method)?;
-        match tokio::time::timeout(timeout, dispatch(&mut client, request, timeout)).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(status)) => Err(TabletError::from_status(
-                &alias_of(tablet),
-                method,
-                timeout,
-                status,
-            )),
-            Err(_elapsed) => Err(TabletError::Timeout {
-                alias: alias_of(tablet),
-                method,
-                after: timeout,
-            }),
+        // One span per call made inside a traced operation (a recovery, a
+        // reparent, an API request): a trace shows every tablet RPC. Polls
+        // run outside any span and make none (no cost per poll).
+        let span = if tracing::Span::current().is_none() {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!("tablet_rpc", method, tablet = %alias_of(tablet))
+        };
+        async {
+            let timeout = timeout.unwrap_or(self.inner.config.remote_operation_timeout);
+            let (_, mut client) = self.channel_for(tablet, method)?;
+            match tokio::time::timeout(timeout, dispatch(&mut client, request, timeout)).await {
+                Ok(Ok(response)) => Ok(response),
+                Ok(Err(status)) => Err(TabletError::from_status(
+                    &alias_of(tablet),
+                    method,
+                    timeout,
+                    status,
+                )),
+                Err(_elapsed) => Err(TabletError::Timeout {
+                    alias: alias_of(tablet),
+                    method,
+                    after: timeout,
+                }),
+            }
         }
+        .instrument(span)
+        .await
     }
 
     fn forget(&self, alias: &TabletAlias) {

@@ -1,0 +1,569 @@
+//! HTTP on `--port`: Go VTOrc's endpoints with its paths, JSON shapes and
+//! texts (reference §9), `/metrics`, and our audit as JSON.
+//!
+//! | Path | Answer |
+//! |---|---|
+//! | `/api/detection-analysis` | JSON array of `DetectionAnalysis` (Go keys) |
+//! | `/api/problems` | JSON array of Instance objects with problems |
+//! | `/api/errant-gtids` | JSON array of Instance objects with errant GTIDs |
+//! | `/api/disable-global-recoveries` | `Global recoveries disabled\n` |
+//! | `/api/enable-global-recoveries` | `Global recoveries enabled\n` |
+//! | `/api/config` | the configuration as a JSON map (tab indent) |
+//! | `/api/recoveries` | our audit's recoveries, newest first (our own; `limit` parameter) |
+//! | `/debug/health` | health JSON; **500** until the first topology load and discovery round |
+//! | `/debug/liveness` | 200, empty body |
+//! | `/metrics` | Prometheus text format |
+//!
+//! Filters are the query parameters `keyspace` and `shard`; a shard without
+//! a keyspace is a 400 with Go's exact text. JSON is pretty-printed with a
+//! one-space indent and HTML-escaped like Go's `json.HTMLEscape`; an empty
+//! list is `null`.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use serde::Serialize;
+use serde_json::ser::{Formatter, PrettyFormatter};
+use tokio::time::Instant;
+
+use super::vtorc_api::{ApiContext, ApiError, SHARD_WITHOUT_KEYSPACE, ShardFilter, TabletView};
+use crate::config::GoDuration;
+use crate::model::ThreadState;
+use crate::mysql::Position;
+use crate::recovery::AuditFilter;
+
+/// The router of the HTTP API over `ctx`.
+pub fn router(ctx: ApiContext) -> Router {
+    Router::new()
+        .route("/api/detection-analysis", get(detection_analysis))
+        .route("/api/problems", get(problems))
+        .route("/api/errant-gtids", get(errant_gtids))
+        .route("/api/disable-global-recoveries", any(disable_global_recoveries))
+        .route("/api/enable-global-recoveries", any(enable_global_recoveries))
+        .route("/api/config", get(config))
+        .route("/api/recoveries", get(recoveries))
+        .route("/debug/health", get(health))
+        .route("/debug/liveness", get(liveness))
+        .route("/metrics", get(metrics))
+        .with_state(ctx)
+}
+
+/// Serves the HTTP API on `listener` until `ctx.shutdown` fires.
+pub async fn serve(listener: tokio::net::TcpListener, ctx: ApiContext) -> std::io::Result<()> {
+    let shutdown = ctx.shutdown.clone();
+    axum::serve(listener, router(ctx))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+/// Go's `json.MarshalIndent(v, "", " ")` followed by `json.HTMLEscape`.
+struct GoJson<'a> {
+    /// Indentation (one space).
+    pretty: PrettyFormatter<'a>,
+}
+
+impl Formatter for GoJson<'_> {
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.pretty.begin_array(w)
+    }
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.pretty.end_array(w)
+    }
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.pretty.begin_array_value(w, first)
+    }
+    fn end_array_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.pretty.end_array_value(w)
+    }
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.pretty.begin_object(w)
+    }
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.pretty.end_object(w)
+    }
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.pretty.begin_object_key(w, first)
+    }
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.pretty.begin_object_value(w)
+    }
+    fn end_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.pretty.end_object_value(w)
+    }
+    fn write_string_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        let mut start = 0;
+        for (i, c) in fragment.char_indices() {
+            let escaped = match c {
+                '<' => "\\u003c",
+                '>' => "\\u003e",
+                '&' => "\\u0026",
+                '\u{2028}' => "\\u2028",
+                '\u{2029}' => "\\u2029",
+                _ => continue,
+            };
+            w.write_all(&fragment.as_bytes()[start..i])?;
+            w.write_all(escaped.as_bytes())?;
+            start = i + c.len_utf8();
+        }
+        w.write_all(&fragment.as_bytes()[start..])
+    }
+}
+
+/// Renders `value` as Go VTOrc's API does.
+pub fn go_json<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
+    let mut out = Vec::new();
+    let formatter = GoJson {
+        pretty: PrettyFormatter::with_indent(b" "),
+    };
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, formatter);
+    value.serialize(&mut ser)?;
+    Ok(out)
+}
+
+/// A list as Go renders a slice that may be nil: `null` when empty.
+fn go_list<T: Serialize>(items: &[T]) -> Result<Vec<u8>, serde_json::Error> {
+    if items.is_empty() {
+        Ok(b"null".to_vec())
+    } else {
+        go_json(items)
+    }
+}
+
+fn json_response(status: StatusCode, body: Result<Vec<u8>, serde_json::Error>) -> Response {
+    match body {
+        Ok(body) => (status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to encode JSON: {e}\n"),
+        ),
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body.into(),
+    )
+        .into_response()
+}
+
+fn error_response(e: ApiError) -> Response {
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    text(status, format!("{e}\n"))
+}
+
+/// Reads the `keyspace` / `shard` query parameters and answers with `f`
+/// (Go's 400 text for a shard without a keyspace).
+fn with_filter(params: &HashMap<String, String>, f: impl FnOnce(ShardFilter) -> Response) -> Response {
+    let keyspace = params.get("keyspace").map(String::as_str).unwrap_or("");
+    let shard = params.get("shard").map(String::as_str).unwrap_or("");
+    if keyspace.trim().is_empty() && !shard.trim().is_empty() {
+        return text(StatusCode::BAD_REQUEST, format!("{SHARD_WITHOUT_KEYSPACE}\n"));
+    }
+    match ShardFilter::parse(keyspace, shard) {
+        Ok(filter) => f(filter),
+        Err(e) => error_response(e),
+    }
+}
+
+async fn detection_analysis(
+    State(ctx): State<ApiContext>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    with_filter(&params, |f| {
+        json_response(StatusCode::OK, go_list(&ctx.detection_analysis(&f)))
+    })
+}
+
+async fn problems(State(ctx): State<ApiContext>, Query(params): Query<HashMap<String, String>>) -> Response {
+    with_filter(&params, |f| instances(&ctx, ctx.problems(&f)))
+}
+
+async fn errant_gtids(
+    State(ctx): State<ApiContext>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    with_filter(&params, |f| instances(&ctx, ctx.errant_gtids(&f)))
+}
+
+fn instances(ctx: &ApiContext, views: Vec<TabletView>) -> Response {
+    let now = Instant::now();
+    let wall = (ctx.clock)();
+    let list: Vec<InstanceJson> = views
+        .iter()
+        .map(|v| InstanceJson::new(v, ctx.config.instance_poll_time, now, wall))
+        .collect();
+    json_response(StatusCode::OK, go_list(&list))
+}
+
+async fn disable_global_recoveries(State(ctx): State<ApiContext>) -> Response {
+    ctx.set_global_recoveries(false);
+    text(StatusCode::OK, "Global recoveries disabled\n")
+}
+
+async fn enable_global_recoveries(State(ctx): State<ApiContext>) -> Response {
+    ctx.set_global_recoveries(true);
+    text(StatusCode::OK, "Global recoveries enabled\n")
+}
+
+/// Durations as Go duration strings (`5s`), everything else as it serializes.
+fn config_json(ctx: &ApiContext) -> Result<String, serde_json::Error> {
+    fn go_durations(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                let is_duration = map.len() == 2 && map.contains_key("secs") && map.contains_key("nanos");
+                if is_duration {
+                    let secs = map.get("secs").and_then(serde_json::Value::as_u64).unwrap_or(0);
+                    let nanos = map.get("nanos").and_then(serde_json::Value::as_u64).unwrap_or(0);
+                    let d = Duration::new(secs, u32::try_from(nanos).unwrap_or(0));
+                    *v = serde_json::Value::String(GoDuration(d).to_string());
+                } else {
+                    map.values_mut().for_each(go_durations);
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(go_durations),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(&*ctx.config)?;
+    go_durations(&mut value);
+    let mut out = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, PrettyFormatter::with_indent(b"\t"));
+    value.serialize(&mut ser)?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+async fn config(State(ctx): State<ApiContext>) -> Response {
+    match config_json(&ctx) {
+        Ok(body) => text(StatusCode::OK, body),
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to encode the configuration: {e}\n"),
+        ),
+    }
+}
+
+async fn recoveries(
+    State(ctx): State<ApiContext>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let limit = match params.get("limit").map(|l| l.parse::<usize>()) {
+        None => None,
+        Some(Ok(n)) => (n > 0).then_some(n),
+        Some(Err(_)) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "limit: expected a non-negative integer\n",
+            );
+        }
+    };
+    with_filter(&params, |f| {
+        let records = ctx.recovery.recoveries(&AuditFilter {
+            keyspace: f.keyspace,
+            shard: f.shard,
+            limit,
+        });
+        json_response(StatusCode::OK, go_list(&records))
+    })
+}
+
+/// Go VTOrc's health object (the keys operators script against).
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct HealthJson<'a> {
+    /// Ready.
+    healthy: bool,
+    /// This host.
+    hostname: &'a str,
+    /// Go's process token; we have none.
+    token: &'a str,
+    /// Every vtorc acts on the shards it can lock.
+    is_active_node: bool,
+    /// Why not healthy.
+    error: Option<&'a str>,
+}
+
+async fn health(State(ctx): State<ApiContext>) -> Response {
+    let h = ctx.health();
+    let body = HealthJson {
+        healthy: h.ready,
+        hostname: &ctx.hostname,
+        token: "",
+        is_active_node: true,
+        error: (!h.ready).then_some(h.reason.as_str()),
+    };
+    let status = if h.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
+    json_response(status, go_json(&body))
+}
+
+async fn liveness() -> StatusCode {
+    StatusCode::OK
+}
+
+async fn metrics(State(ctx): State<ApiContext>) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        ctx.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Go's `sql.NullInt64` JSON.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct NullInt64 {
+    /// The value (0 when not valid).
+    int64: i64,
+    /// Whether there is a value.
+    valid: bool,
+}
+
+impl NullInt64 {
+    fn of(v: Option<i64>) -> Self {
+        NullInt64 {
+            int64: v.unwrap_or(0),
+            valid: v.is_some(),
+        }
+    }
+}
+
+/// Go's `BinlogCoordinates`.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Coordinates {
+    /// File.
+    log_file: String,
+    /// Offset.
+    log_pos: u64,
+    /// Always 0 (binary log).
+    #[serde(rename = "Type")]
+    kind: u8,
+}
+
+/// GTID set text without the flavor prefix, as Go stores it.
+fn gtid_text(p: &Position) -> String {
+    let s = p.to_string();
+    match s.split_once('/') {
+        Some((_, set)) => set.to_string(),
+        None => s,
+    }
+}
+
+/// Go's replication thread state numbers: -1 no thread, 0 stopped, 1 running, 2 other.
+fn go_thread_state(s: ThreadState) -> i8 {
+    match s {
+        ThreadState::NoThread => -1,
+        ThreadState::Stopped => 0,
+        ThreadState::Running => 1,
+        ThreadState::Connecting => 2,
+    }
+}
+
+/// Go VTOrc's Instance object, from what vtorc observed.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct InstanceJson {
+    hostname: String,
+    port: i32,
+    instance_alias: String,
+    #[serde(rename = "ServerID")]
+    server_id: u32,
+    #[serde(rename = "ServerUUID")]
+    server_uuid: String,
+    version: String,
+    version_comment: String,
+    flavor_name: String,
+    read_only: bool,
+    binlog_format: String,
+    binlog_row_image: String,
+    log_bin_enabled: bool,
+    log_replication_updates_enabled: bool,
+    self_binlog_coordinates: Coordinates,
+    source_host: String,
+    source_port: i32,
+    #[serde(rename = "SourceUUID")]
+    source_uuid: String,
+    replica_net_timeout: i32,
+    heartbeat_interval: f64,
+    #[serde(rename = "ReplicationSQLThreadRuning")]
+    replication_sql_thread_runing: bool,
+    #[serde(rename = "ReplicationIOThreadRuning")]
+    replication_io_thread_runing: bool,
+    #[serde(rename = "ReplicationSQLThreadState")]
+    replication_sql_thread_state: i8,
+    #[serde(rename = "ReplicationIOThreadState")]
+    replication_io_thread_state: i8,
+    has_replication_filters: bool,
+    #[serde(rename = "GTIDMode")]
+    gtid_mode: String,
+    #[serde(rename = "UsingOracleGTID")]
+    using_oracle_gtid: bool,
+    #[serde(rename = "LastSQLError")]
+    last_sql_error: String,
+    #[serde(rename = "LastIOError")]
+    last_io_error: String,
+    seconds_behind_primary: NullInt64,
+    #[serde(rename = "SQLDelay")]
+    sql_delay: u32,
+    executed_gtid_set: String,
+    gtid_purged: String,
+    gtid_errant: String,
+    replication_lag_seconds: NullInt64,
+    data_center: String,
+    replication_depth: u32,
+    has_replication_credentials: bool,
+    semi_sync_primary_enabled: bool,
+    semi_sync_replica_enabled: bool,
+    semi_sync_primary_timeout: u64,
+    semi_sync_primary_wait_for_replica_count: u32,
+    semi_sync_primary_status: bool,
+    semi_sync_primary_clients: u32,
+    semi_sync_replica_status: bool,
+    last_seen_timestamp: String,
+    is_last_check_valid: bool,
+    is_up_to_date: bool,
+    is_recently_checked: bool,
+    seconds_since_last_seen: NullInt64,
+    stalled_disk: bool,
+    problems: Vec<&'static str>,
+}
+
+impl InstanceJson {
+    fn new(v: &TabletView, poll_time: Duration, now: Instant, wall: SystemTime) -> Self {
+        let t = &v.tablet;
+        let o = t.observation.as_deref().cloned().unwrap_or_default();
+        let r = o.replication.clone().unwrap_or_default();
+        let replicating = o.replication.is_some() && !o.has_no_source();
+        let since_seen = t.poll.last_seen.map(|s| now.saturating_duration_since(s));
+        let lag = o.replication.as_ref().and_then(|r| r.lag_seconds).map(i64::from);
+        InstanceJson {
+            hostname: t.tablet.mysql_hostname.clone(),
+            port: t.tablet.mysql_port,
+            instance_alias: t.alias().to_string(),
+            server_id: o.server_id,
+            server_uuid: o.server_uuid.clone(),
+            version: o.version.clone(),
+            version_comment: o.version_comment.clone(),
+            flavor_name: if o.version.contains("MariaDB") {
+                "MariaDB".into()
+            } else if o.version.is_empty() {
+                String::new()
+            } else {
+                "MySQL".into()
+            },
+            read_only: o.read_only,
+            binlog_format: o.binlog_format.clone(),
+            binlog_row_image: o.binlog_row_image.clone(),
+            log_bin_enabled: o.log_bin,
+            log_replication_updates_enabled: o.log_replica_updates,
+            self_binlog_coordinates: Coordinates {
+                log_file: o
+                    .binlog_coordinates
+                    .as_ref()
+                    .map(|c| c.file.clone())
+                    .unwrap_or_default(),
+                log_pos: o.binlog_coordinates.as_ref().map_or(0, |c| c.pos),
+                kind: 0,
+            },
+            source_host: r.source_host.clone(),
+            source_port: r.source_port,
+            source_uuid: r.source_uuid.clone(),
+            replica_net_timeout: o.replica_net_timeout,
+            heartbeat_interval: o.heartbeat_interval,
+            replication_sql_thread_runing: r.sql_thread.is_running(),
+            replication_io_thread_runing: r.io_thread.is_running(),
+            replication_sql_thread_state: go_thread_state(r.sql_thread),
+            replication_io_thread_state: go_thread_state(r.io_thread),
+            has_replication_filters: r.has_replication_filters,
+            gtid_mode: o.gtid_mode.clone(),
+            using_oracle_gtid: r.auto_position,
+            last_sql_error: r.last_sql_error.clone(),
+            last_io_error: r.last_io_error.clone(),
+            seconds_behind_primary: NullInt64::of(lag),
+            sql_delay: r.sql_delay,
+            executed_gtid_set: gtid_text(&o.executed_position),
+            gtid_purged: gtid_text(&o.gtid_purged),
+            gtid_errant: gtid_text(&o.errant_gtids),
+            replication_lag_seconds: NullInt64::of(lag),
+            data_center: t.alias().cell.clone(),
+            replication_depth: u32::from(replicating),
+            has_replication_credentials: !r.source_user.is_empty(),
+            semi_sync_primary_enabled: o.semi_sync.primary_enabled,
+            semi_sync_replica_enabled: o.semi_sync.replica_enabled,
+            semi_sync_primary_timeout: o.semi_sync.primary_timeout_ms,
+            semi_sync_primary_wait_for_replica_count: o.semi_sync.wait_for_replica_count,
+            semi_sync_primary_status: o.semi_sync.primary_status,
+            semi_sync_primary_clients: o.semi_sync.primary_clients,
+            semi_sync_replica_status: o.semi_sync.replica_status,
+            last_seen_timestamp: since_seen
+                .and_then(|d| wall.checked_sub(d))
+                .map(crate::recovery::audit::rfc3339)
+                .unwrap_or_default(),
+            is_last_check_valid: v.last_check_valid,
+            is_up_to_date: t.poll.last_poll_succeeded(),
+            is_recently_checked: t
+                .poll
+                .last_checked
+                .is_some_and(|c| now.saturating_duration_since(c) <= poll_time * 5),
+            seconds_since_last_seen: NullInt64::of(since_seen.map(|d| d.as_secs() as i64)),
+            stalled_disk: t.disk_stalled,
+            problems: v.problems.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_json_indents_with_one_space_and_escapes_html() {
+        #[derive(Serialize)]
+        struct S {
+            a: Vec<u8>,
+            b: &'static str,
+        }
+        let out = go_json(&S {
+            a: vec![1, 2],
+            b: "<x> & y",
+        })
+        .expect("encodes");
+        let text = String::from_utf8(out).expect("utf-8");
+        assert_eq!(
+            text,
+            "{\n \"a\": [\n  1,\n  2\n ],\n \"b\": \"\\u003cx\\u003e \\u0026 y\"\n}"
+        );
+        let empty: Vec<u8> = Vec::new();
+        assert_eq!(go_list(&empty).expect("encodes"), b"null");
+    }
+
+    #[test]
+    fn gtid_text_drops_the_flavor() {
+        let p = Position::parse("MySQL56/00000000-0000-0000-0000-000000000001:1-5").expect("valid");
+        assert_eq!(gtid_text(&p), "00000000-0000-0000-0000-000000000001:1-5");
+        assert_eq!(gtid_text(&Position::Empty), "");
+    }
+}

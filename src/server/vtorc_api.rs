@@ -1,0 +1,1149 @@
+//! The VTOrc gRPC API (`vtorc.v1.Vtorc`, documented in
+//! `proto/vtorc/v1/vtorc.proto`) and the queries it shares with the HTTP API.
+//!
+//! The server owns no state. Reads come from the snapshot discovery last
+//! published and from the recovery audit; the global switch goes to the
+//! recovery engine through its handle; the ERS switches are writes to the
+//! topology (like `vtctldclient SetVtorcEmergencyReparent`), which discovery
+//! then picks up like any other topology change.
+//!
+//! Errors are typed ([`ApiError`]) and mapped to a gRPC status (or an HTTP
+//! status) once, at the edge. Invalid requests are `INVALID_ARGUMENT` with a
+//! message that starts with the offending field.
+
+mod convert;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt as _};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::analysis::{self, AnalysisCode, AnalysisConfig, DetectionAnalysis, RecoveryKind};
+use crate::config::Config;
+use crate::discovery::{DiscoveryError, DiscoveryHandle};
+use crate::ids::KeyspaceShard;
+use crate::model::{TabletState, ThreadState};
+use crate::proto::vtorc::v1 as pb;
+use crate::proto::vtorc::v1::vtorc_server::{Vtorc, VtorcServer};
+use crate::recovery::{AuditEvent, AuditFilter, Decision, RecoveryHandle, SkipReason};
+use crate::reparent::WallClock;
+use crate::telemetry::metrics::MetricsRegistry;
+use crate::topo::{Topo, TopoError};
+
+/// The text Go VTOrc's HTTP API answers (status 400) to a shard filter
+/// without a keyspace.
+pub const SHARD_WITHOUT_KEYSPACE: &str = "Filtering by shard without keyspace isn't supported";
+
+/// Handles the APIs read from and send commands to; cheap to clone.
+#[derive(Clone)]
+pub struct ApiContext {
+    /// Discovery: snapshots and readiness.
+    pub discovery: DiscoveryHandle,
+    /// The recovery engine: audit, switches, explain, metrics.
+    pub recovery: RecoveryHandle,
+    /// The topology (ERS switches are written there).
+    pub topo: Topo,
+    /// vtorc's configuration (read-only).
+    pub config: Arc<Config>,
+    /// The metrics of this vtorc (for `/metrics`).
+    pub metrics: MetricsRegistry,
+    /// Host name reported by health calls.
+    pub hostname: String,
+    /// Wall clock for timestamps in answers.
+    pub clock: WallClock,
+    /// Fired when vtorc shuts down: open Watch streams end.
+    pub shutdown: CancellationToken,
+}
+
+/// Why an API request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is invalid; `field` names the offending field.
+    #[error("{field}: {reason}")]
+    InvalidArgument {
+        /// The field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Discovery is stopped or does not know the object.
+    #[error("{0}")]
+    Discovery(#[from] DiscoveryError),
+    /// A topology read or write failed.
+    #[error("{context}: {source}")]
+    Topo {
+        /// What was being done.
+        context: String,
+        /// The error.
+        source: TopoError,
+    },
+}
+
+impl ApiError {
+    fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        ApiError::InvalidArgument {
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    fn topo(context: impl Into<String>, source: TopoError) -> Self {
+        ApiError::Topo {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// The gRPC code of this error.
+    pub fn grpc_code(&self) -> tonic::Code {
+        match self {
+            ApiError::InvalidArgument { .. } => tonic::Code::InvalidArgument,
+            ApiError::Discovery(e) => e.grpc_code(),
+            ApiError::Topo { source, .. } => source.grpc_code(),
+        }
+    }
+
+    /// Whether sending the same request again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ApiError::InvalidArgument { .. } => false,
+            ApiError::Discovery(e) => e.is_retryable(),
+            ApiError::Topo { source, .. } => source.is_retryable(),
+        }
+    }
+
+    /// The HTTP status of this error.
+    pub fn http_status(&self) -> u16 {
+        match self.grpc_code() {
+            tonic::Code::InvalidArgument => 400,
+            tonic::Code::NotFound => 404,
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => 503,
+            _ => 500,
+        }
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Status {
+        Status::new(e.grpc_code(), e.to_string())
+    }
+}
+
+/// A keyspace/shard filter (empty = everything).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ShardFilter {
+    /// Only this keyspace.
+    pub keyspace: Option<String>,
+    /// Only this shard (of `keyspace`).
+    pub shard: Option<String>,
+}
+
+impl ShardFilter {
+    /// Reads a filter; a shard needs a keyspace.
+    pub fn parse(keyspace: &str, shard: &str) -> Result<ShardFilter, ApiError> {
+        let keyspace = non_empty(keyspace);
+        let shard = non_empty(shard);
+        if shard.is_some() && keyspace.is_none() {
+            return Err(ApiError::invalid("shard", "filtering by shard needs a keyspace"));
+        }
+        if let Some(k) = &keyspace {
+            check_name("keyspace", k)?;
+        }
+        if let Some(s) = &shard {
+            check_name("shard", s)?;
+        }
+        Ok(ShardFilter { keyspace, shard })
+    }
+
+    /// Whether `keyspace/shard` passes.
+    pub fn matches(&self, keyspace: &str, shard: &str) -> bool {
+        self.keyspace.as_deref().is_none_or(|k| k == keyspace)
+            && self.shard.as_deref().is_none_or(|s| s == shard)
+    }
+
+    fn audit(&self, limit: u32) -> AuditFilter {
+        AuditFilter {
+            keyspace: self.keyspace.clone(),
+            shard: self.shard.clone(),
+            limit: (limit > 0).then_some(limit as usize),
+        }
+    }
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    let s = s.trim();
+    (!s.is_empty()).then(|| s.to_string())
+}
+
+/// Keyspace and shard names: no path separators or control characters.
+fn check_name(field: &'static str, name: &str) -> Result<(), ApiError> {
+    if name.contains('/') || name.chars().any(char::is_control) || name == "." || name == ".." {
+        return Err(ApiError::invalid(field, format!("invalid name {name:?}")));
+    }
+    Ok(())
+}
+
+fn required(field: &'static str, value: &str) -> Result<String, ApiError> {
+    let v = non_empty(value).ok_or_else(|| ApiError::invalid(field, "required"))?;
+    check_name(field, &v)?;
+    Ok(v)
+}
+
+/// A tablet and the instance problems vtorc sees on it.
+#[derive(Clone, Debug)]
+pub struct TabletView {
+    /// The tablet.
+    pub tablet: Arc<TabletState>,
+    /// Its keyspace.
+    pub keyspace: String,
+    /// Its shard.
+    pub shard: String,
+    /// Go VTOrc's instance problem names (see [`instance_problems`]).
+    pub problems: Vec<&'static str>,
+    /// Go VTOrc's "last check valid" with `--instance-poll-time`.
+    pub last_check_valid: bool,
+}
+
+/// Go VTOrc's instance problems of one tablet (`/api/problems`):
+///
+/// - `last_check_invalid`: the latest poll did not succeed (or none did yet);
+/// - `not_recently_checked`: no poll finished within 5 × `--instance-poll-time`;
+/// - `not_replicating`: a replication thread is stopped or connecting;
+/// - `replication_lag`: lag minus SQL delay beyond `--reasonable-replication-lag`;
+/// - `errant_gtid`: the tablet has errant GTIDs.
+pub fn instance_problems(t: &TabletState, config: &Config, now: Instant) -> Vec<&'static str> {
+    let mut problems = Vec::new();
+    if !t.poll.last_poll_succeeded() {
+        problems.push("last_check_invalid");
+    }
+    let recent = config.instance_poll_time * 5;
+    if t.poll
+        .last_checked
+        .is_none_or(|c| now.saturating_duration_since(c) > recent)
+    {
+        problems.push("not_recently_checked");
+    }
+    if let Some(obs) = &t.observation {
+        if let Some(r) = &obs.replication {
+            let bad = |s: ThreadState| !matches!(s, ThreadState::Running | ThreadState::NoThread);
+            if bad(r.io_thread) || bad(r.sql_thread) {
+                problems.push("not_replicating");
+            }
+            if let Some(lag) = r.lag_seconds {
+                let excess = i64::from(lag) - i64::from(r.sql_delay);
+                if excess.unsigned_abs() > config.reasonable_replication_lag.as_secs() {
+                    problems.push("replication_lag");
+                }
+            }
+        }
+        if !obs.errant_gtids.is_empty() {
+            problems.push("errant_gtid");
+        }
+    }
+    problems
+}
+
+/// Readiness as the health endpoints report it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Health {
+    /// Topology loaded and one discovery round done.
+    pub ready: bool,
+    /// Why not ready (empty when ready).
+    pub reason: String,
+}
+
+/// What [`ApiContext::emergency_reparent_state`] reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ErsState {
+    /// Keyspace.
+    pub keyspace: String,
+    /// Shard (`None` = the keyspace alone).
+    pub shard: Option<String>,
+    /// Disabled on the keyspace record.
+    pub keyspace_disabled: bool,
+    /// Disabled on the shard record.
+    pub shard_disabled: bool,
+    /// `--allow-emergency-reparent` of this vtorc.
+    pub globally_allowed: bool,
+}
+
+impl ApiContext {
+    /// Readiness.
+    pub fn health(&self) -> Health {
+        if self.discovery.is_ready() {
+            Health {
+                ready: true,
+                reason: String::new(),
+            }
+        } else {
+            Health {
+                ready: false,
+                reason: "the first topology load and discovery round have not completed".into(),
+            }
+        }
+    }
+
+    fn analysis_config(&self) -> AnalysisConfig {
+        AnalysisConfig::from_config(&self.config)
+    }
+
+    /// The problems analysis reports now for `filter`.
+    pub fn detection_analysis(&self, filter: &ShardFilter) -> Vec<DetectionAnalysis> {
+        let snapshot = self.discovery.snapshot();
+        let now = Instant::now();
+        let cfg = self.analysis_config();
+        let out = match (&filter.keyspace, &filter.shard) {
+            (Some(k), Some(s)) => {
+                analysis::analyze_shard(&snapshot, &KeyspaceShard::new(k.clone(), s.clone()), &cfg, now)
+            }
+            _ => analysis::analyze(&snapshot, &cfg, now),
+        };
+        out.problems
+            .into_iter()
+            .filter(|p| filter.matches(&p.analyzed_keyspace, &p.analyzed_shard))
+            .collect()
+    }
+
+    /// Every watched tablet matching `filter`, by shard then alias.
+    pub fn tablets(&self, filter: &ShardFilter) -> Vec<TabletView> {
+        let snapshot = self.discovery.snapshot();
+        let now = Instant::now();
+        snapshot
+            .shards
+            .values()
+            .filter(|s| filter.matches(&s.keyspace, &s.shard))
+            .flat_map(|s| {
+                s.tablets.iter().map(|t| TabletView {
+                    tablet: Arc::clone(t),
+                    keyspace: s.keyspace.clone(),
+                    shard: s.shard.clone(),
+                    problems: instance_problems(t, &self.config, now),
+                    last_check_valid: t.poll.last_check_valid(self.config.instance_poll_time),
+                })
+            })
+            .collect()
+    }
+
+    /// Tablets with at least one instance problem.
+    pub fn problems(&self, filter: &ShardFilter) -> Vec<TabletView> {
+        self.tablets(filter)
+            .into_iter()
+            .filter(|t| !t.problems.is_empty())
+            .collect()
+    }
+
+    /// Tablets with errant GTIDs.
+    pub fn errant_gtids(&self, filter: &ShardFilter) -> Vec<TabletView> {
+        self.tablets(filter)
+            .into_iter()
+            .filter(|t| {
+                t.tablet
+                    .observation
+                    .as_ref()
+                    .is_some_and(|o| !o.errant_gtids.is_empty())
+            })
+            .collect()
+    }
+
+    /// Sets the global recoveries switch; returns the new state.
+    pub fn set_global_recoveries(&self, enabled: bool) -> bool {
+        if enabled {
+            self.recovery.enable_global_recoveries()
+        } else {
+            self.recovery.disable_global_recoveries()
+        }
+    }
+
+    /// Reads the ERS switches of a keyspace (and shard) from the topology.
+    pub async fn emergency_reparent_state(&self, keyspace: &str, shard: &str) -> Result<ErsState, ApiError> {
+        let keyspace = required("keyspace", keyspace)?;
+        let shard = non_empty(shard);
+        if let Some(s) = &shard {
+            check_name("shard", s)?;
+        }
+        let ks = self
+            .topo
+            .get_keyspace(&keyspace)
+            .await
+            .map_err(|e| ApiError::topo(format!("read keyspace {keyspace}"), e))?;
+        let shard_disabled = match &shard {
+            Some(s) => {
+                let record = self
+                    .topo
+                    .get_shard(&keyspace, s)
+                    .await
+                    .map_err(|e| ApiError::topo(format!("read shard {keyspace}/{s}"), e))?;
+                crate::topo::shard_ers_disabled(&record.value)
+            }
+            None => false,
+        };
+        Ok(ErsState {
+            keyspace_disabled: crate::topo::keyspace_ers_disabled(&ks.value),
+            keyspace,
+            shard,
+            shard_disabled,
+            globally_allowed: self.recovery.emergency_reparent_allowed(),
+        })
+    }
+
+    /// Writes `vtorc_state.disable_emergency_reparent` of the keyspace (no
+    /// shard) or of the shard; idempotent. Returns the new state.
+    pub async fn set_emergency_reparent(
+        &self,
+        keyspace: &str,
+        shard: &str,
+        disabled: bool,
+    ) -> Result<ErsState, ApiError> {
+        let ks = required("keyspace", keyspace)?;
+        match non_empty(shard) {
+            Some(s) => {
+                check_name("shard", &s)?;
+                self.topo
+                    .set_shard_emergency_reparent_disabled(&ks, &s, disabled)
+                    .await
+                    .map_err(|e| ApiError::topo(format!("update shard {ks}/{s}"), e))?;
+            }
+            None => {
+                self.topo
+                    .set_keyspace_emergency_reparent_disabled(&ks, disabled)
+                    .await
+                    .map_err(|e| ApiError::topo(format!("update keyspace {ks}"), e))?;
+            }
+        }
+        tracing::info!(keyspace = %ks, shard = shard.trim(), disabled, "emergency reparent switch written to the topology");
+        self.emergency_reparent_state(keyspace, shard).await
+    }
+
+    /// What vtorc would do for one shard now (see [`Explained`]).
+    pub fn explain(&self, keyspace: &str, shard: &str) -> Result<Explained, ApiError> {
+        let key = KeyspaceShard::new(required("keyspace", keyspace)?, required("shard", shard)?);
+        let snapshot = self.discovery.snapshot();
+        if snapshot.shard(&key).is_none() {
+            return Err(ApiError::Discovery(DiscoveryError::UnknownShard(key)));
+        }
+        let notes = analysis::analyze_shard(&snapshot, &key, &self.analysis_config(), Instant::now())
+            .notes
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let problems = self
+            .recovery
+            .explain(&key)
+            .into_iter()
+            .map(|e| {
+                let gates = self.gates(&e.analysis, &e.decision);
+                ExplainedProblem {
+                    action: action_text(&e.analysis, &key),
+                    analysis: e.analysis,
+                    decision: e.decision,
+                    gates,
+                }
+            })
+            .collect();
+        Ok(Explained {
+            key,
+            ready: self.discovery.is_ready(),
+            problems,
+            notes,
+        })
+    }
+
+    /// Every gate of the recovery path for `a`, in order. The engine's
+    /// decision is authoritative for the gate it stops at; the others are
+    /// evaluated from the same switches so an operator sees every reason.
+    fn gates(&self, a: &DetectionAnalysis, decision: &Decision) -> Vec<GateView> {
+        use GateVerdictView::{Deferred, NotApplicable, Pass, Skip};
+        let skipped = |r: SkipReason| matches!(decision, Decision::Skip(d) if *d == r);
+        let mut gates = Vec::new();
+        let no_action = skipped(SkipReason::NoRecoveryAction)
+            || a.recovery == RecoveryKind::None
+            || (a.recovery == RecoveryKind::RecoverErrantGtidDetected
+                && !self.config.change_tablets_with_errant_gtid_to_drained);
+        gates.push(GateView::new(
+            SkipReason::NoRecoveryAction.as_str(),
+            if no_action { Skip } else { Pass },
+            if no_action {
+                if a.recovery == RecoveryKind::RecoverErrantGtidDetected {
+                    "errant GTID recovery is off (--change-tablets-with-errant-gtid-to-drained=false)"
+                        .to_string()
+                } else {
+                    format!("{} has no recovery", a.analysis)
+                }
+            } else {
+                format!("{} is recovered by {}", a.analysis, a.recovery.name())
+            },
+        ));
+        let global_off =
+            skipped(SkipReason::GlobalRecoveriesDisabled) || !self.recovery.global_recoveries_enabled();
+        gates.push(GateView::new(
+            SkipReason::GlobalRecoveriesDisabled.as_str(),
+            if global_off { Skip } else { Pass },
+            if global_off {
+                "recoveries are globally disabled"
+            } else {
+                "recoveries are globally enabled"
+            },
+        ));
+        let cells = &self.config.cells_no_recovery;
+        if skipped(SkipReason::CellNoRecoveryUnvalidated) {
+            gates.push(GateView::new(
+                SkipReason::CellNoRecoveryUnvalidated.as_str(),
+                Skip,
+                "--cells-no-recovery is not validated against the topology yet",
+            ));
+        } else if cells.is_empty() || !a.actionable || a.analysis == AnalysisCode::ClusterHasNoPrimary {
+            gates.push(GateView::new(
+                SkipReason::CellNoRecovery.as_str(),
+                if cells.is_empty() { NotApplicable } else { Deferred },
+                if cells.is_empty() {
+                    "no cell is denied (--cells-no-recovery is empty)"
+                } else {
+                    "checked against the shard's cells under the lock"
+                },
+            ));
+        } else {
+            let denied = skipped(SkipReason::CellNoRecovery)
+                || a.analyzed_cell.is_empty()
+                || cells.iter().any(|c| c == &a.analyzed_cell);
+            gates.push(GateView::new(
+                SkipReason::CellNoRecovery.as_str(),
+                if denied { Skip } else { Pass },
+                format!("cell {:?} against --cells-no-recovery {cells:?}", a.analyzed_cell),
+            ));
+        }
+        gates.push(GateView::new(
+            SkipReason::PrimaryRecovery.as_str(),
+            if a.shard_wide_recovery {
+                NotApplicable
+            } else {
+                Deferred
+            },
+            if a.shard_wide_recovery {
+                "a shard-wide recovery does not wait for the primary"
+            } else {
+                "the shard primary is re-polled first; a primary problem is recovered first"
+            },
+        ));
+        let draining = self.recovery.is_draining();
+        gates.push(GateView::new(
+            "ShardLock",
+            if draining { Skip } else { Deferred },
+            if draining {
+                "vtorc is shutting down and takes no new shard lock"
+            } else {
+                "TryLockShard; refused while vtctld or another vtorc holds the lock"
+            },
+        ));
+        gates.push(GateView::new(
+            SkipReason::StaleAnalysis.as_str(),
+            Deferred,
+            "records re-read, tablets re-polled and the shard re-analysed under the lock",
+        ));
+        if a.recovery.uses_ers() {
+            let global = self.recovery.emergency_reparent_allowed();
+            let mut why = Vec::new();
+            if !global {
+                why.push("disabled globally (--allow-emergency-reparent=false)");
+            }
+            if a.analyzed_keyspace_emergency_reparent_disabled {
+                why.push("disabled for the keyspace");
+            }
+            if a.analyzed_shard_emergency_reparent_disabled {
+                why.push("disabled for the shard");
+            }
+            let off = skipped(SkipReason::EmergencyReparentShardDisabled) || !why.is_empty();
+            gates.push(GateView::new(
+                SkipReason::EmergencyReparentShardDisabled.as_str(),
+                if off { Skip } else { Pass },
+                if off {
+                    format!("EmergencyReparentShard is {}", why.join(", "))
+                } else {
+                    "EmergencyReparentShard is allowed".to_string()
+                },
+            ));
+        } else {
+            gates.push(GateView::new(
+                SkipReason::EmergencyReparentShardDisabled.as_str(),
+                NotApplicable,
+                format!("{} does not run EmergencyReparentShard", a.recovery.name()),
+            ));
+        }
+        gates
+    }
+}
+
+/// What a recovery does, in words.
+fn action_text(a: &DetectionAnalysis, key: &KeyspaceShard) -> String {
+    let tablet = &a.analyzed_instance_alias;
+    match a.recovery {
+        RecoveryKind::None => "nothing (no recovery for this problem)".into(),
+        RecoveryKind::Generic => "take the shard lock and re-check; no repair action".into(),
+        RecoveryKind::RecoverDeadPrimary => format!(
+            "EmergencyReparentShard on {key}: promote the most advanced eligible replica in place of {tablet} (WaitAllTablets=false)"
+        ),
+        RecoveryKind::RecoverPrimaryTabletDeleted => format!(
+            "EmergencyReparentShard on {key}: elect a new primary for the deleted {tablet} (WaitAllTablets=true)"
+        ),
+        RecoveryKind::RecoverIncapacitatedPrimary => format!(
+            "Ping {tablet}; PlannedReparentShard on {key} avoiding it; EmergencyReparentShard if that fails and ERS is allowed"
+        ),
+        RecoveryKind::ElectNewPrimary => format!("PlannedReparentShard on {key} to elect a first primary"),
+        RecoveryKind::RecoverPrimaryHasPrimary => format!("ResetReplicationParameters on primary {tablet}"),
+        RecoveryKind::FixPrimary => {
+            format!("UndoDemotePrimary on {tablet} (read-write, semi-sync per durability)")
+        }
+        RecoveryKind::FixReplica => {
+            format!("SetReadOnly and SetReplicationSource(shard primary) on {tablet}")
+        }
+        RecoveryKind::ReconcileStaleTopoPrimary => format!(
+            "demote {tablet} (DemotePrimary + SetReplicationSource, best effort) and set its topo type to REPLICA"
+        ),
+        RecoveryKind::RecoverErrantGtidDetected => format!("ChangeType {tablet} to DRAINED"),
+        RecoveryKind::RestartArbitraryDirectReplica => {
+            format!("RestartReplication on one direct replica of {tablet}")
+        }
+        RecoveryKind::RestartAllDirectReplicas => {
+            format!("RestartReplication on every direct replica of {tablet}")
+        }
+    }
+}
+
+/// A gate verdict (see `vtorc.v1.GateVerdict`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GateVerdictView {
+    /// Lets the recovery through.
+    Pass,
+    /// Would skip it.
+    Skip,
+    /// Does not apply.
+    NotApplicable,
+    /// Decided only when the recovery runs.
+    Deferred,
+}
+
+/// One gate in an explanation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GateView {
+    /// Name (the skip reason it reports, or `ShardLock`).
+    pub name: &'static str,
+    /// Verdict.
+    pub verdict: GateVerdictView,
+    /// Why.
+    pub reason: String,
+}
+
+impl GateView {
+    fn new(name: &'static str, verdict: GateVerdictView, reason: impl Into<String>) -> Self {
+        GateView {
+            name,
+            verdict,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// One problem of an explanation.
+#[derive(Clone, Debug)]
+pub struct ExplainedProblem {
+    /// The problem.
+    pub analysis: DetectionAnalysis,
+    /// The engine's decision.
+    pub decision: Decision,
+    /// What the recovery does.
+    pub action: String,
+    /// Every gate.
+    pub gates: Vec<GateView>,
+}
+
+/// What vtorc would do for one shard now.
+#[derive(Clone, Debug)]
+pub struct Explained {
+    /// The shard.
+    pub key: KeyspaceShard,
+    /// Whether discovery is ready.
+    pub ready: bool,
+    /// Problems, in handling order.
+    pub problems: Vec<ExplainedProblem>,
+    /// Why the shard is not analysed, if it is not.
+    pub notes: Vec<String>,
+}
+
+impl Explained {
+    /// One line summing up.
+    pub fn summary(&self) -> String {
+        if !self.notes.is_empty() {
+            return format!("{} is not analysed: {}", self.key, self.notes.join("; "));
+        }
+        let Some(first) = self.problems.first() else {
+            return format!("{} has no problem; vtorc would do nothing", self.key);
+        };
+        let a = &first.analysis;
+        match &first.decision {
+            Decision::Recover(kind) => format!(
+                "would run {} for {} on {}",
+                kind.name(),
+                a.analysis,
+                a.analyzed_instance_alias
+            ),
+            Decision::Skip(reason) => format!(
+                "would skip {} for {} on {}: {}",
+                a.recovery.name(),
+                a.analysis,
+                a.analyzed_instance_alias,
+                reason
+            ),
+            Decision::NoAction => format!(
+                "would lock the shard for {} on {} and take no action",
+                a.analysis, a.analyzed_instance_alias
+            ),
+        }
+    }
+}
+
+/// The `vtorc.v1.Vtorc` service.
+#[derive(Clone)]
+pub struct VtorcApi {
+    /// The handles.
+    ctx: ApiContext,
+}
+
+impl VtorcApi {
+    /// The service over `ctx`.
+    pub fn new(ctx: ApiContext) -> Self {
+        VtorcApi { ctx }
+    }
+
+    /// The tonic server to add to the gRPC router.
+    pub fn into_server(self) -> VtorcServer<VtorcApi> {
+        VtorcServer::new(self)
+    }
+
+    /// The handles the service reads.
+    pub fn context(&self) -> &ApiContext {
+        &self.ctx
+    }
+}
+
+/// The gRPC service name of the VTOrc API.
+pub const SERVICE_NAME: &str = "vtorc.v1.Vtorc";
+
+/// Keeps the standard health service's status of `vtorc.v1.Vtorc` true:
+/// NOT_SERVING until discovery is ready, SERVING after, NOT_SERVING again
+/// once `shutdown` fires. Never returns (run it next to the server).
+pub async fn report_readiness(
+    discovery: Option<DiscoveryHandle>,
+    health: tonic_health::server::HealthReporter,
+    shutdown: CancellationToken,
+) -> std::convert::Infallible {
+    use tonic_health::ServingStatus;
+    if let Some(discovery) = discovery {
+        health
+            .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
+            .await;
+        let ready = tokio::select! {
+            r = discovery.wait_ready() => r.is_ok(),
+            _ = shutdown.cancelled() => false,
+        };
+        if ready && !shutdown.is_cancelled() {
+            health
+                .set_service_status(SERVICE_NAME, ServingStatus::Serving)
+                .await;
+            shutdown.cancelled().await;
+        }
+        health
+            .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
+            .await;
+    }
+    std::future::pending().await
+}
+
+/// The Watch stream type.
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Vtorc for VtorcApi {
+    async fn get_health(
+        &self,
+        _: Request<pb::GetHealthRequest>,
+    ) -> Result<Response<pb::GetHealthResponse>, Status> {
+        let health = self.ctx.health();
+        let snapshot = self.ctx.discovery.snapshot();
+        Ok(Response::new(pb::GetHealthResponse {
+            ready: health.ready,
+            reason: health.reason,
+            hostname: self.ctx.hostname.clone(),
+            recoveries_enabled: self.ctx.recovery.global_recoveries_enabled(),
+            draining: self.ctx.recovery.is_draining(),
+            tablets_watched: snapshot.tablet_count() as u64,
+            shards_watched: snapshot.shards.len() as u64,
+        }))
+    }
+
+    async fn get_detection_analysis(
+        &self,
+        request: Request<pb::GetDetectionAnalysisRequest>,
+    ) -> Result<Response<pb::GetDetectionAnalysisResponse>, Status> {
+        let r = request.into_inner();
+        let filter = ShardFilter::parse(&r.keyspace, &r.shard)?;
+        let analyses = self
+            .ctx
+            .detection_analysis(&filter)
+            .iter()
+            .map(convert::analysis)
+            .collect();
+        Ok(Response::new(pb::GetDetectionAnalysisResponse { analyses }))
+    }
+
+    async fn get_problems(
+        &self,
+        request: Request<pb::GetProblemsRequest>,
+    ) -> Result<Response<pb::GetProblemsResponse>, Status> {
+        let r = request.into_inner();
+        let filter = ShardFilter::parse(&r.keyspace, &r.shard)?;
+        let now = Instant::now();
+        let tablets = self
+            .ctx
+            .problems(&filter)
+            .iter()
+            .map(|t| convert::tablet(t, now))
+            .collect();
+        Ok(Response::new(pb::GetProblemsResponse { tablets }))
+    }
+
+    async fn get_tablets(
+        &self,
+        request: Request<pb::GetTabletsRequest>,
+    ) -> Result<Response<pb::GetTabletsResponse>, Status> {
+        let r = request.into_inner();
+        let filter = ShardFilter::parse(&r.keyspace, &r.shard)?;
+        let now = Instant::now();
+        let tablets = self
+            .ctx
+            .tablets(&filter)
+            .iter()
+            .map(|t| convert::tablet(t, now))
+            .collect();
+        Ok(Response::new(pb::GetTabletsResponse { tablets }))
+    }
+
+    async fn get_errant_gtids(
+        &self,
+        request: Request<pb::GetErrantGtidsRequest>,
+    ) -> Result<Response<pb::GetErrantGtidsResponse>, Status> {
+        let r = request.into_inner();
+        let filter = ShardFilter::parse(&r.keyspace, &r.shard)?;
+        let now = Instant::now();
+        let tablets = self
+            .ctx
+            .errant_gtids(&filter)
+            .iter()
+            .map(|t| convert::tablet(t, now))
+            .collect();
+        Ok(Response::new(pb::GetErrantGtidsResponse { tablets }))
+    }
+
+    async fn get_recoveries(
+        &self,
+        request: Request<pb::GetRecoveriesRequest>,
+    ) -> Result<Response<pb::GetRecoveriesResponse>, Status> {
+        let r = request.into_inner();
+        let filter = ShardFilter::parse(&r.keyspace, &r.shard)?;
+        let recoveries = self
+            .ctx
+            .recovery
+            .recoveries(&filter.audit(r.limit))
+            .iter()
+            .map(convert::recovery)
+            .collect();
+        Ok(Response::new(pb::GetRecoveriesResponse { recoveries }))
+    }
+
+    async fn get_skipped_recoveries(
+        &self,
+        request: Request<pb::GetSkippedRecoveriesRequest>,
+    ) -> Result<Response<pb::GetSkippedRecoveriesResponse>, Status> {
+        let r = request.into_inner();
+        let filter = ShardFilter::parse(&r.keyspace, &r.shard)?;
+        let mut detections: Vec<pb::Detection> = self
+            .ctx
+            .recovery
+            .detections(&filter.audit(0))
+            .iter()
+            .filter(|d| d.skip_reason.is_some())
+            .map(convert::detection)
+            .collect();
+        if r.limit > 0 {
+            detections.truncate(r.limit as usize);
+        }
+        Ok(Response::new(pb::GetSkippedRecoveriesResponse { detections }))
+    }
+
+    async fn get_global_recoveries(
+        &self,
+        _: Request<pb::GetGlobalRecoveriesRequest>,
+    ) -> Result<Response<pb::GetGlobalRecoveriesResponse>, Status> {
+        Ok(Response::new(pb::GetGlobalRecoveriesResponse {
+            state: Some(pb::GlobalRecoveriesState {
+                enabled: self.ctx.recovery.global_recoveries_enabled(),
+            }),
+        }))
+    }
+
+    async fn enable_global_recoveries(
+        &self,
+        _: Request<pb::EnableGlobalRecoveriesRequest>,
+    ) -> Result<Response<pb::EnableGlobalRecoveriesResponse>, Status> {
+        let enabled = self.ctx.set_global_recoveries(true);
+        Ok(Response::new(pb::EnableGlobalRecoveriesResponse {
+            state: Some(pb::GlobalRecoveriesState { enabled }),
+        }))
+    }
+
+    async fn disable_global_recoveries(
+        &self,
+        _: Request<pb::DisableGlobalRecoveriesRequest>,
+    ) -> Result<Response<pb::DisableGlobalRecoveriesResponse>, Status> {
+        let enabled = self.ctx.set_global_recoveries(false);
+        Ok(Response::new(pb::DisableGlobalRecoveriesResponse {
+            state: Some(pb::GlobalRecoveriesState { enabled }),
+        }))
+    }
+
+    async fn get_emergency_reparent(
+        &self,
+        request: Request<pb::GetEmergencyReparentRequest>,
+    ) -> Result<Response<pb::GetEmergencyReparentResponse>, Status> {
+        let r = request.into_inner();
+        let state = self.ctx.emergency_reparent_state(&r.keyspace, &r.shard).await?;
+        Ok(Response::new(pb::GetEmergencyReparentResponse {
+            state: Some(convert::ers_state(&state)),
+        }))
+    }
+
+    async fn disable_emergency_reparent(
+        &self,
+        request: Request<pb::DisableEmergencyReparentRequest>,
+    ) -> Result<Response<pb::DisableEmergencyReparentResponse>, Status> {
+        let r = request.into_inner();
+        let state = self
+            .ctx
+            .set_emergency_reparent(&r.keyspace, &r.shard, true)
+            .await?;
+        Ok(Response::new(pb::DisableEmergencyReparentResponse {
+            state: Some(convert::ers_state(&state)),
+        }))
+    }
+
+    async fn enable_emergency_reparent(
+        &self,
+        request: Request<pb::EnableEmergencyReparentRequest>,
+    ) -> Result<Response<pb::EnableEmergencyReparentResponse>, Status> {
+        let r = request.into_inner();
+        let state = self
+            .ctx
+            .set_emergency_reparent(&r.keyspace, &r.shard, false)
+            .await?;
+        Ok(Response::new(pb::EnableEmergencyReparentResponse {
+            state: Some(convert::ers_state(&state)),
+        }))
+    }
+
+    async fn get_discovery_metrics(
+        &self,
+        _: Request<pb::GetDiscoveryMetricsRequest>,
+    ) -> Result<Response<pb::GetDiscoveryMetricsResponse>, Status> {
+        Ok(Response::new(convert::discovery_metrics(
+            self.ctx.discovery.metrics(),
+        )))
+    }
+
+    async fn explain(
+        &self,
+        request: Request<pb::ExplainRequest>,
+    ) -> Result<Response<pb::ExplainResponse>, Status> {
+        let r = request.into_inner();
+        let explained = self.ctx.explain(&r.keyspace, &r.shard)?;
+        Ok(Response::new(convert::explained(&explained)))
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let r = request.into_inner();
+        let filter = ShardFilter::parse(&r.keyspace, &r.shard)?;
+        Ok(Response::new(watch_stream(&self.ctx, filter, r.include_active)))
+    }
+}
+
+/// The Watch stream: (optionally) the open incidents, then every audit
+/// event of the filter's shards until the client goes away, vtorc shuts
+/// down, or the audit closes. No task is spawned: the stream is polled by
+/// the connection that carries it.
+fn watch_stream(ctx: &ApiContext, filter: ShardFilter, include_active: bool) -> WatchStream {
+    // Subscribe before listing, so nothing between the two is lost.
+    let rx = ctx.recovery.subscribe();
+    let clock = ctx.clock;
+    let initial: Vec<Result<pb::WatchEvent, Status>> = if include_active {
+        let mut active: Vec<_> = ctx
+            .recovery
+            .detections(&filter.audit(0))
+            .into_iter()
+            .filter(|d| d.resolved_at.is_none())
+            .collect();
+        active.sort_by_key(|d| d.detection_id);
+        active
+            .into_iter()
+            .map(|d| Ok(convert::watch_event(&AuditEvent::DetectionOpened(d), clock())))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    struct State {
+        rx: tokio::sync::broadcast::Receiver<AuditEvent>,
+        filter: ShardFilter,
+        shutdown: CancellationToken,
+        clock: WallClock,
+        done: bool,
+    }
+    let state = State {
+        rx,
+        filter,
+        shutdown: ctx.shutdown.clone(),
+        clock,
+        done: false,
+    };
+    let live = futures::stream::unfold(state, |mut s| async move {
+        loop {
+            if s.done {
+                return None;
+            }
+            let received = tokio::select! {
+                r = s.rx.recv() => r,
+                _ = s.shutdown.cancelled() => return None,
+            };
+            match received {
+                Ok(event) => {
+                    let relevant = match event.keyspace_shard() {
+                        Some(key) => s.filter.matches(&key.keyspace, &key.shard),
+                        None => true,
+                    };
+                    if !relevant {
+                        continue;
+                    }
+                    if matches!(event, AuditEvent::Shutdown { .. }) {
+                        s.done = true;
+                    }
+                    let out = convert::watch_event(&event, (s.clock)());
+                    return Some((Ok(out), s));
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    let out = pb::WatchEvent {
+                        at: Some((s.clock)().into()),
+                        event: Some(pb::watch_event::Event::Lagged(pb::LaggedEvent { missed })),
+                    };
+                    return Some((Ok(out), s));
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    });
+    Box::pin(futures::stream::iter(initial).chain(live))
+}
+
+/// Age of a monotonic instant at `now` (zero if in the future).
+fn age(now: Instant, then: Instant) -> Duration {
+    now.saturating_duration_since(then)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::fixtures::{ShardBuilder, TabletFixture};
+
+    fn config() -> Config {
+        Config::load([
+            "vtorc",
+            "--topo-global-server-address=x:1",
+            "--topo-global-root=/vitess/global",
+        ])
+        .map_err(|e| format!("{e:?}"))
+        .expect("valid")
+    }
+
+    #[test]
+    fn a_shard_filter_needs_a_keyspace_and_names_the_field() {
+        let err = ShardFilter::parse("", "0").expect_err("shard without keyspace");
+        assert!(err.to_string().starts_with("shard: "), "{err}");
+        assert_eq!(Status::from(err).code(), tonic::Code::InvalidArgument);
+        let err = ShardFilter::parse("a/b", "").expect_err("bad name");
+        assert!(err.to_string().starts_with("keyspace: "), "{err}");
+        let f = ShardFilter::parse("ks", "").expect("valid");
+        assert!(f.matches("ks", "0") && f.matches("ks", "-80") && !f.matches("other", "0"));
+        let f = ShardFilter::parse(" ks ", "0").expect("valid");
+        assert!(f.matches("ks", "0") && !f.matches("ks", "1"));
+        assert!(ShardFilter::parse("", "").expect("all").matches("any", "thing"));
+    }
+
+    #[test]
+    fn instance_problems_follow_go_vtorcs_list() {
+        let now = Instant::now();
+        let cfg = config();
+        let snapshot = ShardBuilder::new("ks", "0", "none", now)
+            .primary("zone1", 100)
+            .replica("zone1", 101)
+            .replica("zone1", 102)
+            .replica("zone1", 103)
+            .edit("zone1", 101, |t| t.stop_replication())
+            .edit("zone1", 102, |t| {
+                if let Some(r) = t.obs().replication.as_mut() {
+                    r.lag_seconds = Some(60);
+                }
+            })
+            .edit("zone1", 103, |t| t.unreachable(now + Duration::from_millis(1)))
+            .build();
+        let shard = snapshot.shard(&KeyspaceShard::new("ks", "0")).expect("built");
+        let problems = |uid| {
+            instance_problems(
+                shard
+                    .tablet(&crate::proto::topodata::TabletAlias::new("zone1", uid))
+                    .expect("tablet"),
+                &cfg,
+                now,
+            )
+        };
+        assert!(problems(100).is_empty(), "{:?}", problems(100));
+        assert_eq!(problems(101), vec!["not_replicating"]);
+        assert_eq!(problems(102), vec!["replication_lag"]);
+        assert!(
+            problems(103).contains(&"last_check_invalid"),
+            "{:?}",
+            problems(103)
+        );
+        let later = now + cfg.instance_poll_time * 6;
+        let stale = instance_problems(
+            shard
+                .tablet(&crate::proto::topodata::TabletAlias::new("zone1", 100))
+                .expect("tablet"),
+            &cfg,
+            later,
+        );
+        assert_eq!(stale, vec!["not_recently_checked"]);
+    }
+
+    #[test]
+    fn api_errors_map_to_grpc_and_http_codes_once() {
+        let e = ApiError::topo("read keyspace x", TopoError::NoNode("/x".into()));
+        assert_eq!(e.grpc_code(), tonic::Code::NotFound);
+        assert_eq!(e.http_status(), 404);
+        let e = ApiError::topo("update", TopoError::Unavailable("down".into()));
+        assert_eq!(e.http_status(), 503);
+        assert!(e.is_retryable());
+        let e = ApiError::Discovery(DiscoveryError::Stopped);
+        assert_eq!(Status::from(e).code(), tonic::Code::Unavailable);
+    }
+}
