@@ -38,6 +38,8 @@ pub mod schedule;
 pub mod watched;
 
 pub mod metrics;
+#[cfg(test)]
+mod tests;
 
 use std::{sync::Arc, time::Duration};
 
@@ -78,6 +80,9 @@ pub struct DiscoveryConfig {
     /// Least time between two published snapshots (changes in between are
     /// batched into the next one).
     pub publish_interval: Duration,
+    /// Timer-driven poll starts are batched to at most one per tick (polls
+    /// may start up to this much after they fall due; fewer wake-ups).
+    pub dispatch_tick: Duration,
     /// Health stream reconnection back-off.
     pub streams: HealthStreamConfig,
 }
@@ -111,6 +116,7 @@ impl Default for DiscoveryConfig {
             primary_health_window: Duration::from_secs(30),
             disk_stalled_is_failure: false,
             publish_interval: Duration::from_millis(20),
+            dispatch_tick: Duration::from_millis(10),
             streams: HealthStreamConfig::default(),
         }
     }

@@ -3,6 +3,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    fmt::Write as _,
     hash::{DefaultHasher, Hash, Hasher},
     panic::AssertUnwindSafe,
     sync::{Arc, atomic::Ordering},
@@ -170,7 +171,8 @@ impl Signature {
             Some(o) => {
                 o.source_host().hash(&mut hasher);
                 o.source_port().hash(&mut hasher);
-                o.errant_gtids.to_string().hash(&mut hasher);
+                // Hash the errant set's text without allocating it.
+                let _ = write!(HashWriter(&mut hasher), "{}", o.errant_gtids);
                 let (io, sql) = o
                     .replication
                     .as_ref()
@@ -200,6 +202,16 @@ impl Signature {
             source_and_errant: hasher.finish(),
             primary_unhealthy: t.primary_health.is_unhealthy(now, window),
         }
+    }
+}
+
+/// Feeds formatted text into a hasher.
+struct HashWriter<'a>(&'a mut DefaultHasher);
+
+impl std::fmt::Write for HashWriter<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.write(s.as_bytes());
+        Ok(())
     }
 }
 
@@ -330,11 +342,16 @@ impl Discovery {
         let mut watcher_restart_at: Option<Instant> = None;
         let refresh = self.config.topo_refresh_interval;
         let mut next_relist = (!refresh.is_zero()).then(|| Instant::now() + refresh);
+        // Timer-driven dispatches happen at most once per tick, so polls
+        // falling due close together start together (fewer wake-ups);
+        // event-driven work (new tablets, triggers) is dispatched at once.
+        let tick = self.config.dispatch_tick;
+        let mut last_tick = Instant::now();
         loop {
             let now = Instant::now();
             self.dispatch(now);
             self.maybe_publish(now);
-            let wake = self.schedule.next_wakeup();
+            let wake = self.schedule.next_wakeup().map(|t| t.max(last_tick + tick));
             let publish_at = match (self.dirty, self.last_publish) {
                 (true, Some(last)) => Some(last + self.config.publish_interval),
                 _ => None,
@@ -357,7 +374,10 @@ impl Discovery {
                     }
                 },
                 Some(command) = self.commands_rx.recv() => self.on_command(command),
-                () = sleep_until(wake) => self.on_slow_polls(Instant::now()),
+                () = sleep_until(wake) => {
+                    last_tick = Instant::now();
+                    self.on_slow_polls(last_tick);
+                }
                 () = sleep_until(publish_at) => {}
                 () = sleep_until(watcher_restart_at) => {
                     watcher = Some(self.topo.watch());
@@ -719,6 +739,17 @@ impl Discovery {
         for (key, shard) in &snapshot.shards {
             self.put_shard_record(key, Some(&shard.value));
         }
+        // A cell missing from the listing is gone: so are its tablets.
+        let gone: Vec<TabletAlias> = self
+            .tablets
+            .keys()
+            .filter(|a| !snapshot.cells.contains_key(&a.cell))
+            .cloned()
+            .collect();
+        for alias in gone {
+            self.forget_tablet(&alias);
+        }
+        self.load.cells_loaded.retain(|c| snapshot.cells.contains_key(c));
         self.load.cells_expected = Some(snapshot.cells.keys().cloned().collect());
         self.check_loaded();
     }
