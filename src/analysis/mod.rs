@@ -164,8 +164,11 @@ impl AnalysisOutput {
     }
 }
 
-/// Checks a keyspace: its policy, or the note explaining why it is skipped.
-fn keyspace_policy(name: &str, keyspace: Option<&KeyspaceInfo>) -> Result<Durability, KeyspaceNote> {
+/// Checks a keyspace: its record and policy, or the note explaining why it is skipped.
+fn keyspace_policy<'a>(
+    name: &str,
+    keyspace: Option<&'a KeyspaceInfo>,
+) -> Result<(&'a KeyspaceInfo, Durability), KeyspaceNote> {
     let keyspace = keyspace.ok_or_else(|| KeyspaceNote::MissingKeyspaceRecord {
         keyspace: name.to_string(),
     })?;
@@ -174,7 +177,7 @@ fn keyspace_policy(name: &str, keyspace: Option<&KeyspaceInfo>) -> Result<Durabi
             keyspace: name.to_string(),
         });
     }
-    Durability::from_name(&keyspace.durability_policy).map_err(|e| match e {
+    let durability = Durability::from_name(&keyspace.durability_policy).map_err(|e| match e {
         DurabilityError::NotSet => KeyspaceNote::NoDurabilityPolicy {
             keyspace: name.to_string(),
         },
@@ -182,7 +185,8 @@ fn keyspace_policy(name: &str, keyspace: Option<&KeyspaceInfo>) -> Result<Durabi
             keyspace: name.to_string(),
             policy,
         },
-    })
+    })?;
+    Ok((keyspace, durability))
 }
 
 fn analyze_one(
@@ -196,8 +200,7 @@ fn analyze_one(
 ) {
     let keyspace = snapshot.keyspaces.get(&shard.keyspace).map(|k| k.as_ref());
     match keyspace_policy(&shard.keyspace, keyspace) {
-        Ok(durability) => {
-            let keyspace = keyspace.expect("keyspace_policy fails when the record is missing");
+        Ok((keyspace, durability)) => {
             let input = detect::ShardInput {
                 keyspace,
                 shard,

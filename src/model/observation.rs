@@ -104,6 +104,11 @@ pub struct SemiSyncObservation {
 }
 
 /// What the last successful `FullStatus` poll of a tablet returned, typed.
+///
+/// The replication source is kept as host/port: it is resolved to a tablet
+/// when read ([`crate::model::ShardState::source_of`], and by analysis), from
+/// the topo records current at that time, so a moved or deleted tablet never
+/// leaves a stale alias behind.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Observation {
     /// MySQL `server_id`.
