@@ -104,6 +104,8 @@ pub struct AckedWrite {
     pub id: u64,
     /// The primary that acknowledged it.
     pub primary: TabletAlias,
+    /// When the acknowledgement arrived, since the workload started.
+    pub at: Duration,
 }
 
 /// What a workload did, returned by [`Workload::stop`].
@@ -164,6 +166,8 @@ impl LossCheck {
 struct Progress {
     /// Acknowledged inserts so far.
     acked: AtomicU64,
+    /// Refused inserts so far.
+    rejected: AtomicU64,
     /// Acknowledged inserts per primary. A `std::sync::Mutex`: one map
     /// update per insert, never held across an `.await`.
     per_primary: std::sync::Mutex<HashMap<TabletAlias, u64>>,
@@ -290,6 +294,7 @@ impl Workload {
         .await?;
         let cancel = CancellationToken::new();
         let progress = Arc::new(Progress::default());
+        let started = Instant::now();
         let next_id = Arc::new(AtomicU64::new(first_id));
         let mut tasks = JoinSet::new();
         for writer in 0..config.writers {
@@ -300,6 +305,7 @@ impl Workload {
                 next_id.clone(),
                 progress.clone(),
                 cancel.clone(),
+                started,
             ));
         }
         Ok(Workload {
@@ -307,7 +313,7 @@ impl Workload {
             tasks,
             progress,
             config,
-            started: Instant::now(),
+            started,
         })
     }
 
@@ -319,6 +325,20 @@ impl Workload {
     /// Acknowledged inserts so far.
     pub fn acked_count(&self) -> u64 {
         self.progress.acked.load(Ordering::Relaxed)
+    }
+
+    /// Inserts the server refused so far.
+    pub fn rejected_count(&self) -> u64 {
+        self.progress.rejected.load(Ordering::Relaxed)
+    }
+
+    /// Waits until at least `count` inserts were refused.
+    pub async fn wait_for_rejections(&self, count: u64, timeout: Duration) -> anyhow::Result<()> {
+        let what = format!("{count} refused writes");
+        poll_until(timeout, &what, || async {
+            Ok((self.rejected_count() >= count).then_some(()))
+        })
+        .await
     }
 
     /// Acknowledged inserts so far on one primary.
@@ -400,6 +420,7 @@ async fn run_writer(
     next_id: Arc<AtomicU64>,
     progress: Arc<Progress>,
     cancel: CancellationToken,
+    started: Instant,
 ) -> WriterLog {
     let mut log = WriterLog::default();
     // The primary in use: alias, connection, when it was resolved.
@@ -463,12 +484,17 @@ async fn run_writer(
                         .unwrap_or_else(|poisoned| poisoned.into_inner());
                     *map.entry(alias.clone()).or_default() += 1;
                 }
-                log.acked.push(AckedWrite { id, primary: alias });
+                log.acked.push(AckedWrite {
+                    id,
+                    primary: alias,
+                    at: started.elapsed(),
+                });
                 if !pause(&cancel, config.pace).await {
                     break;
                 }
             }
             Ok(Err(mysql_async::Error::Server(e))) => {
+                progress.rejected.fetch_add(1, Ordering::Relaxed);
                 log.rejected.push(id);
                 log.error(format!("insert on {alias} refused: {e}"));
                 target = None;

@@ -1,0 +1,143 @@
+//! The workload writer and its loss checker against a real cluster: rows
+//! it acknowledges exist, the checker notices rows that vanish, and writes
+//! a read-only primary refuses are counted as refused, not acknowledged.
+
+use std::time::Duration;
+
+use integration::cluster::{Cluster, ClusterBuilder};
+use integration::workload::{Workload, WorkloadConfig, check_acknowledged};
+use mysql_async::prelude::Queryable;
+use vtorc::proto::topodata::TabletAlias;
+
+fn alias(uid: u32) -> TabletAlias {
+    TabletAlias::new("zone1", uid)
+}
+
+async fn cluster() -> Cluster {
+    ClusterBuilder::three_tablets("commerce", "semi_sync")
+        .start()
+        .await
+        .expect("cluster starts")
+}
+
+/// Waits until `uid` has applied everything the primary has written.
+async fn caught_up(cluster: &Cluster, uid: u32) {
+    let mut primary = cluster.mysql_conn(&alias(100)).await.expect("primary");
+    let pos: String = primary
+        .query_first("SELECT @@gtid_binlog_pos")
+        .await
+        .expect("pos")
+        .expect("row");
+    let mut replica = cluster.mysql_conn(&alias(uid)).await.expect("replica");
+    let reached: Option<i64> = replica
+        .exec_first("SELECT MASTER_GTID_WAIT(?, 10)", (pos.clone(),))
+        .await
+        .expect("wait");
+    assert_eq!(reached, Some(0), "zone1-{uid} did not reach {pos}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_write_is_on_the_primary_and_on_both_replicas() {
+    let cluster = cluster().await;
+    let config = WorkloadConfig::new("commerce", "0");
+    let workload = Workload::start(cluster.topo().clone(), config.clone())
+        .await
+        .expect("workload starts");
+    workload
+        .wait_for_acks_on(&alias(100), 300, Duration::from_secs(30))
+        .await
+        .expect("writes flow");
+    let report = workload.stop().await.expect("stop");
+    eprintln!(
+        "{} acknowledged writes in {:?} ({} errors)",
+        report.acked.len(),
+        report.duration,
+        report.errors
+    );
+    assert!(report.acked.len() >= 300);
+    assert_eq!(report.primaries, vec![alias(100)]);
+    assert_eq!(report.errors, 0, "{:?}", report.sample_errors);
+    let ids = report.acked_ids();
+    let mut unique = ids.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "ids are unique");
+
+    for uid in [100, 101, 102] {
+        if uid != 100 {
+            caught_up(&cluster, uid).await;
+        }
+        let mut conn = cluster.mysql_conn(&alias(uid)).await.expect("connect");
+        let check = check_acknowledged(&mut conn, &config, &report)
+            .await
+            .expect("check");
+        assert!(check.is_lossless(), "zone1-{uid}: {check:?}");
+        assert_eq!(check.checked, report.acked.len());
+        assert_eq!(check.rows, report.acked.len(), "no unacknowledged rows either");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checker_reports_acknowledged_rows_that_vanished() {
+    let cluster = cluster().await;
+    let config = WorkloadConfig::new("commerce", "0");
+    let workload = Workload::start(cluster.topo().clone(), config.clone())
+        .await
+        .expect("workload starts");
+    workload
+        .wait_for_acks_on(&alias(100), 50, Duration::from_secs(30))
+        .await
+        .expect("writes flow");
+    let report = workload.stop().await.expect("stop");
+    let victims: Vec<u64> = report.acked_ids().into_iter().step_by(10).take(3).collect();
+    let mut conn = cluster.mysql_conn(&alias(100)).await.expect("connect");
+    for id in &victims {
+        conn.query_drop(format!("DELETE FROM vt_commerce.workload WHERE id = {id}"))
+            .await
+            .expect("delete");
+    }
+    let check = check_acknowledged(&mut conn, &config, &report)
+        .await
+        .expect("check");
+    assert!(!check.is_lossless());
+    assert_eq!(check.missing, victims);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_a_read_only_primary_refuses_are_rejected_not_acknowledged() {
+    let cluster = cluster().await;
+    let config = WorkloadConfig::new("commerce", "0");
+    let workload = Workload::start(cluster.topo().clone(), config.clone())
+        .await
+        .expect("workload starts");
+    workload
+        .wait_for_acks_on(&alias(100), 20, Duration::from_secs(30))
+        .await
+        .expect("writes flow");
+    cluster.set_read_only(&alias(100)).await.expect("read_only=ON");
+    workload
+        .wait_for_rejections(10, Duration::from_secs(30))
+        .await
+        .expect("the writer is refused");
+    let acked_while_read_only = workload.acked_count();
+    cluster.set_writable(&alias(100)).await.expect("read_only=OFF");
+    workload
+        .wait_for_acks_on(&alias(100), acked_while_read_only + 20, Duration::from_secs(30))
+        .await
+        .expect("writes resume");
+    let report = workload.stop().await.expect("stop");
+    assert!(report.rejected.len() >= 10);
+    assert!(
+        report
+            .sample_errors
+            .iter()
+            .any(|e| e.contains("read-only") || e.contains("read_only")),
+        "{:?}",
+        report.sample_errors
+    );
+    let mut conn = cluster.mysql_conn(&alias(100)).await.expect("connect");
+    let check = check_acknowledged(&mut conn, &config, &report)
+        .await
+        .expect("check");
+    assert!(check.is_lossless(), "{check:?}");
+    assert!(check.rejected_present.is_empty());
+}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The quick start: builds vtorc, the tablet agent and the quickstart binary,
+# then brings up a local cluster (etcd, keyspace commerce with semi_sync,
+# shard 0, three MariaDB-backed tablets in cell zone1) with vtorc managing
+# it. Prints how to watch it and how to kill the primary; Ctrl-C stops and
+# removes everything. Extra arguments go to the quickstart binary, e.g.
+#   scripts/quickstart.sh --no-bootstrap     # let vtorc elect the first primary
+#   scripts/quickstart.sh --workload         # run the writer, check for lost writes on exit
+# Needs the Debian packages etcd-server and mariadb-server (scripts/setup.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target="${CARGO_TARGET_DIR:-target}"
+cargo build --bin vtorc
+cargo build -p integration --bin quickstart --bin tablet-agent
+exec "$target/debug/quickstart" --vtorc-bin "$target/debug/vtorc" \
+  --tablet-agent-bin "$target/debug/tablet-agent" "$@"
