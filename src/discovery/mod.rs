@@ -237,7 +237,9 @@ impl DiscoveryHandle {
 
     /// Polls a tablet now and returns its state after a poll that started
     /// after this call; the snapshot holding that poll is published by the
-    /// time this returns (recoveries re-read the tablets they act on).
+    /// time this returns (recoveries re-read the tablets they act on). Takes
+    /// at most the poll deadline, twice if a poll was already in flight; a
+    /// failed poll is not an error: the returned state says unreachable.
     pub async fn refresh_tablet(&self, alias: &TabletAlias) -> Result<Arc<TabletState>, DiscoveryError> {
         let (reply, rx) = oneshot::channel();
         self.commands
