@@ -195,8 +195,8 @@ impl Cluster {
 
     /// Sets `slave_net_timeout` (seconds) and the replication heartbeat
     /// period (seconds) on a replica; VTOrc's `ReplicaMisconfigured` fires
-    /// when `round(heartbeat × 2) ≠ net timeout`. Replication is restarted
-    /// if it was running.
+    /// when `round(heartbeat × 2) ≠ net timeout`. Replication is restarted;
+    /// fails on a tablet with no replication source.
     pub async fn set_replication_timeouts(
         &self,
         alias: &TabletAlias,
@@ -206,17 +206,15 @@ impl Cluster {
         if !heartbeat_secs.is_finite() || heartbeat_secs < 0.0 {
             bail!("heartbeat period must be a non-negative number of seconds");
         }
-        let running = self.is_replicating_configured(alias).await?;
-        let mut statements = vec![format!("SET GLOBAL slave_net_timeout = {net_timeout_secs}")];
-        if running {
-            statements.push("STOP SLAVE".to_string());
-            statements.push(format!(
-                "CHANGE MASTER TO MASTER_HEARTBEAT_PERIOD = {heartbeat_secs}"
-            ));
-            statements.push("START SLAVE".to_string());
-        } else {
+        if !self.is_replicating_configured(alias).await? {
             bail!("{alias} has no replication source; nothing to misconfigure");
         }
+        let statements = [
+            format!("SET GLOBAL slave_net_timeout = {net_timeout_secs}"),
+            "STOP SLAVE".to_string(),
+            format!("CHANGE MASTER TO MASTER_HEARTBEAT_PERIOD = {heartbeat_secs}"),
+            "START SLAVE".to_string(),
+        ];
         self.exec_sql(alias, &statements).await
     }
 
