@@ -6,9 +6,10 @@
 # removes everything. Extra arguments go to the quickstart binary, e.g.
 #   scripts/quickstart.sh --no-bootstrap     # let vtorc elect the first primary
 #   scripts/quickstart.sh --workload         # run the writer, check for lost writes on exit
-# Needs the Debian packages etcd-server and mariadb-server (scripts/setup.sh).
+# Installs the Debian packages it needs (etcd-server, mariadb-server, protoc) via scripts/setup.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/setup.sh
 target="${CARGO_TARGET_DIR:-target}"
 cargo build --bin vtorc
 cargo build -p integration --bin quickstart --bin tablet-agent
