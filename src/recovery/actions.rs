@@ -20,6 +20,11 @@
 //! | `RestartArbitraryDirectReplica` / `RestartAllDirectReplicas` | `RestartReplication` (fallback `StartReplication`) on one / all direct replicas, each at most once a minute |
 //! | generic | nothing ("not attempted") |
 //!
+//! Deviation from Go VTOrc: the recoveries that only talk to the analysed
+//! tablet (`FixReplica`, `FixPrimary`, `RecoverPrimaryHasPrimary`,
+//! `RecoverErrantGTIDDetected`) are "not attempted" while that tablet does
+//! not answer its polls, instead of failing on every pass.
+//!
 //! Decision on Go's "limit counts permutation positions" quirk of the
 //! restart recoveries: not reproduced. `RestartArbitraryDirectReplica`
 //! restarts the first *direct replica not in cooldown* of a random
@@ -164,10 +169,30 @@ impl ActionCtx<'_> {
     }
 }
 
+/// Recoveries that change the analysed tablet through its own RPCs only.
+/// They are not attempted while the tablet does not answer polls (Go
+/// VTOrc would retry them on every pass against a dead tablet, failing
+/// each time): a dead replica's stale "writable, not replicating" state is
+/// nothing to fix, and a dead primary is the shard-wide recoveries' job.
+fn needs_reachable_tablet(kind: RecoveryKind) -> bool {
+    matches!(
+        kind,
+        RecoveryKind::FixReplica
+            | RecoveryKind::FixPrimary
+            | RecoveryKind::RecoverPrimaryHasPrimary
+            | RecoveryKind::RecoverErrantGtidDetected
+    )
+}
+
 /// Decides what to do; `Err(reason)` = not attempted.
 pub(crate) async fn plan(ctx: &ActionCtx<'_>) -> Result<Planned, String> {
     let e = ctx.entry;
     let alias = e.analyzed_instance_alias.clone();
+    if needs_reachable_tablet(e.recovery) && !e.last_check_valid {
+        return Err(format!(
+            "{alias} did not answer its last poll; its last known state is not worth acting on"
+        ));
+    }
     let plan = match e.recovery {
         RecoveryKind::None | RecoveryKind::Generic => {
             return Err(format!("{} has no recovery action", e.analysis));

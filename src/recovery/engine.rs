@@ -182,11 +182,15 @@ impl RecoveryTask {
         self.join().await
     }
 
+    /// Awaits the loop. Cancel-safe: if this future is dropped, the handle
+    /// stays here (a later `shutdown` still waits for the loop).
     async fn join(&mut self) -> Result<(), RecoveryError> {
-        let Some(task) = self.task.take() else {
+        let Some(task) = self.task.as_mut() else {
             return Ok(());
         };
-        match task.await {
+        let joined = task.await;
+        self.task = None;
+        match joined {
             Ok(r) => r,
             Err(e) if e.is_panic() => {
                 tracing::error!("recovery loop panicked: {e}");

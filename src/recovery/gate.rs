@@ -493,7 +493,7 @@ async fn under_lock(shared: &Shared, a: &DetectionAnalysis, lock: &ShardLock) ->
     let planned = match actions::plan(&ctx).await {
         Ok(p) => p,
         Err(reason) => {
-            tracing::info!(
+            tracing::debug!(
                 keyspace = %key.keyspace,
                 shard = %key.shard,
                 tablet = %a.analyzed_instance_alias,

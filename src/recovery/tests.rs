@@ -995,3 +995,46 @@ async fn unknown_cells_in_cells_no_recovery_stop_the_engine() {
     let err = task.wait().await.expect_err("fatal");
     assert!(matches!(err, RecoveryError::UnknownCells { .. }), "{err}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_still_waits_for_the_loop_after_a_dropped_wait() {
+    let now = Instant::now();
+    let mut w = world(stopped_replica(now), RecoveryConfig::default()).await;
+    let mut events = w.handle.subscribe();
+    let mut task = spawn(&mut w);
+    settle().await;
+    // A `select!` elsewhere gave up on `wait()`.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(10), task.wait())
+            .await
+            .is_err()
+    );
+    task.shutdown().await.expect("clean stop");
+    let mut saw_shutdown = false;
+    while let Ok(e) = events.try_recv() {
+        saw_shutdown |= matches!(e, AuditEvent::Shutdown { .. });
+    }
+    assert!(saw_shutdown, "shutdown returned only after the loop drained");
+}
+
+#[tokio::test]
+async fn a_replica_fix_is_not_attempted_while_the_replica_does_not_answer() {
+    let now = Instant::now();
+    let snapshot = healthy(now)
+        .edit("zone1", 101, |t| {
+            t.obs().read_only = false;
+            t.unreachable(now);
+        })
+        .build();
+    let w = world(snapshot, RecoveryConfig::default()).await;
+    let a = w.problem(101);
+    assert_eq!(a.analysis, AnalysisCode::ReplicaIsWritable);
+    let outcome = w.gate(a).await;
+    assert!(matches!(outcome, GateOutcome::NotAttempted(_)), "{outcome:?}");
+    assert!(w.tmc.calls().is_empty());
+    assert!(w.handle.recoveries(&AuditFilter::all()).is_empty());
+    assert_eq!(
+        w.metrics().recovery_counts(RecoveryKind::FixReplica, &key()),
+        (0, 0, 0)
+    );
+}

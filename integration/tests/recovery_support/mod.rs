@@ -15,13 +15,14 @@ use vtorc::analysis::{AnalysisCode, RecoveryKind};
 use vtorc::config::Config;
 use vtorc::discovery::{Discovery, DiscoveryConfig, DiscoveryHandle, DiscoveryTask};
 use vtorc::ids::KeyspaceShard;
+use vtorc::proto::tabletmanagerdata as tm;
 use vtorc::proto::topodata::{TabletAlias, TabletType};
 use vtorc::recovery::{
     AuditFilter, DetectionRecord, RecoveryConfig, RecoveryDeps, RecoveryEngine, RecoveryHandle,
     RecoveryOutcome, RecoveryRecord, RecoveryTask,
 };
 use vtorc::reparent::{ReparentConfig, Reparenter, system_wall_clock};
-use vtorc::tablet::{GrpcTabletManager, TabletClientConfig, TabletManager};
+use vtorc::tablet::{GrpcTabletManager, TabletClientConfig, TabletManager, TmRequest};
 
 /// Alias of tablet `uid` in cell `zone1`.
 pub fn alias(uid: u32) -> TabletAlias {
@@ -301,13 +302,36 @@ pub async fn wait_replicating_from(
     primary: &TabletAlias,
     timeout: Duration,
 ) {
+    if let Err(e) = try_wait_replicating_from(cluster, tablet, primary, timeout).await {
+        panic!("{e}");
+    }
+}
+
+/// [`wait_replicating_from`], returning the failure (with the tablet's
+/// replication status) instead of panicking.
+pub async fn try_wait_replicating_from(
+    cluster: &Cluster,
+    tablet: &TabletAlias,
+    primary: &TabletAlias,
+    timeout: Duration,
+) -> Result<(), String> {
     let port = cluster.tablet(primary).expect("primary in cluster").mysql_port();
     let what = format!("{tablet} replicating from {primary}");
-    poll_until(timeout, &what, || async {
+    let result = poll_until(timeout, &what, || async {
         Ok((replication_source(cluster, tablet).await? == Some((port, true))).then_some(()))
     })
-    .await
-    .expect("replication is repaired");
+    .await;
+    match result {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let status = cluster
+                .full_status(tablet)
+                .await
+                .map(|s| format!("{:?}", s.replication_status))
+                .unwrap_or_else(|e| format!("{e:#}"));
+            Err(format!("{e:#}; replication status of {tablet}: {status}"))
+        }
+    }
 }
 
 /// The topo type of `tablet`.
@@ -403,4 +427,114 @@ pub async fn wait_full_status(
     })
     .await
     .unwrap_or_else(|e| panic!("{tablet}: {e:#}"));
+}
+
+/// A `vtorc` child process with its own audit file and log.
+pub struct VtorcProcess {
+    /// The child (SIGKILLed on drop).
+    pub child: integration::process::ChildGuard,
+    /// Its JSON-lines audit file.
+    pub audit_path: PathBuf,
+    /// Its log (stdout and stderr).
+    pub log_path: PathBuf,
+}
+
+impl VtorcProcess {
+    /// Starts `vtorc` number `n` for `cluster` in `dir` with `extra` flags
+    /// and waits until its recovery engine runs.
+    pub async fn start(cluster: &Cluster, dir: &std::path::Path, n: usize, extra: &[&str]) -> VtorcProcess {
+        let audit_path = dir.join(format!("vtorc-{n}-audit.jsonl"));
+        let log_path = dir.join(format!("vtorc-{n}.log"));
+        let log = std::fs::File::create(&log_path).expect("create the log file");
+        let mut command = std::process::Command::new(vtorc_binary());
+        command
+            .args(base_flags(cluster).into_iter().skip(1))
+            .arg(format!("--audit-file-location={}", audit_path.display()))
+            .arg("--log-level=info")
+            .args(extra)
+            .env_remove("RUST_LOG")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().expect("clone the log handle"))
+            .stderr(log);
+        let child = integration::process::ChildGuard::spawn(
+            &format!("vtorc-{n}"),
+            &mut command,
+            Some(log_path.clone()),
+        )
+        .expect("spawn vtorc");
+        let p = VtorcProcess {
+            child,
+            audit_path,
+            log_path,
+        };
+        poll_until(
+            Duration::from_secs(30),
+            "vtorc's recovery engine running",
+            || async {
+                let log = std::fs::read_to_string(&p.log_path).unwrap_or_default();
+                anyhow::ensure!(!log.contains("vtorc failed"), "vtorc failed: {log}");
+                Ok(log.contains("recovery engine running").then_some(()))
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", p.child.log_tail(30)));
+        p
+    }
+
+    /// Every audit event written so far.
+    pub fn audit(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.audit_path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Audit events of `event` kind about recovery type `kind`.
+    pub fn recovery_events(&self, event: &str, kind: RecoveryKind) -> Vec<serde_json::Value> {
+        self.audit()
+            .into_iter()
+            .filter(|e| e["event"] == event && e["recovery_type"] == kind.name())
+            .collect()
+    }
+}
+
+/// Restarts the killed `old` primary's MariaDB (without starting its old
+/// replication) and re-initialises it as a replica of `new_primary` from
+/// the last of its transactions the new primary has (`InitReplica`, as
+/// after a restore from backup).
+pub async fn rejoin_as_replica(cluster: &mut Cluster, old: &TabletAlias, new_primary: &TabletAlias) {
+    let mut conn = cluster
+        .mysql_conn(new_primary)
+        .await
+        .expect("connect to the new primary");
+    let common: Option<String> = conn
+        .query_first("SELECT @@global.gtid_slave_pos")
+        .await
+        .expect("read gtid_slave_pos");
+    conn.disconnect().await.ok();
+    let common = common.unwrap_or_default();
+    let config = cluster.tablet(old).expect("tablet").mysql().dir().join("my.cnf");
+    let text = std::fs::read_to_string(&config).expect("read my.cnf");
+    if !text.contains("skip_slave_start") {
+        let text = text.replacen("[mariadbd]\n", "[mariadbd]\nskip_slave_start\n", 1);
+        std::fs::write(&config, text).expect("write my.cnf");
+    }
+    cluster.restart_mysql(old).await.expect("restart MariaDB");
+    let request = tm::InitReplicaRequest {
+        parent: Some(new_primary.clone()),
+        replication_position: format!("MariaDB/{common}"),
+        time_created_ns: 0,
+        semi_sync: true,
+    };
+    let tablet = cluster.tablet(old).expect("tablet").rpc_tablet();
+    cluster
+        .tmc()
+        .call(
+            &tablet,
+            TmRequest::InitReplica(request),
+            Some(Duration::from_secs(20)),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("InitReplica {old} from {new_primary} at {common}: {e}"));
 }
