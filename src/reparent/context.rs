@@ -46,6 +46,7 @@ impl LockRef<'_> {
     pub(crate) async fn release(self, log: &EventLog) {
         if let LockRef::Owned(lock) = self {
             let shard = lock.keyspace_shard().to_string();
+            log.info(format!("releasing the shard lock on {shard}"));
             if let Err(e) = lock.unlock().await {
                 log.warn(format!("failed to unlock shard {shard}: {e}"));
             }
@@ -86,6 +87,7 @@ pub(crate) async fn acquire_lock<'a>(
                         keyspace_shard: keyspace_shard.clone(),
                         source,
                     })?;
+            log.info(format!("locked shard {keyspace_shard}"));
             Ok(LockRef::Owned(lock))
         }
     }

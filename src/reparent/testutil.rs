@@ -44,6 +44,9 @@ pub(crate) struct FakeTablet {
     pub wait_hangs: bool,
     /// `SetReplicationSource` fails.
     pub repoint_fails: bool,
+    /// `PrimaryPosition` (MariaDB `gtid_binlog_pos`) when it differs from
+    /// `position` (local writes); empty = `position`.
+    pub binlog: String,
 }
 
 impl FakeTablet {
@@ -62,6 +65,7 @@ impl FakeTablet {
             wait_fails: false,
             wait_hangs: false,
             repoint_fails: false,
+            binlog: String::new(),
         }
     }
 
@@ -266,7 +270,11 @@ impl TabletManager for FakeFleet {
             }
             TmRequest::StartReplication(_) => TmResponse::StartReplication(tm::StartReplicationResponse {}),
             TmRequest::PrimaryPosition(_) => TmResponse::PrimaryPosition(tm::PrimaryPositionResponse {
-                position: t.position.clone(),
+                position: if t.binlog.is_empty() {
+                    t.position.clone()
+                } else {
+                    t.binlog.clone()
+                },
             }),
             TmRequest::SetReadWrite(_) => TmResponse::SetReadWrite(tm::SetReadWriteResponse {}),
             TmRequest::UndoDemotePrimary(_) => {

@@ -38,6 +38,11 @@ fn parse(alias: &str, what: &str, text: &str) -> ReparentResult<Position> {
 
 /// Step 6–7: the candidates and whether the shard replicates by GTID.
 ///
+/// `binlog`: MariaDB replicas' own binlog positions (`gtid_binlog_pos`),
+/// merged into both positions: MariaDB's `Gtid_Slave_Pos` and relay
+/// position leave out transactions the replica wrote itself, which are
+/// exactly the errant ones.
+///
 /// GTID replicas: combined = relay-log position, executed = executed set;
 /// file-position replicas: combined = executed file position; demoted
 /// primaries: combined = their executed position. Mixing GTID and file
@@ -46,6 +51,7 @@ fn parse(alias: &str, what: &str, text: &str) -> ReparentResult<Position> {
 pub(crate) fn build_candidates(
     snapshot: &StopSnapshot,
     tablets: &BTreeMap<String, Tablet>,
+    binlog: &BTreeMap<String, Position>,
 ) -> ReparentResult<(Vec<Candidate>, bool)> {
     let mut gtid = false;
     let mut non_gtid = false;
@@ -57,8 +63,18 @@ pub(crate) fn build_candidates(
                 "tablet {alias} returned no replication status after stopping"
             ))
         })?;
-        let executed = parse(alias, "position", &after.position)?;
-        let relay = parse(alias, "relay log position", &after.relay_log_position)?;
+        let mut executed = parse(alias, "position", &after.position)?;
+        let mut relay = parse(alias, "relay log position", &after.relay_log_position)?;
+        // MariaDB: what the replica wrote itself is only in its binlog.
+        if let Some(own) = binlog.get(alias) {
+            let merge = |p: &Position| {
+                p.union(own).map_err(|e| {
+                    ReparentError::position(format!("tablet {alias}: merging its binlog position"), e)
+                })
+            };
+            executed = merge(&executed)?;
+            relay = merge(&relay)?;
+        }
         if is_gtid(&relay) && !relay.is_empty() {
             gtid = true;
         } else {
@@ -585,6 +601,45 @@ pub(crate) fn ackers<'t>(
         .filter(|a| !exclude.contains(*a))
         .filter_map(|a| tablets.get(a))
         .collect()
+}
+
+/// MariaDB replicas (by the flavor of their relay-log position): their
+/// binlog positions are read to see their own writes.
+pub(crate) fn mariadb_replicas<'t>(
+    snapshot: &StopSnapshot,
+    tablets: &'t BTreeMap<String, Tablet>,
+) -> Vec<(String, &'t Tablet)> {
+    snapshot
+        .status
+        .iter()
+        .filter(|(_, s)| {
+            s.after.as_ref().is_some_and(|a| {
+                a.relay_log_position
+                    .starts_with(crate::mysql::position::MARIADB_FLAVOR)
+            })
+        })
+        .filter_map(|(a, _)| tablets.get(a).map(|t| (a.clone(), t)))
+        .collect()
+}
+
+/// Reads the binlog position (`PrimaryPosition`) of each MariaDB replica,
+/// within `--remote-operation-timeout`; every one must answer.
+pub(crate) async fn read_binlog_positions(
+    run: &Run<'_>,
+    replicas: &[(String, &Tablet)],
+) -> ReparentResult<BTreeMap<String, Position>> {
+    let deadline = Deadline::after(run.bounds.remote);
+    let reads = replicas.iter().map(|(alias, t)| async move {
+        let text = run
+            .rpc(
+                format!("reading the binlog position of {alias}"),
+                run.tm(deadline.remaining()).primary_position(t),
+            )
+            .await?;
+        let pos = parse(alias, "binlog position", &text)?;
+        Ok::<_, ReparentError>((alias.clone(), pos))
+    });
+    join_all(reads).await.into_iter().collect()
 }
 
 /// Alias texts of candidates.

@@ -215,9 +215,11 @@ impl Ers<'_> {
         self.run.check_lock(lock).await?;
         let snapshot = self.snapshot.clone().unwrap_or_default();
 
-        let (candidates, gtid, suspects) = phase(log, ErsPhase::FindCandidates, async {
-            self.find_candidates(&snapshot, &state)
-        })
+        let (candidates, gtid, suspects) = phase(
+            log,
+            ErsPhase::FindCandidates,
+            self.find_candidates(&snapshot, &state),
+        )
         .await?;
 
         phase(
@@ -330,12 +332,14 @@ impl Ers<'_> {
         })
     }
 
-    fn find_candidates(
+    async fn find_candidates(
         &self,
         snapshot: &StopSnapshot,
         state: &ShardState,
     ) -> ReparentResult<(Vec<Candidate>, bool, Vec<String>)> {
-        let (candidates, gtid) = candidates::build_candidates(snapshot, &state.tablets)?;
+        let mariadb = candidates::mariadb_replicas(snapshot, &state.tablets);
+        let binlog = candidates::read_binlog_positions(&self.run, &mariadb).await?;
+        let (candidates, gtid) = candidates::build_candidates(snapshot, &state.tablets, &binlog)?;
         if candidates.is_empty() {
             return Err(ReparentError::NoValidCandidates {
                 operation: "emergency reparent",
@@ -459,6 +463,19 @@ impl Ers<'_> {
             },
             self.run.log,
         )?;
+        if valid.is_empty() && !filtered.dropped.is_empty() {
+            return Err(ReparentError::ErrantGtids(format!(
+                "no valid candidates for emergency reparent: candidates with errant GTIDs were dropped \
+                 ({}) and the remaining ones cannot be promoted ({})",
+                filtered
+                    .dropped
+                    .iter()
+                    .map(|(a, s)| format!("{a}: {s}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                candidates::aliases(&filtered.kept).join(", ")
+            )));
+        }
         self.run.log.info(format!(
             "valid candidates for promotion: {}",
             candidates::aliases(&valid).join(", ")

@@ -334,7 +334,7 @@ async fn prevent_cross_cell_promotes_in_the_old_cell_after_catching_up() {
         .expect("repointed to the intermediate source");
     let catch_up = methods
         .iter()
-        .position(|m| m == "zone2-0000000200:PrimaryPosition")
+        .rposition(|m| m == "zone2-0000000200:PrimaryPosition")
         .expect("intermediate position read");
     let promote = methods
         .iter()
@@ -609,4 +609,61 @@ async fn a_live_old_primary_is_demoted_and_counts_as_a_candidate() {
     assert_eq!(demote[0].0, P);
     // Same position received: the replica that also applied it ranks first.
     assert_eq!(out.new_primary.and_then(|t| t.alias), Some(a("zone1", 101)));
+}
+
+#[tokio::test]
+async fn a_mariadb_replicas_own_writes_are_read_from_its_binlog() {
+    let (_topo, fleet, rp) = four_tablets_with_an_errant_replica().await;
+    // As the agent reports it: the slave and relay positions show only what
+    // was replicated; the local write is in the binlog position alone.
+    fleet.update(R1, |t| {
+        t.position = "MariaDB/0-101-12".into();
+        t.relay = "MariaDB/0-101-12".into();
+        t.binlog = "MariaDB/0-201-13".into();
+    });
+    let opts = EmergencyReparentOptions {
+        new_primary: Some(a("zone1", 101)),
+        ..Default::default()
+    };
+    let err = rp
+        .emergency_reparent_shard("ks", "0", &opts, None, &EventLog::default())
+        .await
+        .expect_err("the binlog shows the errant write");
+    assert!(matches!(err, ReparentError::ErrantGtids(_)), "{err:?}");
+    assert!(fleet.called(R1, "PrimaryPosition"));
+}
+
+#[tokio::test]
+async fn ers_refuses_when_the_only_promotable_candidate_has_errant_gtids() {
+    let tablets = [
+        tablet("zone1", 100, TabletType::Primary, 10),
+        tablet("zone1", 101, TabletType::Replica, 0),
+        tablet("zone1", 102, TabletType::Rdonly, 0),
+        tablet("zone1", 103, TabletType::Rdonly, 0),
+    ];
+    let (_topo, fleet, rp) = world(&["zone1"], "semi_sync", Some(a("zone1", 100)), &tablets).await;
+    fleet.set(P, FakeTablet::dead());
+    fleet.set(R1, FakeTablet::replica("MariaDB/0-101-12"));
+    fleet.update(R1, |t| t.binlog = "MariaDB/0-201-13".into());
+    fleet.set(R2, FakeTablet::replica("MariaDB/0-101-12"));
+    fleet.set(R3, FakeTablet::replica("MariaDB/0-101-12"));
+    let err = rp
+        .emergency_reparent_shard(
+            "ks",
+            "0",
+            &EmergencyReparentOptions::default(),
+            None,
+            &EventLog::default(),
+        )
+        .await
+        .expect_err("the only REPLICA has an errant GTID, the rest are RDONLY");
+    assert!(matches!(err, ReparentError::ErrantGtids(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("zone1-0000000101: MariaDB/0-201-13"),
+        "{err}"
+    );
+    assert!(fleet.calls_of("PromoteReplica").is_empty());
+    for r in [R1, R2, R3] {
+        assert!(fleet.called(r, "StartReplication"), "{r} restarted");
+    }
 }

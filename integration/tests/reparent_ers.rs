@@ -1,0 +1,297 @@
+//! EmergencyReparentShard on the real world after `kill -9` of the
+//! primary's MariaDB: the most advanced replica is promoted without losing
+//! an acknowledged write (semi_sync); and ERS refuses, with a clear error
+//! and replication restarted, when it cannot prove safety.
+
+mod reparent_support;
+
+use std::time::Duration;
+
+use integration::cluster::{Cluster, ClusterBuilder, KeyspaceSpec, ShardSpec, TabletSpec};
+use integration::workload::{Workload, WorkloadConfig, check_acknowledged};
+use mysql_async::prelude::Queryable;
+use reparent_support::{alias, reparenter, topo_type, wait_replicating_from, writable};
+use tokio::time::Instant;
+use vtorc::mysql::Position;
+use vtorc::proto::topodata::{TabletAlias, TabletType};
+use vtorc::reparent::position::at_least;
+use vtorc::reparent::{EmergencyReparentOptions, EventLog, ReparentError};
+
+/// The relay-log (received) position a replica reports; read without
+/// changing anything.
+async fn received(cluster: &Cluster, replica: &TabletAlias) -> Position {
+    let status = cluster
+        .full_status(replica)
+        .await
+        .expect("full status")
+        .replication_status
+        .expect("a replica");
+    Position::parse(&status.relay_log_position).expect("relay position parses")
+}
+
+/// The IO thread state of a replica (3 = running, 2 = connecting, 1 = stopped).
+async fn io_state(cluster: &Cluster, replica: &TabletAlias) -> i32 {
+    cluster
+        .full_status(replica)
+        .await
+        .expect("full status")
+        .replication_status
+        .map_or(0, |r| r.io_state)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ers_after_kill_9_of_the_primary_promotes_the_most_advanced_replica_and_loses_nothing() {
+    let mut cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
+        .start()
+        .await
+        .expect("cluster starts");
+    let old = alias("zone1", 100);
+    let config = WorkloadConfig {
+        writers: 4,
+        ..WorkloadConfig::new("commerce", "0")
+    };
+    let workload = Workload::start(cluster.topo().clone(), config.clone())
+        .await
+        .expect("workload starts");
+    workload
+        .wait_for_acks_on(&old, 300, Duration::from_secs(60))
+        .await
+        .expect("writes flow");
+    let killed = cluster.kill_mysql(&old).expect("kill -9 the primary's MariaDB");
+    let killed_at = Instant::now();
+    eprintln!("killed MariaDB of {old} (pid {killed})");
+    // What each replica received before anyone touches them.
+    let replicas = [alias("zone1", 101), alias("zone1", 102)];
+    let mut before = Vec::new();
+    for r in &replicas {
+        before.push((r.clone(), received(&cluster, r).await));
+    }
+
+    let rp = reparenter(&cluster, Duration::from_secs(15));
+    let log = EventLog::default();
+    let outcome = rp
+        .emergency_reparent_shard("commerce", "0", &EmergencyReparentOptions::default(), None, &log)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "ERS failed: {e}\n{:#?}\n{}",
+                log.messages(),
+                cluster.diagnostics()
+            )
+        });
+    let ers_time = outcome.duration;
+    let winner = outcome.new_primary.and_then(|t| t.alias).expect("promoted");
+    // The winner received at least what every other replica received.
+    let winner_pos = &before
+        .iter()
+        .find(|(a, _)| *a == winner)
+        .expect("a replica won")
+        .1;
+    for (a, pos) in &before {
+        assert!(
+            at_least(winner_pos, pos).expect("same flavor"),
+            "{winner} ({winner_pos}) is behind {a} ({pos})"
+        );
+    }
+    cluster
+        .wait_for_primary("commerce", "0", &winner, Duration::from_secs(15))
+        .await
+        .expect("shard record names the new primary");
+    let failover = killed_at.elapsed();
+    assert_eq!(topo_type(&cluster, &winner).await, TabletType::Primary);
+    assert!(writable(&cluster, &winner).await);
+    let other = replicas.iter().find(|a| **a != winner).expect("other replica");
+    wait_replicating_from(&cluster, other, &winner).await;
+
+    workload
+        .wait_for_acks_on(&winner, 200, Duration::from_secs(60))
+        .await
+        .expect("writes resume on the new primary");
+    let report = workload.stop().await.expect("workload stops");
+    let mut conn = cluster.mysql_conn(&winner).await.expect("connect");
+    let check = check_acknowledged(&mut conn, &config, &report)
+        .await
+        .expect("read");
+    eprintln!(
+        "ERS promoted {winner}: ERS {ers_time:?}, kill -> shard record {failover:?}; {} acknowledged \
+         ({} on {old}), {} unknown; check {check:?}",
+        report.acked.len(),
+        report.acked_on(&old),
+        report.unknown.len()
+    );
+    assert!(check.is_lossless(), "lost acknowledged writes: {check:?}");
+    assert!(report.acked_on(&old) >= 300);
+    let journal = cluster
+        .mysql_conn(other)
+        .await
+        .expect("connect")
+        .query_first::<String, _>(
+            "SELECT action_name FROM _vt.reparent_journal ORDER BY time_created_ns DESC LIMIT 1",
+        )
+        .await
+        .expect("journal");
+    assert_eq!(
+        journal.as_deref(),
+        Some("EmergencyReparentShard"),
+        "journal replicated"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ers_refuses_when_too_few_tablets_answer_to_revoke_the_old_primary() {
+    let mut cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
+        .start()
+        .await
+        .expect("cluster starts");
+    let (p, r1, r2) = (alias("zone1", 100), alias("zone1", 101), alias("zone1", 102));
+    // The primary and one replica are gone: the primary may still be able
+    // to get acks from that replica, so nothing proves it stopped writing.
+    cluster.kill_mysql(&p).expect("kill primary");
+    cluster.kill_agent(&r2).expect("kill a replica's agent");
+    let rp = reparenter(&cluster, Duration::from_secs(5));
+    let err = rp
+        .emergency_reparent_shard(
+            "commerce",
+            "0",
+            &EmergencyReparentOptions::default(),
+            None,
+            &EventLog::default(),
+        )
+        .await
+        .expect_err("cannot prove safety");
+    eprintln!("refusal: {err}");
+    assert!(
+        matches!(
+            err,
+            ReparentError::NotEnoughTabletsReached {
+                reached: 1,
+                total: 3,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("could not reach sufficient tablets to guarantee safety")
+    );
+    assert_eq!(err.grpc_code(), tonic::Code::FailedPrecondition);
+    assert_eq!(topo_type(&cluster, &r1).await, TabletType::Replica);
+    assert!(!writable(&cluster, &r1).await, "nothing was promoted");
+    // The replica ERS stopped has its IO thread back (connecting to the dead primary).
+    assert_ne!(io_state(&cluster, &r1).await, 1, "replication restarted");
+    assert_eq!(
+        cluster.primary_alias("commerce", "0").await.expect("shard"),
+        Some(p)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ers_refuses_split_brain_positions() {
+    let mut cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
+        .start()
+        .await
+        .expect("cluster starts");
+    let (p, r1, r2) = (alias("zone1", 100), alias("zone1", 101), alias("zone1", 102));
+    cluster.kill_mysql(&p).expect("kill primary");
+    // Each replica gets a transaction, stamped with the primary's server id,
+    // that the other lacks: two histories that both look like the primary's.
+    for (replica, domain) in [(&r1, 1), (&r2, 2)] {
+        cluster.set_writable(replica).await.expect("writable");
+        let mut conn = cluster.mysql_conn(replica).await.expect("connect");
+        for sql in [
+            format!("SET SESSION gtid_domain_id = {domain}"),
+            "SET SESSION server_id = 100".to_string(),
+            format!("CREATE DATABASE diverged_{domain}"),
+        ] {
+            conn.query_drop(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("{replica}: {sql}: {e}"));
+        }
+        cluster.set_read_only(replica).await.expect("read-only again");
+    }
+    let rp = reparenter(&cluster, Duration::from_secs(5));
+    let log = EventLog::default();
+    let err = rp
+        .emergency_reparent_shard("commerce", "0", &EmergencyReparentOptions::default(), None, &log)
+        .await
+        .expect_err("split brain");
+    eprintln!("refusal: {err}");
+    assert!(
+        matches!(err, ReparentError::SplitBrain(_)),
+        "{err:?}\n{:#?}",
+        log.messages()
+    );
+    assert!(err.to_string().contains(&r1.to_string()) && err.to_string().contains(&r2.to_string()));
+    for r in [&r1, &r2] {
+        assert_eq!(topo_type(&cluster, r).await, TabletType::Replica);
+        assert_ne!(io_state(&cluster, r).await, 1, "replication restarted on {r}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ers_refuses_errant_only_candidates() {
+    // One REPLICA with an errant GTID; the other tablets are RDONLY and
+    // cannot be promoted.
+    let mut cluster = ClusterBuilder::new()
+        .cell("zone1")
+        .keyspace(
+            KeyspaceSpec::new("commerce", "semi_sync").shard(
+                ShardSpec::new("0")
+                    .replicas("zone1", [100, 101])
+                    .tablet(TabletSpec::rdonly("zone1", 102))
+                    .tablet(TabletSpec::rdonly("zone1", 103)),
+            ),
+        )
+        .start()
+        .await
+        .expect("cluster starts");
+    let (p, r1) = (alias("zone1", 100), alias("zone1", 101));
+    let gtid = cluster.write_errant_transaction(&r1).await.expect("errant write");
+    cluster.set_read_only(&r1).await.expect("read-only again");
+    cluster.kill_mysql(&p).expect("kill primary");
+    let rp = reparenter(&cluster, Duration::from_secs(5));
+    let log = EventLog::default();
+    let err = rp
+        .emergency_reparent_shard("commerce", "0", &EmergencyReparentOptions::default(), None, &log)
+        .await
+        .expect_err("the only promotable tablet has an errant GTID");
+    eprintln!("refusal: {err}");
+    assert!(
+        matches!(err, ReparentError::ErrantGtids(_)),
+        "{err:?}\n{:#?}",
+        log.messages()
+    );
+    assert!(err.to_string().contains(&gtid), "{err} names {gtid}");
+    assert!(!writable(&cluster, &r1).await);
+    // Asking for it explicitly is refused too.
+    let err = rp
+        .emergency_reparent_shard(
+            "commerce",
+            "0",
+            &EmergencyReparentOptions {
+                new_primary: Some(r1.clone()),
+                ..Default::default()
+            },
+            None,
+            &EventLog::default(),
+        )
+        .await
+        .expect_err("requested primary has errant GTIDs");
+    assert!(matches!(err, ReparentError::ErrantGtids(_)), "{err:?}");
+    assert_eq!(topo_type(&cluster, &r1).await, TabletType::Replica);
+    for r in [alias("zone1", 102), alias("zone1", 103)] {
+        assert_ne!(io_state(&cluster, &r).await, 1, "replication restarted on {r}");
+    }
+    // The tablet client is still usable after the refusals (no lock left behind).
+    let tmc = reparent_support::tablet_client();
+    vtorc::tablet::TabletManager::ping(tmc.as_ref(), &cluster.tablet(&r1).expect("r1").rpc_tablet())
+        .await
+        .expect("agent answers");
+    let lock = cluster
+        .topo()
+        .try_lock_shard("commerce", "0", "test")
+        .await
+        .expect("no lock left behind");
+    lock.unlock().await.expect("unlock");
+}

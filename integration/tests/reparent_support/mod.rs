@@ -1,0 +1,173 @@
+//! Helpers shared by the reparent tests: a reparenter over the cluster,
+//! replication checks, a Vitess-protocol third-party lock, and a vtorc
+//! gRPC server on a free port.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp};
+use integration::cluster::{Cluster, poll_until};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use vtorc::proto::topodata::{TabletAlias, TabletType};
+use vtorc::reparent::{ReparentConfig, Reparenter, system_wall_clock};
+use vtorc::server::{ServerError, VtctldService, serve_grpc};
+use vtorc::tablet::{GrpcTabletManager, TabletClientConfig, TabletManager};
+
+/// `zone-uid` alias.
+pub fn alias(cell: &str, uid: u32) -> TabletAlias {
+    TabletAlias::new(cell, uid)
+}
+
+/// A tablet client with the bounds a reparent uses.
+pub fn tablet_client() -> Arc<dyn TabletManager> {
+    Arc::new(GrpcTabletManager::new(TabletClientConfig {
+        remote_operation_timeout: Duration::from_secs(10),
+        connect_timeout: Duration::from_secs(1),
+        ..TabletClientConfig::default()
+    }))
+}
+
+/// A reparenter over the cluster's topo: remote operations 10 s, replica
+/// waits `wait`.
+pub fn reparenter(cluster: &Cluster, wait: Duration) -> Arc<Reparenter> {
+    Arc::new(Reparenter::new(
+        cluster.topo().clone(),
+        tablet_client(),
+        ReparentConfig {
+            remote_operation_timeout: Duration::from_secs(10),
+            wait_replicas_timeout: wait,
+            clock: system_wall_clock,
+        },
+    ))
+}
+
+/// The tablet type the topo records for `alias`.
+pub async fn topo_type(cluster: &Cluster, alias: &TabletAlias) -> TabletType {
+    cluster
+        .topo()
+        .get_tablet(alias)
+        .await
+        .unwrap_or_else(|e| panic!("tablet record {alias}: {e}"))
+        .value
+        .r#type()
+}
+
+/// Waits until `replica`'s MariaDB replicates from `primary`'s with both
+/// threads running.
+pub async fn wait_replicating_from(cluster: &Cluster, replica: &TabletAlias, primary: &TabletAlias) {
+    let port = i32::from(cluster.tablet(primary).expect("primary").mysql_port());
+    let what = format!("{replica} replicating from {primary}");
+    poll_until(Duration::from_secs(30), &what, || async {
+        let status = cluster.full_status(replica).await?;
+        Ok(status
+            .replication_status
+            .filter(|r| r.source_port == port && r.io_state == 3 && r.sql_state == 3)
+            .map(|_| ()))
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", cluster.diagnostics()));
+}
+
+/// Whether `alias`'s MariaDB is writable (read_only off).
+pub async fn writable(cluster: &Cluster, alias: &TabletAlias) -> bool {
+    !cluster
+        .full_status(alias)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"))
+        .read_only
+}
+
+/// A shard lock taken with raw etcd operations the way Vitess's etcd2
+/// backend (vtctld) takes it: a lease and a create-if-absent key
+/// `<shard>/locks/<lease>` holding the lock JSON. Released by revoking the
+/// lease.
+pub struct ThirdPartyLock {
+    /// The etcd client that holds the lease.
+    pub client: Client,
+    /// The lease.
+    pub lease: i64,
+}
+
+impl ThirdPartyLock {
+    /// Takes the lock on `keyspace/shard` (the shard must be unlocked).
+    pub async fn take(cluster: &Cluster, keyspace: &str, shard: &str) -> ThirdPartyLock {
+        let mut client = cluster.etcd().client().await.expect("etcd client");
+        let lease = client.lease_grant(30, None).await.expect("lease").id();
+        let key = format!("/vitess/global/keyspaces/{keyspace}/shards/{shard}/locks/{lease}");
+        let contents = "{\n  \"Action\": \"PlannedReparentShard(zone1-0000000102, AvoidPrimary = <nil>)\",\n  \
+                        \"HostName\": \"vtctld-test\",\n  \"UserName\": \"vitess\",\n  \"Time\": \
+                        \"2026-01-01T00:00:00Z\",\n  \"Options\": {},\n  \"Status\": \"Running\"\n}";
+        let txn = Txn::new()
+            .when([Compare::version(key.as_str(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key.as_str(),
+                contents,
+                Some(PutOptions::new().with_lease(lease)),
+            )]);
+        let resp = client.txn(txn).await.expect("txn");
+        assert!(resp.succeeded(), "create the lock key");
+        ThirdPartyLock { client, lease }
+    }
+
+    /// Releases it (revokes the lease, which deletes the key).
+    pub async fn release(mut self) {
+        self.client.lease_revoke(self.lease).await.expect("revoke");
+    }
+}
+
+/// Our gRPC server (Vtctld, health, reflection) on a free loopback port.
+pub struct Server {
+    /// `127.0.0.1:<port>`.
+    pub address: String,
+    /// Stops the server.
+    pub shutdown: CancellationToken,
+    /// The server task (taken by [`Server::stop`]).
+    pub task: Option<JoinHandle<Result<(), ServerError>>>,
+}
+
+impl Server {
+    /// Starts it over the cluster's topo.
+    pub async fn start(cluster: &Cluster, wait: Duration) -> Server {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("addr").to_string();
+        let shutdown = CancellationToken::new();
+        let service = VtctldService::new(
+            cluster.topo().clone(),
+            tablet_client(),
+            reparenter(cluster, wait),
+            shutdown.clone(),
+        );
+        let task = tokio::spawn(serve_grpc(listener, service, shutdown.clone()));
+        Server {
+            address,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    /// Stops it and waits for the task.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Median of durations (upper median for even counts).
+pub fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort();
+    values.get(values.len() / 2).copied().unwrap_or_default()
+}
