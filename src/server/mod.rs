@@ -28,6 +28,24 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// Reflection over our descriptors and the health service's, listing only
+/// the services this server serves (not the tablet-side ones whose
+/// descriptors we also compile).
+fn reflection(with_vtorc: bool) -> tonic_reflection::server::Builder<'static> {
+    let builder = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name(SERVICE_NAME)
+        .with_service_name("grpc.health.v1.Health")
+        .with_service_name("grpc.reflection.v1.ServerReflection")
+        .with_service_name("grpc.reflection.v1alpha.ServerReflection");
+    if with_vtorc {
+        builder.with_service_name(vtorc_api::SERVICE_NAME)
+    } else {
+        builder
+    }
+}
+
 /// Serves `vtctlservice.Vtctld`, `grpc.health.v1.Health` (reporting
 /// SERVING for `""` and the Vtctld service until shutdown) and gRPC
 /// reflection (v1 and v1alpha, over [`crate::proto::FILE_DESCRIPTOR_SET`]) on
@@ -59,12 +77,8 @@ pub async fn serve_grpc_with(
     health
         .set_service_status(SERVICE_NAME, ServingStatus::Serving)
         .await;
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    let reflection_v1 = reflection(vtorc.is_some()).build_v1()?;
+    let reflection_v1alpha = reflection(vtorc.is_some()).build_v1alpha()?;
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "grpc server listening");
     }
