@@ -61,7 +61,9 @@ impl KeyspaceShard {
             Some((ks, shard)) if !ks.is_empty() && !shard.is_empty() && !shard.contains('/') => {
                 Ok(KeyspaceShard::new(ks, shard))
             }
-            _ => Err(format!("invalid keyspace/shard {text:?}: expected <keyspace>/<shard>")),
+            _ => Err(format!(
+                "invalid keyspace/shard {text:?}: expected <keyspace>/<shard>"
+            )),
         }
     }
 }
@@ -82,7 +84,10 @@ mod tests {
         assert_eq!(a.to_string(), "zone1-0000000100");
         assert_eq!(TabletAlias::parse("zone1-0000000100"), Ok(a.clone()));
         assert_eq!(TabletAlias::parse("zone1-100"), Ok(a));
-        assert_eq!(TabletAlias::parse("us-east-1-7"), Ok(TabletAlias::new("us-east-1", 7)));
+        assert_eq!(
+            TabletAlias::parse("us-east-1-7"),
+            Ok(TabletAlias::new("us-east-1", 7))
+        );
     }
 
     #[test]
@@ -94,7 +99,10 @@ mod tests {
 
     #[test]
     fn keyspace_shard_parses() {
-        assert_eq!(KeyspaceShard::parse("ks/-80"), Ok(KeyspaceShard::new("ks", "-80")));
+        assert_eq!(
+            KeyspaceShard::parse("ks/-80"),
+            Ok(KeyspaceShard::new("ks", "-80"))
+        );
         assert!(KeyspaceShard::parse("ks").is_err());
         assert!(KeyspaceShard::parse("ks/a/b").is_err());
     }
