@@ -1038,3 +1038,100 @@ async fn a_replica_fix_is_not_attempted_while_the_replica_does_not_answer() {
         (0, 0, 0)
     );
 }
+
+#[tokio::test]
+async fn earlier_gates_win_over_later_ones() {
+    let now = Instant::now();
+    // 1 before 3: a code without recovery is NoRecoveryAction even when
+    // recoveries are disabled.
+    let snapshot = ShardBuilder::new("ks", "0", "none", now)
+        .primary("zone1", 100)
+        .edit("zone1", 100, |t| t.unreachable(now))
+        .build();
+    let w = world(
+        snapshot,
+        RecoveryConfig {
+            allow_recovery: false,
+            ..RecoveryConfig::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        w.gate(w.problem(100)).await,
+        GateOutcome::Skipped(SkipReason::NoRecoveryAction)
+    );
+
+    // 3 before 4: disabled recoveries win over a denied cell.
+    let w = world(
+        stopped_replica(now),
+        RecoveryConfig {
+            allow_recovery: false,
+            cells_no_recovery: vec!["zone1".into()],
+            ..RecoveryConfig::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        w.gate(w.problem(101)).await,
+        GateOutcome::Skipped(SkipReason::GlobalRecoveriesDisabled)
+    );
+
+    // 4 before the ERS switches: unvalidated cells hold an ERS that is
+    // also disabled, before any lock.
+    let w = world(
+        dead_primary(now).build(),
+        RecoveryConfig {
+            allow_emergency_reparent: false,
+            cells_no_recovery: vec!["zone2".into()],
+            ..RecoveryConfig::default()
+        },
+    )
+    .await;
+    assert_eq!(
+        w.gate(w.problem(100)).await,
+        GateOutcome::Skipped(SkipReason::CellNoRecoveryUnvalidated)
+    );
+    assert_eq!(w.metrics().lock_timing_count(LockAction::Lock), 0);
+
+    // The ERS switches are checked under the lock, after the re-check: a
+    // dead primary that came back is StaleAnalysis, not ERS-disabled.
+    let w = world(
+        dead_primary(now).build(),
+        RecoveryConfig {
+            allow_emergency_reparent: false,
+            ..RecoveryConfig::default()
+        },
+    )
+    .await;
+    w.view.heal_when_refreshed(alias(101), healthy(now).build());
+    assert_eq!(
+        w.gate(w.problem(100)).await,
+        GateOutcome::Skipped(SkipReason::StaleAnalysis)
+    );
+    assert_eq!(w.metrics().lock_timing_count(LockAction::Lock), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_problem_without_any_event_is_recovered_at_the_next_periodic_pass() {
+    let now = Instant::now();
+    let config = RecoveryConfig {
+        recovery_poll_duration: Duration::from_secs(1),
+        ..RecoveryConfig::default()
+    };
+    let mut w = world(healthy(now).build(), config).await;
+    let task = spawn(&mut w);
+    settle().await;
+    assert!(w.tmc.calls().is_empty(), "healthy at first");
+    // The replica breaks and no change notification is sent.
+    w.view.set(stopped_replica(now));
+    tokio::time::advance(Duration::from_millis(500)).await;
+    settle().await;
+    assert!(w.tmc.calls().is_empty(), "not before the next tick");
+    tokio::time::advance(Duration::from_millis(600)).await;
+    settle().await;
+    assert_eq!(
+        w.tmc.methods(),
+        [(101, "SetReadOnly"), (101, "SetReplicationSource")]
+    );
+    task.shutdown().await.expect("clean stop");
+}
