@@ -247,8 +247,10 @@ async fn run(
     drain(&shared, &mut sched).await;
     writer_stop.cancel();
     while aux.join_next().await.is_some() {}
-    if let Err(e) = &result {
-        tracing::error!("recovery loop stopped: {e:#}");
+    match &result {
+        Err(e) if e.is_cancelled() => tracing::warn!("recovery loop stopped: {e:#}"),
+        Err(e) => tracing::error!("recovery loop stopped: {e:#}"),
+        Ok(()) => {}
     }
     result
 }
