@@ -79,34 +79,39 @@ pub fn init_logging(config: &Config) {
 /// binary).
 pub fn try_init(config: &Config) -> Result<(), TelemetryError> {
     let tracing = otel::Tracing::new(config.otlp_endpoint.as_deref())?;
+    let dispatch = dispatch(config, &tracing, std::io::stdout);
+    tracing::dispatcher::set_global_default(dispatch)
+        .map_err(|e| TelemetryError::AlreadyInitialised(e.to_string()))?;
+    tracing.install_global();
+    let _ = PROVIDER.set(tracing);
+    Ok(())
+}
+
+/// The subscriber: log lines (filtered by `--log-level` / `RUST_LOG`, with
+/// trace ids) to `writer`, and traced spans to `tracing`'s provider.
+fn dispatch<W>(config: &Config, tracing: &otel::Tracing, writer: W) -> Dispatch
+where
+    W: for<'w> fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&config.log_level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let dispatch_slot: Arc<OnceLock<WeakDispatch>> = Arc::new(OnceLock::new());
-    let (text, json) = match config.log_format {
-        LogFormat::Text => (
-            Some(
-                fmt::layer()
-                    .with_target(true)
-                    .with_ansi(false)
-                    .map_event_format(|f| WithTraceId::new(f, Arc::clone(&dispatch_slot), false)),
-            ),
-            None,
-        ),
-        LogFormat::Json => (
-            None,
-            Some(
-                fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .map_event_format(|f| WithTraceId::new(f, Arc::clone(&dispatch_slot), true)),
-            ),
-        ),
-    };
-    let logs = match (text, json) {
-        (Some(l), _) => Some(l.with_filter(filter).boxed()),
-        (None, Some(l)) => Some(l.with_filter(filter).boxed()),
-        (None, None) => None,
+    let logs = match config.log_format {
+        LogFormat::Text => fmt::layer()
+            .with_target(true)
+            .with_ansi(false)
+            .with_writer(writer)
+            .map_event_format(|f| WithTraceId::new(f, Arc::clone(&dispatch_slot), false))
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Json => fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_writer(writer)
+            .map_event_format(|f| WithTraceId::new(f, Arc::clone(&dispatch_slot), true))
+            .with_filter(filter)
+            .boxed(),
     };
     let spans = tracing_opentelemetry::layer()
         .with_tracer(tracing.tracer())
@@ -114,11 +119,7 @@ pub fn try_init(config: &Config) -> Result<(), TelemetryError> {
     let subscriber = tracing_subscriber::registry().with(logs).with(spans);
     let dispatch = Dispatch::new(subscriber);
     let _ = dispatch_slot.set(dispatch.downgrade());
-    tracing::dispatcher::set_global_default(dispatch)
-        .map_err(|e| TelemetryError::AlreadyInitialised(e.to_string()))?;
-    tracing.install_global();
-    let _ = PROVIDER.set(tracing);
-    Ok(())
+    dispatch
 }
 
 /// Exports every span ended so far (no-op without `--otlp-endpoint`).
@@ -201,5 +202,93 @@ where
         } else {
             writeln!(writer, "{body} trace_id={trace_id}")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+    use super::*;
+
+    /// Collects what the subscriber writes.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Buffer {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Buffer {
+        fn text(&self) -> String {
+            String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|p| p.into_inner())).into_owned()
+        }
+    }
+
+    fn config(format: &str) -> Config {
+        Config::load([
+            "vtorc",
+            "--topo-global-server-address=x:1",
+            "--topo-global-root=/vitess/global",
+            &format!("--log-format={format}"),
+            "--log-level=info",
+        ])
+        .map_err(|e| format!("{e:?}"))
+        .expect("valid")
+    }
+
+    /// Logs one line inside a traced span and one outside; returns the
+    /// output and the span's trace id.
+    fn log_in_a_span(format: &str) -> (String, String) {
+        let tracing = otel::Tracing::new(None).expect("no exporter");
+        let buffer = Buffer::default();
+        let out = buffer.clone();
+        let dispatch = dispatch(&config(format), &tracing, move || out.clone());
+        tracing::dispatcher::with_default(&dispatch, || {
+            let span = tracing::info_span!("recovery", keyspace = "ks", shard = "0");
+            let trace_id = span.context().span().span_context().trace_id().to_string();
+            span.in_scope(|| tracing::info!(step = "SetReadOnly", "inside the recovery"));
+            tracing::info!("outside any span");
+            (buffer.text(), trace_id)
+        })
+    }
+
+    #[test]
+    fn text_log_lines_inside_a_span_end_with_its_trace_id() {
+        let (text, trace_id) = log_in_a_span("text");
+        assert_eq!(trace_id.len(), 32, "{trace_id}");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].contains("inside the recovery"), "{text}");
+        assert!(lines[0].ends_with(&format!(" trace_id={trace_id}")), "{text}");
+        assert!(
+            lines[1].contains("outside any span") && !lines[1].contains("trace_id"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn json_log_lines_inside_a_span_carry_a_trace_id_key() {
+        let (text, trace_id) = log_in_a_span("json");
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+            .collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert_eq!(lines[0]["trace_id"], trace_id.as_str());
+        assert_eq!(lines[0]["step"], "SetReadOnly");
+        assert!(lines[1].get("trace_id").is_none(), "{text}");
     }
 }
