@@ -445,15 +445,18 @@ impl Discovery {
         }
     }
 
-    /// Polls running past the slow threshold: record the hung attempt.
+    /// Polls running past the slow threshold (and, every `slow_after`, still
+    /// running): record the hung attempt at `now`.
     fn on_slow_polls(&mut self, now: Instant) {
-        for alias in self.schedule.mark_slow(now) {
-            self.metrics.polls_slow.fetch_add(1, Ordering::Relaxed);
+        for (alias, newly) in self.schedule.mark_slow(now) {
             if let Some(t) = self.tablet_state_mut(&alias) {
                 t.record_poll_in_progress(now);
             }
             self.dirty = true;
-            self.round_progress(&alias, now);
+            if newly {
+                self.metrics.polls_slow.fetch_add(1, Ordering::Relaxed);
+                self.round_progress(&alias, now);
+            }
         }
     }
 

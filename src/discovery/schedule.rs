@@ -69,8 +69,9 @@ struct Entry {
     due: Option<Instant>,
     /// Start of the poll in flight; `None` = no poll in flight.
     started: Option<Instant>,
-    /// Whether the poll in flight was marked slow (no longer holds a worker).
-    slow: bool,
+    /// When the slow poll in flight is next re-marked as still running;
+    /// `None` = no poll in flight, or it is not slow (still holds a worker).
+    slow_mark: Option<Instant>,
     /// Whether a poll was asked for while one was in flight.
     again: bool,
     /// Whether the tablet sits in the urgent queue.
@@ -94,6 +95,10 @@ pub struct PollSchedule {
     urgent: VecDeque<TabletAlias>,
     /// In-flight polls not yet marked slow, by start time (for marking).
     active: BTreeSet<(Instant, TabletAlias)>,
+    /// Slow polls still in flight, by next re-mark time: a hung poll is
+    /// reported as still running every `slow_after`, so the hung check's
+    /// time keeps advancing until the poll ends.
+    hung: BTreeSet<(Instant, TabletAlias)>,
 }
 
 impl PollSchedule {
@@ -105,6 +110,7 @@ impl PollSchedule {
             due: BTreeSet::new(),
             urgent: VecDeque::new(),
             active: BTreeSet::new(),
+            hung: BTreeSet::new(),
         }
     }
 
@@ -153,7 +159,7 @@ impl PollSchedule {
             Entry {
                 due: None,
                 started: None,
-                slow: false,
+                slow_mark: None,
                 again: false,
                 urgent: true,
                 failures: 0,
@@ -173,7 +179,10 @@ impl PollSchedule {
             self.due.remove(&(due, alias.clone()));
         }
         if let Some(started) = entry.started {
-            self.active.remove(&(started, alias.clone()));
+            match entry.slow_mark {
+                Some(mark) => self.hung.remove(&(mark, alias.clone())),
+                None => self.active.remove(&(started, alias.clone())),
+            };
         }
         if entry.urgent {
             self.urgent.retain(|a| a != alias);
@@ -198,23 +207,24 @@ impl PollSchedule {
         true
     }
 
-    /// The earliest time something becomes due: a regular poll, or an active
-    /// poll turning slow. `None` when only urgent work or nothing is pending
-    /// (urgent work is taken by [`PollSchedule::start_ready`] right away).
+    /// The earliest time something becomes due: a regular poll, an active
+    /// poll turning slow, or a slow poll to re-mark. `None` when only urgent
+    /// work or nothing is pending (urgent work is taken by
+    /// [`PollSchedule::start_ready`] right away).
     pub fn next_wakeup(&self) -> Option<Instant> {
         let due = self.due.first().map(|(t, _)| *t);
         let slow = self.active.first().map(|(t, _)| *t + self.config.slow_after);
-        match (due, slow) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let hung = self.hung.first().map(|(t, _)| *t);
+        [due, slow, hung].into_iter().flatten().min()
     }
 
     /// Marks active polls that started `slow_after` ago or earlier as slow,
-    /// freeing their workers. Returns them (the caller records the hung
-    /// attempt, as VTOrc's `last_attempted_check`).
-    pub fn mark_slow(&mut self, now: Instant) -> Vec<TabletAlias> {
+    /// freeing their workers, and re-marks slow polls still running every
+    /// `slow_after`. Returns `(tablet, newly slow)` for each; the caller
+    /// records the hung attempt at `now` (VTOrc's `last_attempted_check`).
+    pub fn mark_slow(&mut self, now: Instant) -> Vec<(TabletAlias, bool)> {
         let mut marked = Vec::new();
+        let next = now + self.config.slow_after;
         while let Some((started, _)) = self.active.first() {
             if *started + self.config.slow_after > now {
                 break;
@@ -223,9 +233,23 @@ impl PollSchedule {
                 break;
             };
             if let Some(entry) = self.entries.get_mut(&alias) {
-                entry.slow = true;
+                entry.slow_mark = Some(next);
+                self.hung.insert((next, alias.clone()));
             }
-            marked.push(alias);
+            marked.push((alias, true));
+        }
+        while let Some((mark, _)) = self.hung.first() {
+            if *mark > now {
+                break;
+            }
+            let Some((_, alias)) = self.hung.pop_first() else {
+                break;
+            };
+            if let Some(entry) = self.entries.get_mut(&alias) {
+                entry.slow_mark = Some(next);
+                self.hung.insert((next, alias.clone()));
+            }
+            marked.push((alias, false));
         }
         marked
     }
@@ -254,7 +278,7 @@ impl PollSchedule {
             entry.urgent = false;
             entry.due = None;
             entry.started = Some(now);
-            entry.slow = false;
+            entry.slow_mark = None;
             self.active.insert((now, alias.clone()));
             started.push(alias);
         }
@@ -271,10 +295,10 @@ impl PollSchedule {
         let Some(started) = entry.started.take() else {
             return false;
         };
-        if !entry.slow {
-            self.active.remove(&(started, alias.clone()));
-        }
-        entry.slow = false;
+        match entry.slow_mark.take() {
+            Some(mark) => self.hung.remove(&(mark, alias.clone())),
+            None => self.active.remove(&(started, alias.clone())),
+        };
         let first = !entry.polled_once;
         entry.polled_once = true;
         entry.failures = match end {
@@ -406,7 +430,7 @@ mod tests {
         assert_eq!(s.next_wakeup(), Some(t0 + Duration::from_secs(1)));
         assert!(s.mark_slow(t0 + Duration::from_millis(999)).is_empty());
         let t1 = t0 + Duration::from_secs(1);
-        assert_eq!(s.mark_slow(t1), vec![alias(1), alias(2)]);
+        assert_eq!(s.mark_slow(t1), vec![(alias(1), true), (alias(2), true)]);
         assert_eq!(s.active(), 0);
         assert_eq!(s.in_flight(), 2);
         assert_eq!(s.start_ready(t1), vec![alias(3), alias(4)]);
@@ -414,6 +438,15 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(1);
         assert!(s.finished(&alias(1), PollEnd::Unreachable, &mut rng));
         assert_eq!(s.active(), 2);
+        // Still hung a second later: re-marked (and 3, 4 turn slow).
+        let t2 = t1 + Duration::from_secs(1);
+        assert_eq!(
+            s.mark_slow(t2),
+            vec![(alias(3), true), (alias(4), true), (alias(2), false)]
+        );
+        s.remove(&alias(2));
+        assert!(s.finished(&alias(3), PollEnd::Answered, &mut rng));
+        assert_eq!(s.mark_slow(t2 + Duration::from_secs(1)), vec![(alias(4), false)]);
     }
 
     #[test]
