@@ -138,6 +138,23 @@ async fn grpcurl_lists_describes_and_calls_through_reflection() {
         .create_shard("commerce", "0", &Shard::default())
         .await
         .expect("shard record");
+    // Served before discovery is ready: the VTOrc API reports NOT_SERVING.
+    let (addr, _server) = world.serve_grpc().await;
+    let addr = addr.to_string();
+    let args = |s: &[&str]| s.iter().map(|a| a.replace("ADDR", &addr)).collect::<Vec<_>>();
+    let check = args(&[
+        "-plaintext",
+        "-d",
+        "{\"service\":\"vtorc.v1.Vtorc\"}",
+        "ADDR",
+        "grpc.health.v1.Health/Check",
+    ]);
+    let not_ready = run(&bin, &check).await;
+    assert!(
+        text(&not_ready).contains("\"status\": \"NOT_SERVING\""),
+        "{}",
+        text(&not_ready)
+    );
     world.start_discovery();
     tokio::time::timeout(
         std::time::Duration::from_secs(10),
@@ -146,9 +163,17 @@ async fn grpcurl_lists_describes_and_calls_through_reflection() {
     .await
     .expect("ready in time")
     .expect("discovery runs");
-    let (addr, _server) = world.serve_grpc().await;
-    let addr = addr.to_string();
-    let args = |s: &[&str]| s.iter().map(|a| a.replace("ADDR", &addr)).collect::<Vec<_>>();
+    integration::cluster::poll_until(
+        std::time::Duration::from_secs(10),
+        "SERVING once ready",
+        || async {
+            Ok(text(&run(&bin, &check).await)
+                .contains("\"status\": \"SERVING\"")
+                .then_some(()))
+        },
+    )
+    .await
+    .expect("the health status follows readiness");
 
     let list = run(&bin, &args(&["-plaintext", "ADDR", "list"])).await;
     assert!(list.status.success(), "{}", text(&list));
