@@ -44,6 +44,11 @@ pub(crate) struct FakeTablet {
     pub wait_hangs: bool,
     /// `SetReplicationSource` fails.
     pub repoint_fails: bool,
+    /// `PopulateReparentJournal` fails.
+    pub journal_fails: bool,
+    /// `SetReplicationSource` with a journal time never answers (the
+    /// journal row never arrives).
+    pub repoint_hangs: bool,
     /// `PrimaryPosition` (MariaDB `gtid_binlog_pos`) when it differs from
     /// `position` (local writes); empty = `position`.
     pub binlog: String,
@@ -66,6 +71,8 @@ impl FakeTablet {
             wait_hangs: false,
             repoint_fails: false,
             binlog: String::new(),
+            journal_fails: false,
+            repoint_hangs: false,
         }
     }
 
@@ -254,9 +261,20 @@ impl TabletManager for FakeFleet {
                 })
             }
             TmRequest::PopulateReparentJournal(_) => {
+                if t.journal_fails {
+                    return Err(rejected(&alias, method, tonic::Code::Unknown, "disk full"));
+                }
                 TmResponse::PopulateReparentJournal(tm::PopulateReparentJournalResponse {})
             }
-            TmRequest::SetReplicationSource(_) => {
+            TmRequest::SetReplicationSource(r) => {
+                if t.repoint_hangs && r.time_created_ns != 0 {
+                    tokio::time::sleep(timeout.unwrap_or(Duration::from_secs(3600))).await;
+                    return Err(TabletError::Timeout {
+                        alias,
+                        method,
+                        after: timeout.unwrap_or_default(),
+                    });
+                }
                 if t.repoint_fails {
                     return Err(rejected(
                         &alias,

@@ -25,6 +25,7 @@ use std::future::Future;
 
 use futures::future::join_all;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use self::elect::{Election, elect_new_primary, find_current_primary};
@@ -517,6 +518,10 @@ impl Prs<'_> {
         let deadline = Deadline::after(run.bounds.wait_replicas);
         let ts = run.now_ns();
         let elect_text = elect_alias.as_str();
+        // Fires when the journal write fails: the replicas would wait for a
+        // journal row that never comes.
+        let journal_failed = CancellationToken::new();
+        let journal_failed = &journal_failed;
         let replicas = state
             .tablets
             .iter()
@@ -531,29 +536,40 @@ impl Prs<'_> {
                     semi_sync: state.durability.is_replica_semi_sync(elect, t),
                     heartbeat_interval: 0.0,
                 };
-                run.rpc(
-                    format!("tablet {alias} failed to SetReplicationSource({elect_text})"),
-                    run.tm(deadline.remaining()).set_replication_source(t, request),
-                )
-                .await
+                let context = format!("tablet {alias} failed to SetReplicationSource({elect_text})");
+                let client = run.tm(deadline.remaining());
+                let call = run.rpc(context.clone(), client.set_replication_source(t, request));
+                tokio::select! {
+                    () = journal_failed.cancelled() => Err(ReparentError::Tablets {
+                        context,
+                        errors: "abandoned: the reparent journal could not be written".into(),
+                        retryable: true,
+                    }),
+                    r = call => r,
+                }
             });
         let journal = async {
             run.log.info(format!(
                 "populating reparent journal on new primary {elect_alias}"
             ));
-            run.rpc(
-                format!("failed PopulateReparentJournal(primary={elect_alias}, ts={ts}, pos={position})"),
-                run.tm(deadline.remaining()).populate_reparent_journal(
-                    elect,
-                    tm::PopulateReparentJournalRequest {
-                        time_created_ns: ts,
-                        action_name: "PlannedReparentShard".into(),
-                        primary_alias: elect.alias.clone(),
-                        replication_position: position.to_string(),
-                    },
-                ),
-            )
-            .await
+            let result = run
+                .rpc(
+                    format!("failed PopulateReparentJournal(primary={elect_alias}, ts={ts}, pos={position})"),
+                    run.tm(deadline.remaining()).populate_reparent_journal(
+                        elect,
+                        tm::PopulateReparentJournalRequest {
+                            time_created_ns: ts,
+                            action_name: "PlannedReparentShard".into(),
+                            primary_alias: elect.alias.clone(),
+                            replication_position: position.to_string(),
+                        },
+                    ),
+                )
+                .await;
+            if result.is_err() {
+                journal_failed.cancel();
+            }
+            result
         };
         let (journal, replicas) = tokio::join!(journal, join_all(replicas));
         journal?;

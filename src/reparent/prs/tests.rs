@@ -293,3 +293,31 @@ async fn without_a_clear_primary_every_tablet_is_demoted_and_the_elect_must_be_a
     assert_eq!(fleet.calls_of("DemotePrimary").len(), 3);
     assert!(fleet.calls_of("PromoteReplica").is_empty());
 }
+
+#[tokio::test]
+async fn a_failed_journal_write_abandons_the_replicas_waiting_for_it() {
+    let (_topo, fleet, rp) = shard("semi_sync").await;
+    fleet.update(R1, |t| t.journal_fails = true);
+    for r in [P, R2, Z2] {
+        fleet.update(r, |t| t.repoint_hangs = true);
+    }
+    let opts = PlannedReparentOptions {
+        new_primary: Some(a("zone1", 101)),
+        ..Default::default()
+    };
+    let started = tokio::time::Instant::now();
+    let err = rp
+        .planned_reparent_shard("ks", "0", &opts, None, &EventLog::default())
+        .await
+        .expect_err("journal failed");
+    assert!(
+        err.to_string().contains("failed PopulateReparentJournal"),
+        "{err}"
+    );
+    // The replicas would have waited the whole 3 s bound for the row.
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -1,0 +1,209 @@
+//! Cells and promotion rules on a two-cell world: zone1 holds the primary
+//! 100, replica 101 and rdonly 102; zone2 holds replicas 200 and 201.
+//! ERS with `prevent_cross_cell_promotion` keeps the primary in zone1 even
+//! when zone2 is ahead (catching 101 up through an intermediate source), a
+//! must_not tablet is never promoted even when it is the most advanced,
+//! and PRS elects in the primary's cell unless told otherwise.
+
+mod reparent_support;
+
+use std::time::Duration;
+
+use integration::cluster::{Cluster, ClusterBuilder, KeyspaceSpec, ShardSpec, TabletSpec};
+use integration::workload::{Workload, WorkloadConfig, check_acknowledged};
+use reparent_support::{alias, reparenter, topo_type, wait_replicating_from};
+use vtorc::proto::topodata::{TabletAlias, TabletType};
+use vtorc::reparent::{EmergencyReparentOptions, EventLog, PlannedReparentOptions};
+
+async fn two_cells(durability: &str) -> Cluster {
+    ClusterBuilder::new()
+        .cell("zone1")
+        .cell("zone2")
+        .keyspace(
+            KeyspaceSpec::new("commerce", durability).shard(
+                ShardSpec::new("0")
+                    .replicas("zone1", [100, 101])
+                    .tablet(TabletSpec::rdonly("zone1", 102))
+                    .replicas("zone2", [200, 201]),
+            ),
+        )
+        .start()
+        .await
+        .expect("two-cell cluster starts")
+}
+
+/// Runs the workload, lets `lagging` fall behind (IO thread stopped) while
+/// writes continue, kills the primary's MariaDB, runs ERS with `opts`, and
+/// checks that no acknowledged write is lost. Returns the new primary.
+async fn ers_with_lagging(
+    cluster: &mut Cluster,
+    lagging: &[TabletAlias],
+    opts: EmergencyReparentOptions,
+) -> TabletAlias {
+    let old = alias("zone1", 100);
+    let config = WorkloadConfig::new("commerce", "0");
+    let workload = Workload::start(cluster.topo().clone(), config.clone())
+        .await
+        .expect("workload starts");
+    workload
+        .wait_for_acks_on(&old, 100, Duration::from_secs(60))
+        .await
+        .expect("writes flow");
+    for t in lagging {
+        cluster
+            .stop_replication_io_thread(t)
+            .await
+            .expect("stop IO thread");
+    }
+    let before = workload.acked_count_on(&old);
+    workload
+        .wait_for_acks_on(&old, before + 150, Duration::from_secs(60))
+        .await
+        .expect("writes continue while some replicas lag");
+    cluster.kill_mysql(&old).expect("kill -9 the primary's MariaDB");
+    let rp = reparenter(cluster, Duration::from_secs(15));
+    let log = EventLog::default();
+    let outcome = rp
+        .emergency_reparent_shard("commerce", "0", &opts, None, &log)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "ERS failed: {e}\n{:#?}\n{}",
+                log.messages(),
+                cluster.diagnostics()
+            )
+        });
+    let winner = outcome.new_primary.and_then(|t| t.alias).expect("promoted");
+    eprintln!(
+        "ERS promoted {winner} in {:?}; steps:\n{}",
+        outcome.duration,
+        log.messages().join("\n")
+    );
+    cluster
+        .wait_for_primary("commerce", "0", &winner, Duration::from_secs(15))
+        .await
+        .expect("shard record");
+    workload
+        .wait_for_acks_on(&winner, 100, Duration::from_secs(60))
+        .await
+        .expect("writes resume");
+    let report = workload.stop().await.expect("workload stops");
+    let mut conn = cluster.mysql_conn(&winner).await.expect("connect");
+    let check = check_acknowledged(&mut conn, &config, &report)
+        .await
+        .expect("read");
+    assert!(check.is_lossless(), "lost acknowledged writes: {check:?}");
+    for t in cluster.shard_tablets("commerce", "0") {
+        let a = t.alias().clone();
+        if a != winner && a != old {
+            wait_replicating_from(cluster, &a, &winner).await;
+        }
+    }
+    winner
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prevent_cross_cell_keeps_the_primary_in_its_cell_even_when_another_cell_is_ahead() {
+    let mut cluster = two_cells("semi_sync").await;
+    let lagging = alias("zone1", 101);
+    let winner = ers_with_lagging(
+        &mut cluster,
+        std::slice::from_ref(&lagging),
+        EmergencyReparentOptions {
+            prevent_cross_cell_promotion: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    // 101 was the only promotable zone1 tablet; it caught up through zone2.
+    assert_eq!(winner, lagging);
+    assert_eq!(topo_type(&cluster, &winner).await, TabletType::Primary);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_must_not_tablet_is_never_promoted_even_when_it_is_the_most_advanced() {
+    // rdonly tablets ack here, so writes go on while every REPLICA lags.
+    let mut cluster = two_cells("semi_sync_with_rdonly_ack").await;
+    let lagging = [alias("zone1", 101), alias("zone2", 200), alias("zone2", 201)];
+    let winner = ers_with_lagging(&mut cluster, &lagging, EmergencyReparentOptions::default()).await;
+    assert_ne!(
+        winner,
+        alias("zone1", 102),
+        "the rdonly tablet must not be promoted"
+    );
+    assert_eq!(topo_type(&cluster, &winner).await, TabletType::Primary);
+    assert_eq!(
+        topo_type(&cluster, &alias("zone1", 102)).await,
+        TabletType::Rdonly
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prs_elects_in_the_primary_cell_unless_cross_cell_is_asked_for() {
+    let cluster = two_cells("semi_sync").await;
+    let rp = reparenter(&cluster, Duration::from_secs(15));
+    let away = |avoid: TabletAlias| PlannedReparentOptions {
+        avoid_primary: Some(avoid),
+        ..Default::default()
+    };
+    // Away from 100: the only other zone1 REPLICA is 101 (102 is rdonly,
+    // 200/201 are in zone2).
+    let out = rp
+        .planned_reparent_shard(
+            "commerce",
+            "0",
+            &away(alias("zone1", 100)),
+            None,
+            &EventLog::default(),
+        )
+        .await
+        .expect("PRS away from 100");
+    assert_eq!(out.new_primary.and_then(|t| t.alias), Some(alias("zone1", 101)));
+    cluster
+        .wait_for_primary("commerce", "0", &alias("zone1", 101), Duration::from_secs(15))
+        .await
+        .expect("shard record");
+    // An explicit cross-cell primary is allowed.
+    let out = rp
+        .planned_reparent_shard(
+            "commerce",
+            "0",
+            &PlannedReparentOptions {
+                new_primary: Some(alias("zone2", 200)),
+                ..Default::default()
+            },
+            None,
+            &EventLog::default(),
+        )
+        .await
+        .expect("PRS to zone2");
+    assert_eq!(out.new_primary.and_then(|t| t.alias), Some(alias("zone2", 200)));
+    cluster
+        .wait_for_primary("commerce", "0", &alias("zone2", 200), Duration::from_secs(15))
+        .await
+        .expect("shard record");
+    // Now the primary's cell is zone2: moving away from 200 elects 201.
+    let out = rp
+        .planned_reparent_shard(
+            "commerce",
+            "0",
+            &away(alias("zone2", 200)),
+            None,
+            &EventLog::default(),
+        )
+        .await
+        .expect("PRS away from 200");
+    assert_eq!(out.new_primary.and_then(|t| t.alias), Some(alias("zone2", 201)));
+    cluster
+        .wait_for_primary("commerce", "0", &alias("zone2", 201), Duration::from_secs(15))
+        .await
+        .expect("shard record");
+    for a in [
+        alias("zone1", 100),
+        alias("zone1", 101),
+        alias("zone1", 102),
+        alias("zone2", 200),
+    ] {
+        wait_replicating_from(&cluster, &a, &alias("zone2", 201)).await;
+    }
+}

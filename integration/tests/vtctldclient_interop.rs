@@ -1,0 +1,352 @@
+//! The real Vitess 24 `vtctldclient` against our vtctld-compatible server,
+//! and against the topo directly (`--server internal`, which runs real
+//! Vitess code: its reads of the records our agents wrote, its lock
+//! protocol against ours, and a real Vitess PRS driving our tablet agents).
+//!
+//! The client comes from the `VTCTLDCLIENT` environment variable, or from
+//! `scripts/build-vtctldclient.sh` (cached build; needs Go the first
+//! time). When neither works the tests say plainly that they did not run,
+//! and fail if `CI` is set (CI builds the client).
+
+mod reparent_support;
+
+use std::path::PathBuf;
+use std::process::Output;
+use std::time::Duration;
+
+use integration::cluster::{Cluster, ClusterBuilder};
+use reparent_support::{Server, alias, topo_type, wait_replicating_from};
+use vtorc::proto::topodata::TabletType;
+use vtorc::topo::shard_ers_disabled;
+
+/// The vtctldclient binary, or `None` (with the reason printed).
+fn vtctldclient() -> Option<PathBuf> {
+    if let Ok(path) = std::env::var("VTCTLDCLIENT") {
+        let path = PathBuf::from(path);
+        assert!(path.is_file(), "VTCTLDCLIENT={} is not a file", path.display());
+        return Some(path);
+    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-vtctldclient.sh");
+    let found = std::process::Command::new("bash")
+        .arg(&script)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| PathBuf::from(s.trim()))
+        .filter(|p| p.is_file());
+    if found.is_none() {
+        let msg = "vtctldclient interop test DID NOT RUN: no VTCTLDCLIENT and \
+                   scripts/build-vtctldclient.sh could not build it (Go missing?)";
+        eprintln!("{msg}");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{msg} (CI is set, so this is a failure)"
+        );
+    }
+    found
+}
+
+/// Runs the client with `args` (bounded by 60 s) and returns its output.
+async fn run(client: &PathBuf, args: &[&str]) -> Output {
+    let mut cmd = tokio::process::Command::new(client);
+    cmd.args(args).kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("vtctldclient {args:?} did not finish within 60 s"))
+        .expect("run vtctldclient");
+    eprintln!(
+        "$ vtctldclient {}\n[exit {:?}]\n{}{}",
+        args.join(" "),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter(|l| !l.contains("\"level\":\"INFO\"") && !l.starts_with('I'))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    out
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `--server internal` flags for the cluster's topo.
+fn internal(cluster: &Cluster) -> Vec<String> {
+    vec![
+        "--server".into(),
+        "internal".into(),
+        "--topo-implementation".into(),
+        "etcd2".into(),
+        "--topo-global-server-address".into(),
+        cluster.topo_address(),
+        "--topo-global-root".into(),
+        "/vitess/global".into(),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vtctldclient_reads_and_reparents_through_our_server() {
+    let Some(client) = vtctldclient() else { return };
+    let mut cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
+        .start()
+        .await
+        .expect("cluster starts");
+    let server = Server::start(&cluster, Duration::from_secs(15)).await;
+    let at = |args: &[&str]| {
+        let mut v = vec!["--server", server.address.as_str()];
+        v.extend_from_slice(args);
+        v.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let call = |args: Vec<String>| {
+        let client = client.clone();
+        async move {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            run(&client, &refs).await
+        }
+    };
+
+    let out = call(at(&["GetTablets"])).await;
+    assert!(out.status.success());
+    let text = stdout(&out);
+    for uid in [100, 101, 102] {
+        assert!(text.contains(&format!("zone1-0000000{uid}")), "{text}");
+    }
+    assert!(text.contains("primary"), "{text}");
+    let out = call(at(&[
+        "GetTablets",
+        "--keyspace",
+        "commerce",
+        "--shard",
+        "0",
+        "--tablet-type",
+        "replica",
+    ]))
+    .await;
+    assert!(out.status.success());
+    assert!(
+        !stdout(&out).contains("zone1-0000000100"),
+        "the primary is not a replica"
+    );
+
+    for args in [
+        vec!["GetShard", "commerce/0"],
+        vec!["GetKeyspace", "commerce"],
+        vec!["GetKeyspaces"],
+        vec!["GetCellInfoNames"],
+        vec!["GetCellInfo", "zone1"],
+        vec!["GetTablet", "zone1-0000000100"],
+        vec!["GetFullStatus", "zone1-0000000101"],
+    ] {
+        let out = call(at(&args)).await;
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+    assert!(stdout(&call(at(&["GetShard", "commerce/0"])).await).contains("zone1"));
+    assert!(stdout(&call(at(&["GetKeyspace", "commerce"])).await).contains("semi_sync"));
+
+    // A refusal comes back as an error with Vitess's message.
+    let out = call(at(&[
+        "PlannedReparentShard",
+        "commerce/0",
+        "--new-primary",
+        "zone1-0000000101",
+        "--expected-primary",
+        "zone1-0000000102",
+    ]))
+    .await;
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("is not equal to expected alias zone1-0000000102"),
+        "{}",
+        stderr(&out)
+    );
+
+    // PRS.
+    let out = call(at(&[
+        "PlannedReparentShard",
+        "commerce/0",
+        "--new-primary",
+        "zone1-0000000101",
+    ]))
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("finished PlannedReparentShard"),
+        "events printed"
+    );
+    cluster
+        .wait_for_primary("commerce", "0", &alias("zone1", 101), Duration::from_secs(15))
+        .await
+        .expect("shard record");
+    wait_replicating_from(&cluster, &alias("zone1", 100), &alias("zone1", 101)).await;
+
+    // ERS after kill -9 of the new primary's MariaDB.
+    cluster.kill_mysql(&alias("zone1", 101)).expect("kill");
+    let out = call(at(&[
+        "EmergencyReparentShard",
+        "commerce/0",
+        "--wait-replicas-timeout",
+        "20s",
+    ]))
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let promoted = cluster
+        .primary_alias("commerce", "0")
+        .await
+        .expect("shard")
+        .filter(|a| *a != alias("zone1", 101));
+    let new = match promoted {
+        Some(a) => a,
+        None => {
+            // The shard record follows a moment later.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            cluster
+                .primary_alias("commerce", "0")
+                .await
+                .expect("shard")
+                .expect("a primary")
+        }
+    };
+    assert_ne!(new, alias("zone1", 101));
+    assert_eq!(topo_type(&cluster, &new).await, TabletType::Primary);
+
+    // SetVtorcEmergencyReparent writes the shard's vtorc_state.
+    let out = call(at(&["SetVtorcEmergencyReparent", "--disable", "commerce", "0"])).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shard = cluster.topo().get_shard("commerce", "0").await.expect("shard");
+    assert!(shard_ers_disabled(&shard.value));
+    let out = call(at(&["SetVtorcEmergencyReparent", "--enable", "commerce", "0"])).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shard = cluster.topo().get_shard("commerce", "0").await.expect("shard");
+    assert!(!shard_ers_disabled(&shard.value));
+
+    // A method we do not serve says so by name.
+    let out = call(at(&["GetSrvKeyspaces", "commerce"])).await;
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("not implemented by vtorc-rs"),
+        "{}",
+        stderr(&out)
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_vitess_reads_our_topo_respects_our_lock_and_reparents_our_agents() {
+    let Some(client) = vtctldclient() else { return };
+    let mut cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
+        .start()
+        .await
+        .expect("cluster starts");
+    let base = internal(&cluster);
+    let call = |args: &[&str]| {
+        let mut v: Vec<String> = base.clone();
+        v.extend(args.iter().map(|s| s.to_string()));
+        let client = client.clone();
+        async move {
+            let refs: Vec<&str> = v.iter().map(String::as_str).collect();
+            run(&client, &refs).await
+        }
+    };
+
+    // Real Vitess decodes the records our agents and topo layer wrote.
+    let out = call(&["GetTablets", "--keyspace", "commerce"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    for uid in [100, 101, 102] {
+        assert!(
+            stdout(&out).contains(&format!("zone1-0000000{uid}")),
+            "{}",
+            stdout(&out)
+        );
+    }
+    let out = call(&["GetShard", "commerce/0"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("\"uid\": 100"), "{}", stdout(&out));
+
+    // Our shard lock blocks a real Vitess reparent.
+    let lock = cluster
+        .topo()
+        .lock_shard(
+            "commerce",
+            "0",
+            "VTOrc Recovery for DeadPrimary on zone1-0000000100",
+        )
+        .await
+        .expect("our lock");
+    let out = call(&[
+        "--action-timeout",
+        "3s",
+        "PlannedReparentShard",
+        "commerce/0",
+        "--new-primary",
+        "zone1-0000000101",
+    ])
+    .await;
+    assert!(!out.status.success(), "Vitess reparented under our lock");
+    assert!(
+        stderr(&out).contains("deadline exceeded: /vitess/global/keyspaces/commerce/shards/0/locks"),
+        "Vitess waited on the shard lock: {}",
+        stderr(&out)
+    );
+    assert_eq!(
+        topo_type(&cluster, &alias("zone1", 100)).await,
+        TabletType::Primary
+    );
+    lock.unlock().await.expect("unlock");
+
+    // A real Vitess PRS drives our tablet agents (fidelity check of the agent).
+    let out = call(&[
+        "PlannedReparentShard",
+        "commerce/0",
+        "--new-primary",
+        "zone1-0000000101",
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "real Vitess PRS against our agents failed: {}",
+        stderr(&out)
+    );
+    cluster
+        .wait_for_primary("commerce", "0", &alias("zone1", 101), Duration::from_secs(15))
+        .await
+        .expect("shard record");
+    wait_replicating_from(&cluster, &alias("zone1", 100), &alias("zone1", 101)).await;
+    wait_replicating_from(&cluster, &alias("zone1", 102), &alias("zone1", 101)).await;
+
+    // And a real Vitess ERS after kill -9 of the primary's MariaDB.
+    cluster.kill_mysql(&alias("zone1", 101)).expect("kill");
+    let out = call(&[
+        "EmergencyReparentShard",
+        "commerce/0",
+        "--wait-replicas-timeout",
+        "20s",
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "real Vitess ERS against our agents failed: {}",
+        stderr(&out)
+    );
+    let new = integration::cluster::poll_until(Duration::from_secs(15), "a new primary", || async {
+        Ok(cluster
+            .primary_alias("commerce", "0")
+            .await?
+            .filter(|a| *a != alias("zone1", 101)))
+    })
+    .await
+    .expect("shard record names a new primary");
+    assert_eq!(topo_type(&cluster, &new).await, TabletType::Primary);
+    let other = if new == alias("zone1", 100) {
+        alias("zone1", 102)
+    } else {
+        alias("zone1", 100)
+    };
+    wait_replicating_from(&cluster, &other, &new).await;
+}
