@@ -159,7 +159,7 @@ pub(crate) async fn reparent_replicas(
                 r = &mut primary, if !primary_done => {
                     if let Err(e) = r {
                         abort.cancel();
-                        run.log.error(format!("failed to promote {source_text} to primary: {e}"));
+                        run.log.warn(format!("failed to promote {source_text} to primary: {e}"));
                         return Err(e);
                     }
                     primary_done = true;
@@ -182,7 +182,7 @@ pub(crate) async fn reparent_replicas(
                         // Every replica answered; only the primary is left.
                         let r = (&mut primary).await;
                         if let Err(e) = r {
-                            run.log.error(format!("failed to promote {source_text} to primary: {e}"));
+                            run.log.warn(format!("failed to promote {source_text} to primary: {e}"));
                             return Err(e);
                         }
                         break;
