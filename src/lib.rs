@@ -4,6 +4,7 @@
 
 pub mod analysis;
 pub mod app;
+pub mod clock;
 pub mod config;
 pub mod discovery;
 pub mod ids;

@@ -271,7 +271,7 @@ mod tests {
 
     #[test]
     fn a_fresh_majority_voting_down_is_down() {
-        let now = Instant::now();
+        let now = crate::clock::now();
         let down = |f| Some(report(now, S, Some(S), f, TabletType::Replica));
         let r = evaluate_primary_quorum(
             &shard(now, [down(3), down(9), None]),
@@ -293,7 +293,7 @@ mod tests {
 
     #[test]
     fn stale_reports_are_shown_but_do_not_vote() {
-        let now = Instant::now();
+        let now = crate::clock::now();
         let old = Some(report(
             now,
             Duration::from_secs(20),
@@ -321,7 +321,7 @@ mod tests {
 
     #[test]
     fn an_up_vote_below_the_fraction_keeps_the_primary_up() {
-        let now = Instant::now();
+        let now = crate::clock::now();
         let r = |f| Some(report(now, S, Some(S), f, TabletType::Replica));
         let q = evaluate_primary_quorum(
             &shard(now, [r(3), r(3), r(1)]),
@@ -339,7 +339,7 @@ mod tests {
 
     #[test]
     fn invalid_options_never_say_down() {
-        let now = Instant::now();
+        let now = crate::clock::now();
         let r = |f| Some(report(now, S, Some(S), f, TabletType::Replica));
         for bad in [
             QuorumConfig {
@@ -361,7 +361,7 @@ mod tests {
 
     #[test]
     fn non_observer_types_missing_pings_and_expired_reports_do_not_count() {
-        let now = Instant::now();
+        let now = crate::clock::now();
         let spare = Some(report(now, S, Some(S), 9, TabletType::Spare));
         let no_ping = Some(report(now, S, None, 9, TabletType::Replica));
         let expired = Some(report(

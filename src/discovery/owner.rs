@@ -341,14 +341,14 @@ impl Discovery {
         let mut watcher: Option<TopoWatcher> = Some(self.topo.watch());
         let mut watcher_restart_at: Option<Instant> = None;
         let refresh = self.config.topo_refresh_interval;
-        let mut next_relist = (!refresh.is_zero()).then(|| Instant::now() + refresh);
+        let mut next_relist = (!refresh.is_zero()).then(|| crate::clock::now() + refresh);
         // Timer-driven dispatches happen at most once per tick, so polls
         // falling due close together start together (fewer wake-ups);
         // event-driven work (new tablets, triggers) is dispatched at once.
         let tick = self.config.dispatch_tick;
-        let mut last_tick = Instant::now();
+        let mut last_tick = crate::clock::now();
         loop {
-            let now = Instant::now();
+            let now = crate::clock::now();
             self.dispatch(now);
             self.maybe_publish(now);
             let wake = self.schedule.next_wakeup().map(|t| t.max(last_tick + tick));
@@ -370,12 +370,12 @@ impl Discovery {
                     None => {
                         tracing::error!("topology watch stopped; restarting it");
                         watcher = None;
-                        watcher_restart_at = Some(Instant::now() + WATCH_RESTART_DELAY);
+                        watcher_restart_at = Some(crate::clock::now() + WATCH_RESTART_DELAY);
                     }
                 },
                 Some(command) = self.commands_rx.recv() => self.on_command(command),
                 () = sleep_until(wake) => {
-                    last_tick = Instant::now();
+                    last_tick = crate::clock::now();
                     self.on_slow_polls(last_tick);
                 }
                 () = sleep_until(publish_at) => {}
@@ -388,7 +388,7 @@ impl Discovery {
                     // sends full snapshots, swapped in like any resync.
                     tracing::debug!("safety-net topology re-list");
                     watcher = Some(self.topo.watch());
-                    next_relist = Some(Instant::now() + refresh);
+                    next_relist = Some(crate::clock::now() + refresh);
                 }
             }
         }
@@ -423,7 +423,7 @@ impl Discovery {
             let tmc = Arc::clone(&self.tmc);
             let timeout = self.config.poll_timeout;
             self.polls.spawn(async move {
-                let started = Instant::now();
+                let started = crate::clock::now();
                 let client = tmc.with_timeout(timeout);
                 let call = client.full_status(&state.tablet);
                 let result = match AssertUnwindSafe(call).catch_unwind().await {
@@ -438,7 +438,7 @@ impl Discovery {
                     alias,
                     seq,
                     started,
-                    finished: Instant::now(),
+                    finished: crate::clock::now(),
                     result,
                 }
             });
@@ -556,7 +556,7 @@ impl Discovery {
             return;
         }
         self.metrics.health_events.fetch_add(1, Ordering::Relaxed);
-        let now = Instant::now();
+        let now = crate::clock::now();
         let alias = event.alias;
         let Some(aux) = self.tablets.get_mut(&alias) else {
             return;
@@ -904,7 +904,7 @@ impl Discovery {
             return;
         }
         let key = KeyspaceShard::new(record.keyspace.clone(), record.shard.clone());
-        let now = Instant::now();
+        let now = crate::clock::now();
         match self.tablets.get(&alias).map(|a| a.shard.clone()) {
             None => {
                 self.streams.subscribe(&record);
@@ -972,7 +972,7 @@ impl Discovery {
         if self.rounds.started.is_some() && aux.round_done < self.rounds.id {
             self.rounds.remaining = self.rounds.remaining.saturating_sub(1);
             if self.rounds.remaining == 0 {
-                self.complete_round(Instant::now());
+                self.complete_round(crate::clock::now());
             }
         }
         tracing::debug!(tablet = %alias, "tablet forgotten");
@@ -1010,7 +1010,7 @@ impl Discovery {
                 shards = self.model.shards.len(),
                 "topology loaded"
             );
-            self.start_round(Instant::now());
+            self.start_round(crate::clock::now());
         }
     }
 

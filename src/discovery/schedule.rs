@@ -354,7 +354,7 @@ mod tests {
     #[test]
     fn new_tablets_are_polled_at_once_within_the_worker_limit() {
         let mut s = schedule(2);
-        let now = Instant::now();
+        let now = crate::clock::now();
         for uid in 1..=3 {
             s.add(&alias(uid));
         }
@@ -369,7 +369,7 @@ mod tests {
     fn an_answered_tablet_is_polled_again_one_interval_after_its_previous_start() {
         let mut s = schedule(10);
         let mut rng = StdRng::seed_from_u64(1);
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         s.add(&alias(1));
         s.start_ready(t0);
         s.finished(&alias(1), PollEnd::Answered, &mut rng); // first: spread in [0, 1s]
@@ -385,7 +385,7 @@ mod tests {
     fn unreachable_tablets_back_off_up_to_the_cap_and_recover_at_once() {
         let mut s = schedule(10);
         let mut rng = StdRng::seed_from_u64(1);
-        let mut now = Instant::now();
+        let mut now = crate::clock::now();
         s.add(&alias(1));
         let mut gaps = Vec::new();
         for _ in 0..5 {
@@ -407,7 +407,7 @@ mod tests {
     fn a_trigger_during_a_poll_queues_exactly_one_more_poll_after_it() {
         let mut s = schedule(10);
         let mut rng = StdRng::seed_from_u64(1);
-        let now = Instant::now();
+        let now = crate::clock::now();
         s.add(&alias(1));
         s.start_ready(now);
         assert!(s.poll_now(&alias(1)));
@@ -422,7 +422,7 @@ mod tests {
     #[test]
     fn hung_polls_stop_holding_workers_after_slow_after() {
         let mut s = schedule(2);
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         for uid in 1..=4 {
             s.add(&alias(uid));
         }
@@ -452,7 +452,7 @@ mod tests {
     #[test]
     fn removed_tablets_free_their_worker_and_their_results_are_stale() {
         let mut s = schedule(1);
-        let now = Instant::now();
+        let now = crate::clock::now();
         s.add(&alias(1));
         s.add(&alias(2));
         assert_eq!(s.start_ready(now), vec![alias(1)]);
@@ -474,7 +474,7 @@ mod tests {
             jitter: 0.1,
         });
         let mut rng = StdRng::seed_from_u64(3);
-        let mut now = Instant::now();
+        let mut now = crate::clock::now();
         s.add(&alias(1));
         s.start_ready(now);
         s.finished(&alias(1), PollEnd::Answered, &mut rng);

@@ -11,7 +11,6 @@ use std::{
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use tokio::time::Instant;
 
 use super::*;
 use crate::{
@@ -251,7 +250,7 @@ async fn readiness_waits_for_every_tablet_to_be_polled_once() {
     let fleet = healthy_fleet();
     let pos = position(&[(100, 50)]);
     fleet.set(102, answer(800, replica_status(102, 100, &pos)));
-    let started = Instant::now();
+    let started = crate::clock::now();
     let (handle, _task) = start(topo_with_shard().await, fleet, config());
     handle.wait_ready().await.expect("ready");
     let took = started.elapsed();
@@ -277,7 +276,7 @@ async fn readiness_waits_for_every_tablet_to_be_polled_once() {
 async fn a_hung_tablet_delays_readiness_only_until_its_poll_is_marked_slow() {
     let fleet = healthy_fleet();
     fleet.set(101, Script::Hang);
-    let started = Instant::now();
+    let started = crate::clock::now();
     let (handle, _task) = start(topo_with_shard().await, fleet, config());
     handle.wait_ready().await.expect("ready");
     let took = started.elapsed();
@@ -354,7 +353,7 @@ async fn failed_primary_polls_fill_the_primary_health_window_and_mark_it_unreach
     assert!(
         state
             .primary_health
-            .is_unhealthy(Instant::now(), Duration::from_secs(30)),
+            .is_unhealthy(crate::clock::now(), Duration::from_secs(30)),
         "two failures and more failures than successes"
     );
     // Replicas are not tracked in the window.

@@ -101,15 +101,13 @@ impl ShardState {
 
 #[cfg(test)]
 mod tests {
-    use tokio::time::Instant;
-
     use crate::model::fixtures::{MYSQL_PORT, ShardBuilder, TabletFixture, gtids};
     use crate::mysql::Position;
     use crate::proto::topodata::TabletAlias;
 
     #[test]
     fn replica_with_local_writes_has_errant_gtids() {
-        let now = Instant::now();
+        let now = crate::clock::now();
         let (_, shard) = ShardBuilder::new("ks", "0", "none", now)
             .primary("zone1", 100)
             .replica("zone1", 101)
@@ -140,7 +138,7 @@ mod tests {
 
     #[test]
     fn detached_old_primary_is_compared_with_the_shard_primary() {
-        let now = Instant::now();
+        let now = crate::clock::now();
         let (_, shard) = ShardBuilder::new("ks", "0", "none", now)
             .primary("zone1", 100)
             .replica("zone1", 101)
@@ -157,7 +155,7 @@ mod tests {
 
     #[test]
     fn unknown_source_means_nothing_to_compare() {
-        let now = Instant::now();
+        let now = crate::clock::now();
         let (_, shard) = ShardBuilder::new("ks", "0", "none", now)
             .primary("zone1", 100)
             .replica("zone1", 101)

@@ -108,7 +108,7 @@ mod tests {
 
     #[test]
     fn two_failures_outnumbering_successes_make_a_primary_unhealthy() {
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         let mut w = PrimaryHealthWindow::default();
         w.record(t0, false, W);
         assert!(!w.is_unhealthy(t0, W), "one failure is not enough");
@@ -122,7 +122,7 @@ mod tests {
 
     #[test]
     fn failures_not_outnumbering_successes_stay_healthy() {
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         let mut w = PrimaryHealthWindow::default();
         for (i, ok) in [true, false, true, false].into_iter().enumerate() {
             w.record(t0 + Duration::from_secs(i as u64), ok, W);
@@ -132,7 +132,7 @@ mod tests {
 
     #[test]
     fn window_verdicts_follow_the_rules() {
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         let s = |n: u64| t0 + Duration::from_secs(n);
         let mut w = PrimaryHealthWindow::default();
         w.record(s(0), false, W);
@@ -149,7 +149,7 @@ mod tests {
 
     #[test]
     fn zero_window_disables_tracking() {
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         let mut w = PrimaryHealthWindow::default();
         w.record(t0, false, Duration::ZERO);
         w.record(t0, false, Duration::ZERO);

@@ -233,7 +233,7 @@ mod tests {
 
     #[test]
     fn success_then_failure_invalidates_the_last_check() {
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         let mut t = tablet();
         t.record_poll_success(t0, Observation::default());
         assert!(t.poll.last_check_valid(POLL));
@@ -254,7 +254,7 @@ mod tests {
 
     #[test]
     fn a_hung_poll_invalidates_the_last_check_after_the_poll_time() {
-        let t0 = Instant::now();
+        let t0 = crate::clock::now();
         let mut t = tablet();
         t.record_poll_success(t0, Observation::default());
         t.record_poll_in_progress(t0 + POLL);

@@ -884,7 +884,7 @@ mod tests {
     }
 
     fn problem(code: AnalysisCode, uid: u32) -> DetectionAnalysis {
-        let now = tokio::time::Instant::now();
+        let now = crate::clock::now();
         let snapshot = ShardBuilder::new("ks", "0", "none", now)
             .primary("zone1", 100)
             .replica("zone1", uid)

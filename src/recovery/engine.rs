@@ -279,7 +279,7 @@ async fn main_loop(
                     Ok(key) => {
                         if sched.in_flight.remove(&key) == Some(true) {
                             sched.dirty.insert(key);
-                            sched.debounce_at.get_or_insert_with(Instant::now);
+                            sched.debounce_at.get_or_insert_with(crate::clock::now);
                         }
                     }
                     Err(e) => {
@@ -296,7 +296,7 @@ async fn main_loop(
                         sched.dirty.insert(change.shard);
                         sched
                             .debounce_at
-                            .get_or_insert_with(|| Instant::now() + shared.config.event_debounce);
+                            .get_or_insert_with(|| crate::clock::now() + shared.config.event_debounce);
                     }
                 }
                 Err(RecvError::Lagged(n)) => {
@@ -307,7 +307,7 @@ async fn main_loop(
                     return Err(RecoveryError::Cancelled("discovery stopped".into()));
                 }
             },
-            _ = tokio::time::sleep_until(debounce_at.unwrap_or_else(Instant::now)), if debounce_at.is_some() => {
+            _ = tokio::time::sleep_until(debounce_at.unwrap_or_else(crate::clock::now)), if debounce_at.is_some() => {
                 sched.debounce_at = None;
                 let shards = std::mem::take(&mut sched.dirty);
                 shard_pass(shared, sched, shards);
@@ -401,7 +401,7 @@ fn log_notes(sched: &mut Scheduler, notes: &[analysis::KeyspaceNote]) {
 /// Analyses every shard and starts recoveries.
 fn full_pass(shared: &Arc<Shared>, sched: &mut Scheduler) {
     let snapshot = shared.cluster.snapshot();
-    let out = analysis::analyze(&snapshot, &shared.config.analysis, Instant::now());
+    let out = analysis::analyze(&snapshot, &shared.config.analysis, crate::clock::now());
     log_notes(sched, &out.notes);
     shared.metrics.set_detected(None, &out.problems);
     shared.audit.observe_pass(Scope::All, &out.problems);
@@ -419,7 +419,7 @@ fn full_pass(shared: &Arc<Shared>, sched: &mut Scheduler) {
 /// Analyses the given shards and starts recoveries.
 fn shard_pass(shared: &Arc<Shared>, sched: &mut Scheduler, shards: BTreeSet<KeyspaceShard>) {
     let snapshot = shared.cluster.snapshot();
-    let now = Instant::now();
+    let now = crate::clock::now();
     let mut work = Vec::new();
     for key in shards {
         if let Some(rerun) = sched.in_flight.get_mut(&key) {
@@ -553,7 +553,7 @@ impl RecoveryHandle {
         let shared = &self.shared;
         let snapshot = shared.cluster.snapshot();
         let mut problems =
-            analysis::analyze_shard(&snapshot, key, &shared.config.analysis, Instant::now()).problems;
+            analysis::analyze_shard(&snapshot, key, &shared.config.analysis, crate::clock::now()).problems;
         problems.retain(|p| p.analysis != AnalysisCode::NoProblem);
         analysis::sort_analyses(&mut problems);
         problems

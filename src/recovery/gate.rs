@@ -32,7 +32,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -217,7 +216,7 @@ impl Shared {
     }
 
     fn analyze_shard(&self, snapshot: &ClusterSnapshot, key: &KeyspaceShard) -> Vec<DetectionAnalysis> {
-        analysis::analyze_shard(snapshot, key, &self.config.analysis, Instant::now()).problems
+        analysis::analyze_shard(snapshot, key, &self.config.analysis, crate::clock::now()).problems
     }
 }
 
@@ -363,7 +362,7 @@ pub(crate) async fn check_and_recover(
         "VTOrc Recovery for {} on {}",
         a.analysis, a.analyzed_instance_alias
     );
-    let started = Instant::now();
+    let started = crate::clock::now();
     let lock = shared
         .topo
         .try_lock_shard(&key.keyspace, &key.shard, &action)
@@ -379,7 +378,7 @@ pub(crate) async fn check_and_recover(
     let _active = shared.metrics.lock_guard();
     let outcome = under_lock(shared, &a, &lock).await;
     // 15. Unlock.
-    let started = Instant::now();
+    let started = crate::clock::now();
     if let Err(e) = lock.unlock().await {
         tracing::warn!(keyspace = %key.keyspace, shard = %key.shard, "failed to unlock the shard: {e}");
     }
@@ -513,7 +512,7 @@ async fn under_lock(shared: &Shared, a: &DetectionAnalysis, lock: &ShardLock) ->
         recovery_id,
         step = tracing::field::Empty,
     );
-    let started = Instant::now();
+    let started = crate::clock::now();
     let result = watchdog(
         shared.config.long_recovery_warning,
         actions::execute(&ctx, planned.plan, recovery_id, &span).instrument(span.clone()),

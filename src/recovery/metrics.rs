@@ -401,7 +401,7 @@ mod tests {
     #[test]
     fn detected_problems_of_one_shard_are_replaced_without_touching_others() {
         let m = RecoveryMetrics::default();
-        let now = tokio::time::Instant::now();
+        let now = crate::clock::now();
         let mut snapshot = crate::model::fixtures::ShardBuilder::new("ks", "0", "none", now)
             .primary("zone1", 100)
             .replica("zone1", 101)

@@ -273,11 +273,15 @@ impl World {
 
     fn problem(&self, uid: u32) -> DetectionAnalysis {
         let snapshot = self.view.snapshot();
-        crate::analysis::analyze(&snapshot, &RecoveryConfig::default().analysis, Instant::now())
-            .problems
-            .into_iter()
-            .find(|p| p.analyzed_instance_alias.uid == uid)
-            .expect("the fixture has a problem on this tablet")
+        crate::analysis::analyze(
+            &snapshot,
+            &RecoveryConfig::default().analysis,
+            crate::clock::now(),
+        )
+        .problems
+        .into_iter()
+        .find(|p| p.analyzed_instance_alias.uid == uid)
+        .expect("the fixture has a problem on this tablet")
     }
 
     fn metrics(&self) -> &RecoveryMetrics {
@@ -307,7 +311,7 @@ fn dead_primary(now: Instant) -> ShardBuilder {
 
 #[tokio::test]
 async fn fix_replica_sets_read_only_then_points_replication_at_the_primary_under_the_lock() {
-    let now = Instant::now();
+    let now = crate::clock::now();
     let w = world(stopped_replica(now), RecoveryConfig::default()).await;
     let a = w.problem(101);
     assert_eq!(a.analysis, AnalysisCode::ReplicationStopped);
@@ -367,7 +371,7 @@ async fn fix_replica_sets_read_only_then_points_replication_at_the_primary_under
 
 #[tokio::test]
 async fn a_code_without_recovery_is_skipped_as_no_recovery_action_with_an_empty_type_and_no_lock() {
-    let now = Instant::now();
+    let now = crate::clock::now();
     let snapshot = ShardBuilder::new("ks", "0", "none", now)
         .primary("zone1", 100)
         .edit("zone1", 100, |t| t.unreachable(now))
@@ -392,7 +396,7 @@ async fn a_code_without_recovery_is_skipped_as_no_recovery_action_with_an_empty_
 
 #[tokio::test]
 async fn disabled_recoveries_still_detect_and_audit_and_the_toggle_lets_them_act_again() {
-    let now = Instant::now();
+    let now = crate::clock::now();
     let config = RecoveryConfig {
         allow_recovery: false,
         ..RecoveryConfig::default()
@@ -442,7 +446,7 @@ async fn disabled_recoveries_still_detect_and_audit_and_the_toggle_lets_them_act
 
 #[tokio::test]
 async fn errant_gtids_are_drained_only_with_the_flag() {
-    let now = Instant::now();
+    let now = crate::clock::now();
     let snapshot = healthy(now)
         .edit("zone1", 102, |t| {
             t.obs().errant_gtids = crate::model::fixtures::gtids(102, 3);
@@ -490,7 +494,7 @@ async fn errant_gtids_are_drained_only_with_the_flag() {
 
 #[tokio::test]
 async fn cells_no_recovery_holds_everything_until_validated_then_skips_denied_cells() {
-    let now = Instant::now();
+    let now = crate::clock::now();
     let config = RecoveryConfig {
         cells_no_recovery: vec!["zone1".into()],
         ..RecoveryConfig::default()
@@ -516,7 +520,7 @@ async fn cells_no_recovery_holds_everything_until_validated_then_skips_denied_ce
 
 #[tokio::test]
 async fn a_problem_fixed_before_the_lock_is_skipped_as_stale_analysis() {
-    let now = Instant::now();
+    let now = crate::clock::now();
     let w = world(stopped_replica(now), RecoveryConfig::default()).await;
     // Re-polling the replica under the lock finds it replicating again.
     w.view.heal_when_refreshed(alias(101), healthy(now).build());
@@ -539,7 +543,7 @@ async fn a_problem_fixed_before_the_lock_is_skipped_as_stale_analysis() {
 
 #[tokio::test]
 async fn a_replica_fix_defers_to_the_primary_when_the_recheck_finds_the_primary_dead() {
-    let now = Instant::now();
+    let now = crate::clock::now();
     let w = world(stopped_replica(now), RecoveryConfig::default()).await;
     w.view.heal_when_refreshed(alias(100), dead_primary(now).build());
     let a = w.problem(101);
@@ -554,7 +558,7 @@ async fn a_replica_fix_defers_to_the_primary_when_the_recheck_finds_the_primary_
 
 #[tokio::test]
 async fn ers_is_skipped_when_disabled_on_the_shard_record_or_globally() {
-    let now = Instant::now();
+    let now = crate::clock::now();
     let snapshot = dead_primary(now)
         .shard_record(|s| s.emergency_reparent_disabled = true)
         .build();
@@ -594,7 +598,7 @@ async fn ers_is_skipped_when_disabled_on_the_shard_record_or_globally() {
 
 #[tokio::test]
 async fn a_lock_held_elsewhere_refuses_the_recovery_without_counting_it() {
-    let now = Instant::now();
+    let now = crate::clock::now();
     let w = world(stopped_replica(now), RecoveryConfig::default()).await;
     let held = w.topo.lock_shard("ks", "0", "vtctld PRS").await.expect("lock");
     let outcome = w.gate(w.problem(101)).await;
@@ -615,7 +619,7 @@ async fn a_lock_held_elsewhere_refuses_the_recovery_without_counting_it() {
 
 #[tokio::test]
 async fn after_sigterm_no_new_shard_lock_is_taken() {
-    let now = Instant::now();
+    let now = crate::clock::now();
     let w = world(stopped_replica(now), RecoveryConfig::default()).await;
     w.engine.as_ref().expect("engine").shared().draining.cancel();
     let outcome = w.gate(w.problem(101)).await;
@@ -625,7 +629,7 @@ async fn after_sigterm_no_new_shard_lock_is_taken() {
 
 #[tokio::test]
 async fn a_failed_rpc_fails_the_recovery_and_counts_it_as_failed() {
-    let now = Instant::now();
+    let now = crate::clock::now();
     let w = world(stopped_replica(now), RecoveryConfig::default()).await;
     w.tmc.fail(
         "SetReplicationSource",
@@ -663,7 +667,7 @@ fn unreachable_primary(now: Instant) -> ClusterSnapshot {
 
 #[tokio::test(start_paused = true)]
 async fn direct_replicas_are_restarted_at_most_once_a_minute_each() {
-    let now = Instant::now();
+    let now = crate::clock::now();
     let w = world(unreachable_primary(now), RecoveryConfig::default()).await;
     let a = w.problem(100);
     assert_eq!(a.analysis, AnalysisCode::UnreachablePrimary);
@@ -707,7 +711,7 @@ async fn direct_replicas_are_restarted_at_most_once_a_minute_each() {
 
 #[tokio::test]
 async fn a_failed_restart_falls_back_to_start_replication() {
-    let now = Instant::now();
+    let now = crate::clock::now();
     let w = world(unreachable_primary(now), RecoveryConfig::default()).await;
     w.tmc.fail(
         "RestartReplication",
@@ -729,7 +733,7 @@ async fn a_failed_restart_falls_back_to_start_replication() {
 
 #[tokio::test]
 async fn stale_topo_primary_is_demoted_best_effort_and_made_replica_in_the_topo() {
-    let now = Instant::now();
+    let now = crate::clock::now();
     let snapshot = healthy(now)
         .edit("zone1", 102, |t| {
             t.tablet.r#type = crate::proto::topodata::TabletType::Primary as i32;
@@ -768,7 +772,7 @@ async fn stale_topo_primary_is_demoted_best_effort_and_made_replica_in_the_topo(
 
 #[tokio::test]
 async fn ordered_problems_run_one_by_one_before_the_others() {
-    let now = Instant::now();
+    let now = crate::clock::now();
     // 101 must ack but does not (ReplicaSemiSyncMustBeSet); 100 must wait
     // for acks but does not (PrimarySemiSyncMustBeSet, which needs 102's
     // ack); 102 is writable (ReplicaIsWritable, unordered).
@@ -828,7 +832,7 @@ async fn settle() {
 
 #[tokio::test(start_paused = true)]
 async fn an_event_storm_costs_one_analysis_per_debounce_window() {
-    let now = Instant::now();
+    let now = crate::clock::now();
     let config = RecoveryConfig {
         allow_recovery: false,
         recovery_poll_duration: Duration::from_secs(10),
@@ -866,7 +870,7 @@ async fn an_event_storm_costs_one_analysis_per_debounce_window() {
 
 #[tokio::test(start_paused = true)]
 async fn one_recovery_per_shard_at_a_time_and_a_change_meanwhile_reruns_the_shard() {
-    let now = Instant::now();
+    let now = crate::clock::now();
     let config = RecoveryConfig {
         recovery_poll_duration: Duration::from_secs(3600),
         event_debounce: Duration::from_millis(10),
@@ -905,7 +909,7 @@ async fn one_recovery_per_shard_at_a_time_and_a_change_meanwhile_reruns_the_shar
 
 #[tokio::test(start_paused = true)]
 async fn the_global_cap_limits_recoveries_across_shards() {
-    let now = Instant::now();
+    let now = crate::clock::now();
     let mut snapshot = stopped_replica(now);
     ShardBuilder::new("ks", "1", "semi_sync", now)
         .primary("zone1", 200)
@@ -936,7 +940,7 @@ async fn the_global_cap_limits_recoveries_across_shards() {
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_waits_for_a_running_recovery_and_audits_it() {
-    let now = Instant::now();
+    let now = crate::clock::now();
     let mut w = world(stopped_replica(now), RecoveryConfig::default()).await;
     let hold = Arc::new(tokio::sync::Semaphore::new(0));
     *w.tmc.hold.lock().expect("test mutex") = Some(hold.clone());
@@ -962,7 +966,7 @@ async fn shutdown_waits_for_a_running_recovery_and_audits_it() {
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_cancels_a_recovery_that_outlives_the_wait() {
-    let now = Instant::now();
+    let now = crate::clock::now();
     let config = RecoveryConfig {
         shutdown_wait_time: Duration::from_secs(2),
         ..RecoveryConfig::default()
@@ -985,7 +989,7 @@ async fn shutdown_cancels_a_recovery_that_outlives_the_wait() {
 
 #[tokio::test]
 async fn unknown_cells_in_cells_no_recovery_stop_the_engine() {
-    let now = Instant::now();
+    let now = crate::clock::now();
     let config = RecoveryConfig {
         cells_no_recovery: vec!["nowhere".into()],
         ..RecoveryConfig::default()
@@ -998,7 +1002,7 @@ async fn unknown_cells_in_cells_no_recovery_stop_the_engine() {
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_still_waits_for_the_loop_after_a_dropped_wait() {
-    let now = Instant::now();
+    let now = crate::clock::now();
     let mut w = world(stopped_replica(now), RecoveryConfig::default()).await;
     let mut events = w.handle.subscribe();
     let mut task = spawn(&mut w);
@@ -1019,7 +1023,7 @@ async fn shutdown_still_waits_for_the_loop_after_a_dropped_wait() {
 
 #[tokio::test]
 async fn a_replica_fix_is_not_attempted_while_the_replica_does_not_answer() {
-    let now = Instant::now();
+    let now = crate::clock::now();
     let snapshot = healthy(now)
         .edit("zone1", 101, |t| {
             t.obs().read_only = false;
@@ -1041,7 +1045,7 @@ async fn a_replica_fix_is_not_attempted_while_the_replica_does_not_answer() {
 
 #[tokio::test]
 async fn earlier_gates_win_over_later_ones() {
-    let now = Instant::now();
+    let now = crate::clock::now();
     // 1 before 3: a code without recovery is NoRecoveryAction even when
     // recoveries are disabled.
     let snapshot = ShardBuilder::new("ks", "0", "none", now)
@@ -1113,7 +1117,7 @@ async fn earlier_gates_win_over_later_ones() {
 
 #[tokio::test(start_paused = true)]
 async fn a_problem_without_any_event_is_recovered_at_the_next_periodic_pass() {
-    let now = Instant::now();
+    let now = crate::clock::now();
     let config = RecoveryConfig {
         recovery_poll_duration: Duration::from_secs(1),
         ..RecoveryConfig::default()

@@ -145,7 +145,7 @@ mod tests {
 
     #[test]
     fn overlay_replaces_records_keeps_polls_and_drops_deleted_tablets() {
-        let now = tokio::time::Instant::now();
+        let now = crate::clock::now();
         let snapshot = ShardBuilder::new("ks", "0", "semi_sync", now)
             .primary("zone1", 100)
             .replica("zone1", 101)
@@ -212,7 +212,7 @@ mod tests {
 
     #[test]
     fn the_shard_primary_is_the_newest_primary_term() {
-        let now = tokio::time::Instant::now();
+        let now = crate::clock::now();
         let snapshot = ShardBuilder::new("ks", "0", "none", now)
             .primary("zone1", 100)
             .replica("zone1", 101)

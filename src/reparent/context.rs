@@ -215,13 +215,13 @@ pub(crate) struct Deadline(Instant);
 impl Deadline {
     /// `bound` from now.
     pub(crate) fn after(bound: Duration) -> Self {
-        Deadline(Instant::now() + bound)
+        Deadline(crate::clock::now() + bound)
     }
 
     /// Time left (at least 1 ms so a call still gets a deadline header).
     pub(crate) fn remaining(&self) -> Duration {
         self.0
-            .saturating_duration_since(Instant::now())
+            .saturating_duration_since(crate::clock::now())
             .max(Duration::from_millis(1))
     }
 

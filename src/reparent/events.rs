@@ -18,8 +18,7 @@ pub type WallClock = fn() -> SystemTime;
 /// `time_created_ns` are wall-clock facts other processes read; nothing is
 /// scheduled from them.
 pub fn system_wall_clock() -> SystemTime {
-    #[allow(clippy::disallowed_methods)]
-    SystemTime::now()
+    crate::clock::wall_now()
 }
 
 /// Severity of an entry (Vitess's `logutil.Level`).

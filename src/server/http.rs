@@ -205,7 +205,7 @@ async fn errant_gtids(
 }
 
 fn instances(ctx: &ApiContext, views: Vec<TabletView>) -> Response {
-    let now = Instant::now();
+    let now = crate::clock::now();
     let wall = (ctx.clock)();
     let list: Vec<InstanceJson> = views
         .iter()

@@ -295,7 +295,7 @@ impl ApiContext {
     /// The problems analysis reports now for `filter`.
     pub fn detection_analysis(&self, filter: &ShardFilter) -> Vec<DetectionAnalysis> {
         let snapshot = self.discovery.snapshot();
-        let now = Instant::now();
+        let now = crate::clock::now();
         let cfg = self.analysis_config();
         let out = match (&filter.keyspace, &filter.shard) {
             (Some(k), Some(s)) => {
@@ -312,7 +312,7 @@ impl ApiContext {
     /// Every watched tablet matching `filter`, by shard then alias.
     pub fn tablets(&self, filter: &ShardFilter) -> Vec<TabletView> {
         let snapshot = self.discovery.snapshot();
-        let now = Instant::now();
+        let now = crate::clock::now();
         snapshot
             .shards
             .values()
@@ -426,7 +426,7 @@ impl ApiContext {
         if snapshot.shard(&key).is_none() {
             return Err(ApiError::Discovery(DiscoveryError::UnknownShard(key)));
         }
-        let notes = analysis::analyze_shard(&snapshot, &key, &self.analysis_config(), Instant::now())
+        let notes = analysis::analyze_shard(&snapshot, &key, &self.analysis_config(), crate::clock::now())
             .notes
             .iter()
             .map(ToString::to_string)
@@ -805,7 +805,7 @@ impl Vtorc for VtorcApi {
     ) -> Result<Response<pb::GetProblemsResponse>, Status> {
         let r = request.into_inner();
         let filter = ShardFilter::parse(&r.keyspace, &r.shard)?;
-        let now = Instant::now();
+        let now = crate::clock::now();
         let tablets = self
             .ctx
             .problems(&filter)
@@ -821,7 +821,7 @@ impl Vtorc for VtorcApi {
     ) -> Result<Response<pb::GetTabletsResponse>, Status> {
         let r = request.into_inner();
         let filter = ShardFilter::parse(&r.keyspace, &r.shard)?;
-        let now = Instant::now();
+        let now = crate::clock::now();
         let tablets = self
             .ctx
             .tablets(&filter)
@@ -837,7 +837,7 @@ impl Vtorc for VtorcApi {
     ) -> Result<Response<pb::GetErrantGtidsResponse>, Status> {
         let r = request.into_inner();
         let filter = ShardFilter::parse(&r.keyspace, &r.shard)?;
-        let now = Instant::now();
+        let now = crate::clock::now();
         let tablets = self
             .ctx
             .errant_gtids(&filter)
@@ -1091,7 +1091,7 @@ mod tests {
 
     #[test]
     fn instance_problems_follow_go_vtorcs_list() {
-        let now = Instant::now();
+        let now = crate::clock::now();
         let cfg = config();
         let snapshot = ShardBuilder::new("ks", "0", "none", now)
             .primary("zone1", 100)

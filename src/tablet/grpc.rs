@@ -361,7 +361,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let tmc = GrpcTabletManager::new(TabletClientConfig::default());
-        let started = tokio::time::Instant::now();
+        let started = crate::clock::now();
         let err = tmc
             .with_timeout(Duration::from_millis(300))
             .ping(&tablet("127.0.0.1", Some(i32::from(port))))

@@ -601,7 +601,7 @@ mod tests {
 
     #[test]
     fn snapshot_gauges_count_tablets_by_cell_and_shard_and_errant_gtids() {
-        let now = tokio::time::Instant::now();
+        let now = crate::clock::now();
         let snapshot = ShardBuilder::new("ks", "0", "none", now)
             .primary("zone1", 100)
             .replica("zone1", 101)

@@ -160,7 +160,7 @@ impl TopoLock {
         options: &LockOptions,
         mode: LockMode,
     ) -> TopoResult<TopoLock> {
-        let deadline = Instant::now() + options.lock_timeout;
+        let deadline = crate::clock::now() + options.lock_timeout;
         let resource = resource.trim_end_matches('/').to_string();
         let locks_dir = paths::locks_dir(&resource);
         let what = format!("lock {resource}");

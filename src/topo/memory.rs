@@ -298,7 +298,7 @@ impl MemoryStore {
                 let next = {
                     let Some(state) = weak.upgrade() else { return };
                     let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
-                    let next = s.sweep(Instant::now());
+                    let next = s.sweep(crate::clock::now());
                     if next.is_none() {
                         s.reaper = None;
                         return;
@@ -457,7 +457,7 @@ impl TopoStore for MemoryStore {
             id,
             Lease {
                 ttl,
-                expires_at: Instant::now() + ttl,
+                expires_at: crate::clock::now() + ttl,
                 keys: BTreeSet::new(),
                 lost: CancellationToken::new(),
             },
@@ -493,7 +493,7 @@ impl TopoStore for MemoryStore {
                 let alive = !s.unavailable
                     && match s.leases.get_mut(&lease) {
                         Some(l) => {
-                            l.expires_at = Instant::now() + l.ttl;
+                            l.expires_at = crate::clock::now() + l.ttl;
                             true
                         }
                         None => false,
@@ -513,12 +513,12 @@ impl TopoStore for MemoryStore {
     async fn lease_keep_alive_once(&self, lease: LeaseId) -> TopoResult<()> {
         let mut s = self.lock();
         s.check_available()?;
-        s.sweep(Instant::now());
+        s.sweep(crate::clock::now());
         let l = s
             .leases
             .get_mut(&lease)
             .ok_or_else(|| TopoError::NoNode(format!("lease {lease}")))?;
-        l.expires_at = Instant::now() + l.ttl;
+        l.expires_at = crate::clock::now() + l.ttl;
         Ok(())
     }
 

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -940,8 +940,7 @@ impl Topo {
     fn lock_contents(&self, action: &str) -> String {
         // The one wall-clock read of the topo layer: the lock's "Time" is
         // informational (vtctld shows it), nothing is computed from it.
-        #[allow(clippy::disallowed_methods)]
-        let now = SystemTime::now();
+        let now = crate::clock::wall_now();
         lock_contents(action, &self.inner.host_name, &self.inner.user_name, now)
     }
 

@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use super::super::testutil::{FakeTablet, tablet, world};
 use super::super::{EmergencyReparentOptions, EventLog, ReparentError};
 use crate::proto::topodata::{TabletAlias, TabletType};
@@ -474,7 +472,7 @@ async fn losing_the_lock_aborts_the_rpc_in_flight_at_once() {
         .expect("lock");
     let lease = lock.lease_id();
     let store = topo.global_store();
-    let started = Instant::now();
+    let started = crate::clock::now();
     let revoke = async {
         tokio::time::sleep(Duration::from_millis(200)).await;
         store.lease_revoke(lease).await.expect("revoke");

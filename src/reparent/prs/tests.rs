@@ -305,7 +305,7 @@ async fn a_failed_journal_write_abandons_the_replicas_waiting_for_it() {
         new_primary: Some(a("zone1", 101)),
         ..Default::default()
     };
-    let started = tokio::time::Instant::now();
+    let started = crate::clock::now();
     let err = rp
         .planned_reparent_shard("ks", "0", &opts, None, &EventLog::default())
         .await

@@ -1,0 +1,27 @@
+//! The one place vtorc reads a clock.
+//!
+//! Decisions take `now` as a parameter (STYLE rule 8); the code that calls
+//! them reads it here. `std::time::Instant::now`, `tokio::time::Instant::now`
+//! and `std::time::SystemTime::now` are called nowhere else in `src/`, so
+//! every clock read is a call to this module and easy to find (the
+//! `clippy.toml` ban that enforces it waits for `tests/` and `benches/`).
+
+use std::time::SystemTime;
+
+use tokio::time::Instant;
+
+/// The monotonic time now, for deadlines, timings and `analyze`'s `now`.
+/// It is tokio's clock, so it follows a paused runtime in tests
+/// (`start_paused`, `tokio::time::advance`); outside a runtime it is the
+/// system's monotonic clock.
+#[allow(clippy::disallowed_methods)] // the sanctioned reader
+pub fn now() -> Instant {
+    Instant::now()
+}
+
+/// The wall-clock time now, for facts other processes read (lock contents,
+/// journal rows, audit and event timestamps). Nothing is scheduled from it.
+#[allow(clippy::disallowed_methods)] // the sanctioned reader
+pub fn wall_now() -> SystemTime {
+    SystemTime::now()
+}
