@@ -1,8 +1,12 @@
 //! The `vtorc` binary: parse the configuration, start logging, run.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use vtorc::config::{Config, LoadError};
+
+/// How long the runtime's leftover tasks may take to end after `run` returns.
+const RUNTIME_STOP_GRACE: Duration = Duration::from_secs(2);
 
 fn main() -> ExitCode {
     let config = match Config::load(std::env::args_os()) {
@@ -29,14 +33,22 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("vtorc: failed to start the async runtime: {e}");
+            vtorc::telemetry::shutdown();
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(vtorc::app::run(config)) {
+    let code = match runtime.block_on(vtorc::app::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("vtorc failed: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // `run` has stopped everything gracefully; whatever task is left gets a
+    // bounded time to end (a plain drop would wait for blocking tasks forever).
+    runtime.shutdown_timeout(RUNTIME_STOP_GRACE);
+    // Export the last batch of spans, including those the runtime's drop ended
+    // (bounded; a no-op when telemetry was not set up).
+    vtorc::telemetry::shutdown();
+    code
 }

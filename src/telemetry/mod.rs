@@ -32,6 +32,7 @@ pub mod metrics;
 pub mod otel;
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use tracing::dispatcher::{Dispatch, WeakDispatch};
 use tracing::{Event, Subscriber};
@@ -130,12 +131,47 @@ pub fn flush() -> Result<(), TelemetryError> {
     }
 }
 
-/// Flushes and stops trace export; call once before the process exits.
+/// Flushes and stops trace export; call once before the process exits,
+/// outside async code (it blocks). A no-op when telemetry was never
+/// initialised. Returns within [`otel::SHUTDOWN_TIMEOUT`] plus
+/// [`SHUTDOWN_SLACK`] whatever the exporter does, and prints a failure
+/// instead of returning it (the process is exiting).
 pub fn shutdown() {
-    if let Some(t) = PROVIDER.get()
-        && let Err(e) = t.shutdown()
-    {
+    let Some(provider) = PROVIDER.get() else {
+        return;
+    };
+    if let Err(e) = shutdown_within(provider, otel::SHUTDOWN_TIMEOUT + SHUTDOWN_SLACK) {
         eprintln!("vtorc: failed to shut down trace export: {e}");
+    }
+}
+
+/// How much longer than [`otel::SHUTDOWN_TIMEOUT`] [`shutdown`] waits for the
+/// SDK to return before giving up on it.
+const SHUTDOWN_SLACK: Duration = Duration::from_secs(1);
+
+/// Shuts `provider` down, waiting at most `bound`. The SDK bounds its own
+/// wait but then joins its export thread and unwraps, so the shutdown runs
+/// on a helper thread waited for with a deadline: a hung or panicking
+/// exporter costs the bound and an error, never the caller.
+fn shutdown_within(provider: &'static otel::Tracing, bound: Duration) -> Result<(), TelemetryError> {
+    let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
+    let helper = std::thread::Builder::new()
+        .name("otlp-shutdown".into())
+        .spawn(move || {
+            let _ = done_tx.send(provider.shutdown());
+        });
+    if helper.is_err() {
+        // No thread to spare: shut down here (still bounded by the SDK).
+        return provider.shutdown();
+    }
+    match done_rx.recv_timeout(bound) {
+        Ok(result) => result,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            Err(TelemetryError::Export(format!("gave up waiting after {bound:?}")))
+        }
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(TelemetryError::Export(
+            "the exporter panicked while shutting down".into(),
+        )),
     }
 }
 
@@ -263,6 +299,34 @@ mod tests {
             tracing::info!("outside any span");
             (buffer.text(), trace_id)
         })
+    }
+
+    #[test]
+    fn shutdown_without_telemetry_set_up_does_nothing() {
+        assert!(
+            PROVIDER.get().is_none(),
+            "no test in this binary installs telemetry"
+        );
+        shutdown();
+    }
+
+    #[test]
+    fn shutdown_returns_within_its_bound_when_the_collector_never_answers() {
+        use opentelemetry::trace::{Span as _, Tracer as _};
+        // A collector that accepts connections and never answers.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let endpoint = format!("http://{}", listener.local_addr().expect("local addr"));
+        let tracing: &'static otel::Tracing = Box::leak(Box::new(
+            otel::Tracing::new(Some(&endpoint)).expect("lazy channel"),
+        ));
+        tracing.tracer().start("recovery").end();
+        let bound = Duration::from_millis(1500);
+        let started = crate::clock::now();
+        let result = shutdown_within(tracing, bound);
+        let took = started.elapsed();
+        assert!(result.is_err(), "nothing was exported: {result:?}");
+        assert!(took < bound + Duration::from_millis(500), "took {took:?}");
+        drop(listener);
     }
 
     #[test]

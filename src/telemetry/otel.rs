@@ -27,6 +27,10 @@ pub const SERVICE_NAME: &str = "vtorc";
 /// Bound on one export call.
 const EXPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Bound on [`Tracing::shutdown`]: how long the last batch may take to be
+/// exported before export is abandoned.
+pub const SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Whether a span or event becomes part of a trace: vtorc's own, at INFO or
 /// above.
 pub fn is_traced(meta: &Metadata<'_>) -> bool {
@@ -121,10 +125,11 @@ impl Tracing {
             .map_err(|e| TelemetryError::Export(e.to_string()))
     }
 
-    /// Flushes and stops export.
+    /// Flushes and stops export, waiting at most [`SHUTDOWN_TIMEOUT`] for
+    /// the exporter.
     pub fn shutdown(&self) -> Result<(), TelemetryError> {
         self.provider
-            .shutdown()
+            .shutdown_with_timeout(SHUTDOWN_TIMEOUT)
             .map_err(|e| TelemetryError::Export(e.to_string()))
     }
 }
