@@ -54,6 +54,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 pub use self::error::{ReparentError, ReparentResult};
 pub use self::ers::ErsPhase;
@@ -195,6 +196,39 @@ impl Reparenter {
     /// (each is bounded by its wait timeout). For shutdown and tests.
     pub async fn wait_for_background_calls(&self) {
         self.stragglers.wait().await;
+    }
+
+    /// The part ERS and PRS share around their body: runs `body` in `span`,
+    /// times it, records the `operation`'s metrics and writes the final line
+    /// to `log` (`finished <Operation> in <elapsed>`, `<Operation> cancelled:
+    /// <e>` at WARN, `failed <Operation>: <e>` at ERROR). The caller builds
+    /// the span, so its name and target stay those of the operation's module.
+    async fn run_reparent(
+        &self,
+        operation: Operation,
+        keyspace: &str,
+        shard: &str,
+        log: &EventLog,
+        span: tracing::Span,
+        body: impl std::future::Future<Output = ReparentResult<Option<Tablet>>>,
+    ) -> ReparentResult<ReparentOutcome> {
+        let started = crate::clock::now();
+        let result = body.instrument(span).await;
+        let elapsed = started.elapsed();
+        self.metrics
+            .record(operation, keyspace, shard, result.is_ok(), elapsed);
+        let name = operation.as_str();
+        match &result {
+            Ok(_) => log.info(format!("finished {name} in {elapsed:?}")),
+            Err(e) if e.is_cancelled() => log.warn(format!("{name} cancelled: {e}")),
+            Err(e) => log.error(format!("failed {name}: {e}")),
+        }
+        result.map(|new_primary| ReparentOutcome {
+            keyspace: keyspace.to_string(),
+            shard: shard.to_string(),
+            new_primary,
+            duration: elapsed,
+        })
     }
 
     fn bounds(&self, wait_replicas: Option<Duration>) -> context::Bounds {

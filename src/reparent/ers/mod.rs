@@ -27,7 +27,6 @@ mod tests;
 
 use std::future::Future;
 
-use tokio::time::Instant;
 use tracing::Instrument;
 
 use self::candidates::{Candidate, ErrantFilter};
@@ -110,22 +109,9 @@ impl Reparenter {
         log: &EventLog,
     ) -> ReparentResult<ReparentOutcome> {
         let span = tracing::info_span!("emergency_reparent_shard", keyspace, shard);
-        let started = Instant::now();
-        let result = self.ers(keyspace, shard, opts, held, log).instrument(span).await;
-        let elapsed = started.elapsed();
-        self.metrics
-            .record(Operation::Emergency, keyspace, shard, result.is_ok(), elapsed);
-        match &result {
-            Ok(_) => log.info(format!("finished EmergencyReparentShard in {elapsed:?}")),
-            Err(e) if e.is_cancelled() => log.warn(format!("EmergencyReparentShard cancelled: {e}")),
-            Err(e) => log.error(format!("failed EmergencyReparentShard: {e}")),
-        }
-        result.map(|new_primary| ReparentOutcome {
-            keyspace: keyspace.to_string(),
-            shard: shard.to_string(),
-            new_primary,
-            duration: elapsed,
-        })
+        let body = self.ers(keyspace, shard, opts, held, log);
+        self.run_reparent(Operation::Emergency, keyspace, shard, log, span, body)
+            .await
     }
 
     async fn ers(

@@ -24,7 +24,6 @@ use std::collections::BTreeMap;
 use std::future::Future;
 
 use futures::future::join_all;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -104,22 +103,9 @@ impl Reparenter {
         log: &EventLog,
     ) -> ReparentResult<ReparentOutcome> {
         let span = tracing::info_span!("planned_reparent_shard", keyspace, shard);
-        let started = Instant::now();
-        let result = self.prs(keyspace, shard, opts, held, log).instrument(span).await;
-        let elapsed = started.elapsed();
-        self.metrics
-            .record(Operation::Planned, keyspace, shard, result.is_ok(), elapsed);
-        match &result {
-            Ok(_) => log.info(format!("finished PlannedReparentShard in {elapsed:?}")),
-            Err(e) if e.is_cancelled() => log.warn(format!("PlannedReparentShard cancelled: {e}")),
-            Err(e) => log.error(format!("failed PlannedReparentShard: {e}")),
-        }
-        result.map(|new_primary| ReparentOutcome {
-            keyspace: keyspace.to_string(),
-            shard: shard.to_string(),
-            new_primary,
-            duration: elapsed,
-        })
+        let body = self.prs(keyspace, shard, opts, held, log);
+        self.run_reparent(Operation::Planned, keyspace, shard, log, span, body)
+            .await
     }
 
     async fn prs(
