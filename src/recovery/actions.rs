@@ -36,7 +36,6 @@ use std::future::Future;
 use std::time::Duration;
 
 use rand::seq::SliceRandom;
-use tokio::time::Instant;
 
 use super::audit::StepLevel;
 use super::error::RecoveryError;
@@ -266,7 +265,7 @@ pub(crate) async fn plan(ctx: &ActionCtx<'_>) -> Result<Planned, String> {
             } else {
                 usize::MAX
             };
-            let now = Instant::now();
+            let now = crate::clock::now();
             let mut chosen = Vec::new();
             {
                 let mut cooldown = ctx
@@ -355,6 +354,36 @@ impl Recorder<'_> {
             Err(e) => self.step(step, StepLevel::Warning, format!("{e:#}")),
         }
         result
+    }
+
+    /// Repoints `replica` (`alias`) at `primary` as the step
+    /// `SetReplicationSource`: replication force-started, no wait position,
+    /// `semi_sync` acks, heartbeat every `heartbeat` seconds (0 = the
+    /// tablet's default).
+    async fn repoint(
+        &self,
+        ctx: &ActionCtx<'_>,
+        replica: &Tablet,
+        alias: &TabletAlias,
+        primary: &TabletAlias,
+        semi_sync: bool,
+        heartbeat: f64,
+    ) -> Result<(), RecoveryError> {
+        let request = SetReplicationSourceRequest {
+            parent: Some(primary.clone()),
+            time_created_ns: 0,
+            force_start_replication: true,
+            wait_position: String::new(),
+            semi_sync,
+            heartbeat_interval: heartbeat,
+        };
+        self.rpc(
+            ctx,
+            "SetReplicationSource",
+            alias,
+            ctx.shared.tmc.set_replication_source(replica, request),
+        )
+        .await
     }
 
     /// Runs an ERS/PRS, copying its log into the steps as it goes.
@@ -498,21 +527,8 @@ pub(crate) async fn execute(
             let alias = crate::tablet::rpc::alias_of(&replica);
             rec.rpc(ctx, "SetReadOnly", &alias, ctx.shared.tmc.set_read_only(&replica))
                 .await?;
-            let request = SetReplicationSourceRequest {
-                parent: Some(primary.clone()),
-                time_created_ns: 0,
-                force_start_replication: true,
-                wait_position: String::new(),
-                semi_sync,
-                heartbeat_interval: heartbeat,
-            };
-            rec.rpc(
-                ctx,
-                "SetReplicationSource",
-                &alias,
-                ctx.shared.tmc.set_replication_source(&replica, request),
-            )
-            .await?;
+            rec.repoint(ctx, &replica, &alias, &primary, semi_sync, heartbeat)
+                .await?;
             Ok(None)
         }
         Plan::StaleTopoPrimary {
@@ -651,22 +667,7 @@ async fn reconcile_stale_primary(
             return;
         }
         if let Some(primary) = &primary {
-            let request = SetReplicationSourceRequest {
-                parent: Some(primary.clone()),
-                time_created_ns: 0,
-                force_start_replication: true,
-                wait_position: String::new(),
-                semi_sync,
-                heartbeat_interval: 0.0,
-            };
-            let _ = rec
-                .rpc(
-                    ctx,
-                    "SetReplicationSource",
-                    &alias,
-                    ctx.shared.tmc.set_replication_source(&stale, request),
-                )
-                .await;
+            let _ = rec.repoint(ctx, &stale, &alias, primary, semi_sync, 0.0).await;
         }
     };
     let authoritative = async {
