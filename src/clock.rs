@@ -2,9 +2,10 @@
 //!
 //! Decisions take `now` as a parameter (STYLE rule 8); the code that calls
 //! them reads it here. `std::time::Instant::now`, `tokio::time::Instant::now`
-//! and `std::time::SystemTime::now` are called nowhere else in `src/`, so
-//! every clock read is a call to this module and easy to find (the
-//! `clippy.toml` ban that enforces it waits for `tests/` and `benches/`).
+//! and `std::time::SystemTime::now` are banned everywhere else by
+//! `clippy.toml` (`disallowed-methods`), so every clock read is a call to
+//! this module and easy to find. The `integration` crate has its own
+//! `clippy.toml` without the ban.
 
 use std::time::SystemTime;
 

@@ -360,7 +360,7 @@ fn runner() -> TestRunner {
 
 #[test]
 fn analysis_is_deterministic_and_independent_of_insertion_order() {
-    let now = Instant::now();
+    let now = vtorc::clock::now();
     runner()
         .run(&plan(), |plan| {
             for cfg in [AnalysisConfig::default(), cfg()] {
@@ -560,7 +560,7 @@ fn repair(
 
 #[test]
 fn applying_the_intended_repair_makes_each_actionable_problem_go_away() {
-    let now = Instant::now();
+    let now = vtorc::clock::now();
     let cfg = cfg();
     let seen: RefCell<BTreeSet<AnalysisCode>> = RefCell::new(BTreeSet::new());
     let repaired: RefCell<BTreeSet<AnalysisCode>> = RefCell::new(BTreeSet::new());

@@ -82,7 +82,7 @@ impl Check for AnalysisOutput {
 }
 
 pub fn t0() -> Instant {
-    Instant::now()
+    vtorc::clock::now()
 }
 
 /// `base` plus a second topo PRIMARY `zone1-99` with an older term that replicates from `zone1-100`.
