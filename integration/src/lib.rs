@@ -7,6 +7,7 @@ pub mod etcd;
 pub mod faults;
 pub mod mariadb;
 pub mod process;
+pub mod restore;
 pub mod sim;
 pub mod topo_conformance;
 pub mod workload;

@@ -51,6 +51,15 @@ const START_ATTEMPTS: usize = 3;
 /// Lines of error log included in start-up errors.
 const LOG_TAIL_LINES: usize = 40;
 
+/// How a server is started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Isolation {
+    /// As configured: TCP on its port, replication started at boot.
+    None,
+    /// `--skip-networking --skip-slave-start`: UNIX socket only.
+    SocketOnly,
+}
+
 /// Settings for one MariaDB instance.
 #[derive(Clone, Debug)]
 pub struct MariaDbOptions {
@@ -117,7 +126,9 @@ impl MariaDbServer {
         server.install_db().await?;
         let mut attempt = 1;
         loop {
-            let Err(e) = server.launch().await else { break };
+            let Err(e) = server.launch(Isolation::None).await else {
+                break;
+            };
             let tail = server.log_tail(LOG_TAIL_LINES);
             if attempt >= START_ATTEMPTS || !looks_like_port_clash(&tail) {
                 return Err(e.context(format!(
@@ -197,6 +208,20 @@ impl MariaDbServer {
             .into()
     }
 
+    /// The server's UNIX socket.
+    pub fn socket_path(&self) -> PathBuf {
+        self.dir.join("mysql.sock")
+    }
+
+    /// Connection options for `root` over the UNIX socket: the only way in
+    /// while the server runs isolated ([`MariaDbServer::restart_isolated`]).
+    pub fn socket_opts(&self) -> Opts {
+        OptsBuilder::default()
+            .socket(Some(self.socket_path().display().to_string()))
+            .user(Some("root"))
+            .into()
+    }
+
     /// A `mysql://` URL for `root` over TCP.
     pub fn root_url(&self) -> String {
         format!("mysql://root@127.0.0.1:{}/", self.port)
@@ -261,9 +286,25 @@ impl MariaDbServer {
     /// gracefully first if it runs. Crash recovery runs as usual.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.stop().await?;
-        self.launch().await.with_context(|| {
+        self.launch(Isolation::None).await.with_context(|| {
             format!(
                 "MariaDB {} did not restart; error log tail:\n{}",
+                self.name,
+                self.log_tail(LOG_TAIL_LINES)
+            )
+        })
+    }
+
+    /// Starts the server (stopping it gracefully first if it runs) with
+    /// networking off and replication not started: only the UNIX socket
+    /// ([`MariaDbServer::socket_opts`]) reaches it, so neither its agent nor
+    /// anything else can touch it while it is being rebuilt (a maintenance
+    /// start, like a vttablet restore that keeps the tablet out of service).
+    pub async fn restart_isolated(&mut self) -> anyhow::Result<()> {
+        self.stop().await?;
+        self.launch(Isolation::SocketOnly).await.with_context(|| {
+            format!(
+                "MariaDB {} did not start isolated; error log tail:\n{}",
                 self.name,
                 self.log_tail(LOG_TAIL_LINES)
             )
@@ -356,7 +397,7 @@ impl MariaDbServer {
     }
 
     /// Spawns `mariadbd` and waits until it answers `SELECT 1` over TCP.
-    async fn launch(&mut self) -> anyhow::Result<()> {
+    async fn launch(&mut self, isolation: Isolation) -> anyhow::Result<()> {
         let bin = std::env::var("VTORC_MARIADBD_BIN").unwrap_or_else(|_| DEFAULT_MARIADBD_BIN.to_string());
         if !Path::new(&bin).exists() {
             bail!("{bin} not found (install the Debian package mariadb-server)");
@@ -366,6 +407,10 @@ impl MariaDbServer {
         let mut command = Command::new(&bin);
         command
             .arg(format!("--defaults-file={}", self.config_path().display()))
+            .args(match isolation {
+                Isolation::None => &[][..],
+                Isolation::SocketOnly => &["--skip-networking", "--skip-slave-start"][..],
+            })
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
@@ -376,7 +421,7 @@ impl MariaDbServer {
             if let Some(status) = child.try_exit().context("mariadbd try_wait")? {
                 bail!("mariadbd exited during start-up with {status}");
             }
-            let last = match self.ping().await {
+            let last = match self.ping(isolation).await {
                 Ok(()) => break,
                 Err(e) => format!("{e:#}"),
             };
@@ -393,9 +438,13 @@ impl MariaDbServer {
     }
 
     /// One connect + `SELECT 1`, bounded by 1 s.
-    async fn ping(&self) -> anyhow::Result<()> {
+    async fn ping(&self, isolation: Isolation) -> anyhow::Result<()> {
+        let opts = match isolation {
+            Isolation::None => self.root_opts(),
+            Isolation::SocketOnly => self.socket_opts(),
+        };
         let attempt = async {
-            let mut conn = Conn::new(self.root_opts()).await?;
+            let mut conn = Conn::new(opts).await?;
             conn.query_drop("SELECT 1").await?;
             conn.disconnect().await?;
             Ok::<(), mysql_async::Error>(())

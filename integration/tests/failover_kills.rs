@@ -5,17 +5,19 @@
 //! must complete.
 //!
 //! Between rounds the killed server is brought back the way an operator
-//! restores a crashed primary (`InitReplica` at the position the new
-//! primary had replicated from it, as after a restore): a primary killed
-//! under writes has binlogged transactions no replica acknowledged, which
-//! are errant GTIDs that can never replicate from the new primary as is.
-//! vtorc meanwhile reconciles its stale PRIMARY record.
+//! brings back a crashed primary: restored from a consistent copy of the new
+//! primary (a primary killed under writes may have binlogged transactions no
+//! replica acknowledged; they are errant and must not survive) and
+//! replicating from it. vtorc meanwhile reconciles its stale PRIMARY record
+//! and repoints it.
 
 mod recovery_support;
 
 use std::time::{Duration, Instant};
 
+use integration::cluster::Cluster;
 use integration::workload::{Workload, WorkloadConfig, check_acknowledged};
+use mysql_async::prelude::Queryable;
 use recovery_support::*;
 use vtorc::analysis::RecoveryKind;
 use vtorc::recovery::RecoveryOutcome;
@@ -42,36 +44,41 @@ async fn twenty_primary_kills_under_writes_lose_no_acknowledged_write() {
             .unwrap_or_else(|e| panic!("round {round}: {e:#}; {}", vtorc.audit_dump()));
         let killed_at = Instant::now();
         cluster.kill_mysql(&primary).expect("kill -9 the primary");
-        let new_primary =
-            integration::cluster::poll_until(Duration::from_secs(30), "a new primary", || async {
-                Ok(cluster.primary_alias(KS, "0").await?.filter(|p| *p != primary))
-            })
-            .await
-            .unwrap_or_else(|e| {
-                panic!(
-                    "round {round}: {e:#}\n{}\n{}",
-                    vtorc.audit_dump(),
-                    cluster.diagnostics()
-                )
-            });
+        let found = integration::cluster::poll_until(Duration::from_secs(30), "a new primary", || async {
+            Ok(cluster.primary_alias(KS, "0").await?.filter(|p| *p != primary))
+        })
+        .await;
+        let new_primary = match found {
+            Ok(p) => p,
+            Err(e) => panic!(
+                "round {round}: {e:#}\n{}\n{}\n{}",
+                vtorc.audit_dump(),
+                cluster.diagnostics(),
+                replication_report(&cluster).await
+            ),
+        };
         failovers.push(killed_at.elapsed());
-        let ers = vtorc.finished(RecoveryKind::RecoverDeadPrimary);
         integration::cluster::poll_until(Duration::from_secs(10), "the ERS is audited", || async {
             Ok((vtorc.finished(RecoveryKind::RecoverDeadPrimary).len() >= round).then_some(()))
         })
         .await
         .unwrap_or_else(|e| panic!("round {round}: {e:#}; {}", vtorc.audit_dump()));
-        let _ = ers;
-        // The killed server comes back; vtorc makes it a replica of the new primary.
+        // The killed server comes back restored; vtorc reconciles its record.
         rejoin_as_replica(&mut cluster, &primary, &new_primary).await;
         if let Err(e) =
             try_wait_replicating_from(&cluster, &primary, &new_primary, Duration::from_secs(30)).await
         {
             panic!(
-                "round {round}: {primary} did not rejoin: {e}\n{}",
-                vtorc.audit_dump()
+                "round {round}: {primary} did not rejoin: {e}\n{}\n{}",
+                vtorc.audit_dump(),
+                replication_report(&cluster).await
             );
         }
+        // Shown only when the test fails (or with --nocapture).
+        eprintln!(
+            "round {round}: {primary} -> {new_primary}\n{}",
+            replication_report(&cluster).await
+        );
         primary = new_primary;
     }
     workload
@@ -109,4 +116,58 @@ async fn twenty_primary_kills_under_writes_lose_no_acknowledged_write() {
         report.unknown.len()
     );
     vtorc.stop().await;
+}
+
+/// Each server's GTID state, replication threads and last reparent
+/// journal rows: what explains a failover that did not complete.
+async fn replication_report(cluster: &Cluster) -> String {
+    let mut out = String::from("replication report:");
+    for t in cluster.tablets() {
+        out.push_str(&format!("\n--- {}: ", t.alias()));
+        let mut conn = match t.mysql_conn().await {
+            Ok(c) => c,
+            Err(e) => {
+                out.push_str(&format!("cannot connect: {e:#}"));
+                continue;
+            }
+        };
+        let gtids: Result<Option<(String, String, String, String)>, _> = conn
+            .query_first(
+                "SELECT @@global.gtid_binlog_pos, @@global.gtid_slave_pos, \
+                 @@global.gtid_current_pos, @@global.gtid_binlog_state",
+            )
+            .await;
+        out.push_str(&format!("gtid binlog/slave/current/binlog_state = {gtids:?}"));
+        match conn.query_iter("SHOW ALL SLAVES STATUS").await {
+            Ok(mut result) => {
+                let rows: Vec<mysql_async::Row> = result.collect().await.unwrap_or_default();
+                for row in rows {
+                    for col in [
+                        "Master_Port",
+                        "Slave_IO_Running",
+                        "Slave_SQL_Running",
+                        "Gtid_IO_Pos",
+                        "Last_IO_Error",
+                        "Last_SQL_Error",
+                        "Exec_Master_Log_Pos",
+                        "Read_Master_Log_Pos",
+                    ] {
+                        let value: Option<String> = row.get_opt(col).and_then(Result::ok);
+                        out.push_str(&format!("\n  {col}: {}", value.unwrap_or_default()));
+                    }
+                }
+            }
+            Err(e) => out.push_str(&format!("\n  SHOW ALL SLAVES STATUS: {e}")),
+        }
+        let journal: Result<Vec<(u64, String, String, String)>, _> = conn
+            .query(
+                "SELECT time_created_ns, CAST(action_name AS CHAR), CAST(primary_alias AS CHAR), \
+                 CAST(replication_position AS CHAR) FROM _vt.reparent_journal \
+                 ORDER BY time_created_ns DESC LIMIT 4",
+            )
+            .await;
+        out.push_str(&format!("\n  journal (newest first): {journal:?}"));
+        conn.disconnect().await.ok();
+    }
+    out
 }

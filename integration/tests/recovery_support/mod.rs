@@ -15,14 +15,13 @@ use vtorc::analysis::{AnalysisCode, RecoveryKind};
 use vtorc::config::Config;
 use vtorc::discovery::{Discovery, DiscoveryConfig, DiscoveryHandle, DiscoveryTask};
 use vtorc::ids::KeyspaceShard;
-use vtorc::proto::tabletmanagerdata as tm;
 use vtorc::proto::topodata::{TabletAlias, TabletType};
 use vtorc::recovery::{
     AuditFilter, DetectionRecord, RecoveryConfig, RecoveryDeps, RecoveryEngine, RecoveryHandle,
     RecoveryOutcome, RecoveryRecord, RecoveryTask,
 };
 use vtorc::reparent::{ReparentConfig, Reparenter, system_wall_clock};
-use vtorc::tablet::{GrpcTabletManager, TabletClientConfig, TabletManager, TmRequest};
+use vtorc::tablet::{GrpcTabletManager, TabletClientConfig, TabletManager};
 
 /// Alias of tablet `uid` in cell `zone1`.
 pub fn alias(uid: u32) -> TabletAlias {
@@ -499,42 +498,18 @@ impl VtorcProcess {
     }
 }
 
-/// Restarts the killed `old` primary's MariaDB (without starting its old
-/// replication) and re-initialises it as a replica of `new_primary` from
-/// the last of its transactions the new primary has (`InitReplica`, as
-/// after a restore from backup).
-pub async fn rejoin_as_replica(cluster: &mut Cluster, old: &TabletAlias, new_primary: &TabletAlias) {
-    let mut conn = cluster
-        .mysql_conn(new_primary)
-        .await
-        .expect("connect to the new primary");
-    let common: Option<String> = conn
-        .query_first("SELECT @@global.gtid_slave_pos")
-        .await
-        .expect("read gtid_slave_pos");
-    conn.disconnect().await.ok();
-    let common = common.unwrap_or_default();
-    let config = cluster.tablet(old).expect("tablet").mysql().dir().join("my.cnf");
-    let text = std::fs::read_to_string(&config).expect("read my.cnf");
-    if !text.contains("skip_slave_start") {
-        let text = text.replacen("[mariadbd]\n", "[mariadbd]\nskip_slave_start\n", 1);
-        std::fs::write(&config, text).expect("write my.cnf");
-    }
-    cluster.restart_mysql(old).await.expect("restart MariaDB");
-    let request = tm::InitReplicaRequest {
-        parent: Some(new_primary.clone()),
-        replication_position: format!("MariaDB/{common}"),
-        time_created_ns: 0,
-        semi_sync: true,
-    };
-    let tablet = cluster.tablet(old).expect("tablet").rpc_tablet();
+/// Brings a crashed primary back the way an operator does: its MariaDB is
+/// restored from a consistent copy of the new primary (dropping whatever
+/// unacknowledged transactions it had binlogged before the kill) and
+/// replicates from it; vtorc then reconciles the tablet's stale PRIMARY
+/// record. Returns the GTID position it was restored at.
+pub async fn rejoin_as_replica(
+    cluster: &mut Cluster,
+    old: &TabletAlias,
+    new_primary: &TabletAlias,
+) -> String {
     cluster
-        .tmc()
-        .call(
-            &tablet,
-            TmRequest::InitReplica(request),
-            Some(Duration::from_secs(20)),
-        )
+        .restore_mysql_from(old, new_primary)
         .await
-        .unwrap_or_else(|e| panic!("InitReplica {old} from {new_primary} at {common}: {e}"));
+        .unwrap_or_else(|e| panic!("restore {old} from {new_primary}: {e:#}"))
 }
