@@ -17,8 +17,9 @@
 //!    tablet it names; t1 = first successful insert on a new primary;
 //! 4. reads vtorc's audit: detection (first detection of the dead primary),
 //!    and the ERS's own duration;
-//! 5. brings the killed server back as a replica (`InitReplica`, as after a
-//!    restore) for the next run.
+//! 5. brings the killed server back as a replica for the next run: restored
+//!    from a consistent copy of the new primary (`integration::restore`),
+//!    vtorc reconciles its stale record.
 //!
 //! Reported: median, p95 and max of t1 − t0 over the runs, plus the
 //! kill → detection and ERS-duration medians (from the audit's wall-clock
