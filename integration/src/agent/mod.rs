@@ -16,6 +16,7 @@
 //! | `replication.rs` | replication control (Stop/Start/Restart, StopReplicationAndGetStatus, SetReplicationSource, resets) |
 //! | `reparent.rs` | InitPrimary/InitReplica, Demote/Undo/Promote, ReplicaWas*, SetReadOnly/Write, ChangeType, RefreshState |
 //! | `health.rs` | the MySQL health checker and the StreamHealth payload |
+//! | `disk.rs` | the disk-health monitor (`--disk-write-dir`): FullStatus `disk_stalled` |
 //! | `topo_sync.rs` | tablet record, ShardReplication, shard record sync |
 //! | `mysql.rs`, `position.rs`, `error.rs` | MySQL access, MariaDB positions, errors |
 //!
@@ -53,6 +54,7 @@
 //! auto-positioning); `semi_sync_blocked` is derived from
 //! `Rpl_semi_sync_master_wait_sessions` without heartbeat writes.
 
+pub mod disk;
 pub mod error;
 mod health;
 pub mod mysql;
@@ -64,6 +66,7 @@ mod status;
 mod topo_sync;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -144,6 +147,15 @@ pub struct AgentConfig {
     /// How long semi-sync may be blocked (writes waiting for an ACK) before
     /// FullStatus reports `semi_sync_blocked`.
     pub semi_sync_blocked_after: Duration,
+    /// vttablet's `--disk-write-dir`: the directory the disk-health monitor
+    /// writes [`disk::DISK_CHECK_FILE`] into; `None` = no monitor, the disk
+    /// never counts as stalled.
+    pub disk_write_dir: Option<PathBuf>,
+    /// vttablet's `--disk-write-interval`: how often the monitor writes.
+    pub disk_write_interval: Duration,
+    /// vttablet's `--disk-write-timeout`: a write outstanding this long
+    /// means the disk is stalled.
+    pub disk_write_timeout: Duration,
 }
 
 impl AgentConfig {
@@ -188,6 +200,9 @@ impl AgentConfig {
             remote_operation_timeout: Duration::from_secs(15),
             semi_sync_blocked_after: Duration::from_secs(15),
             disable_active_reparents: false,
+            disk_write_dir: None,
+            disk_write_interval: Duration::from_secs(5),
+            disk_write_timeout: Duration::from_secs(30),
         }
     }
 
@@ -245,6 +260,8 @@ pub struct Agent {
     shard_sync_wake: Notify,
     /// When semi-sync (as primary) was first seen blocked, if it is.
     semi_sync_blocked_since: Mutex<Option<Instant>>,
+    /// The disk-health monitor, when `disk_write_dir` is set.
+    disk: Option<Arc<disk::DiskHealth>>,
     /// Cancelled on shutdown.
     cancel: CancellationToken,
 }
@@ -300,6 +317,10 @@ impl Agent {
         };
         let (grants_ready, _) = watch::channel(false);
         let (health, _) = watch::channel(StreamHealthResponse::default());
+        let disk = config
+            .disk_write_dir
+            .as_deref()
+            .map(|dir| disk::DiskHealth::new(dir, config.disk_write_timeout, &alias.to_string()));
         let agent = Arc::new(Agent {
             config,
             alias: alias.clone(),
@@ -313,6 +334,7 @@ impl Agent {
             health_wake: Notify::new(),
             shard_sync_wake: Notify::new(),
             semi_sync_blocked_since: Mutex::new(None),
+            disk,
             cancel: CancellationToken::new(),
         });
         agent.publish_health();
@@ -326,6 +348,13 @@ impl Agent {
         tasks.spawn(health::run_checker(agent.clone()));
         tasks.spawn(health::run_grants_check(agent.clone()));
         tasks.spawn(topo_sync::run_shard_sync(agent.clone()));
+        if let Some(monitor) = agent.disk.clone() {
+            tasks.spawn(disk::run(
+                monitor,
+                agent.config.disk_write_interval,
+                agent.cancel.clone(),
+            ));
+        }
         info!(tablet = %alias, %addr, "tablet agent started");
         Ok(AgentHandle {
             agent,
@@ -354,6 +383,12 @@ impl Agent {
     /// A copy of the in-memory tablet record.
     pub fn tablet(&self) -> Tablet {
         self.state().tablet.clone()
+    }
+
+    /// Whether the disk-health monitor finds the disk stalled (false
+    /// without a monitor).
+    fn disk_stalled(&self) -> bool {
+        self.disk.as_ref().is_some_and(|d| d.is_stalled())
     }
 
     /// Takes the action lock, waiting at most until `deadline`.
@@ -516,6 +551,11 @@ impl AgentHandle {
     /// The latest StreamHealth payload.
     pub fn health(&self) -> StreamHealthResponse {
         self.agent.health.borrow().clone()
+    }
+
+    /// The disk-health monitor (`None` without `disk_write_dir`).
+    pub fn disk_health(&self) -> Option<Arc<disk::DiskHealth>> {
+        self.agent.disk.clone()
     }
 
     /// Stops gracefully, like vttablet's `Close`: stops serving, then

@@ -36,13 +36,22 @@ impl Agent {
         Ok(tm::PingResponse { payload: req.payload })
     }
 
-    /// FullStatus (§3).
+    /// FullStatus (§3). A stalled disk (see `disk.rs`) answers only
+    /// `disk_stalled=true`, without touching MySQL and without an error.
     pub(super) async fn full_status(
         &self,
         _req: tm::FullStatusRequest,
         deadline: Option<Instant>,
     ) -> AgentResult<tm::FullStatusResponse> {
         self.wait_grants(deadline).await?;
+        if self.disk_stalled() {
+            return Ok(tm::FullStatusResponse {
+                status: Some(FullStatus {
+                    disk_stalled: true,
+                    ..FullStatus::default()
+                }),
+            });
+        }
         let mut conn = self.mysql.conn().await?;
         let status = self.collect_full_status(&mut conn).await?;
         conn.close().await;
@@ -103,6 +112,7 @@ impl Agent {
             semi_sync_wait_for_replica_count: 1,
             super_read_only: read_only,
             replication_configuration,
+            // A stalled disk was answered before any of this was read.
             disk_stalled: false,
             semi_sync_blocked: health::semi_sync_blocked(self),
             tablet_type: self.tablet().r#type,

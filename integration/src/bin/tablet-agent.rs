@@ -4,6 +4,7 @@
 //! tablet in the topology. SIGTERM or Ctrl-C stops it gracefully (the tablet
 //! record gets `tablet_shutdown_time`).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -90,6 +91,18 @@ struct Flags {
     /// Do not set up replication at start-up; ending a primary term only changes the type.
     #[arg(long)]
     disable_active_reparents: bool,
+    /// How long commits may wait for a semi-sync ACK before FullStatus reports semi_sync_blocked.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    semi_sync_blocked_after: Duration,
+    /// Directory the disk-health monitor writes into (vttablet's flag; unset: no monitor).
+    #[arg(long)]
+    disk_write_dir: Option<PathBuf>,
+    /// How often the disk-health monitor writes.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    disk_write_interval: Duration,
+    /// A disk-health write outstanding this long means the disk is stalled.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    disk_write_timeout: Duration,
 }
 
 #[tokio::main]
@@ -130,6 +143,10 @@ async fn main() -> anyhow::Result<()> {
     config.remote_operation_timeout = flags.remote_operation_timeout;
     config.shard_sync_interval = flags.shard_sync_interval;
     config.disable_active_reparents = flags.disable_active_reparents;
+    config.semi_sync_blocked_after = flags.semi_sync_blocked_after;
+    config.disk_write_dir = flags.disk_write_dir;
+    config.disk_write_interval = flags.disk_write_interval;
+    config.disk_write_timeout = flags.disk_write_timeout;
     let mut handle = Agent::start(config).await?;
     tracing::info!(tablet = %handle.alias(), addr = %handle.grpc_addr(), "serving");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -167,7 +167,7 @@ async fn start_cluster(spec: ClusterBuilder) -> anyhow::Result<Cluster> {
 
     let mut tablets = Vec::new();
     for ((keyspace, shard, t), mysql) in placements.into_iter().zip(mysqls) {
-        tablets.push(ClusterTablet::new(
+        let mut tablet = ClusterTablet::new(
             &keyspace,
             &shard,
             t,
@@ -175,7 +175,9 @@ async fn start_cluster(spec: ClusterBuilder) -> anyhow::Result<Cluster> {
             &etcd.address(),
             GLOBAL_ROOT,
             spec.agent_mode.clone(),
-        )?);
+        )?;
+        apply_agent_options(&spec, &mut tablet)?;
+        tablets.push(tablet);
     }
     let tmc = GrpcTabletManager::new(TabletClientConfig {
         remote_operation_timeout: RPC_TIMEOUT,
@@ -214,6 +216,23 @@ async fn start_cluster(spec: ClusterBuilder) -> anyhow::Result<Cluster> {
         }
     }
     Ok(cluster)
+}
+
+/// Applies the builder's agent settings to one tablet's agent configuration.
+fn apply_agent_options(spec: &ClusterBuilder, tablet: &mut ClusterTablet) -> anyhow::Result<()> {
+    let disk_dir = tablet.mysql().dir().join("disk");
+    let config = tablet.agent_config_mut();
+    if let Some(after) = spec.semi_sync_blocked_after {
+        config.semi_sync_blocked_after = after;
+    }
+    if let Some((interval, timeout)) = spec.disk_health {
+        std::fs::create_dir_all(&disk_dir)
+            .with_context(|| format!("create the disk-health directory {}", disk_dir.display()))?;
+        config.disk_write_dir = Some(disk_dir);
+        config.disk_write_interval = interval;
+        config.disk_write_timeout = timeout;
+    }
+    Ok(())
 }
 
 /// Creates [`APP_USER`] on one server without writing the binlog.

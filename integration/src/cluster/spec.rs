@@ -178,6 +178,11 @@ pub struct ClusterBuilder {
     pub(crate) after_sync: bool,
     /// Bound on the whole start-up.
     pub(crate) start_timeout: Duration,
+    /// Every agent's `semi_sync_blocked_after` (`None`: the agent default).
+    pub(crate) semi_sync_blocked_after: Option<Duration>,
+    /// Every agent's disk-health monitor: `(interval, timeout)`, writing
+    /// into `<tablet dir>/disk`; `None`: no monitor.
+    pub(crate) disk_health: Option<(Duration, Duration)>,
 }
 
 impl Default for ClusterBuilder {
@@ -199,6 +204,8 @@ impl ClusterBuilder {
             semi_sync_timeout: Duration::from_secs(3600),
             after_sync: true,
             start_timeout: Duration::from_secs(60),
+            semi_sync_blocked_after: None,
+            disk_health: None,
         }
     }
 
@@ -263,6 +270,23 @@ impl ClusterBuilder {
     /// Bound on the whole start-up (default 60 s).
     pub fn start_timeout(mut self, timeout: Duration) -> ClusterBuilder {
         self.start_timeout = timeout;
+        self
+    }
+
+    /// How long commits must wait for a semi-sync ACK before an agent's
+    /// FullStatus reports `semi_sync_blocked` (default: the agent's, 15 s).
+    pub fn semi_sync_blocked_after(mut self, after: Duration) -> ClusterBuilder {
+        self.semi_sync_blocked_after = Some(after);
+        self
+    }
+
+    /// Runs every agent's disk-health monitor (vttablet's
+    /// `--disk-write-dir`), writing every `interval` into the tablet's own
+    /// `<tablet dir>/disk` (see [`super::ClusterTablet::disk_check_file`]),
+    /// a write outstanding for `timeout` meaning a stalled disk. Off by
+    /// default, as in vttablet.
+    pub fn disk_health_check(mut self, interval: Duration, timeout: Duration) -> ClusterBuilder {
+        self.disk_health = Some((interval, timeout));
         self
     }
 

@@ -161,6 +161,20 @@ impl ClusterTablet {
         &self.agent_config
     }
 
+    /// The file the agent's disk-health monitor writes (`None` without
+    /// [`super::ClusterBuilder::disk_health_check`]).
+    pub fn disk_check_file(&self) -> Option<PathBuf> {
+        self.agent_config
+            .disk_write_dir
+            .as_ref()
+            .map(|dir| dir.join(crate::agent::disk::DISK_CHECK_FILE))
+    }
+
+    /// The agent's configuration, to adjust before the agent starts.
+    pub(crate) fn agent_config_mut(&mut self) -> &mut AgentConfig {
+        &mut self.agent_config
+    }
+
     /// The in-process agent's handle (`None` in child mode or while down).
     pub fn agent_handle(&self) -> Option<&AgentHandle> {
         match &self.agent {
@@ -392,5 +406,14 @@ fn agent_args(c: &AgentConfig) -> Vec<String> {
     if c.disable_active_reparents {
         args.push("--disable-active-reparents".to_string());
     }
+    args.push(format!(
+        "--semi-sync-blocked-after={}",
+        d(c.semi_sync_blocked_after)
+    ));
+    if let Some(dir) = &c.disk_write_dir {
+        args.push(format!("--disk-write-dir={}", dir.display()));
+    }
+    args.push(format!("--disk-write-interval={}", d(c.disk_write_interval)));
+    args.push(format!("--disk-write-timeout={}", d(c.disk_write_timeout)));
     args
 }
