@@ -311,20 +311,19 @@ pub(crate) async fn plan(ctx: &ActionCtx<'_>) -> Result<Planned, String> {
     Ok(Planned { plan, tablets })
 }
 
-/// Writes steps of one recovery to the audit and the span.
+/// Writes steps of one recovery to the audit and the log (inside the
+/// recovery's span, so every step line carries its keyspace, shard,
+/// analysis and recovery id).
 struct Recorder<'a> {
     /// Engine state (audit).
     shared: &'a Shared,
     /// The recovery's id.
     id: u64,
-    /// The recovery's root span (its `step` field follows the steps).
-    span: &'a tracing::Span,
 }
 
 impl Recorder<'_> {
     fn step(&self, step: &str, level: StepLevel, message: impl Into<String>) {
         let message = message.into();
-        self.span.record("step", step);
         match level {
             StepLevel::Info => tracing::info!(step, "{message}"),
             StepLevel::Warning => tracing::warn!(step, "{message}"),
@@ -342,7 +341,6 @@ impl Recorder<'_> {
         tablet: &TabletAlias,
         fut: impl Future<Output = Result<T, TabletError>>,
     ) -> Result<T, RecoveryError> {
-        self.span.record("step", step);
         let lock_lost = ctx.lock.cancellation_token();
         let result = tokio::select! {
             r = fut => r.map_err(|e| RecoveryError::tablet(format!("{step} on {tablet}"), e)),
@@ -405,9 +403,6 @@ impl Recorder<'_> {
     fn copy(&self, prefix: &str, log: &EventLog, copied: &mut usize) {
         let events = log.events();
         for e in events.iter().skip(*copied) {
-            if let Some(phase) = e.phase {
-                self.span.record("step", phase);
-            }
             self.shared.audit.reparent_step(self.id, prefix, e);
         }
         *copied = events.len();
@@ -419,12 +414,10 @@ pub(crate) async fn execute(
     ctx: &ActionCtx<'_>,
     plan: Plan,
     recovery_id: u64,
-    span: &tracing::Span,
 ) -> Result<Option<TabletAlias>, RecoveryError> {
     let rec = Recorder {
         shared: ctx.shared,
         id: recovery_id,
-        span,
     };
     let cfg = &ctx.shared.config;
     match plan {

@@ -510,12 +510,11 @@ async fn under_lock(shared: &Shared, a: &DetectionAnalysis, lock: &ShardLock) ->
         shard = %key.shard,
         analysis = %entry.analysis,
         recovery_id,
-        step = tracing::field::Empty,
     );
     let started = crate::clock::now();
     let result = watchdog(
         shared.config.long_recovery_warning,
-        actions::execute(&ctx, planned.plan, recovery_id, &span).instrument(span.clone()),
+        actions::execute(&ctx, planned.plan, recovery_id).instrument(span.clone()),
         &span,
     )
     .await;
