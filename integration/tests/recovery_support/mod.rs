@@ -513,3 +513,102 @@ pub async fn rejoin_as_replica(
         .await
         .unwrap_or_else(|e| panic!("restore {old} from {new_primary}: {e:#}"))
 }
+
+/// A stalled disk on one tablet, made for real: the file the agent's
+/// disk-health monitor rewrites is replaced (atomically, by `rename`) with
+/// a FIFO that has no reader, so the monitor's next open-for-write blocks
+/// in the kernel and its write thread stays blocked until a reader
+/// appears. [`StalledDisk::release`] (or, best effort, dropping the guard)
+/// opens the FIFO (`O_RDWR` never blocks on Linux), which lets the blocked
+/// thread finish, and puts the FIFO away so no later write blocks.
+pub struct StalledDisk {
+    /// The check file, now a FIFO.
+    path: PathBuf,
+    /// Set once released.
+    released: bool,
+}
+
+impl StalledDisk {
+    /// Stalls `tablet`'s disk (the cluster needs
+    /// `ClusterBuilder::disk_health_check`).
+    pub fn induce(cluster: &Cluster, tablet: &TabletAlias) -> StalledDisk {
+        let path = cluster
+            .tablet(tablet)
+            .expect("tablet")
+            .disk_check_file()
+            .expect("the cluster runs the disk-health monitor");
+        let fifo = path.with_extension("fifo");
+        let out = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .output()
+            .expect("run mkfifo");
+        assert!(
+            out.status.success(),
+            "mkfifo {}: {}",
+            fifo.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::rename(&fifo, &path).expect("put the FIFO in place of the check file");
+        StalledDisk {
+            path,
+            released: false,
+        }
+    }
+
+    /// Opens the FIFO so a blocked write returns, removes it, and waits
+    /// until `tablet`'s monitor has no write outstanding (its write thread
+    /// ended).
+    pub async fn release(mut self, cluster: &Cluster, tablet: &TabletAlias) {
+        let reader = self.unblock();
+        let monitor = cluster
+            .tablet(tablet)
+            .expect("tablet")
+            .agent_handle()
+            .and_then(|h| h.disk_health())
+            .expect("an in-process agent with a disk-health monitor");
+        poll_until(
+            Duration::from_secs(10),
+            "the blocked disk write to return",
+            || async { Ok((!monitor.write_in_flight()).then_some(())) },
+        )
+        .await
+        .expect("the write thread ends once the FIFO has a reader");
+        drop(reader);
+    }
+
+    /// Opens the FIFO for reading and writing (so any writer blocked in
+    /// `open` proceeds) and removes it; returns the open end, which the
+    /// caller keeps until the writer is done.
+    fn unblock(&mut self) -> Option<std::fs::File> {
+        self.released = true;
+        let reader = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&self.path)
+            .ok();
+        let _ = std::fs::remove_file(&self.path);
+        reader
+    }
+}
+
+impl Drop for StalledDisk {
+    fn drop(&mut self) {
+        if !self.released {
+            // A failed test: let the write thread go. A writer blocked in
+            // `open` proceeds once any reader has opened the FIFO, even if
+            // that reader is gone again (Linux counts reader opens), and
+            // its write then fails with EPIPE instead of blocking.
+            drop(self.unblock());
+        }
+    }
+}
+
+/// A recovery's steps as `step: message` lines (for failure messages).
+pub fn steps_text(record: &RecoveryRecord) -> String {
+    record
+        .steps
+        .iter()
+        .map(|s| format!("{}: {}", s.step, s.message))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
