@@ -243,4 +243,23 @@ mod tests {
         );
         assert_eq!(pos("0-1-10,1-7-3").remove_server(7).to_string(), "0-1-10");
     }
+
+    #[test]
+    fn the_empty_position_is_in_every_position_and_holds_none() {
+        let empty = MariaDbGtidSet::new();
+        assert_eq!(pos(""), empty);
+        assert_eq!(pos(" , "), empty);
+        assert!(pos("0-100-11").contains(&empty));
+        assert!(empty.contains(&empty));
+        assert!(!empty.contains(&pos("0-100-1")));
+        assert_eq!(empty.union(&pos("0-100-11")), pos("0-100-11"));
+        assert_eq!(pos("0-100-11").subtract(&empty), pos("0-100-11"));
+        assert!(pos("0-100-11").subtract(&pos("0-101-11")).is_empty());
+    }
+
+    #[test]
+    fn union_on_equal_sequences_keeps_the_higher_server_either_way() {
+        assert_eq!(pos("0-100-12").union(&pos("0-101-12")), pos("0-101-12"));
+        assert_eq!(pos("0-101-12").union(&pos("0-100-12")), pos("0-101-12"));
+    }
 }

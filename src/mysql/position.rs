@@ -306,6 +306,15 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_mariadb_position_keeps_its_flavor() {
+        let empty = p("MariaDB/");
+        assert_eq!(empty, Position::MariaDb(MariaDbGtidSet::new()));
+        assert_ne!(empty, Position::Empty);
+        assert!(empty.is_empty());
+        assert_eq!(empty.to_string(), "MariaDB/");
+    }
+
+    #[test]
     fn all_three_flavors_round_trip() {
         for text in [
             format!("MySQL56/{U1}:1-5:7"),
