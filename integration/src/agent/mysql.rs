@@ -14,10 +14,11 @@ use std::time::Duration;
 
 use mysql_async::prelude::{FromRow, Queryable};
 use mysql_async::{Conn, Opts, OptsBuilder, Row};
+use vtorc::mysql::position::MariaDbGtidSet;
 use vtorc::proto::replicationdata;
 
 use super::error::{AgentError, AgentResult, from_mysql};
-use super::position::MariaDbPosition;
+use super::position;
 
 /// The zero UUID vttablet reports as `source_uuid` on MariaDB.
 pub const ZERO_UUID: &str = "00000000-0000-0000-0000-000000000000";
@@ -181,9 +182,9 @@ impl MysqlConn {
     }
 
     /// `SELECT @@GLOBAL.gtid_binlog_pos`: the executed position.
-    pub async fn executed_position(&mut self) -> AgentResult<MariaDbPosition> {
+    pub async fn executed_position(&mut self) -> AgentResult<MariaDbGtidSet> {
         let text = self.text("SELECT @@GLOBAL.gtid_binlog_pos").await?;
-        MariaDbPosition::parse_mariadb(&text)
+        MariaDbGtidSet::parse(&text)
             .map_err(|e| AgentError::Internal(format!("bad gtid_binlog_pos {text:?}: {e}")))
     }
 
@@ -226,7 +227,7 @@ impl MysqlConn {
         let file_position = format!("FilePos/{}:{}", col(row, "File"), col(row, "Position"));
         let position = self.executed_position().await?;
         Ok(Some(replicationdata::PrimaryStatus {
-            position: position.encode(),
+            position: position::encode(&position),
             file_position,
             server_uuid: String::new(),
         }))
@@ -283,9 +284,9 @@ pub struct ReplicationStatus {
     /// The row as vttablet reports it.
     pub status: replicationdata::Status,
     /// `Gtid_Slave_Pos`: what the SQL thread applied.
-    pub slave_pos: MariaDbPosition,
+    pub slave_pos: MariaDbGtidSet,
     /// `Gtid_IO_Pos`: what the IO thread received.
-    pub io_pos: MariaDbPosition,
+    pub io_pos: MariaDbGtidSet,
     /// `Slave_heartbeat_period` in seconds.
     pub heartbeat_period: f64,
 }
@@ -293,8 +294,8 @@ pub struct ReplicationStatus {
 impl ReplicationStatus {
     /// Parses one row (unparsable GTID columns read as empty).
     pub fn from_row(row: &Row) -> ReplicationStatus {
-        let slave_pos = MariaDbPosition::parse_mariadb(&col(row, "Gtid_Slave_Pos")).unwrap_or_default();
-        let io_pos = MariaDbPosition::parse_mariadb(&col(row, "Gtid_IO_Pos")).unwrap_or_default();
+        let slave_pos = MariaDbGtidSet::parse(&col(row, "Gtid_Slave_Pos")).unwrap_or_default();
+        let io_pos = MariaDbGtidSet::parse(&col(row, "Gtid_IO_Pos")).unwrap_or_default();
         let lag = col_u64(row, "Seconds_Behind_Master");
         let thread = |name: &str| match col(row, name).as_str() {
             "Yes" => thread_state::RUNNING,
@@ -314,7 +315,7 @@ impl ReplicationStatus {
             "Replicate_Ignore_Domain_Ids",
         ];
         let status = replicationdata::Status {
-            position: slave_pos.encode(),
+            position: position::encode(&slave_pos),
             replication_lag_seconds: lag.map_or(0, |l| u32::try_from(l).unwrap_or(u32::MAX)),
             replication_lag_unknown: lag.is_none(),
             source_host: col(row, "Master_Host"),
@@ -324,9 +325,7 @@ impl ReplicationStatus {
             connect_retry: col_u64(row, "Connect_Retry")
                 .and_then(|p| i32::try_from(p).ok())
                 .unwrap_or(0),
-            // MariaDB has no retrieved-GTID set; what the relay log holds is
-            // everything applied plus everything the IO thread received.
-            relay_log_position: slave_pos.union(&io_pos).encode(),
+            relay_log_position: position::encode(&relay_log_pos(&slave_pos, &io_pos)),
             file_position: format!(
                 "FilePos/{}:{}",
                 col(row, "Relay_Master_Log_File"),
@@ -369,6 +368,11 @@ impl ReplicationStatus {
         }
     }
 
+    /// What the relay log holds: see [`relay_log_pos`].
+    pub fn relay_log_pos(&self) -> MariaDbGtidSet {
+        relay_log_pos(&self.slave_pos, &self.io_pos)
+    }
+
     /// IO thread running, or connecting without an error.
     pub fn io_healthy(&self) -> bool {
         self.status.io_state == thread_state::RUNNING
@@ -389,6 +393,15 @@ impl ReplicationStatus {
     pub fn has_source(&self) -> bool {
         !self.status.source_host.is_empty()
     }
+}
+
+/// What a MariaDB replica's relay log holds, as its `relay_log_position`:
+/// MariaDB has no retrieved-GTID set, so it is everything applied
+/// (`Gtid_Slave_Pos`) plus everything the IO thread received (`Gtid_IO_Pos`).
+/// Per domain the higher sequence wins; on equal sequences the applied GTID
+/// is kept (plain [`MariaDbGtidSet::union`] would keep the higher server id).
+pub fn relay_log_pos(applied: &MariaDbGtidSet, received: &MariaDbGtidSet) -> MariaDbGtidSet {
+    applied.union(&received.subtract(applied))
 }
 
 /// Vitess's "not a replica" error text.
@@ -434,4 +447,25 @@ pub fn change_master_sql(
 pub fn is_metadata_init_error(e: &AgentError) -> bool {
     let m = e.message();
     m.contains("(errno 1871)") || m.contains("(errno 1872)") || m.contains("(errno 1201)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(text: &str) -> MariaDbGtidSet {
+        MariaDbGtidSet::parse(text).expect("valid list")
+    }
+
+    #[test]
+    fn relay_log_position_is_applied_plus_received_keeping_the_applied_gtid_on_a_tie() {
+        assert_eq!(
+            relay_log_pos(&set("0-100-11,1-5-3"), &set("0-101-12,2-7-1")),
+            set("0-101-12,1-5-3,2-7-1")
+        );
+        assert_eq!(relay_log_pos(&set("0-100-12"), &set("0-101-11")), set("0-100-12"));
+        assert_eq!(relay_log_pos(&set("0-100-12"), &set("0-101-12")), set("0-100-12"));
+        assert_eq!(relay_log_pos(&set("0-101-12"), &set("0-100-12")), set("0-101-12"));
+        assert_eq!(relay_log_pos(&set(""), &set("0-100-3")), set("0-100-3"));
+    }
 }

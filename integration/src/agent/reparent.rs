@@ -21,7 +21,7 @@ use vtorc::proto::topodata::TabletType;
 use super::Agent;
 use super::error::{AgentError, AgentResult};
 use super::mysql::{MysqlConn, quote};
-use super::position::MariaDbPosition;
+use super::position;
 use super::replication::SemiSyncAction;
 
 /// Longest text stored in `replication_position`.
@@ -44,10 +44,9 @@ impl Agent {
         self.set_type(TabletType::Primary, true).await?;
         self.apply_semi_sync(&mut conn, action, TabletType::Primary)
             .await?;
-        info!(tablet = %self.alias, position = %position.encode(), "initialised as primary");
-        Ok(tm::InitPrimaryResponse {
-            position: position.encode(),
-        })
+        let encoded = position::encode(&position);
+        info!(tablet = %self.alias, position = %encoded, "initialised as primary");
+        Ok(tm::InitPrimaryResponse { position: encoded })
     }
 
     /// InitReplica(parent, position, time_created_ns, semiSync).
@@ -63,7 +62,7 @@ impl Agent {
         if self.tablet_type() == TabletType::Primary {
             self.set_type(TabletType::Replica, false).await?;
         }
-        let position = MariaDbPosition::decode(&req.replication_position)?;
+        let position = position::decode(&req.replication_position)?;
         let parent = self.parent_tablet(req.parent.as_ref()).await?;
         self.apply_semi_sync(&mut conn, action, self.tablet_type())
             .await?;
@@ -93,13 +92,13 @@ impl Agent {
         deadline: Option<Instant>,
     ) -> AgentResult<tm::PopulateReparentJournalResponse> {
         self.wait_grants(deadline).await?;
-        let position = MariaDbPosition::decode(&req.replication_position)?;
+        let position = position::decode(&req.replication_position)?;
         let alias = req
             .primary_alias
             .as_ref()
             .map(ToString::to_string)
             .ok_or_else(|| AgentError::InvalidArgument("primary_alias is required".to_string()))?;
-        let mut encoded = position.encode();
+        let mut encoded = position::encode(&position);
         encoded.truncate(MAX_JOURNAL_POSITION);
         let sql = format!(
             "INSERT INTO _vt.reparent_journal (time_created_ns, action_name, primary_alias, replication_position) \
@@ -248,10 +247,9 @@ impl Agent {
         self.apply_semi_sync(&mut conn, action, TabletType::Primary)
             .await?;
         self.set_type(TabletType::Primary, true).await?;
-        info!(tablet = %self.alias, position = %position.encode(), "replica promoted");
-        Ok(tm::PromoteReplicaResponse {
-            position: position.encode(),
-        })
+        let encoded = position::encode(&position);
+        info!(tablet = %self.alias, position = %encoded, "replica promoted");
+        Ok(tm::PromoteReplicaResponse { position: encoded })
     }
 
     /// ReplicaWasPromoted: type PRIMARY, MySQL untouched.

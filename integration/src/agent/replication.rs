@@ -24,6 +24,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tonic::transport::Endpoint;
 use tracing::info;
+use vtorc::mysql::position::MariaDbGtidSet;
 use vtorc::proto::replicationdata::{StopReplicationMode, StopReplicationStatus};
 use vtorc::proto::tabletmanagerdata as tm;
 use vtorc::proto::tabletmanagerservice::tablet_manager_client::TabletManagerClient;
@@ -32,7 +33,7 @@ use vtorc::proto::topodata::{Tablet, TabletAlias, TabletType};
 use super::Agent;
 use super::error::{AgentError, AgentResult};
 use super::mysql::{MysqlConn, change_master_sql, is_metadata_init_error, not_a_replica, thread_state};
-use super::position::MariaDbPosition;
+use super::position;
 use super::status::SemiSyncReadings;
 
 /// What a `semiSync` flag turns into (§2.1).
@@ -154,7 +155,7 @@ impl Agent {
     ) -> AgentResult<tm::StopReplicationMinimumResponse> {
         self.wait_grants(deadline).await?;
         let _lock = self.lock(deadline).await?;
-        let target = MariaDbPosition::decode(&req.position)?;
+        let target = position::decode(&req.position)?;
         let wait = Duration::from_nanos(u64::try_from(req.wait_timeout).unwrap_or(0));
         let wait_deadline = Instant::now() + wait;
         let bound = deadline.map_or(wait_deadline, |d| d.min(wait_deadline));
@@ -164,7 +165,7 @@ impl Agent {
         let position = conn.executed_position().await?;
         self.health_wake.notify_one();
         Ok(tm::StopReplicationMinimumResponse {
-            position: position.encode(),
+            position: position::encode(&position),
         })
     }
 
@@ -301,7 +302,7 @@ impl Agent {
             Some(s) => (
                 s.io_healthy() || s.sql_healthy(),
                 s.status.io_state != thread_state::STOPPED || s.status.sql_state != thread_state::STOPPED,
-                s.slave_pos.union(&s.io_pos),
+                s.relay_log_pos(),
             ),
         };
         let should_replicate = status.is_none() || was_replicating || force_start;
@@ -338,7 +339,7 @@ impl Agent {
         // 7. Waits.
         if should_replicate {
             if !wait_position.is_empty() {
-                let target = MariaDbPosition::decode(wait_position)?;
+                let target = position::decode(wait_position)?;
                 self.wait_position(&target, deadline).await?;
             }
             if time_created_ns != 0 {
@@ -428,13 +429,13 @@ impl Agent {
 
     /// Errant-GTID guard: asks the parent tablet for its PrimaryStatus and
     /// refuses if this server holds GTIDs the parent lacks.
-    async fn errant_gtid_guard(&self, parent: &Tablet, local: &MariaDbPosition) -> AgentResult<()> {
+    async fn errant_gtid_guard(&self, parent: &Tablet, local: &MariaDbGtidSet) -> AgentResult<()> {
         if local.is_empty() {
             return Ok(());
         }
         let status = self.peer_primary_status(parent).await?;
-        let primary = MariaDbPosition::decode(&status.position)?;
-        let errant = local.ahead_of(&primary);
+        let primary = position::decode(&status.position)?;
+        let errant = local.subtract(&primary);
         if errant.is_empty() {
             return Ok(());
         }
@@ -524,7 +525,7 @@ pub(super) async fn init_replication_at_startup(agent: &Agent) -> AgentResult<()
         .apply_semi_sync(&mut conn, action, agent.tablet_type())
         .await?;
     let local = match conn.replication_status().await? {
-        Some(s) => s.slave_pos.union(&s.io_pos),
+        Some(s) => s.relay_log_pos(),
         None => conn.executed_position().await?,
     };
     agent.errant_gtid_guard(&primary, &local).await?;

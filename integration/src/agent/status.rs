@@ -18,12 +18,13 @@
 use std::collections::BTreeMap;
 
 use tokio::time::Instant;
+use vtorc::mysql::position::MariaDbGtidSet;
 use vtorc::proto::replicationdata::{self, Configuration, FullStatus};
 use vtorc::proto::tabletmanagerdata as tm;
 
 use super::error::{AgentError, AgentResult};
 use super::mysql::{MysqlConn, not_a_replica, quote};
-use super::position::MariaDbPosition;
+use super::position;
 use super::{Agent, health};
 
 impl Agent {
@@ -158,7 +159,7 @@ impl Agent {
         let mut conn = self.mysql.conn().await?;
         let position = conn.executed_position().await?;
         Ok(tm::PrimaryPositionResponse {
-            position: position.encode(),
+            position: position::encode(&position),
         })
     }
 
@@ -170,7 +171,7 @@ impl Agent {
         deadline: Option<Instant>,
     ) -> AgentResult<tm::WaitForPositionResponse> {
         self.wait_grants(deadline).await?;
-        let target = MariaDbPosition::decode(&req.position)?;
+        let target = position::decode(&req.position)?;
         self.wait_position(&target, deadline).await?;
         Ok(tm::WaitForPositionResponse {})
     }
@@ -178,15 +179,19 @@ impl Agent {
     /// Waits until this server has applied `target` or `deadline` passes.
     pub(super) async fn wait_position(
         &self,
-        target: &MariaDbPosition,
+        target: &MariaDbGtidSet,
         deadline: Option<Instant>,
     ) -> AgentResult<()> {
         let mut conn = self.mysql.conn().await?;
         if conn.executed_position().await?.contains(target) {
             return Ok(());
         }
-        let timed_out =
-            || AgentError::DeadlineExceeded(format!("timed out waiting for position {}", target.encode()));
+        let timed_out = || {
+            AgentError::DeadlineExceeded(format!(
+                "timed out waiting for position {}",
+                position::encode(target)
+            ))
+        };
         let sql = match deadline {
             Some(d) => {
                 let remaining = d.saturating_duration_since(Instant::now());
