@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agent_support::{World, eventually, type_of, with_timeout};
-use integration::agent::position::MariaDbPosition;
+use integration::agent::position;
 use mysql_async::prelude::Queryable;
 use vtorc::proto::replicationdata::StopReplicationMode;
 use vtorc::proto::tabletmanagerdata as tm;
@@ -16,7 +16,7 @@ use vtorc::proto::topodata::TabletType;
 
 /// Sequence of domain 0 in a position (0 if absent).
 fn seq(position: &str) -> u64 {
-    MariaDbPosition::decode(position)
+    position::decode(position)
         .expect("position")
         .get(0)
         .map_or(0, |g| g.sequence)

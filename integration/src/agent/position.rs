@@ -38,17 +38,6 @@ pub fn encode(position: &MariaDbGtidSet) -> String {
     Position::MariaDb(position.clone()).to_string()
 }
 
-/// The old entry point, kept while `tests/agent_failover.rs` still calls
-/// `MariaDbPosition::decode`; new code calls [`decode`].
-pub struct MariaDbPosition;
-
-impl MariaDbPosition {
-    /// Same as [`decode`].
-    pub fn decode(text: &str) -> AgentResult<MariaDbGtidSet> {
-        decode(text)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use tonic::Code;
@@ -83,11 +72,5 @@ mod tests {
         }
         let other = decode("MySQL56/3e11fa47-71ca-11e1-9e33-c80aa9429562:1-5").expect_err("MySQL56");
         assert!(other.message().contains("this tablet runs MariaDB"), "{other}");
-    }
-
-    #[test]
-    fn the_old_entry_point_decodes_the_same_way() {
-        assert_eq!(MariaDbPosition::decode("MariaDB/0-100-5"), decode("0-100-5"));
-        assert!(MariaDbPosition::decode("MariaDB/0-1").is_err());
     }
 }
