@@ -73,6 +73,9 @@ async fn grants_check(agent: &Agent) -> AgentResult<()> {
     for sql in SIDECAR_SCHEMA {
         conn.exec(sql).await?;
     }
+    // A restarted vttablet serves again; so does the application's account
+    // (an agent stopped mid-demotion may have left it locked).
+    super::query_service::open(&mut conn, &agent.config.app_user).await?;
     conn.close().await;
     Ok(())
 }
@@ -190,7 +193,7 @@ pub(super) fn semi_sync_blocked(agent: &Agent) -> bool {
 }
 
 /// Types whose query service runs (vttablet's "serving types").
-fn serving_type(t: TabletType) -> bool {
+pub(super) fn serving_type(t: TabletType) -> bool {
     matches!(
         t,
         TabletType::Primary

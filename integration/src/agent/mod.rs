@@ -16,6 +16,7 @@
 //! | `replication.rs` | replication control (Stop/Start/Restart, StopReplicationAndGetStatus, SetReplicationSource, resets) |
 //! | `reparent.rs` | InitPrimary/InitReplica, Demote/Undo/Promote, ReplicaWas*, SetReadOnly/Write, ChangeType, RefreshState |
 //! | `health.rs` | the MySQL health checker and the StreamHealth payload |
+//! | `query_service.rs` | "not serving" for applications that reach MariaDB directly: the app account locked, its sessions killed |
 //! | `disk.rs` | the disk-health monitor (`--disk-write-dir`): FullStatus `disk_stalled` |
 //! | `topo_sync.rs` | tablet record, ShardReplication, shard record sync |
 //! | `mysql.rs`, `position.rs`, `error.rs` | MySQL access, MariaDB positions, errors |
@@ -52,13 +53,19 @@
 //! positions per domain; status variables come from `SHOW GLOBAL STATUS`;
 //! `auto_position` mirrors `Using_Gtid` (MariaDB's equivalent of GTID
 //! auto-positioning); `semi_sync_blocked` is derived from
-//! `Rpl_semi_sync_master_wait_sessions` without heartbeat writes.
+//! `Rpl_semi_sync_master_wait_sessions` without heartbeat writes; binlog
+//! coordinates come from `Binlog_snapshot_file`/`_position` (MariaDB's
+//! `SHOW MASTER STATUS` blocks while an AFTER_SYNC commit waits for an
+//! ACK). Because the test world's applications connect to MariaDB
+//! directly, the query service's "not serving" is given its effect on them
+//! (`query_service.rs`).
 
 pub mod disk;
 pub mod error;
 mod health;
 pub mod mysql;
 pub mod position;
+mod query_service;
 mod reparent;
 mod replication;
 mod service;
@@ -118,6 +125,9 @@ pub struct AgentConfig {
     pub mysql_password: String,
     /// `db_name_override` for the tablet record (empty: `vt_<keyspace>`).
     pub db_name: String,
+    /// The application's MariaDB user (vttablet's `--db_app_user`): the
+    /// account "not serving" shuts out (see `query_service`).
+    pub app_user: String,
     /// Replication user other tablets use to replicate from this one.
     pub replication_user: String,
     /// Its password.
@@ -187,6 +197,7 @@ impl AgentConfig {
             mysql_user: "root".to_string(),
             mysql_password: String::new(),
             db_name: String::new(),
+            app_user: crate::cluster::APP_USER.to_string(),
             replication_user: crate::mariadb::REPL_USER.to_string(),
             replication_password: crate::mariadb::REPL_PASSWORD.to_string(),
             replication_connect_retry: Duration::from_secs(1),
@@ -445,6 +456,17 @@ impl Agent {
         if read_write {
             let mut conn = self.mysql.conn().await?;
             conn.exec("SET GLOBAL read_only = OFF").await?;
+            query_service::open(&mut conn, &self.config.app_user).await?;
+        } else if health::serving_type(new_type) {
+            // Serving again (e.g. a demoted primary turned REPLICA): the
+            // application may connect; read_only keeps it from writing.
+            let opened = async {
+                let mut conn = self.mysql.conn().await?;
+                query_service::open(&mut conn, &self.config.app_user).await
+            };
+            if let Err(e) = opened.await {
+                warn!(tablet = %self.alias, "could not reopen the application's access: {e}");
+            }
         }
         {
             let mut state = self.state();

@@ -220,11 +220,31 @@ impl MysqlConn {
             .map(ReplicationStatus::from_row))
     }
 
-    /// `SHOW MASTER STATUS` + `gtid_binlog_pos`; `None` when binary logging is off.
+    /// The binlog coordinates and `gtid_binlog_pos`; `None` when binary
+    /// logging is off.
+    ///
+    /// Deviation: vttablet reads `SHOW MASTER STATUS`. On MariaDB that
+    /// statement (like `SHOW BINARY LOGS`) waits for the binlog lock, which
+    /// a group-commit leader holds while an AFTER_SYNC commit waits for its
+    /// semi-sync ACK; a blocked primary would then fail FullStatus and look
+    /// unreachable instead of semi-sync-blocked (on MySQL it answers). The
+    /// `Binlog_snapshot_file`/`_position` status variables give the same
+    /// coordinates as of the last commit without that lock.
     pub async fn primary_status(&mut self) -> AgentResult<Option<replicationdata::PrimaryStatus>> {
-        let rows = self.rows("SHOW MASTER STATUS").await?;
-        let Some(row) = rows.first() else { return Ok(None) };
-        let file_position = format!("FilePos/{}:{}", col(row, "File"), col(row, "Position"));
+        let rows = self
+            .rows("SHOW GLOBAL STATUS WHERE Variable_name IN ('Binlog_snapshot_file', 'Binlog_snapshot_position')")
+            .await?;
+        let value = |name: &str| {
+            rows.iter()
+                .find(|r| col(r, "Variable_name").eq_ignore_ascii_case(name))
+                .map(|r| col(r, "Value"))
+                .unwrap_or_default()
+        };
+        let file = value("Binlog_snapshot_file");
+        if file.is_empty() {
+            return Ok(None);
+        }
+        let file_position = format!("FilePos/{file}:{}", value("Binlog_snapshot_position"));
         let position = self.executed_position().await?;
         Ok(Some(replicationdata::PrimaryStatus {
             position: position::encode(&position),

@@ -22,6 +22,7 @@ use super::Agent;
 use super::error::{AgentError, AgentResult};
 use super::mysql::{MysqlConn, quote};
 use super::position;
+use super::query_service;
 use super::replication::SemiSyncAction;
 
 /// Longest text stored in `replication_position`.
@@ -148,11 +149,17 @@ impl Agent {
         let was_primary = self.tablet_type() == TabletType::Primary;
         let was_read_only = conn.read_only().await?;
         let was_demoted = self.state().demoted;
-        if was_primary && !was_read_only {
+        let was_serving = was_primary && !was_read_only;
+        if was_serving {
             self.set_demoted(true);
         }
         let mut primary_semi_sync_was_on = false;
         let result = async {
+            if was_serving {
+                // Not serving: no application statement starts or finishes
+                // from here on (see `query_service`).
+                query_service::close(&mut conn, &self.config.app_user).await?;
+            }
             let blocked = semi_sync_blocked_now(&mut conn).await?;
             if blocked {
                 if force {
@@ -181,6 +188,9 @@ impl Agent {
                 }
                 if !was_read_only {
                     let _ = conn.exec("SET GLOBAL read_only = OFF").await;
+                }
+                if was_serving {
+                    let _ = query_service::open(&mut conn, &self.config.app_user).await;
                 }
                 self.set_demoted(was_demoted);
                 Err(e)
@@ -220,10 +230,14 @@ impl Agent {
             if record.r#type == TabletType::Primary as i32 {
                 self.adopt_primary(record.primary_term_start_time).await?;
                 conn.exec("SET GLOBAL read_only = OFF").await?;
+                query_service::open(&mut conn, &self.config.app_user).await?;
                 return Ok(tm::UndoDemotePrimaryResponse {});
             }
         }
         conn.exec("SET GLOBAL read_only = OFF")
+            .await
+            .map_err(|e| e.wrap("SetServingType(serving=true) failed"))?;
+        query_service::open(&mut conn, &self.config.app_user)
             .await
             .map_err(|e| e.wrap("SetServingType(serving=true) failed"))?;
         self.set_demoted(false);

@@ -61,6 +61,10 @@ struct Flags {
     /// Database name for the tablet record's db_name_override.
     #[arg(long, default_value = "")]
     db_name: String,
+    /// The application's MariaDB user (vttablet's `--db_app_user`), shut
+    /// out while the query service is not serving.
+    #[arg(long, default_value = integration::cluster::APP_USER)]
+    db_app_user: String,
     /// Replication user.
     #[arg(long, default_value = integration::mariadb::REPL_USER)]
     db_repl_user: String,
@@ -133,6 +137,7 @@ async fn main() -> anyhow::Result<()> {
     config.mysql_user = flags.mysql_user;
     config.mysql_password = flags.mysql_password;
     config.db_name = flags.db_name;
+    config.app_user = flags.db_app_user;
     config.replication_user = flags.db_repl_user;
     config.replication_password = flags.db_repl_password;
     config.replication_connect_retry = flags.replication_connect_retry;

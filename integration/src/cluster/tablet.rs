@@ -393,6 +393,7 @@ fn agent_args(c: &AgentConfig) -> Vec<String> {
         format!("--mysql-user={}", c.mysql_user),
         format!("--mysql-password={}", c.mysql_password),
         format!("--db-name={}", c.db_name),
+        format!("--db-app-user={}", c.app_user),
         format!("--db-repl-user={}", c.replication_user),
         format!("--db-repl-password={}", c.replication_password),
         format!("--replication-connect-retry={}", d(c.replication_connect_retry)),
