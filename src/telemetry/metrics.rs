@@ -50,6 +50,10 @@ use crate::recovery::RecoveryHandle;
 use crate::reparent::{Operation, ReparentMetrics};
 use crate::tablet::TabletErrorKind;
 
+mod exposition;
+
+pub use exposition::{Family, Sample, SampleSeries, parse_exposition};
+
 /// Prometheus metric types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MetricKind {
@@ -206,6 +210,12 @@ impl MetricsRegistry {
             s.render(&mut out);
         }
         out.finish()
+    }
+
+    /// Every family of every source, typed (what [`MetricsRegistry::render`]
+    /// writes, read back), for renderings other than Prometheus's.
+    pub fn families(&self) -> Vec<Family> {
+        parse_exposition(&self.render())
     }
 }
 
