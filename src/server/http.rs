@@ -1,18 +1,25 @@
 //! HTTP on `--port`: Go VTOrc's endpoints with its paths, JSON shapes and
 //! texts (reference §9), `/metrics`, and our audit as JSON.
 //!
-//! | Path | Answer |
-//! |---|---|
-//! | `/api/detection-analysis` | JSON array of `DetectionAnalysis` (Go keys) |
-//! | `/api/problems` | JSON array of Instance objects with problems |
-//! | `/api/errant-gtids` | JSON array of Instance objects with errant GTIDs |
-//! | `/api/disable-global-recoveries` | `Global recoveries disabled\n` |
-//! | `/api/enable-global-recoveries` | `Global recoveries enabled\n` |
-//! | `/api/config` | the configuration as a JSON map (tab indent) |
-//! | `/api/recoveries` | our audit's recoveries, newest first (our own; `limit` parameter) |
-//! | `/debug/health` | health JSON; **500** until the first topology load and discovery round |
-//! | `/debug/liveness` | 200, empty body |
-//! | `/metrics` | Prometheus text format |
+//! | Path | Go's access level | Answer |
+//! |---|---|---|
+//! | `/api/detection-analysis` | MONITORING | JSON array of `DetectionAnalysis` (Go keys) |
+//! | `/api/problems` | MONITORING | JSON array of Instance objects with problems |
+//! | `/api/errant-gtids` | MONITORING | JSON array of Instance objects with errant GTIDs |
+//! | `/api/disable-global-recoveries` | ADMIN | `Global recoveries disabled\n` |
+//! | `/api/enable-global-recoveries` | ADMIN | `Global recoveries enabled\n` |
+//! | `/api/config` | MONITORING | the configuration as a JSON map (tab indent) |
+//! | `/api/database-state` | MONITORING | our in-memory state as Go's store dump, `[{"TableName", "Rows"}]` (see `http/database_state.rs`) |
+//! | `/api/recoveries` | (ours) | our audit's recoveries, newest first (`limit` parameter) |
+//! | `/debug/health` | MONITORING | health JSON; **500** until the first topology load and discovery round |
+//! | `/debug/liveness` | servenv | 200, empty body |
+//! | `/debug/status` | servenv | HTML status page with "Recent Recoveries" (see `http/debug_status.rs`) |
+//! | `/debug/vars` | servenv | every metric as Go's expvar JSON (see `http/debug_vars.rs`) |
+//! | `/metrics` | servenv | Prometheus text format |
+//!
+//! Access levels: vtorc has no ACL (Go's default policy also lets every
+//! request through); the column records Go's level for each path so a
+//! policy can be added per level. Nothing here is enforced.
 //!
 //! Filters are the query parameters `keyspace` and `shard`; a shard without
 //! a keyspace is a 400 with Go's exact text. JSON is pretty-printed with a
@@ -32,13 +39,38 @@ use serde_json::ser::{Formatter, PrettyFormatter};
 use tokio::time::Instant;
 
 use super::vtorc_api::{ApiContext, ApiError, SHARD_WITHOUT_KEYSPACE, ShardFilter, TabletView};
+
+mod database_state;
+mod debug_status;
+mod debug_vars;
 use crate::config::GoDuration;
 use crate::model::ThreadState;
 use crate::mysql::Position;
 use crate::recovery::AuditFilter;
 
+/// State of the servenv-style debug pages: the API's handles and when this
+/// server started (vtorc start-up, for `Uptime` and "Started").
+#[derive(Clone)]
+struct DebugState {
+    /// The API's handles.
+    ctx: ApiContext,
+    /// Wall-clock start.
+    started_wall: SystemTime,
+    /// Monotonic start.
+    started: Instant,
+}
+
 /// The router of the HTTP API over `ctx`.
 pub fn router(ctx: ApiContext) -> Router {
+    let debug = DebugState {
+        started_wall: (ctx.clock)(),
+        started: crate::clock::now(),
+        ctx: ctx.clone(),
+    };
+    let debug_pages = Router::new()
+        .route("/debug/vars", get(debug_vars::handler))
+        .route("/debug/status", get(debug_status::handler))
+        .with_state(debug);
     Router::new()
         .route("/api/detection-analysis", get(detection_analysis))
         .route("/api/problems", get(problems))
@@ -46,11 +78,13 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/api/disable-global-recoveries", any(disable_global_recoveries))
         .route("/api/enable-global-recoveries", any(enable_global_recoveries))
         .route("/api/config", get(config))
+        .route("/api/database-state", get(database_state::handler))
         .route("/api/recoveries", get(recoveries))
         .route("/debug/health", get(health))
         .route("/debug/liveness", get(liveness))
         .route("/metrics", get(metrics))
         .with_state(ctx)
+        .merge(debug_pages)
 }
 
 /// Serves the HTTP API on `listener` until `ctx.shutdown` fires.
@@ -61,47 +95,48 @@ pub async fn serve(listener: tokio::net::TcpListener, ctx: ApiContext) -> std::i
         .await
 }
 
-/// Go's `json.MarshalIndent(v, "", " ")` followed by `json.HTMLEscape`.
-struct GoJson<'a> {
-    /// Indentation (one space).
-    pretty: PrettyFormatter<'a>,
+/// Go's `json.Marshal` / `json.MarshalIndent` output: `inner`'s layout with
+/// `<`, `>`, `&`, U+2028 and U+2029 escaped as Go does.
+struct GoJson<F> {
+    /// The layout (compact or indented).
+    inner: F,
 }
 
-impl Formatter for GoJson<'_> {
+impl<F: Formatter> Formatter for GoJson<F> {
     fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        self.pretty.begin_array(w)
+        self.inner.begin_array(w)
     }
     fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        self.pretty.end_array(w)
+        self.inner.end_array(w)
     }
     fn begin_array_value<W: ?Sized + std::io::Write>(
         &mut self,
         w: &mut W,
         first: bool,
     ) -> std::io::Result<()> {
-        self.pretty.begin_array_value(w, first)
+        self.inner.begin_array_value(w, first)
     }
     fn end_array_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        self.pretty.end_array_value(w)
+        self.inner.end_array_value(w)
     }
     fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        self.pretty.begin_object(w)
+        self.inner.begin_object(w)
     }
     fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        self.pretty.end_object(w)
+        self.inner.end_object(w)
     }
     fn begin_object_key<W: ?Sized + std::io::Write>(
         &mut self,
         w: &mut W,
         first: bool,
     ) -> std::io::Result<()> {
-        self.pretty.begin_object_key(w, first)
+        self.inner.begin_object_key(w, first)
     }
     fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        self.pretty.begin_object_value(w)
+        self.inner.begin_object_value(w)
     }
     fn end_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
-        self.pretty.end_object_value(w)
+        self.inner.end_object_value(w)
     }
     fn write_string_fragment<W: ?Sized + std::io::Write>(
         &mut self,
@@ -128,11 +163,16 @@ impl Formatter for GoJson<'_> {
 
 /// Renders `value` as Go VTOrc's API does.
 pub fn go_json<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
+    go_json_with(value, PrettyFormatter::with_indent(b" "))
+}
+
+/// Renders `value` with `layout`, HTML-escaped as Go's encoder does.
+fn go_json_with<T: Serialize + ?Sized, F: Formatter>(
+    value: &T,
+    layout: F,
+) -> Result<Vec<u8>, serde_json::Error> {
     let mut out = Vec::new();
-    let formatter = GoJson {
-        pretty: PrettyFormatter::with_indent(b" "),
-    };
-    let mut ser = serde_json::Serializer::with_formatter(&mut out, formatter);
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, GoJson { inner: layout });
     value.serialize(&mut ser)?;
     Ok(out)
 }
@@ -147,8 +187,17 @@ fn go_list<T: Serialize>(items: &[T]) -> Result<Vec<u8>, serde_json::Error> {
 }
 
 fn json_response(status: StatusCode, body: Result<Vec<u8>, serde_json::Error>) -> Response {
+    json_response_typed(status, "application/json", body)
+}
+
+/// JSON `body` with `content_type` (Go answers some JSON as text/plain).
+fn json_response_typed(
+    status: StatusCode,
+    content_type: &'static str,
+    body: Result<Vec<u8>, serde_json::Error>,
+) -> Response {
     match body {
-        Ok(body) => (status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Ok(body) => (status, [(header::CONTENT_TYPE, content_type)], body).into_response(),
         Err(e) => text(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("failed to encode JSON: {e}\n"),
@@ -224,8 +273,9 @@ async fn enable_global_recoveries(State(ctx): State<ApiContext>) -> Response {
     text(StatusCode::OK, "Global recoveries enabled\n")
 }
 
-/// Durations as Go duration strings (`5s`), everything else as it serializes.
-fn config_json(ctx: &ApiContext) -> Result<String, serde_json::Error> {
+/// The configuration as a JSON map: durations as Go duration strings
+/// (`5s`), everything else as it serializes.
+fn config_value(ctx: &ApiContext) -> Result<serde_json::Value, serde_json::Error> {
     fn go_durations(v: &mut serde_json::Value) {
         match v {
             serde_json::Value::Object(map) => {
@@ -245,6 +295,12 @@ fn config_json(ctx: &ApiContext) -> Result<String, serde_json::Error> {
     }
     let mut value = serde_json::to_value(&*ctx.config)?;
     go_durations(&mut value);
+    Ok(value)
+}
+
+/// [`config_value`] as `/api/config` writes it (tab indent).
+fn config_json(ctx: &ApiContext) -> Result<String, serde_json::Error> {
+    let value = config_value(ctx)?;
     let mut out = Vec::new();
     let mut ser = serde_json::Serializer::with_formatter(&mut out, PrettyFormatter::with_indent(b"\t"));
     value.serialize(&mut ser)?;

@@ -1,0 +1,552 @@
+//! `/debug/vars`: every metric of the registry as Go's expvar JSON, the
+//! page Go VTOrc's servenv serves with all its stats variables.
+//!
+//! # Shape
+//!
+//! The page is Go's expvar handler output: `{`, one `"Name": value` per
+//! line sorted by name, `}`; values are compact JSON, HTML-escaped like Go's
+//! `json.Marshal`. Each Prometheus family of `/metrics` becomes one variable:
+//!
+//! - **name**: Go VTOrc's expvar name where Go has the metric (reference
+//!   §10, e.g. `vtorc_recoveries_count` → `RecoveriesCount`,
+//!   `vtorc_reparent_shard_operation_timings` →
+//!   `reparent_shard_operation_timings`); our own families drop the
+//!   `vtorc_` prefix and are written in CamelCase
+//!   (`vtorc_health_stream_connects` → `HealthStreamConnects`).
+//! - **counter or gauge without labels**: a number.
+//! - **with labels**: an object whose keys are the label values joined
+//!   with `.` in Go's label order (`RecoveriesCount`: RecoveryType,
+//!   Keyspace, Shard → `"FixReplica.commerce.0": 1`), a `.` inside a value
+//!   written as `_`, as Go's `stats` package renders multi-dimensional
+//!   counters and gauges. A labelled family with no series yet is `{}`.
+//! - **histogram** (timings): Go's `stats.Timings` / `MultiTimings` shape,
+//!   `{"TotalCount": n, "TotalTime": ns, "Histograms": {"<labels>":
+//!   {"<bound ns>": count, ..., "inf": count, "Count": n, "Time": ns}}}`,
+//!   with per-bucket (not cumulative) counts as Go writes them. The bounds
+//!   are our histogram's bounds in nanoseconds, which are not always Go's
+//!   (Go's timings cut at 0.5 ms, 1 ms, 5 ms, ... 10 s;
+//!   `DiscoveryInstanceTimings` here cuts at 250 µs, 500 µs, 1 ms, ...).
+//! - **summary** (`reparent_shard_operation_timings`): the same shape
+//!   without bucket keys (we keep only count and sum).
+//!
+//! Besides the metrics: `cmdline` (the process arguments, Go expvar's
+//! default variable) and `Uptime` (nanoseconds since the HTTP server
+//! started at vtorc start-up, servenv's `Uptime`). Go expvar's other
+//! default, `memstats`, is Go runtime memory statistics: Rust has no
+//! equivalent, so it is left out.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::ser::CompactFormatter;
+
+use super::{DebugState, go_json_with};
+use crate::telemetry::metrics::{Family, MetricKind, Sample, SampleSeries};
+
+/// Go VTOrc's expvar name and label order of the families Go has
+/// (reference §10), by Prometheus family name.
+const GO_VARS: &[(&str, &str, &[&str])] = &[
+    ("vtorc_pending_recoveries", "PendingRecoveries", &[]),
+    (
+        "vtorc_detected_problems",
+        "DetectedProblems",
+        &["analysis", "tablet_alias", "keyspace", "shard"],
+    ),
+    (
+        "vtorc_recoveries_count",
+        "RecoveriesCount",
+        &["recovery_type", "keyspace", "shard"],
+    ),
+    (
+        "vtorc_successful_recoveries",
+        "SuccessfulRecoveries",
+        &["recovery_type", "keyspace", "shard"],
+    ),
+    (
+        "vtorc_failed_recoveries",
+        "FailedRecoveries",
+        &["recovery_type", "keyspace", "shard"],
+    ),
+    (
+        "vtorc_skipped_recoveries",
+        "SkippedRecoveries",
+        &["recovery_type", "keyspace", "shard", "reason"],
+    ),
+    ("vtorc_shard_locks_active", "ShardLocksActive", &[]),
+    ("vtorc_shard_lock_timings", "ShardLockTimings", &["action"]),
+    ("vtorc_discoveries_attempt", "DiscoveriesAttempt", &[]),
+    ("vtorc_discoveries_fail", "DiscoveriesFail", &[]),
+    (
+        "vtorc_discoveries_instance_poll_seconds_exceeded",
+        "DiscoveriesInstancePollSecondsExceeded",
+        &[],
+    ),
+    ("vtorc_discovery_workers", "DiscoveryWorkers", &[]),
+    (
+        "vtorc_discovery_instance_timings",
+        "DiscoveryInstanceTimings",
+        &["action"],
+    ),
+    ("vtorc_errant_gtid_tablet_count", "ErrantGtidTabletCount", &[]),
+    ("vtorc_tablets_watched_by_cell", "TabletsWatchedByCell", &["cell"]),
+    (
+        "vtorc_tablets_watched_by_shard",
+        "TabletsWatchedByShard",
+        &["keyspace", "shard", "ers_disabled"],
+    ),
+    (
+        "vtorc_emergency_reparent_shard_disabled",
+        "EmergencyReparentShardDisabled",
+        &["keyspace", "shard"],
+    ),
+    (
+        "vtorc_emergency_reparent_counts",
+        "EmergencyReparentCounts",
+        &["keyspace", "shard", "result"],
+    ),
+    (
+        "vtorc_planned_reparent_counts",
+        "PlannedReparentCounts",
+        &["keyspace", "shard", "result"],
+    ),
+    (
+        "vtorc_reparent_shard_operation_timings",
+        "reparent_shard_operation_timings",
+        &["operation"],
+    ),
+];
+
+/// A value of the page; objects keep their key order.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) enum Var {
+    /// An integer.
+    Int(i64),
+    /// A number that is not an integer (`null` if not finite).
+    Float(f64),
+    /// A string.
+    Str(String),
+    /// A list.
+    List(Vec<Var>),
+    /// An object, keys in this order.
+    Object(Vec<(String, Var)>),
+}
+
+impl Var {
+    /// An integer when the value is one (counters are), else a float.
+    fn number(v: f64) -> Var {
+        if v.is_finite() && v.fract() == 0.0 && v.abs() < 9.0e15 {
+            Var::Int(v as i64)
+        } else {
+            Var::Float(v)
+        }
+    }
+
+    fn write(&self, out: &mut String) {
+        match self {
+            Var::Int(i) => out.push_str(&i.to_string()),
+            Var::Float(f) => match serde_json::Number::from_f64(*f) {
+                Some(n) => out.push_str(&n.to_string()),
+                None => out.push_str("null"),
+            },
+            Var::Str(s) => out.push_str(&json_string(s)),
+            Var::List(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    item.write(out);
+                }
+                out.push(']');
+            }
+            Var::Object(entries) => {
+                out.push('{');
+                for (i, (k, v)) in entries.iter().enumerate() {
+                    if i > 0 {
+                        out.push_str(", ");
+                    }
+                    out.push_str(&json_string(k));
+                    out.push_str(": ");
+                    v.write(out);
+                }
+                out.push('}');
+            }
+        }
+    }
+}
+
+/// A JSON string literal, HTML-escaped as Go's `json.Marshal` writes it.
+fn json_string(s: &str) -> String {
+    match go_json_with(s, CompactFormatter) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(_) => "\"\"".to_string(),
+    }
+}
+
+/// The expvar name of a family and Go's label order (empty = as written).
+fn go_name(family: &str) -> (String, &'static [&'static str]) {
+    if let Some((_, name, labels)) = GO_VARS.iter().find(|(prom, _, _)| *prom == family) {
+        return ((*name).to_string(), labels);
+    }
+    let base = family.strip_prefix("vtorc_").unwrap_or(family);
+    let mut name = String::with_capacity(base.len());
+    for word in base.split('_').filter(|w| !w.is_empty()) {
+        let mut chars = word.chars();
+        if let Some(first) = chars.next() {
+            name.extend(first.to_uppercase());
+            name.push_str(chars.as_str());
+        }
+    }
+    (name, &[])
+}
+
+/// The key of a labelled series: label values in `order` (then any other
+/// label, as written; `le` never), `.` inside a value written as `_`,
+/// joined with `.`.
+fn series_key(sample: &Sample, order: &[&str]) -> String {
+    let mut values: Vec<String> = order
+        .iter()
+        .map(|name| sample.label(name).unwrap_or("").replace('.', "_"))
+        .collect();
+    values.extend(
+        sample
+            .labels
+            .iter()
+            .filter(|(k, _)| k != "le" && !order.contains(&k.as_str()))
+            .map(|(_, v)| v.replace('.', "_")),
+    );
+    values.join(".")
+}
+
+/// Seconds as whole nanoseconds (Go's timings count in nanoseconds).
+fn nanos(seconds: f64) -> i64 {
+    // `as` saturates and maps NaN to 0.
+    (seconds * 1e9).round() as i64
+}
+
+/// A bucket's bound as Go labels it: nanoseconds, or `inf`.
+fn bound_label(le: &str) -> String {
+    match le.parse::<f64>() {
+        Ok(v) if v.is_finite() => nanos(v).to_string(),
+        _ => "inf".to_string(),
+    }
+}
+
+/// One timings series being assembled.
+#[derive(Default)]
+struct Timing {
+    /// (bound label, cumulative count), in order.
+    buckets: Vec<(String, f64)>,
+    /// `_count`.
+    count: f64,
+    /// `_sum`, seconds.
+    sum: f64,
+}
+
+/// A histogram or summary family as Go's `stats.Timings`.
+fn timings(family: &Family, order: &[&str]) -> Var {
+    let mut series: BTreeMap<String, Timing> = BTreeMap::new();
+    for s in &family.samples {
+        let t = series.entry(series_key(s, order)).or_default();
+        match s.series {
+            SampleSeries::Bucket => {
+                t.buckets
+                    .push((bound_label(s.label("le").unwrap_or("+Inf")), s.value));
+            }
+            SampleSeries::Count => t.count = s.value,
+            SampleSeries::Sum => t.sum = s.value,
+            SampleSeries::Value => {}
+        }
+    }
+    let mut total_count = 0i64;
+    let mut total_time = 0i64;
+    let mut histograms = Vec::with_capacity(series.len());
+    for (key, t) in series {
+        let mut entries = Vec::with_capacity(t.buckets.len() + 2);
+        let mut previous = 0.0;
+        for (label, cumulative) in &t.buckets {
+            entries.push((label.clone(), Var::number((cumulative - previous).max(0.0))));
+            previous = *cumulative;
+        }
+        let count = Var::number(t.count);
+        let time = nanos(t.sum);
+        if let Var::Int(n) = count {
+            total_count = total_count.saturating_add(n);
+        }
+        total_time = total_time.saturating_add(time);
+        entries.push(("Count".to_string(), count));
+        entries.push(("Time".to_string(), Var::Int(time)));
+        histograms.push((key, Var::Object(entries)));
+    }
+    Var::Object(vec![
+        ("TotalCount".to_string(), Var::Int(total_count)),
+        ("TotalTime".to_string(), Var::Int(total_time)),
+        ("Histograms".to_string(), Var::Object(histograms)),
+    ])
+}
+
+/// A counter or gauge family: a number, or an object by series key.
+fn values(family: &Family, order: &[&str]) -> Var {
+    let unlabelled = family.samples.iter().find(|s| s.labels.is_empty());
+    if let (Some(s), true) = (unlabelled, family.samples.len() == 1) {
+        return Var::number(s.value);
+    }
+    let mut by_key: BTreeMap<String, f64> = BTreeMap::new();
+    for s in &family.samples {
+        *by_key.entry(series_key(s, order)).or_default() += s.value;
+    }
+    Var::Object(by_key.into_iter().map(|(k, v)| (k, Var::number(v))).collect())
+}
+
+/// The expvar variable of one family.
+fn family_var(family: &Family) -> (String, Var) {
+    let (name, order) = go_name(&family.name);
+    let var = match family.kind {
+        MetricKind::Counter | MetricKind::Gauge => values(family, order),
+        MetricKind::Histogram | MetricKind::Summary => timings(family, order),
+    };
+    (name, var)
+}
+
+/// The page: `families` plus `extra` variables, sorted by name (a family
+/// whose name is already taken is left out).
+pub(super) fn render(families: &[Family], extra: Vec<(String, Var)>) -> String {
+    let mut vars: BTreeMap<String, Var> = extra.into_iter().collect();
+    for family in families {
+        let (name, var) = family_var(family);
+        vars.entry(name).or_insert(var);
+    }
+    let mut out = String::from("{\n");
+    for (i, (name, var)) in vars.iter().enumerate() {
+        if i > 0 {
+            out.push_str(",\n");
+        }
+        out.push_str(&json_string(name));
+        out.push_str(": ");
+        var.write(&mut out);
+    }
+    out.push_str("\n}\n");
+    out
+}
+
+/// The process arguments (`cmdline`); arguments that are not UTF-8 are
+/// converted lossily.
+fn cmdline() -> Var {
+    Var::List(
+        std::env::args_os()
+            .map(|a| Var::Str(a.to_string_lossy().into_owned()))
+            .collect(),
+    )
+}
+
+/// `GET /debug/vars`.
+pub(super) async fn handler(State(state): State<DebugState>) -> Response {
+    let uptime = crate::clock::now().saturating_duration_since(state.started);
+    let extra = vec![
+        ("cmdline".to_string(), cmdline()),
+        (
+            "Uptime".to_string(),
+            Var::Int(i64::try_from(uptime.as_nanos()).unwrap_or(i64::MAX)),
+        ),
+    ];
+    let body = render(&state.ctx.metrics.families(), extra);
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::metrics::{MetricKind, PromText, parse_exposition};
+
+    fn page(text: &str) -> serde_json::Value {
+        let out = render(&parse_exposition(text), vec![("cmdline".into(), cmdline())]);
+        assert!(out.starts_with("{\n") && out.ends_with("\n}\n"), "{out}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("valid JSON ({e}): {out}"))
+    }
+
+    #[test]
+    fn plain_counters_are_numbers_and_labelled_ones_objects_keyed_in_go_label_order() {
+        let mut t = PromText::default();
+        t.single("vtorc_discoveries_attempt", MetricKind::Counter, "h", 5);
+        t.single("vtorc_discovery_last_round_seconds", MetricKind::Gauge, "h", 0.25);
+        t.family("vtorc_recoveries_count", MetricKind::Counter, "h");
+        t.sample(
+            "vtorc_recoveries_count",
+            &[
+                ("keyspace", "commerce"),
+                ("recovery_type", "FixReplica"),
+                ("shard", "-80"),
+            ],
+            2,
+        );
+        t.family("vtorc_skipped_recoveries", MetricKind::Counter, "h");
+        t.sample(
+            "vtorc_skipped_recoveries",
+            &[
+                ("keyspace", "ks.x"),
+                ("reason", "StaleAnalysis"),
+                ("recovery_type", "FixReplica"),
+                ("shard", "0"),
+            ],
+            1,
+        );
+        t.family("vtorc_failed_recoveries", MetricKind::Counter, "h");
+        t.family("vtorc_discovery_poll_failures", MetricKind::Counter, "h");
+        t.sample("vtorc_discovery_poll_failures", &[("kind", "timeout")], 3);
+        let v = page(&t.finish());
+        assert_eq!(v["DiscoveriesAttempt"], 5);
+        assert!(v["DiscoveriesAttempt"].is_i64(), "an integer, not 5.0");
+        assert_eq!(v["DiscoveryLastRoundSeconds"], 0.25);
+        assert_eq!(v["RecoveriesCount"]["FixReplica.commerce.-80"], 2);
+        assert_eq!(
+            v["SkippedRecoveries"]["FixReplica.ks_x.0.StaleAnalysis"], 1,
+            "Go order, '.' in a value written as '_': {v}"
+        );
+        assert_eq!(v["FailedRecoveries"], serde_json::json!({}));
+        assert_eq!(v["DiscoveryPollFailures"]["timeout"], 3);
+        assert!(v["cmdline"].as_array().is_some_and(|a| !a.is_empty()));
+    }
+
+    #[test]
+    fn histograms_become_go_timings_with_per_bucket_counts_in_nanoseconds() {
+        let text = "# TYPE vtorc_shard_lock_timings histogram\n\
+            vtorc_shard_lock_timings_bucket{action=\"Lock\",le=\"0.0005\"} 1\n\
+            vtorc_shard_lock_timings_bucket{action=\"Lock\",le=\"0.001\"} 3\n\
+            vtorc_shard_lock_timings_bucket{action=\"Lock\",le=\"+Inf\"} 4\n\
+            vtorc_shard_lock_timings_sum{action=\"Lock\"} 2.5\n\
+            vtorc_shard_lock_timings_count{action=\"Lock\"} 4\n\
+            vtorc_shard_lock_timings_bucket{action=\"Unlock\",le=\"0.0005\"} 0\n\
+            vtorc_shard_lock_timings_bucket{action=\"Unlock\",le=\"0.001\"} 0\n\
+            vtorc_shard_lock_timings_bucket{action=\"Unlock\",le=\"+Inf\"} 0\n\
+            vtorc_shard_lock_timings_sum{action=\"Unlock\"} 0\n\
+            vtorc_shard_lock_timings_count{action=\"Unlock\"} 0\n\
+            # TYPE vtorc_reparent_shard_operation_timings summary\n\
+            vtorc_reparent_shard_operation_timings_sum{operation=\"EmergencyReparentShard\"} 1.5\n\
+            vtorc_reparent_shard_operation_timings_count{operation=\"EmergencyReparentShard\"} 1\n";
+        let out = render(&parse_exposition(text), Vec::new());
+        assert!(
+            out.contains(
+                "\"Lock\": {\"500000\": 1, \"1000000\": 2, \"inf\": 1, \"Count\": 4, \"Time\": 2500000000}"
+            ),
+            "bucket order kept, per-bucket counts: {out}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+        let lock = &v["ShardLockTimings"];
+        assert_eq!(lock["TotalCount"], 4);
+        assert_eq!(lock["TotalTime"], 2_500_000_000i64);
+        assert_eq!(lock["Histograms"]["Unlock"]["Count"], 0);
+        let ers = &v["reparent_shard_operation_timings"];
+        assert_eq!(
+            ers["Histograms"]["EmergencyReparentShard"],
+            serde_json::json!({"Count": 1, "Time": 1_500_000_000i64})
+        );
+        assert_eq!(ers["TotalCount"], 1);
+    }
+
+    #[test]
+    fn detected_problems_keys_follow_go_and_strings_are_html_escaped() {
+        let mut t = PromText::default();
+        t.family("vtorc_detected_problems", MetricKind::Gauge, "h");
+        t.sample(
+            "vtorc_detected_problems",
+            &[
+                ("analysis", "ReplicationStopped"),
+                ("keyspace", "<ks>"),
+                ("shard", "0"),
+                ("tablet_alias", "zone1-0000000101"),
+            ],
+            1,
+        );
+        t.single("vtorc_weird", MetricKind::Gauge, "h", f64::NAN);
+        let out = render(&parse_exposition(&t.finish()), Vec::new());
+        assert!(
+            out.contains("\"ReplicationStopped.zone1-0000000101.\\u003cks\\u003e.0\": 1"),
+            "{out}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+        assert!(v["Weird"].is_null(), "NaN is null: {out}");
+    }
+
+    /// The recovery engine's families, as `RecoverySource` writes them.
+    struct RecoveryText(std::sync::Arc<crate::recovery::RecoveryMetrics>);
+
+    impl crate::telemetry::metrics::MetricSource for RecoveryText {
+        fn render(&self, out: &mut PromText) {
+            out.raw(&self.0.render_prometheus());
+        }
+    }
+
+    #[test]
+    fn every_family_of_the_real_sources_becomes_a_variable() {
+        use std::sync::Arc;
+        use std::time::Duration;
+
+        use crate::analysis::RecoveryKind;
+        use crate::discovery::DiscoveryMetrics;
+        use crate::ids::KeyspaceShard;
+        use crate::recovery::{LockAction, RecoveryMetrics};
+        use crate::reparent::{Operation, ReparentMetrics};
+        use crate::telemetry::metrics::{DiscoverySource, MetricsRegistry, ReparentSource};
+
+        let recovery = Arc::new(RecoveryMetrics::default());
+        let key = KeyspaceShard::new("commerce".to_string(), "0".to_string());
+        recovery.recovered(RecoveryKind::FixReplica, &key, true);
+        recovery.lock_timing(LockAction::Lock, Duration::from_millis(2));
+        let discovery = Arc::new(DiscoveryMetrics::default());
+        discovery.poll_latency.record(Duration::from_millis(3));
+        let reparent = Arc::new(ReparentMetrics::default());
+        reparent.record(
+            Operation::Emergency,
+            "commerce",
+            "0",
+            true,
+            Duration::from_secs(1),
+        );
+        let mut registry = MetricsRegistry::new();
+        registry
+            .register(DiscoverySource {
+                metrics: discovery,
+                workers: 3,
+            })
+            .register(RecoveryText(recovery))
+            .register(ReparentSource { metrics: reparent });
+        let families = registry.families();
+        let declared = registry.render().matches("# TYPE ").count();
+        assert_eq!(families.len(), declared, "every family read back");
+        let out = render(&families, Vec::new());
+        let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+        assert_eq!(v.as_object().map(|o| o.len()), Some(declared), "{out}");
+        assert_eq!(v["RecoveriesCount"]["FixReplica.commerce.0"], 1);
+        assert_eq!(v["SuccessfulRecoveries"]["FixReplica.commerce.0"], 1);
+        assert_eq!(v["ShardLockTimings"]["TotalCount"], 1);
+        assert_eq!(v["ShardLockTimings"]["Histograms"]["Lock"]["5000000"], 1);
+        assert_eq!(
+            v["DiscoveryInstanceTimings"]["Histograms"]["Instance"]["Count"],
+            1
+        );
+        assert_eq!(v["DiscoveryWorkers"], 3);
+        assert_eq!(v["EmergencyReparentCounts"]["commerce.0.success"], 1);
+        assert_eq!(
+            v["reparent_shard_operation_timings"]["Histograms"]["EmergencyReparentShard"]["Time"],
+            1_000_000_000i64
+        );
+    }
+
+    #[test]
+    fn names_of_our_own_families_are_camel_case() {
+        assert_eq!(go_name("vtorc_health_stream_connects").0, "HealthStreamConnects");
+        assert_eq!(go_name("vtorc_ready").0, "Ready");
+        assert_eq!(go_name("odd__name_").0, "OddName");
+        assert_eq!(
+            go_name("vtorc_tablets_watched_by_shard").1,
+            &["keyspace", "shard", "ers_disabled"]
+        );
+    }
+}
