@@ -11,8 +11,9 @@
 //!   any failover. Recorded with the primary it went to.
 //! - **rejected**: the server answered with an error (e.g. read-only): the
 //!   row certainly was not written.
-//! - **unknown**: the connection broke or the statement timed out: the
-//!   row may or may not exist.
+//! - **unknown**: the connection broke, the statement timed out, or the
+//!   server ended it without a verdict (session killed, statement
+//!   interrupted, shutdown): the row may or may not exist.
 //!
 //! Where writes go: the primary named by the shard record's
 //! `primary_alias`, resolved through the tablet record's MySQL address. It
@@ -404,6 +405,15 @@ impl Drop for Workload {
     }
 }
 
+/// Server errors that end a statement without saying whether it committed:
+/// the session was killed (`ER_CONNECTION_KILLED`, e.g. by a demotion that
+/// shuts applications out while a commit waits for a semi-sync ACK), the
+/// statement interrupted (`ER_QUERY_INTERRUPTED`) or the server shutting
+/// down (`ER_SERVER_SHUTDOWN`). An autocommit insert may have committed.
+fn interrupted(code: u16) -> bool {
+    matches!(code, 1053 | 1317 | 1927)
+}
+
 /// Sleeps `d` unless cancelled first; returns false when cancelled.
 async fn pause(cancel: &CancellationToken, d: Duration) -> bool {
     tokio::select! {
@@ -493,7 +503,7 @@ async fn run_writer(
                     break;
                 }
             }
-            Ok(Err(mysql_async::Error::Server(e))) => {
+            Ok(Err(mysql_async::Error::Server(e))) if !interrupted(e.code) => {
                 progress.rejected.fetch_add(1, Ordering::Relaxed);
                 log.rejected.push(id);
                 log.error(format!("insert on {alias} refused: {e}"));

@@ -245,8 +245,21 @@ async fn a_primary_blocked_on_semi_sync_acks_is_failed_over_by_ers() {
     vtorc
         .wait_until_healthy(&shard0(KS), Duration::from_secs(20))
         .await;
-    let mut wl_config = WorkloadConfig::new(KS, "0");
-    wl_config.statement_timeout = Duration::from_secs(1);
+    // One writer that waits as long as it takes: its stuck commit is then
+    // the only one in flight, already in the binlog the replicas receive,
+    // and it ends when the old primary stops serving. With more writers,
+    // or one that gives up and retries on a new session, further commits
+    // queue behind it in MariaDB's group commit and reach the old primary's
+    // binlog only once the forced demotion turns semi-sync off: after ERS
+    // stopped the replicas' IO threads (the old primary is then the most
+    // advanced candidate and ERS legitimately re-elects it, as Vitess's
+    // would), or even after it read the old primary's position (which then
+    // holds an errant transaction and cannot rejoin).
+    let mut wl_config = WorkloadConfig {
+        writers: 1,
+        ..WorkloadConfig::new(KS, "0")
+    };
+    wl_config.statement_timeout = Duration::from_secs(60);
     let workload = Workload::start(cluster.topo().clone(), wl_config.clone())
         .await
         .expect("workload starts");
