@@ -8,8 +8,10 @@ use std::time::Duration;
 use agent_support::{World, eventually, type_of, with_timeout};
 use mysql_async::prelude::Queryable;
 use tonic::Code;
+use tonic::transport::Channel;
 use vtorc::proto::replicationdata::StopReplicationMode;
 use vtorc::proto::tabletmanagerdata as tm;
+use vtorc::proto::tabletmanagerservice::tablet_manager_client::TabletManagerClient;
 use vtorc::proto::topodata::TabletType;
 
 #[tokio::test]
@@ -424,26 +426,10 @@ async fn full_status_fields_match_what_mariadb_reports() {
             .heartbeat_interval,
         2.5
     );
-    // Replication restarted; MariaDB shows the IO thread as "Preparing"
-    // (UNKNOWN, as vttablet parses it) for a moment.
-    eventually(
-        Duration::from_secs(5),
-        "still replicating after the change",
-        || {
-            let mut replica = replica.clone();
-            async move {
-                let status = replica
-                    .full_status(tm::FullStatusRequest {})
-                    .await
-                    .expect("FullStatus")
-                    .into_inner()
-                    .status
-                    .and_then(|s| s.replication_status)
-                    .expect("status");
-                (status.io_state, status.sql_state) == (3, 3)
-            }
-        },
-    )
+    // Replication restarted.
+    wait_threads(&replica, "still replicating after the change", |io, sql| {
+        (io, sql) == (3, 3)
+    })
     .await;
 }
 
@@ -486,24 +472,10 @@ async fn stop_replication_minimum_and_restart_replication() {
         .restart_replication(tm::RestartReplicationRequest { semi_sync: true })
         .await
         .expect("RestartReplication");
-    // MariaDB shows the IO thread as "Preparing" (UNKNOWN, as vttablet
-    // parses it) for a moment after START SLAVE.
-    eventually(
-        Duration::from_secs(5),
+    wait_threads(
+        &replica,
         "the IO thread connecting or running, the SQL thread running",
-        || {
-            let mut replica = replica.clone();
-            async move {
-                let status = replica
-                    .replication_status(tm::ReplicationStatusRequest {})
-                    .await
-                    .expect("status")
-                    .into_inner()
-                    .status
-                    .expect("status");
-                status.sql_state == 3 && (status.io_state == 2 || status.io_state == 3)
-            }
-        },
+        |io, sql| sql == 3 && (io == 2 || io == 3),
     )
     .await;
     replica
@@ -524,4 +496,26 @@ async fn stop_replication_minimum_and_restart_replication() {
         ))
         .await
         .expect("replicating again");
+}
+
+/// Waits until the replica's (IO, SQL) thread states satisfy `ok`. MariaDB
+/// shows a starting IO thread as "Preparing" (UNKNOWN, as vttablet parses
+/// it) for a moment after `START SLAVE`, so one read right after a restart
+/// is not enough.
+async fn wait_threads(replica: &TabletManagerClient<Channel>, what: &str, ok: impl Fn(i32, i32) -> bool) {
+    eventually(Duration::from_secs(5), what, || {
+        let mut replica = replica.clone();
+        let ok = &ok;
+        async move {
+            let status = replica
+                .replication_status(tm::ReplicationStatusRequest {})
+                .await
+                .expect("ReplicationStatus")
+                .into_inner()
+                .status
+                .expect("a replica");
+            ok(status.io_state, status.sql_state)
+        }
+    })
+    .await;
 }

@@ -19,7 +19,7 @@ use integration::cluster::{AgentMode, Cluster, ClusterBuilder};
 use recovery_support::*;
 use vtorc::analysis::{AnalysisCode, RecoveryKind};
 use vtorc::proto::topodata::{TabletAlias, TabletType};
-use vtorc::recovery::{AuditFilter, RecoveryOutcome, StepLevel};
+use vtorc::recovery::{AuditFilter, RecoveryOutcome};
 
 const KS: &str = "commerce";
 
@@ -55,29 +55,8 @@ async fn assert_failed_over(cluster: &Cluster, vtorc: &Vtorc) -> TabletAlias {
     assert!(successor == alias(101) || successor == alias(102), "{successor}");
     assert!(record.started_at >= record.detected_at);
     assert!(record.ended_at.expect("ended") >= record.started_at);
-    assert!(
-        record.steps.iter().any(|s| s.step.starts_with("ers:")),
-        "ERS steps are audited"
-    );
-    assert!(
-        record
-            .steps
-            .iter()
-            .any(|s| s.step == "promoted" && s.message == format!("promoted replica: {successor}"))
-    );
-    assert!(record.steps.iter().all(|s| s.level != StepLevel::Error));
-    let new_primary = wait_for_new_primary(cluster, KS, "0", &alias(100), Duration::from_secs(15)).await;
-    assert_eq!(new_primary, successor, "the shard record names the successor");
-    assert!(
-        !read_only(cluster, &successor).await.expect("read_only"),
-        "the new primary is writable"
-    );
-    let other = if successor == alias(101) {
-        alias(102)
-    } else {
-        alias(101)
-    };
-    wait_replicating_from(cluster, &other, &successor, Duration::from_secs(15)).await;
+    assert_clean_promotion(&record, &successor);
+    assert_serving_primary(cluster, KS, &alias(100), &successor, &[other_replica(&successor)]).await;
     // The old primary's record still says PRIMARY with an older term:
     // StaleTopoPrimary makes it REPLICA in the topo.
     vtorc

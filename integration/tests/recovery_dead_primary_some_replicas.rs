@@ -24,7 +24,7 @@ use recovery_support::*;
 use vtorc::analysis::{AnalysisCode, RecoveryKind};
 use vtorc::model::Reachability;
 use vtorc::proto::topodata::TabletType;
-use vtorc::recovery::{AuditFilter, RecoveryOutcome, StepLevel};
+use vtorc::recovery::{AuditFilter, RecoveryOutcome};
 
 const KS: &str = "commerce";
 
@@ -130,19 +130,7 @@ async fn dead_primary_with_an_unreachable_replica_is_failed_over_to_a_live_repli
         "ERS proceeds without 100 and 103 because the reached REPLICAs revoke them:\n{}",
         steps_text(&record)
     );
-    assert!(
-        record
-            .steps
-            .iter()
-            .any(|s| s.step == "promoted" && s.message == format!("promoted replica: {successor}")),
-        "{}",
-        steps_text(&record)
-    );
-    assert!(
-        record.steps.iter().all(|s| s.level != StepLevel::Error),
-        "{}",
-        steps_text(&record)
-    );
+    assert_clean_promotion(&record, &successor);
     let detection = vtorc
         .handle
         .detections(&AuditFilter::shard(&shard0(KS)))
@@ -152,18 +140,14 @@ async fn dead_primary_with_an_unreachable_replica_is_failed_over_to_a_live_repli
     assert_eq!(detection.analysis, AnalysisCode::DeadPrimaryAndSomeReplicas);
     assert_eq!(detection.recovery_ids, [record.recovery_id]);
 
-    let new_primary = wait_for_new_primary(&cluster, KS, "0", &alias(100), Duration::from_secs(15)).await;
-    assert_eq!(new_primary, successor, "the shard record names the successor");
-    assert!(
-        !read_only(&cluster, &successor).await.expect("read_only"),
-        "the new primary is writable"
-    );
-    let other = if successor == alias(101) {
-        alias(102)
-    } else {
-        alias(101)
-    };
-    wait_replicating_from(&cluster, &other, &successor, Duration::from_secs(15)).await;
+    assert_serving_primary(
+        &cluster,
+        KS,
+        &alias(100),
+        &successor,
+        &[other_replica(&successor)],
+    )
+    .await;
 
     // The writer follows the failover; nothing it was told is committed is lost.
     workload

@@ -23,7 +23,7 @@ use mysql_async::prelude::Queryable;
 use recovery_support::*;
 use vtorc::analysis::{AnalysisCode, RecoveryKind};
 use vtorc::proto::topodata::{TabletAlias, TabletType};
-use vtorc::recovery::{RecoveryOutcome, RecoveryRecord, StepLevel};
+use vtorc::recovery::{RecoveryOutcome, RecoveryRecord};
 use vtorc::tablet::{TabletManager, TabletManagerExt};
 
 const KS: &str = "commerce";
@@ -50,42 +50,14 @@ async fn assert_ers_away_from_100(
         successor == alias(101) || successor == alias(102),
         "a replica is promoted, not {successor}"
     );
-    assert!(
-        record.steps.iter().any(|s| s.step.starts_with("ers:")),
-        "ERS steps are audited:\n{}",
-        steps_text(&record)
-    );
-    assert!(
-        record
-            .steps
-            .iter()
-            .any(|s| s.step == "promoted" && s.message == format!("promoted replica: {successor}")),
-        "{}",
-        steps_text(&record)
-    );
-    assert!(
-        record.steps.iter().all(|s| s.level != StepLevel::Error),
-        "{}",
-        steps_text(&record)
-    );
+    assert_clean_promotion(&record, &successor);
     assert_eq!(
         vtorc.finished(RecoveryKind::RecoverDeadPrimary).len(),
         1,
         "exactly one ERS: {}",
         vtorc.audit_dump()
     );
-    let new_primary = wait_for_new_primary(cluster, KS, "0", &alias(100), Duration::from_secs(15)).await;
-    assert_eq!(new_primary, successor, "the shard record names the successor");
-    assert!(
-        !read_only(cluster, &successor).await.expect("read_only"),
-        "the new primary is writable"
-    );
-    let other = if successor == alias(101) {
-        alias(102)
-    } else {
-        alias(101)
-    };
-    wait_replicating_from(cluster, &other, &successor, Duration::from_secs(15)).await;
+    assert_serving_primary(cluster, KS, &alias(100), &successor, &[other_replica(&successor)]).await;
     (record, successor)
 }
 

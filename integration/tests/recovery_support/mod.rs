@@ -612,3 +612,60 @@ pub fn steps_text(record: &RecoveryRecord) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// Asserts that an ERS recovery's audit shows a clean promotion of
+/// `successor`: ERS steps recorded, a `promoted` step naming it, no step
+/// at error level.
+pub fn assert_clean_promotion(record: &RecoveryRecord, successor: &TabletAlias) {
+    assert!(
+        record.steps.iter().any(|s| s.step.starts_with("ers:")),
+        "ERS steps are audited:\n{}",
+        steps_text(record)
+    );
+    assert!(
+        record
+            .steps
+            .iter()
+            .any(|s| s.step == "promoted" && s.message == format!("promoted replica: {successor}")),
+        "{}",
+        steps_text(record)
+    );
+    assert!(
+        record
+            .steps
+            .iter()
+            .all(|s| s.level != vtorc::recovery::StepLevel::Error),
+        "{}",
+        steps_text(record)
+    );
+}
+
+/// After a failover away from `old` in `keyspace/0`: waits until the shard
+/// record names `successor`, checks it is writable and that each of
+/// `followers` replicates from it.
+pub async fn assert_serving_primary(
+    cluster: &Cluster,
+    keyspace: &str,
+    old: &TabletAlias,
+    successor: &TabletAlias,
+    followers: &[TabletAlias],
+) {
+    let new_primary = wait_for_new_primary(cluster, keyspace, "0", old, Duration::from_secs(15)).await;
+    assert_eq!(&new_primary, successor, "the shard record names the successor");
+    assert!(
+        !read_only(cluster, successor).await.expect("read_only"),
+        "the new primary is writable"
+    );
+    for follower in followers {
+        wait_replicating_from(cluster, follower, successor, Duration::from_secs(15)).await;
+    }
+}
+
+/// Of replicas 101 and 102, the one that is not `successor`.
+pub fn other_replica(successor: &TabletAlias) -> TabletAlias {
+    if *successor == alias(101) {
+        alias(102)
+    } else {
+        alias(101)
+    }
+}
