@@ -922,4 +922,32 @@ mod tests {
         assert_eq!(c.clusters_to_watch.len(), 1);
         assert!(c.allow_recovery);
     }
+
+    #[test]
+    fn the_kubernetes_config_map_parses() {
+        // The `vtorc.yaml: |` block of k8s/vtorc.yaml, dedented.
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("k8s/vtorc.yaml");
+        let text = std::fs::read_to_string(&manifest).expect("read the manifest");
+        let block: Vec<&str> = text
+            .lines()
+            .skip_while(|l| l.trim() != "vtorc.yaml: |")
+            .skip(1)
+            .take_while(|l| l.starts_with("    "))
+            .map(|l| &l[4..])
+            .collect();
+        assert!(!block.is_empty(), "no vtorc.yaml block in {}", manifest.display());
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("vtorc.yaml");
+        std::fs::write(&path, block.join("\n")).expect("write the config");
+        let c = Config::load(["vtorc".to_string(), format!("--config={}", path.display())])
+            .map_err(|e| format!("{e:?}"))
+            .expect("the ConfigMap's config is valid");
+        assert_eq!(
+            c.topo_global_server_address,
+            vec!["etcd-global-client:2379".to_string()]
+        );
+        assert_eq!(c.cell, "zone1");
+        assert_eq!(c.port, Some(15000));
+        assert_eq!(c.grpc_port, Some(15999));
+    }
 }
