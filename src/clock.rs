@@ -3,9 +3,11 @@
 //! Decisions take `now` as a parameter (STYLE rule 8); the code that calls
 //! them reads it here. `std::time::Instant::now`, `tokio::time::Instant::now`
 //! and `std::time::SystemTime::now` are banned everywhere else by
-//! `clippy.toml` (`disallowed-methods`), so every clock read is a call to
-//! this module and easy to find. The `integration` crate has its own
-//! `clippy.toml` without the ban.
+//! `clippy.toml` (`disallowed-methods`), so every read of the current time
+//! is a call to this module and easy to find. `Instant::elapsed` still
+//! reads the clock implicitly; it is allowed for measuring durations (logs,
+//! metrics, timeouts), never for a decision's `now`. The `integration`
+//! crate has its own `clippy.toml` without the ban.
 
 use std::time::SystemTime;
 

@@ -78,14 +78,22 @@ impl Cluster {
         };
         let server = &mut self.tablet_mut(target)?.mysql;
         server.restart_isolated().await?;
-        let mut conn = Conn::new(server.socket_opts())
-            .await
-            .with_context(|| format!("connect to isolated MariaDB of {target}"))?;
-        load_snapshot(&mut conn, &snapshot, source_port)
-            .await
-            .with_context(|| format!("restore {target} from {source}"))?;
-        conn.disconnect().await.ok();
-        server.restart().await?;
+        let loaded = async {
+            let mut conn = Conn::new(server.socket_opts())
+                .await
+                .with_context(|| format!("connect to isolated MariaDB of {target}"))?;
+            load_snapshot(&mut conn, &snapshot, source_port)
+                .await
+                .with_context(|| format!("restore {target} from {source}"))?;
+            conn.disconnect().await.ok();
+            anyhow::Ok(())
+        }
+        .await;
+        // Back on the network either way, so a failed restore leaves a
+        // server that can be inspected rather than an isolated one.
+        let restarted = server.restart().await;
+        loaded?;
+        restarted?;
         Ok(snapshot.gtid_position)
     }
 }

@@ -478,3 +478,105 @@ async fn blocked_semi_sync_is_reported_and_only_a_forced_demotion_unblocks_it() 
         0
     );
 }
+
+/// Whether the application account (`app`) is locked on server `i`.
+async fn app_locked(world: &World, i: usize) -> bool {
+    let locked: Option<String> = world
+        .query_one(
+            i,
+            "SELECT JSON_VALUE(priv, '$.account_locked') FROM mysql.global_priv WHERE user = 'app'",
+        )
+        .await;
+    // MariaDB's JSON_VALUE renders the JSON `true` as "1".
+    matches!(locked.as_deref(), Some("1" | "true"))
+}
+
+#[tokio::test]
+async fn the_application_account_follows_the_serving_state() {
+    let world = World::start(2, "semi_sync").await;
+    world.bootstrap(0, true).await;
+    let mut root = world.sql(0).await;
+    for sql in [
+        "SET SESSION sql_log_bin = 0",
+        "CREATE USER 'app'@'127.0.0.1' IDENTIFIED BY 'apppw'",
+        "GRANT SELECT, INSERT ON *.* TO 'app'@'127.0.0.1'",
+    ] {
+        root.query_drop(sql).await.expect(sql);
+    }
+
+    // Locked behind the agent's back on a serving primary (a transition
+    // that failed half-way): the health checker unlocks it.
+    root.query_drop("ALTER USER 'app'@'127.0.0.1' ACCOUNT LOCK")
+        .await
+        .expect("lock");
+    let locked: Option<String> = root
+        .query_first("SELECT JSON_VALUE(priv, '$.account_locked') FROM mysql.global_priv WHERE user = 'app'")
+        .await
+        .expect("read the lock");
+    // (The agent checks once a second; it may already have undone it.)
+    assert!(locked.is_some(), "the account exists");
+    eventually(Duration::from_secs(5), "the account unlocked again", || async {
+        !app_locked(&world, 0).await
+    })
+    .await;
+
+    // A forced demotion shuts the application out: its session running a
+    // statement is ended, no new session is accepted, and the account stays
+    // locked while the primary is demoted.
+    let port = world.dbs[0].port();
+    let app_opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(port)
+        .user(Some("app"))
+        .pass(Some("apppw"))
+        .prefer_socket(false);
+    let mut app = mysql_async::Conn::new(app_opts.clone())
+        .await
+        .expect("the application connects while serving");
+    let busy = tokio::spawn(async move {
+        let r: Result<Option<i64>, _> = app.query_first("SELECT SLEEP(30)").await;
+        r
+    });
+    eventually(Duration::from_secs(5), "the application statement running", || async {
+        world
+            .query_one::<i64>(
+                0,
+                "SELECT COUNT(*) FROM information_schema.processlist WHERE user = 'app' AND command = 'Query'",
+            )
+            .await
+            == 1
+    })
+    .await;
+    let mut primary = world.client(0).await;
+    primary
+        .demote_primary(tm::DemotePrimaryRequest { force: true })
+        .await
+        .expect("DemotePrimary");
+    let ended = tokio::time::timeout(Duration::from_secs(5), busy)
+        .await
+        .expect("the statement ends at once")
+        .expect("the statement task");
+    assert!(
+        !matches!(ended, Ok(Some(0))),
+        "the running statement was ended without its result: {ended:?}"
+    );
+    assert!(
+        mysql_async::Conn::new(app_opts.clone()).await.is_err(),
+        "no new application session while not serving"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(app_locked(&world, 0).await, "still locked while demoted");
+
+    // Serving again opens it.
+    primary
+        .undo_demote_primary(tm::UndoDemotePrimaryRequest { semi_sync: true })
+        .await
+        .expect("UndoDemotePrimary");
+    assert!(!app_locked(&world, 0).await);
+    mysql_async::Conn::new(app_opts)
+        .await
+        .expect("the application connects again")
+        .disconnect()
+        .await
+        .ok();
+}

@@ -66,7 +66,8 @@ pub(super) async fn run_grants_check(agent: Arc<Agent>) {
     }
 }
 
-/// Connects and creates the sidecar schema.
+/// Connects, creates the sidecar schema and opens the application's access
+/// (a starting tablet serves, as a restarted vttablet does).
 async fn grants_check(agent: &Agent) -> AgentResult<()> {
     let mut conn = agent.mysql.conn().await?;
     conn.exec("SET SESSION sql_log_bin = 0").await?;
@@ -88,21 +89,65 @@ enum Probe {
     Replica(Option<(bool, Option<u32>)>),
 }
 
+/// How often the checker reconciles the application's access with the
+/// serving state.
+const SERVING_RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The health-checker loop.
 pub(super) async fn run_checker(agent: Arc<Agent>) {
     let mut conn: Option<MysqlConn> = None;
+    let mut last_reconcile: Option<Instant> = None;
     loop {
         let result = probe(&agent, &mut conn).await;
         if result.is_err() {
             conn = None;
         }
         apply(&agent, result);
+        if let Some(c) = conn.as_mut()
+            && last_reconcile.is_none_or(|at| at.elapsed() >= SERVING_RECONCILE_INTERVAL)
+        {
+            last_reconcile = Some(Instant::now());
+            if let Err(e) = reconcile_serving(&agent, c).await {
+                debug!(tablet = %agent.alias, "serving reconciliation failed: {e}");
+                conn = None;
+            }
+        }
         tokio::select! {
             _ = agent.cancel.cancelled() => return,
             _ = tokio::time::sleep(agent.config.health_check_interval) => {}
             _ = agent.health_wake.notified() => {}
         }
     }
+}
+
+/// Makes the application's access follow the serving state, when no
+/// action runs (an action owns the transition it is making). A demotion
+/// that was interrupted (still marked, no action running, MariaDB
+/// writable) is undone as vttablet's revert would; a serving tablet whose
+/// application account is locked (a transition that failed half-way) gets
+/// it unlocked.
+async fn reconcile_serving(agent: &Agent, conn: &mut MysqlConn) -> AgentResult<()> {
+    let Ok(_permit) = agent.action_lock.try_acquire() else {
+        return Ok(());
+    };
+    let (tablet_type, demoted) = {
+        let state = agent.state();
+        (
+            TabletType::try_from(state.tablet.r#type).unwrap_or(TabletType::Unknown),
+            state.demoted,
+        )
+    };
+    let mut demoted = demoted;
+    if demoted && tablet_type == TabletType::Primary && !conn.read_only().await? {
+        info!(tablet = %agent.alias, "an interrupted demotion left the primary writable: serving again");
+        agent.set_demoted(false);
+        demoted = false;
+    }
+    let serving = serving_type(tablet_type) && !demoted;
+    if super::query_service::reconcile(conn, &agent.config.app_user, serving).await? {
+        info!(tablet = %agent.alias, "the application's account was locked on a serving tablet: unlocked");
+    }
+    Ok(())
 }
 
 /// One probe over the cached connection (opened if needed).

@@ -300,6 +300,7 @@ impl Agent {
     pub async fn start(config: AgentConfig) -> anyhow::Result<AgentHandle> {
         let alias = config.alias();
         validate_init_type(config.init_tablet_type)?;
+        validate_app_user(&config)?;
         let listener = tokio::net::TcpListener::bind((config.hostname.as_str(), config.grpc_port))
             .await
             .with_context(|| format!("bind gRPC on {}:{}", config.hostname, config.grpc_port))?;
@@ -651,6 +652,20 @@ fn validate_init_type(t: TabletType) -> anyhow::Result<()> {
         | TabletType::Primary => Ok(()),
         other => anyhow::bail!("invalid init tablet type {}", other.as_str_name()),
     }
+}
+
+/// The application user is shut out while the tablet is not serving, so it
+/// must be neither the agent's own MariaDB user nor the replication user.
+fn validate_app_user(config: &AgentConfig) -> anyhow::Result<()> {
+    let user = &config.app_user;
+    if user.is_empty() || *user == config.mysql_user || *user == config.replication_user {
+        anyhow::bail!(
+            "the application user {user:?} must be set and differ from the MySQL user {:?} and the replication user {:?}",
+            config.mysql_user,
+            config.replication_user
+        );
+    }
+    Ok(())
 }
 
 /// Now as a `vttime.Time`.

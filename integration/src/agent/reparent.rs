@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tracing::info;
+use tracing::{info, warn};
 use vtorc::proto::replicationdata::PrimaryStatus;
 use vtorc::proto::tabletmanagerdata as tm;
 use vtorc::proto::topodata::TabletType;
@@ -156,9 +156,15 @@ impl Agent {
         let mut primary_semi_sync_was_on = false;
         let result = async {
             if was_serving {
-                // Not serving: no application statement starts or finishes
-                // from here on (see `query_service`).
-                query_service::close(&mut conn, &self.config.app_user).await?;
+                // Not serving (see `query_service`): no new application
+                // session; a planned demotion lets statements in flight
+                // finish first (bounded), a forced one ends them at once.
+                let grace = if force {
+                    Duration::ZERO
+                } else {
+                    query_service::DRAIN_GRACE
+                };
+                query_service::close(&mut conn, &self.config.app_user, grace, deadline).await?;
             }
             let blocked = semi_sync_blocked_now(&mut conn).await?;
             if blocked {
@@ -181,16 +187,27 @@ impl Agent {
                 Ok(status)
             }
             Err(e) if revert => {
-                if was_primary && primary_semi_sync_was_on {
-                    let _ = self
-                        .apply_semi_sync(&mut conn, SemiSyncAction::Set, TabletType::Primary)
-                        .await;
+                // On a new connection: the failed statement may have broken
+                // the one in use (a timed-out statement leaves it unusable).
+                let reverted = async {
+                    let mut conn = self.mysql.conn().await?;
+                    if was_primary && primary_semi_sync_was_on {
+                        self.apply_semi_sync(&mut conn, SemiSyncAction::Set, TabletType::Primary)
+                            .await?;
+                    }
+                    if !was_read_only {
+                        conn.exec("SET GLOBAL read_only = OFF").await?;
+                    }
+                    if was_serving {
+                        query_service::open(&mut conn, &self.config.app_user).await?;
+                    }
+                    AgentResult::Ok(())
                 }
-                if !was_read_only {
-                    let _ = conn.exec("SET GLOBAL read_only = OFF").await;
-                }
-                if was_serving {
-                    let _ = query_service::open(&mut conn, &self.config.app_user).await;
+                .await;
+                if let Err(revert_error) = reverted {
+                    // The health checker's serving reconciliation retries
+                    // the application's access.
+                    warn!(tablet = %self.alias, "could not fully revert a failed demotion: {revert_error}");
                 }
                 self.set_demoted(was_demoted);
                 Err(e)

@@ -42,7 +42,7 @@ use std::time::SystemTime;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::ser::PrettyFormatter;
 use tokio::time::Instant;
@@ -500,19 +500,31 @@ pub(super) async fn handler(State(ctx): State<ApiContext>) -> Response {
     let snapshot = ctx.discovery.snapshot();
     let recoveries = ctx.recovery.recoveries(&AuditFilter::all());
     let detections = ctx.recovery.detections(&AuditFilter::all());
-    let src = Sources {
-        snapshot: &snapshot,
-        recoveries: &recoveries,
-        detections: &detections,
-        global_recoveries_enabled: ctx.recovery.global_recoveries_enabled(),
-        now: crate::clock::now(),
-        wall: (ctx.clock)(),
-    };
-    json_response_typed(
-        StatusCode::OK,
-        "text/plain; charset=utf-8",
-        go_json_with(&tables(&src), PrettyFormatter::with_indent(b"\t")),
-    )
+    let global_recoveries_enabled = ctx.recovery.global_recoveries_enabled();
+    let now = crate::clock::now();
+    let wall = (ctx.clock)();
+    // With 10,000 tablets this renders tens of megabytes: keep it off the
+    // async workers that also run discovery and recoveries.
+    let rendered = tokio::task::spawn_blocking(move || {
+        let src = Sources {
+            snapshot: &snapshot,
+            recoveries: &recoveries,
+            detections: &detections,
+            global_recoveries_enabled,
+            now,
+            wall,
+        };
+        go_json_with(&tables(&src), PrettyFormatter::with_indent(b"\t"))
+    })
+    .await;
+    match rendered {
+        Ok(body) => json_response_typed(StatusCode::OK, "text/plain; charset=utf-8", body),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("rendering the database state failed: {e}"),
+        )
+            .into_response(),
+    }
 }
 
 #[cfg(test)]
