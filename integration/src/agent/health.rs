@@ -121,11 +121,11 @@ pub(super) async fn run_checker(agent: Arc<Agent>) {
 }
 
 /// Makes the application's access follow the serving state, when no
-/// action runs (an action owns the transition it is making). A demotion
-/// that was interrupted (still marked, no action running, MariaDB
-/// writable) is undone as vttablet's revert would; a serving tablet whose
-/// application account is locked (a transition that failed half-way) gets
-/// it unlocked.
+/// action runs (an action owns the transition it is making): a serving
+/// tablet whose application account is locked (a transition that failed
+/// half-way, or a lock put on behind the agent's back) gets it unlocked. A
+/// tablet still marked demoted stays shut: reopening writes is for the
+/// reparent that owns it (UndoDemotePrimary, a type change).
 async fn reconcile_serving(agent: &Agent, conn: &mut MysqlConn) -> AgentResult<()> {
     let Ok(_permit) = agent.action_lock.try_acquire() else {
         return Ok(());
@@ -137,12 +137,6 @@ async fn reconcile_serving(agent: &Agent, conn: &mut MysqlConn) -> AgentResult<(
             state.demoted,
         )
     };
-    let mut demoted = demoted;
-    if demoted && tablet_type == TabletType::Primary && !conn.read_only().await? {
-        info!(tablet = %agent.alias, "an interrupted demotion left the primary writable: serving again");
-        agent.set_demoted(false);
-        demoted = false;
-    }
     let serving = serving_type(tablet_type) && !demoted;
     if super::query_service::reconcile(conn, &agent.config.app_user, serving).await? {
         info!(tablet = %agent.alias, "the application's account was locked on a serving tablet: unlocked");

@@ -129,7 +129,14 @@ impl Agent {
     ) -> AgentResult<tm::DemotePrimaryResponse> {
         self.wait_grants(deadline).await?;
         let _lock = self.lock(deadline).await?;
-        let status = self.demote(req.force, true, deadline).await?;
+        // Deviation: vttablet reverts a failed demotion even when forced.
+        // A forced demotion comes from ERS, which is replacing this primary;
+        // reverting would reopen writes on it, and MariaDB re-enables the
+        // primary side of semi-sync in async mode until a semi-sync replica
+        // connects, so those writes would be acknowledged with no replica
+        // holding them. A failed forced demotion leaves whatever it reached
+        // (not serving, read-only); VTOrc repairs a primary that stays.
+        let status = self.demote(req.force, !req.force, deadline).await?;
         Ok(tm::DemotePrimaryResponse {
             primary_status: Some(status),
         })

@@ -92,19 +92,33 @@ pub struct QueryService {
 }
 
 /// Implements the service: every unary method forwards to the agent
-/// method of the same name with `(request, deadline)`.
+/// method of the same name with `(request, deadline)`. A method marked
+/// `detached` runs on its own task, so it finishes (within the caller's
+/// deadline) even when the caller stops waiting.
 macro_rules! forward {
-    ($($method:ident($req:ty) -> $resp:ty;)*) => {
+    ($($method:ident($req:ty) -> $resp:ty $(, $detached:ident)?;)*) => {
         #[tonic::async_trait]
         impl TabletManager for TabletManagerService {
             $(
                 async fn $method(&self, request: Request<$req>) -> Result<Response<$resp>, Status> {
                     let deadline = deadline_of(&request);
-                    let agent = &self.agent;
-                    run(agent, stringify!($method), agent.$method(request.into_inner(), deadline)).await
+                    let agent = self.agent.clone();
+                    let request = request.into_inner();
+                    let op = async move {
+                        run(&agent, stringify!($method), agent.$method(request, deadline)).await
+                    };
+                    forward!(@run $($detached)? op)
                 }
             )*
         }
+    };
+    (@run detached $op:ident) => {
+        tokio::spawn($op)
+            .await
+            .unwrap_or_else(|e| Err(Status::internal(format!("the operation's task failed: {e}"))))
+    };
+    (@run $op:ident) => {
+        $op.await
     };
 }
 
@@ -128,7 +142,11 @@ forward! {
         populate_reparent_journal(tm::PopulateReparentJournalRequest) -> tm::PopulateReparentJournalResponse;
         read_reparent_journal_info(tm::ReadReparentJournalInfoRequest) -> tm::ReadReparentJournalInfoResponse;
         init_replica(tm::InitReplicaRequest) -> tm::InitReplicaResponse;
-        demote_primary(tm::DemotePrimaryRequest) -> tm::DemotePrimaryResponse;
+        // Detached: ERS abandons the call on a live old primary once enough
+        // replicas answered; a demotion cut off half-way could leave it
+        // writable with semi-sync off. It completes instead (not serving,
+        // read-only); vttablet would revert on the cancelled context.
+        demote_primary(tm::DemotePrimaryRequest) -> tm::DemotePrimaryResponse, detached;
         undo_demote_primary(tm::UndoDemotePrimaryRequest) -> tm::UndoDemotePrimaryResponse;
         replica_was_promoted(tm::ReplicaWasPromotedRequest) -> tm::ReplicaWasPromotedResponse;
         reset_replication_parameters(tm::ResetReplicationParametersRequest) -> tm::ResetReplicationParametersResponse;

@@ -320,16 +320,24 @@ async fn sync_once(agent: &Agent) -> AgentResult<()> {
         return Ok(());
     };
     info!(tablet = %agent.alias, "a newer primary owns the shard: ending primary term");
-    end_primary_term(agent, newer_primary).await
+    end_primary_term(agent, &term, newer_primary).await
 }
 
 /// Demotes with force and no revert, then replicates from the shard's
 /// primary (force start, no semi-sync action), or just becomes REPLICA.
-async fn end_primary_term(agent: &Agent, primary: Option<TabletAlias>) -> AgentResult<()> {
+/// Only the term the decision was made on (`term`) is ended.
+async fn end_primary_term(
+    agent: &Agent,
+    term: &vttime::Time,
+    primary: Option<TabletAlias>,
+) -> AgentResult<()> {
     let deadline = Some(tokio::time::Instant::now() + agent.config.remote_operation_timeout);
     let _lock = agent.lock(deadline).await?;
-    // Re-check under the lock: an RPC may have changed the type meanwhile.
-    if agent.tablet_type() != TabletType::Primary {
+    // Re-check under the lock: an RPC may have changed the type meanwhile,
+    // or started a new term (a PromoteReplica that ran while this pass
+    // waited for the lock must not be undone by its stale decision).
+    let tablet = agent.tablet();
+    if tablet.r#type != TabletType::Primary as i32 || tablet.primary_term_start_time.as_ref() != Some(term) {
         return Ok(());
     }
     agent.demote(true, false, deadline).await?;
