@@ -28,6 +28,7 @@ use tonic::codegen::{BoxFuture, Service, http};
 use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 
+use crate::proto::logutil;
 use crate::proto::topodata::{Tablet, TabletAlias, TabletType};
 use crate::proto::vtctldata::{
     self, EmergencyReparentShardRequest, EmergencyReparentShardResponse, GetCellInfoNamesRequest,
@@ -302,6 +303,28 @@ impl VtctldService {
             .map_err(|_| VtctldError::ShuttingDown("the reparent task was stopped".into()))?
     }
 
+    /// Runs one reparent of `keyspace/shard` on an owned task (it finishes
+    /// even if the caller goes away) with a fresh step log; returns the
+    /// promoted primary and the log's events.
+    async fn reparent<F, Fut>(
+        &self,
+        keyspace: &str,
+        shard: &str,
+        op: F,
+    ) -> VtctldResult<(Option<TabletAlias>, Vec<logutil::Event>)>
+    where
+        F: FnOnce(Arc<Reparenter>, String, String, EventLog) -> Fut,
+        Fut: std::future::Future<Output = Result<ReparentOutcome, ReparentError>> + Send + 'static,
+    {
+        let reparenter = self.inner.reparenter.clone();
+        let log = EventLog::new(reparenter.config().clock);
+        let work = op(reparenter, keyspace.to_string(), shard.to_string(), log.clone());
+        let outcome = self
+            .run_owned(async move { work.await.map_err(VtctldError::from) })
+            .await?;
+        Ok((promoted(&outcome), log.to_proto()))
+    }
+
     async fn tablets_matching(&self, req: &GetTabletsRequest) -> VtctldResult<Vec<Tablet>> {
         let topo = &self.inner.topo;
         if !req.shard.is_empty() && req.keyspace.is_empty() {
@@ -377,23 +400,22 @@ impl Vtctld for VtctldService {
         let req = request.into_inner();
         let mut opts = planned_options(&req)?;
         opts.cancel = self.inner.shutdown.child_token();
-        let reparenter = self.inner.reparenter.clone();
-        let log = EventLog::new(reparenter.config().clock);
-        let task_log = log.clone();
-        let (ks, shard) = (req.keyspace.clone(), req.shard.clone());
-        let outcome = self
-            .run_owned(async move {
-                reparenter
-                    .planned_reparent_shard(&ks, &shard, &opts, None, &task_log)
-                    .await
-                    .map_err(VtctldError::from)
-            })
+        let (promoted_primary, events) = self
+            .reparent(
+                &req.keyspace,
+                &req.shard,
+                |reparenter, ks, shard, log| async move {
+                    reparenter
+                        .planned_reparent_shard(&ks, &shard, &opts, None, &log)
+                        .await
+                },
+            )
             .await?;
         Ok(Response::new(PlannedReparentShardResponse {
             keyspace: req.keyspace,
             shard: req.shard,
-            promoted_primary: promoted(&outcome),
-            events: log.to_proto(),
+            promoted_primary,
+            events,
         }))
     }
 
@@ -404,23 +426,22 @@ impl Vtctld for VtctldService {
         let req = request.into_inner();
         let mut opts = emergency_options(&req)?;
         opts.cancel = self.inner.shutdown.child_token();
-        let reparenter = self.inner.reparenter.clone();
-        let log = EventLog::new(reparenter.config().clock);
-        let task_log = log.clone();
-        let (ks, shard) = (req.keyspace.clone(), req.shard.clone());
-        let outcome = self
-            .run_owned(async move {
-                reparenter
-                    .emergency_reparent_shard(&ks, &shard, &opts, None, &task_log)
-                    .await
-                    .map_err(VtctldError::from)
-            })
+        let (promoted_primary, events) = self
+            .reparent(
+                &req.keyspace,
+                &req.shard,
+                |reparenter, ks, shard, log| async move {
+                    reparenter
+                        .emergency_reparent_shard(&ks, &shard, &opts, None, &log)
+                        .await
+                },
+            )
             .await?;
         Ok(Response::new(EmergencyReparentShardResponse {
             keyspace: req.keyspace,
             shard: req.shard,
-            promoted_primary: promoted(&outcome),
-            events: log.to_proto(),
+            promoted_primary,
+            events,
         }))
     }
 
