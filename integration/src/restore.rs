@@ -27,6 +27,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row, Value};
 use vtorc::proto::topodata::TabletAlias;
 
+use crate::agent::mysql::quote;
 use crate::cluster::Cluster;
 use crate::mariadb::{REPL_PASSWORD, REPL_USER};
 
@@ -219,9 +220,4 @@ fn row_literal(row: &Row) -> String {
 /// A backquoted identifier.
 fn ident(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
-}
-
-/// A single-quoted string literal.
-fn quote(text: &str) -> String {
-    Value::from(text).as_sql(false)
 }

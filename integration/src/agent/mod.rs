@@ -458,17 +458,10 @@ impl Agent {
             let mut conn = self.mysql.conn().await?;
             conn.exec("SET GLOBAL read_only = OFF").await?;
             query_service::open(&mut conn, &self.config.app_user).await?;
-        } else if health::serving_type(new_type) {
-            // Serving again (e.g. a demoted primary turned REPLICA): the
-            // application may connect; read_only keeps it from writing.
-            let opened = async {
-                let mut conn = self.mysql.conn().await?;
-                query_service::open(&mut conn, &self.config.app_user).await
-            };
-            if let Err(e) = opened.await {
-                warn!(tablet = %self.alias, "could not reopen the application's access: {e}");
-            }
         }
+        // A non-writable serving type (e.g. a demoted primary turned
+        // REPLICA) gets the application's access back from the health
+        // checker's serving reconciliation once `demoted` is cleared below.
         {
             let mut state = self.state();
             state.tablet = tablet;
