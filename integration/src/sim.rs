@@ -715,6 +715,15 @@ impl TabletManager for SimService {
         }))
     }
 
+    async fn run_health_check(
+        &self,
+        _request: Request<tm::RunHealthCheckRequest>,
+    ) -> Result<Response<tm::RunHealthCheckResponse>, Status> {
+        // Like vttablet's Broadcast: every open stream sends the current health.
+        self.ctl.changed.send_modify(|n| *n += 1);
+        Ok(Response::new(tm::RunHealthCheckResponse {}))
+    }
+
     async fn primary_status(
         &self,
         _request: Request<tm::PrimaryStatusRequest>,

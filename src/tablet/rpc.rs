@@ -111,6 +111,7 @@ tablet_rpcs! {
     ReplicaWasRestarted => replica_was_restarted(ReplicaWasRestartedRequest, ReplicaWasRestartedResponse);
     StopReplicationAndGetStatus => stop_replication_and_get_status(StopReplicationAndGetStatusRequest, StopReplicationAndGetStatusResponse);
     PromoteReplica => promote_replica(PromoteReplicaRequest, PromoteReplicaResponse);
+    RunHealthCheck => run_health_check(RunHealthCheckRequest, RunHealthCheckResponse);
 }
 
 /// The alias a tablet record names, or `cell-0` placeholder for a record
@@ -188,6 +189,21 @@ pub trait TabletManager: Send + Sync {
                 format!("payload {:?} does not echo {payload:?}", resp.payload),
             ));
         }
+        Ok(())
+    }
+
+    /// `RunHealthCheck`: the tablet runs its health check now and sends the
+    /// result on every open `StreamHealth` stream (vttablet broadcasts its
+    /// current state with replication health refreshed, e.g. heartbeat lag).
+    async fn run_health_check(&self, tablet: &Tablet) -> Result<(), TabletError> {
+        let resp = self
+            .call(
+                tablet,
+                TmRequest::RunHealthCheck(tm::RunHealthCheckRequest {}),
+                None,
+            )
+            .await?;
+        expect_response!(tablet, resp, RunHealthCheck);
         Ok(())
     }
 

@@ -521,6 +521,16 @@ impl Agent {
     }
 
     /// Recomputes the StreamHealth payload and broadcasts it if it changed.
+    /// Sends the current health on every stream even if nothing changed
+    /// (vttablet's `Broadcast`).
+    fn broadcast_health(&self) {
+        let response = {
+            let state = self.state();
+            health::response(&self.config, &state)
+        };
+        self.health.send_modify(|current| *current = response);
+    }
+
     fn publish_health(&self) {
         let response = {
             let state = self.state();

@@ -379,6 +379,17 @@ impl Agent {
         self.shard_sync_wake.notify_one();
         Ok(tm::RefreshStateResponse {})
     }
+
+    /// RunHealthCheck: vttablet broadcasts its current health (replication
+    /// health refreshed) on every open StreamHealth stream, changed or not.
+    pub(super) async fn run_health_check(
+        &self,
+        _req: tm::RunHealthCheckRequest,
+        _deadline: Option<Instant>,
+    ) -> AgentResult<tm::RunHealthCheckResponse> {
+        self.broadcast_health();
+        Ok(tm::RunHealthCheckResponse {})
+    }
 }
 
 /// True when commits are waiting for a semi-sync ACK right now.

@@ -129,6 +129,7 @@ forward! {
         set_read_write(tm::SetReadWriteRequest) -> tm::SetReadWriteResponse;
         change_type(tm::ChangeTypeRequest) -> tm::ChangeTypeResponse;
         refresh_state(tm::RefreshStateRequest) -> tm::RefreshStateResponse;
+        run_health_check(tm::RunHealthCheckRequest) -> tm::RunHealthCheckResponse;
         replication_status(tm::ReplicationStatusRequest) -> tm::ReplicationStatusResponse;
         primary_status(tm::PrimaryStatusRequest) -> tm::PrimaryStatusResponse;
         primary_position(tm::PrimaryPositionRequest) -> tm::PrimaryPositionResponse;
