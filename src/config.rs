@@ -386,6 +386,23 @@ pub struct Options {
     /// Sliding window of primary poll outcomes for IncapacitatedPrimary; 0 disables [default: 30s].
     #[arg(long, env = "VTORC_PRIMARY_HEALTHCHECK_TIMEOUT_WINDOW")]
     pub primary_healthcheck_timeout_window: Option<GoDuration>,
+    /// Ping the shard primaries' tablets this often (deadline: the same); a
+    /// failed ping makes vtorc ask the replicas whether they still hear the
+    /// primary; 0 disables [default: 1s].
+    #[arg(long, env = "VTORC_PRIMARY_PING_INTERVAL")]
+    pub primary_ping_interval: Option<GoDuration>,
+    /// A replica whose heartbeat lag (vttablet `--heartbeat-enable`) reached
+    /// this after vtorc lost its primary has stopped hearing the primary; set
+    /// it to at least 2 x vttablet's `--heartbeat-interval`; 0 disables the
+    /// heartbeat evidence [default: 2s].
+    #[arg(long, env = "VTORC_HEARTBEAT_SILENCE_THRESHOLD")]
+    pub heartbeat_silence_threshold: Option<GoDuration>,
+    /// A primary whose tablet server refuses connections while its MySQL
+    /// still replicates to the replicas is failed over after this long (the
+    /// shard takes no writes without its vttablet); 0 never fails over for
+    /// that alone [default: 30s].
+    #[arg(long, env = "VTORC_PRIMARY_TABLET_DOWN_GRACE")]
+    pub primary_tablet_down_grace: Option<GoDuration>,
     /// On SIGTERM, how long to wait for held shard locks to be released [default: 30s].
     #[arg(long, env = "VTORC_SHUTDOWN_WAIT_TIME")]
     pub shutdown_wait_time: Option<GoDuration>,
@@ -482,6 +499,14 @@ pub struct Config {
     pub remote_operation_timeout: Duration,
     /// `--primary-healthcheck-timeout-window`: IncapacitatedPrimary window; zero = off.
     pub primary_healthcheck_timeout_window: Duration,
+    /// `--primary-ping-interval`: primary liveness pings; zero = off.
+    pub primary_ping_interval: Duration,
+    /// `--heartbeat-silence-threshold`: replica heartbeat lag that counts as
+    /// "stopped hearing the primary"; zero = no heartbeat evidence.
+    pub heartbeat_silence_threshold: Duration,
+    /// `--primary-tablet-down-grace`: failover after the primary's tablet
+    /// server has refused connections this long; zero = never for that alone.
+    pub primary_tablet_down_grace: Duration,
     /// `--shutdown-wait-time`: on SIGTERM, wait this long for held locks.
     pub shutdown_wait_time: Duration,
     /// `--prevent-cross-cell-failover`.
@@ -680,6 +705,9 @@ impl Config {
                 pick!(primary_healthcheck_timeout_window),
                 Duration::from_secs(30),
             ),
+            primary_ping_interval: dur(pick!(primary_ping_interval), Duration::from_secs(1)),
+            heartbeat_silence_threshold: dur(pick!(heartbeat_silence_threshold), Duration::from_secs(2)),
+            primary_tablet_down_grace: dur(pick!(primary_tablet_down_grace), Duration::from_secs(30)),
             shutdown_wait_time: dur(pick!(shutdown_wait_time), Duration::from_secs(30)),
             prevent_cross_cell_failover: pick!(prevent_cross_cell_failover).unwrap_or(false),
             allow_emergency_reparent: pick!(allow_emergency_reparent).unwrap_or(true),

@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use super::AnalysisConfig;
 use super::codes::{AnalysisCode, StructureWarning};
 use super::durability::Durability;
+use super::evidence::{self, Silence};
 use super::quorum::{QuorumResult, evaluate_primary_quorum};
 use super::record::{BinlogCoordinates, DetectionAnalysis, MatchedProblem};
 use crate::model::{KeyspaceInfo, Observation, ShardState, TabletState, TopoTime};
@@ -63,6 +64,11 @@ struct ReplicaCounts<'a> {
     min_gtid_mode: Option<&'a str>,
     max_gtid_mode: Option<&'a str>,
     any_errant: bool,
+    /// Replicas whose threads run but that have stopped hearing this
+    /// (unreachable) tablet (see [`evidence`]); they count as not replicating.
+    silent: u32,
+    /// The evidence of the first of them.
+    silence: Option<Silence>,
 }
 
 /// The derived facts of one row (Go's `DetectionAnalysis` fields, borrowed).
@@ -154,8 +160,10 @@ fn resolve_sources(tablets: &[std::sync::Arc<TabletState>], out: &mut Vec<Option
 
 fn count_replicas<'a>(
     tablets: &'a [std::sync::Arc<TabletState>],
+    source: &TabletState,
     replicas: &[usize],
     cfg: &AnalysisConfig,
+    now: Instant,
 ) -> ReplicaCounts<'a> {
     let mut c = ReplicaCounts::default();
     let mut versions: Vec<&str> = Vec::new();
@@ -167,7 +175,12 @@ fn count_replicas<'a>(
         };
         c.replicas += 1;
         let valid = t.poll.last_poll_succeeded();
-        let replicating = o.replication_running();
+        let mut replicating = o.replication_running();
+        if replicating && let Some(silence) = evidence::replica_silence(source, t, cfg, now) {
+            replicating = false;
+            c.silent += 1;
+            c.silence.get_or_insert(silence);
+        }
         if valid {
             c.valid += 1;
             if replicating {
@@ -604,7 +617,7 @@ pub(crate) fn analyze_shard_rows(input: &ShardInput<'_>, scratch: &mut Scratch) 
             read_only: obs.is_some_and(|o| o.read_only),
             primary_timestamp: tablet.primary_term_start(),
             counts: if obs.is_some() {
-                count_replicas(tablets, replica_indices, cfg)
+                count_replicas(tablets, tablet, replica_indices, cfg, input.now)
             } else {
                 ReplicaCounts::default()
             },
@@ -770,13 +783,18 @@ fn reason(a: &DetectionAnalysis, f: &Facts<'_>, input: &ShardInput<'_>, cluster:
         | C::PrimarySingleReplicaDead
         | C::AllPrimaryReplicasNotReplicating
         | C::AllPrimaryReplicasNotReplicatingOrDead => format!(
-            "{alias}: {check}{}, {}",
+            "{alias}: {check}{}, {}{}",
             if a.last_check_partial_success && !a.last_check_valid {
                 " (partial success)"
             } else {
                 ""
             },
-            replicas()
+            replicas(),
+            f.counts.silence.map_or_else(String::new, |s| format!(
+                " ({} of them still connected but silent: {})",
+                f.counts.silent,
+                evidence::describe(s)
+            ))
         ),
         C::UnreachablePrimaryWithLaggingReplicas => format!(
             "{alias}: {check}, {}, {} lagging over {}s, {} delayed",

@@ -14,6 +14,7 @@
 pub mod codes;
 mod detect;
 pub mod durability;
+pub mod evidence;
 pub mod quorum;
 pub mod record;
 
@@ -47,6 +48,11 @@ pub struct AnalysisConfig {
     pub primary_healthcheck_timeout_window: Duration,
     /// `PrimaryTabletUnreachableByQuorum` options (off by default).
     pub quorum: QuorumConfig,
+    /// `--heartbeat-silence-threshold`: see [`evidence`]; zero disables the
+    /// heartbeat evidence.
+    pub heartbeat_silence_threshold: Duration,
+    /// `--primary-tablet-down-grace`: see [`evidence`]; zero = never.
+    pub primary_tablet_down_grace: Duration,
 }
 
 impl Default for AnalysisConfig {
@@ -57,6 +63,8 @@ impl Default for AnalysisConfig {
             enable_primary_disk_stalled_recovery: false,
             primary_healthcheck_timeout_window: Duration::from_secs(30),
             quorum: QuorumConfig::default(),
+            heartbeat_silence_threshold: Duration::from_secs(2),
+            primary_tablet_down_grace: Duration::from_secs(30),
         }
     }
 }
@@ -71,6 +79,8 @@ impl AnalysisConfig {
             enable_primary_disk_stalled_recovery: config.enable_primary_disk_stalled_recovery,
             primary_healthcheck_timeout_window: config.primary_healthcheck_timeout_window,
             quorum: QuorumConfig::default(),
+            heartbeat_silence_threshold: config.heartbeat_silence_threshold,
+            primary_tablet_down_grace: config.primary_tablet_down_grace,
         }
     }
 }

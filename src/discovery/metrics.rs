@@ -96,6 +96,8 @@ pub struct DiscoveryMetrics {
     /// Polls triggered by a health event (stream broke, reconnected, serving
     /// state or health error changed) rather than by the schedule.
     pub polls_triggered: AtomicU64,
+    /// Pings of a shard primary that went unanswered (timeout, no connection).
+    pub primary_ping_failures: AtomicU64,
     /// Completed discovery rounds (every watched tablet polled once).
     pub rounds: AtomicU64,
     /// Duration of the last completed round, in microseconds.

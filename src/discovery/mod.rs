@@ -33,6 +33,7 @@
 //! Its polls and streams are tasks it owns; [`DiscoveryTask`] stops it all
 //! when dropped.
 
+pub mod liveness;
 mod owner;
 pub mod schedule;
 pub mod watched;
@@ -43,6 +44,7 @@ mod tests;
 
 use std::{sync::Arc, time::Duration};
 
+pub use liveness::LivenessConfig;
 pub use metrics::{DiscoveryMetrics, LatencyHistogram};
 pub use owner::Discovery;
 pub use schedule::{PollSchedule, ScheduleConfig};
@@ -85,6 +87,8 @@ pub struct DiscoveryConfig {
     pub dispatch_tick: Duration,
     /// Health stream reconnection back-off.
     pub streams: HealthStreamConfig,
+    /// Primary pings and replica probes.
+    pub liveness: LivenessConfig,
 }
 
 impl DiscoveryConfig {
@@ -101,6 +105,10 @@ impl DiscoveryConfig {
             topo_refresh_interval: config.topo_information_refresh_duration,
             primary_health_window: config.primary_healthcheck_timeout_window,
             disk_stalled_is_failure: config.enable_primary_disk_stalled_recovery,
+            liveness: LivenessConfig {
+                ping_interval: config.primary_ping_interval,
+                ..LivenessConfig::default()
+            },
             ..DiscoveryConfig::default()
         }
     }
@@ -118,6 +126,7 @@ impl Default for DiscoveryConfig {
             publish_interval: Duration::from_millis(20),
             dispatch_tick: Duration::from_millis(10),
             streams: HealthStreamConfig::default(),
+            liveness: LivenessConfig::default(),
         }
     }
 }

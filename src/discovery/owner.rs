@@ -21,12 +21,14 @@ use tokio_util::sync::CancellationToken;
 use super::{
     ChangeCause, Command, DiscoveryConfig, DiscoveryError, DiscoveryHandle, DiscoveryMetrics, DiscoveryTask,
     ShardChange,
+    liveness::{Liveness, PingOutcome},
     schedule::{PollEnd, PollSchedule},
 };
 use crate::{
     ids::KeyspaceShard,
     model::{
-        ClusterSnapshot, KeyspaceInfo, Observation, Reachability, ShardState, StreamHealth, TabletState,
+        ClusterSnapshot, HeartbeatReport, KeyspaceInfo, Observation, Reachability, ShardState, StreamHealth,
+        TabletState,
     },
     proto::{
         query::StreamHealthResponse,
@@ -241,6 +243,8 @@ pub struct Discovery {
     schedule: PollSchedule,
     /// Polls in flight.
     polls: JoinSet<PollOutcome>,
+    /// Primary pings and replica probes.
+    liveness: Liveness,
     /// Sequence number of the next poll.
     next_seq: u64,
     /// Refresh requests waiting for a poll, by tablet.
@@ -297,6 +301,7 @@ impl Discovery {
             ready: ready_rx,
             metrics: Arc::clone(&metrics),
         };
+        let liveness = Liveness::new(config.liveness.clone(), crate::clock::now());
         let discovery = Discovery {
             schedule: PollSchedule::new(config.schedule.clone()),
             config,
@@ -309,6 +314,7 @@ impl Discovery {
             tablets: HashMap::new(),
             shard_records: HashSet::new(),
             polls: JoinSet::new(),
+            liveness,
             next_seq: 1,
             waiters: HashMap::new(),
             answered: Vec::new(),
@@ -356,6 +362,7 @@ impl Discovery {
                 (true, Some(last)) => Some(last + self.config.publish_interval),
                 _ => None,
             };
+            let liveness_at = self.liveness.next_wakeup();
             tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => break,
@@ -365,6 +372,16 @@ impl Discovery {
                     Err(e) => tracing::debug!("poll task ended abnormally: {e}"),
                 },
                 Some(event) = self.health_rx.recv() => self.on_health(event),
+                Some(outcome) = self.liveness.pings.join_next(), if !self.liveness.pings.is_empty() => {
+                    if let Ok(outcome) = outcome {
+                        self.on_ping(outcome);
+                    }
+                }
+                Some(_) = self.liveness.probe_calls.join_next(), if !self.liveness.probe_calls.is_empty() => {}
+                () = sleep_until(liveness_at) => {
+                    let now = crate::clock::now();
+                    self.liveness.tick(now, &self.tmc, self.model.shards.values());
+                }
                 event = next_topo_event(watcher.as_mut()) => match event {
                     Some(event) => self.on_topo_event(event),
                     None => {
@@ -521,6 +538,7 @@ impl Discovery {
                 }
                 Err(e) => {
                     t.record_poll_failure(now, e.to_string(), false, false);
+                    t.note_refused(now, e.is_refused());
                     false
                 }
             };
@@ -546,6 +564,37 @@ impl Discovery {
         }
         self.round_progress(&alias, now);
         self.complete_waiters(&alias, seq);
+    }
+
+    // ---- liveness ----
+
+    /// Applies one ping answer: a primary that did not answer has failed a
+    /// check; it is polled at once and its replicas are probed.
+    fn on_ping(&mut self, outcome: PingOutcome) {
+        if !self.liveness.ping_done(&outcome) {
+            return;
+        }
+        let Some(error) = outcome.error else {
+            return;
+        };
+        let alias = outcome.alias;
+        let now = outcome.at;
+        let Some(shard_key) = self.tablets.get(&alias).map(|a| a.shard.clone()) else {
+            return;
+        };
+        tracing::info!(tablet = %alias, "primary did not answer a ping: {error}");
+        self.metrics.primary_ping_failures.fetch_add(1, Ordering::Relaxed);
+        if let Some(t) = self.tablet_state_mut(&alias) {
+            t.record_check_failure(now, format!("Ping: {error}"), error.is_refused());
+        }
+        self.dirty = true;
+        self.trigger_poll(&alias, ChangeCause::Poll);
+        let Some(shard) = self.model.shards.get(&shard_key).cloned() else {
+            return;
+        };
+        for replica in self.liveness.start_probe(now, &shard, &alias, &self.tmc) {
+            self.trigger_poll(&replica, ChangeCause::Poll);
+        }
     }
 
     // ---- health ----
@@ -582,8 +631,18 @@ impl Discovery {
                         reason: summary.error.clone(),
                     }
                 };
+                let non_primary = summary.tablet_type != TabletType::Primary as i32;
                 aux.health = Some(summary);
+                let shard = aux.shard.clone();
                 self.set_stream_health(&alias, stream_health);
+                let report = match h.realtime_stats.as_ref() {
+                    Some(stats) if non_primary && stats.health_error.is_empty() => Some(HeartbeatReport {
+                        lag_seconds: stats.replication_lag_seconds,
+                        at: now,
+                    }),
+                    _ => None,
+                };
+                self.set_heartbeat(&alias, &shard, report);
                 if changed {
                     tracing::debug!(tablet = %alias, serving = h.serving, "tablet health changed");
                     self.trigger_poll(&alias, ChangeCause::Health);
@@ -600,6 +659,31 @@ impl Discovery {
                 );
                 self.trigger_poll(&alias, ChangeCause::Health);
             }
+        }
+    }
+
+    /// Stores a replica's heartbeat report. Only a probed shard needs every
+    /// report (freshness is evidence then, and analysis re-runs); elsewhere
+    /// only a changed lag is stored, so steady streams cost nothing.
+    fn set_heartbeat(&mut self, alias: &TabletAlias, shard: &KeyspaceShard, report: Option<HeartbeatReport>) {
+        let probing = self.liveness.is_probing(shard);
+        let Some(current) = self.tablet_state(alias) else {
+            return;
+        };
+        let unchanged = match (&current.heartbeat, &report) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a.lag_seconds == b.lag_seconds,
+            _ => false,
+        };
+        if unchanged && !probing {
+            return;
+        }
+        if let Some(t) = self.tablet_state_mut(alias) {
+            t.heartbeat = report;
+        }
+        self.dirty = true;
+        if probing {
+            self.mark_changed(shard, ChangeCause::Health);
         }
     }
 
@@ -963,6 +1047,7 @@ impl Discovery {
         self.remove_from_shard(&aux.shard, alias);
         self.schedule.remove(alias);
         self.streams.unsubscribe(alias);
+        self.liveness.forget(alias);
         self.tmc.forget(alias);
         if let Some(waiters) = self.waiters.remove(alias) {
             for w in waiters {

@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 pub use health::{PeerHealthReport, PeerPing, PrimaryHealthWindow};
 pub use observation::{Observation, ReplicationObservation, SemiSyncObservation, ThreadState};
-pub use tablet::{PollTimes, Reachability, StreamHealth, TabletState};
+pub use tablet::{HeartbeatReport, PollTimes, Reachability, StreamHealth, TabletState};
 
 use crate::ids::KeyspaceShard;
 use crate::proto::topodata::{self, KeyspaceType, TabletAlias};

@@ -104,6 +104,18 @@ pub enum StreamHealth {
     },
 }
 
+/// A replica's heartbeat lag as its health stream last reported it
+/// (`realtime_stats.replication_lag_seconds`). With vttablet's
+/// `--heartbeat-enable` this is the time since the replica last applied a
+/// heartbeat the primary wrote: how long it has not heard from the primary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeartbeatReport {
+    /// Reported lag, whole seconds (truncated, as vttablet sends it).
+    pub lag_seconds: u32,
+    /// When vtorc received the report.
+    pub at: Instant,
+}
+
 /// One tablet as VTOrc knows it.
 #[derive(Clone, Debug)]
 pub struct TabletState {
@@ -124,6 +136,13 @@ pub struct TabletState {
     pub peer_health: Option<Arc<PeerHealthReport>>,
     /// What the health stream last said.
     pub stream_health: StreamHealth,
+    /// The latest error-free health report of a non-primary (its heartbeat
+    /// lag); `None` = none yet, or the latest report carried an error.
+    pub heartbeat: Option<HeartbeatReport>,
+    /// Since when every failed check found nothing listening on the
+    /// tablet's gRPC port (connection refused: the host answers, the tablet
+    /// server is down); `None` = the tablet answers, or fails otherwise.
+    pub server_down_since: Option<Instant>,
 }
 
 impl TabletState {
@@ -138,6 +157,8 @@ impl TabletState {
             primary_health: PrimaryHealthWindow::default(),
             peer_health: None,
             stream_health: StreamHealth::Unknown,
+            heartbeat: None,
+            server_down_since: None,
         }
     }
 
@@ -179,6 +200,7 @@ impl TabletState {
         self.poll.last_seen = Some(now);
         self.poll.last_attempted_check = Some(now);
         self.poll.partial_success = true;
+        self.server_down_since = None;
         if !matches!(self.reachability, Reachability::Reachable { .. }) {
             self.reachability = Reachability::Reachable { since: now };
         }
@@ -202,6 +224,38 @@ impl TabletState {
             _ => now,
         };
         self.reachability = Reachability::Unreachable { since, reason };
+    }
+
+    /// A liveness check (a `Ping` of the primary, or its health stream
+    /// breaking) failed at `now`: like a failed poll for "last check valid"
+    /// and reachability, without touching what the last poll learnt (disk,
+    /// partial success). `refused`: nothing listens on the tablet's port.
+    pub fn record_check_failure(&mut self, now: Instant, reason: String, refused: bool) {
+        self.poll.last_checked = Some(now);
+        self.note_refused(now, refused);
+        let since = match &self.reachability {
+            Reachability::Unreachable { since, .. } => *since,
+            _ => now,
+        };
+        self.reachability = Reachability::Unreachable { since, reason };
+    }
+
+    /// Keeps [`TabletState::server_down_since`] current after a failure.
+    pub fn note_refused(&mut self, now: Instant, refused: bool) {
+        if refused {
+            self.server_down_since.get_or_insert(now);
+        } else {
+            self.server_down_since = None;
+        }
+    }
+
+    /// Since when vtorc has been unable to reach the tablet (its latest
+    /// check failed); `None` = reachable or never checked.
+    pub fn unreachable_since(&self) -> Option<Instant> {
+        match &self.reachability {
+            Reachability::Unreachable { since, .. } => Some(*since),
+            _ => None,
+        }
     }
 
     /// The observation, mutable (copy-on-write if shared). `None` if never reached.

@@ -299,6 +299,13 @@ impl TabletError {
                 | TabletError::ConnectionLost { .. }
         )
     }
+
+    /// The connection was refused: the tablet's host answered and nothing
+    /// listens on its gRPC port (the tablet server is down, its host is up).
+    /// A frozen host or dropped packets give a timeout instead.
+    pub fn is_refused(&self) -> bool {
+        matches!(self, TabletError::Unreachable { message, .. } if message.contains("Connection refused"))
+    }
 }
 
 /// `message: cause: cause ...`, the status message followed by its sources.
