@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod etcd;
 pub mod faults;
 pub mod mariadb;
+pub mod netfault;
 pub mod process;
 pub mod restore;
 pub mod sim;
