@@ -23,7 +23,7 @@ SERVICES = {
         "ReadReparentJournalInfo", "InitReplica", "DemotePrimary", "UndoDemotePrimary",
         "ReplicaWasPromoted", "ResetReplicationParameters", "FullStatus",
         "SetReplicationSource", "ReplicaWasRestarted", "StopReplicationAndGetStatus",
-        "PromoteReplica",
+        "PromoteReplica", "RunHealthCheck",
     ],
     "queryservice.Query": ["StreamHealth"],
     "vtctlservice.Vtctld": [

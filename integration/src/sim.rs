@@ -775,6 +775,7 @@ impl TabletManager for SimService {
         replica_was_restarted(ReplicaWasRestartedRequest, ReplicaWasRestartedResponse);
         stop_replication_and_get_status(StopReplicationAndGetStatusRequest, StopReplicationAndGetStatusResponse);
         promote_replica(PromoteReplicaRequest, PromoteReplicaResponse);
+        run_health_check(RunHealthCheckRequest, RunHealthCheckResponse);
     }
 }
 

@@ -155,6 +155,7 @@ forward! {
         replica_was_restarted(tm::ReplicaWasRestartedRequest) -> tm::ReplicaWasRestartedResponse;
         stop_replication_and_get_status(tm::StopReplicationAndGetStatusRequest) -> tm::StopReplicationAndGetStatusResponse;
         promote_replica(tm::PromoteReplicaRequest) -> tm::PromoteReplicaResponse;
+        run_health_check(tm::RunHealthCheckRequest) -> tm::RunHealthCheckResponse;
 }
 
 /// The StreamHealth response stream.
