@@ -159,7 +159,10 @@ async fn heartbeat_lag_is_pulled_with_run_health_check_and_reader_errors_become_
     tmc.run_health_check(tm::RunHealthCheckRequest {})
         .await
         .expect("RunHealthCheck");
-    let m = next_matching(&mut stream, Duration::from_millis(500), "with lag", |m| lag(m) >= 1).await;
+    let m = next_matching(&mut stream, Duration::from_millis(500), "with lag", |m| {
+        lag(m) >= 1
+    })
+    .await;
     let took = asked.elapsed();
     eprintln!("RunHealthCheck → StreamHealth lag {} s in {took:?}", lag(&m));
     assert!(lag(&m) >= 2, "lag grows with the silence: {m:?}");
@@ -167,7 +170,9 @@ async fn heartbeat_lag_is_pulled_with_run_health_check_and_reader_errors_become_
 
     // A failing read is the health error (and the replica stops serving).
     let mut conn = root(&cluster, 101).await;
-    conn.query_drop("SET SESSION sql_log_bin = 0").await.expect("binlog off");
+    conn.query_drop("SET SESSION sql_log_bin = 0")
+        .await
+        .expect("binlog off");
     conn.query_drop("RENAME TABLE _vt.heartbeat TO _vt.heartbeat_moved")
         .await
         .expect("rename");
@@ -300,9 +305,13 @@ async fn a_resumed_primary_never_acknowledges_a_waiting_commit(stale: Stale) {
             tmc.promote_replica(tm::PromoteReplicaRequest { semi_sync: false })
                 .await
                 .expect("promote zone1-0000000101");
-            poll_until(Duration::from_secs(10), "the shard names the new primary", || async {
-                Ok((cluster.primary_alias("commerce", "0").await? == Some(alias(101))).then_some(()))
-            })
+            poll_until(
+                Duration::from_secs(10),
+                "the shard names the new primary",
+                || async {
+                    Ok((cluster.primary_alias("commerce", "0").await? == Some(alias(101))).then_some(()))
+                },
+            )
             .await
             .expect("new primary in the shard record");
             None
@@ -338,9 +347,15 @@ async fn a_resumed_primary_never_acknowledges_a_waiting_commit(stale: Stale) {
     })
     .await
     .expect("type changed");
-    assert_eq!(global_u64(&mut conn, "read_only").await, 1, "{stale:?}: read_only");
+    assert_eq!(
+        global_u64(&mut conn, "read_only").await,
+        1,
+        "{stale:?}: read_only"
+    );
     // The order of the fence, from the general log (insertion order).
-    conn.query_drop("SET GLOBAL general_log = OFF").await.expect("log off");
+    conn.query_drop("SET GLOBAL general_log = OFF")
+        .await
+        .expect("log off");
     let statements: Vec<String> = conn
         .query("SELECT CONVERT(argument USING utf8mb4) FROM mysql.general_log WHERE command_type = 'Query'")
         .await
