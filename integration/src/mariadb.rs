@@ -45,6 +45,9 @@ pub const REPL_USER: &str = "repl";
 /// The replication user's password.
 pub const REPL_PASSWORD: &str = "replpw";
 
+/// Vitess's `rpl_semi_sync_master_timeout` (config/mycnf/mariadb10.cnf), ms.
+pub const VITESS_SEMI_SYNC_TIMEOUT_MS: u64 = 1_000_000_000_000_000_000;
+
 /// How many times to retry with a fresh port after a port clash.
 const START_ATTEMPTS: usize = 3;
 
@@ -67,8 +70,11 @@ pub struct MariaDbOptions {
     pub server_id: u32,
     /// `rpl_semi_sync_master_timeout` in milliseconds: how long a semi-sync
     /// primary waits for an ACK before falling back to async. Vitess
-    /// configures a practically infinite value; tests often want a short one.
+    /// configures a practically infinite value (10^18, the default here).
     pub semi_sync_master_timeout_ms: u64,
+    /// `slave_net_timeout` in seconds (default 8: Vitess's MySQL 8
+    /// `replica_net_timeout`).
+    pub slave_net_timeout_secs: u64,
     /// `innodb_buffer_pool_size` (e.g. `32M`).
     pub buffer_pool_size: String,
     /// Extra `key=value` lines appended to the `[mariadbd]` section.
@@ -78,12 +84,14 @@ pub struct MariaDbOptions {
 }
 
 impl MariaDbOptions {
-    /// Defaults for `server_id`: a 10 s semi-sync timeout, a 32 MiB buffer
-    /// pool and a 30 s start-up timeout.
+    /// Defaults for `server_id`: Vitess's semi-sync timeout (10^18 ms),
+    /// `slave_net_timeout` 8 s, a 32 MiB buffer pool and a 30 s start-up
+    /// timeout.
     pub fn new(server_id: u32) -> Self {
         MariaDbOptions {
             server_id,
-            semi_sync_master_timeout_ms: 10_000,
+            semi_sync_master_timeout_ms: VITESS_SEMI_SYNC_TIMEOUT_MS,
+            slave_net_timeout_secs: 8,
             buffer_pool_size: "32M".to_string(),
             extra_config: Vec::new(),
             start_timeout: Duration::from_secs(30),
@@ -339,6 +347,8 @@ impl MariaDbServer {
              rpl_semi_sync_master_enabled=OFF\n\
              rpl_semi_sync_slave_enabled=ON\n\
              rpl_semi_sync_master_timeout={timeout}\n\
+             rpl_semi_sync_master_wait_no_slave=ON\n\
+             slave_net_timeout={net_timeout}\n\
              innodb_buffer_pool_size={pool}\n\
              innodb_log_file_size=48M\n\
              innodb_flush_log_at_trx_commit=2\n\
@@ -348,6 +358,7 @@ impl MariaDbServer {
             port = self.port,
             id = o.server_id,
             timeout = o.semi_sync_master_timeout_ms,
+            net_timeout = o.slave_net_timeout_secs,
             pool = o.buffer_pool_size,
         );
         for line in &o.extra_config {

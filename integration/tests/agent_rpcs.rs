@@ -383,7 +383,7 @@ async fn full_status_fields_match_what_mariadb_reports() {
     // Semi-sync, from MariaDB's built-in plugin.
     assert!(ps.semi_sync_primary_enabled && ps.semi_sync_primary_status);
     assert_eq!(ps.semi_sync_primary_clients, 1);
-    assert_eq!(ps.semi_sync_primary_timeout, 10_000);
+    assert_eq!(ps.semi_sync_primary_timeout, 1_000_000_000_000_000_000);
     assert_eq!(ps.semi_sync_wait_for_replica_count, 1);
     assert!(!ps.semi_sync_blocked);
     assert!(rs.semi_sync_replica_enabled && rs.semi_sync_replica_status && !rs.semi_sync_primary_enabled);
@@ -397,6 +397,7 @@ async fn full_status_fields_match_what_mariadb_reports() {
     let config = rs.replication_configuration.expect("configuration");
     let net_timeout: i32 = world.query_one(1, "SELECT @@slave_net_timeout").await;
     assert_eq!(config.replica_net_timeout, net_timeout);
+    assert_eq!(net_timeout, 8, "the world's slave_net_timeout");
     assert_eq!(
         config.heartbeat_interval,
         f64::from(net_timeout) / 2.0,

@@ -32,6 +32,9 @@ use vtorc::proto::topodata::TabletAlias;
 
 const KS: &str = "commerce";
 
+/// The unprivileged user vtorc runs as when only its packets are dropped.
+const NOBODY: u32 = 65534;
+
 /// The vtorc flags of every scenario (beyond the test defaults): the
 /// world's vttablet heartbeats every 250 ms, so 1 s of silence is four
 /// missed heartbeats.
@@ -46,7 +49,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn cluster() -> Cluster {
     ClusterBuilder::three_tablets(KS, "semi_sync")
-        .agent_mode(AgentMode::Child(env!("CARGO_BIN_EXE_tablet-agent").into()))
+        .agent_mode(AgentMode::Process(env!("CARGO_BIN_EXE_tablet-agent").into()))
         .start()
         .await
         .expect("cluster starts")
@@ -112,9 +115,7 @@ async fn probe_writes(
             let mut conn = mysql_async::Conn::new(opts.clone()).await?;
             conn.query_drop(format!(
                 "INSERT INTO `{}`.`{}` (id, writer, primary_uid) VALUES ({id}, 999, {})",
-                config.database,
-                config.table,
-                old.uid
+                config.database, config.table, old.uid
             ))
             .await?;
             conn.disconnect().await.ok();
@@ -149,19 +150,26 @@ async fn assert_one_primary_nothing_lost(
         .expect("shard record")
         .expect("the shard has a primary");
     let aliases = [alias(100), alias(101), alias(102)];
-    poll_until(Duration::from_secs(60), "exactly one writable primary", || async {
-        let mut writable = Vec::new();
-        for a in &aliases {
-            if !read_only(cluster, a).await? {
-                writable.push(a.clone());
+    poll_until(
+        Duration::from_secs(60),
+        "exactly one writable primary",
+        || async {
+            let mut writable = Vec::new();
+            for a in &aliases {
+                if !read_only(cluster, a).await? {
+                    writable.push(a.clone());
+                }
             }
-        }
-        Ok((writable == [primary.clone()]).then_some(()))
-    })
+            Ok((writable == [primary.clone()]).then_some(()))
+        },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e:#}\n{}", context()));
     report.acked.extend(probes);
-    let mut conn = cluster.mysql_conn(&primary).await.expect("connect to the primary");
+    let mut conn = cluster
+        .mysql_conn(&primary)
+        .await
+        .expect("connect to the primary");
     let check = check_acknowledged(&mut conn, config, &report)
         .await
         .expect("loss check");
@@ -173,7 +181,11 @@ async fn assert_one_primary_nothing_lost(
         report.sample_errors,
         context()
     );
-    assert!(report.acked.len() > 20, "the workload wrote ({} acks)", report.acked.len());
+    assert!(
+        report.acked.len() > 20,
+        "the workload wrote ({} acks)",
+        report.acked.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,10 +207,18 @@ async fn frozen_primary_is_replaced_and_never_acknowledges_after_it_resumes() {
     cluster.resume_agent(&old).expect("SIGCONT agent");
     cluster.resume_mysql(&old).expect("SIGCONT MariaDB");
     let probes = probe_writes(&cluster, &config, &old, 1_000_000_000, 10).await;
-    assert!(probes.is_empty(), "the resumed old primary acknowledged {probes:?}");
+    assert!(
+        probes.is_empty(),
+        "the resumed old primary acknowledged {probes:?}"
+    );
     let report = workload.stop().await.expect("workload report");
     assert_one_primary_nothing_lost(&cluster, &config, report, probes, context).await;
-    assert_eq!(vtorc.finished(RecoveryKind::RecoverDeadPrimary).len(), 1, "{}", context());
+    assert_eq!(
+        vtorc.finished(RecoveryKind::RecoverDeadPrimary).len(),
+        1,
+        "{}",
+        context()
+    );
     vtorc.stop().await;
 }
 
@@ -220,10 +240,18 @@ async fn cut_off_primary_is_replaced_and_never_acknowledges_after_the_network_he
     eprintln!("cut-off primary: {old} -> {new} in {took:?}");
     cut.heal().expect("heal the network");
     let probes = probe_writes(&cluster, &config, &old, 1_000_000_000, 10).await;
-    assert!(probes.is_empty(), "the reconnected old primary acknowledged {probes:?}");
+    assert!(
+        probes.is_empty(),
+        "the reconnected old primary acknowledged {probes:?}"
+    );
     let report = workload.stop().await.expect("workload report");
     assert_one_primary_nothing_lost(&cluster, &config, report, probes, context).await;
-    assert_eq!(vtorc.finished(RecoveryKind::RecoverDeadPrimary).len(), 1, "{}", context());
+    assert_eq!(
+        vtorc.finished(RecoveryKind::RecoverDeadPrimary).len(),
+        1,
+        "{}",
+        context()
+    );
     vtorc.stop().await;
 }
 
@@ -250,12 +278,13 @@ async fn dead_tablet_server_with_live_mysql_is_replaced_after_the_grace() {
         .wait_for_recovery(RecoveryKind::RecoverDeadPrimary, Duration::from_secs(10))
         .await;
     assert!(
-        record.analysis_description.contains("refused connections"),
+        record.analysis_entry.reason.contains("refused connections"),
         "{}",
-        record.analysis_description
+        record.analysis_entry.reason
     );
     // The old primary's vttablet comes back and finds it is no longer primary.
     cluster.restart_agent(&old).await.expect("restart the agent");
+    let context = || format!("{}\n{}", vtorc.audit_dump(), cluster.diagnostics());
     let probes = probe_writes(&cluster, &config, &old, 1_000_000_000, 10).await;
     assert!(probes.is_empty(), "the old primary acknowledged {probes:?}");
     let report = workload.stop().await.expect("workload report");
@@ -269,8 +298,7 @@ async fn vtorc_alone_cut_off_from_the_primary_does_not_fail_over() {
     let cluster = cluster().await;
     // vtorc runs as another user so that only its packets can be dropped.
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777))
-        .expect("chmod");
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).expect("chmod");
     let vtorc = VtorcProcess::start_as(&cluster, dir.path(), 1, GRAY_FLAGS, Some(NOBODY)).await;
     let (workload, config) = start_workload(&cluster).await;
     let old = alias(100);
@@ -296,7 +324,9 @@ async fn vtorc_alone_cut_off_from_the_primary_does_not_fail_over() {
         vtorc.child.log_tail(60)
     );
     assert!(
-        vtorc.recovery_events("recovery_started", RecoveryKind::RecoverDeadPrimary).is_empty(),
+        vtorc
+            .recovery_events("recovery_started", RecoveryKind::RecoverDeadPrimary)
+            .is_empty(),
         "no ERS:\n{}",
         vtorc.child.log_tail(60)
     );

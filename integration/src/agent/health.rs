@@ -1,12 +1,34 @@
 //! Health: the start-up MySQL check (vttablet's "DBA grants verified" step),
 //! the background health checker and the StreamHealth payload (§8).
 //!
-//! The checker probes MariaDB every `health_check_interval` with a short
-//! timeout (a killed server refuses at once; a frozen one is declared down
-//! after `health_check_timeout`). A replica probe reads replication status
-//! and computes lag and `health_error` as vttablet's poller does (§8.2); a
-//! primary probe runs `SELECT 1` and reads `Rpl_semi_sync_master_wait_sessions`
-//! for the semi-sync-blocked flag.
+//! `health_check_interval` is vttablet's `--health-check-interval` (v24
+//! default 20 s; Vitess's examples and vitess-operator run 5 s, the
+//! cluster harness's default). What vttablet does with it: at each tick its
+//! state manager `Broadcast`s: it refreshes replication health from the
+//! replication tracker (heartbeat reader, or the poller's `SHOW REPLICA
+//! STATUS`) and sends the state to every StreamHealth client, changed or
+//! not; every state transition broadcasts at once too. It has no periodic
+//! MySQL probe: a query that fails with a connection error triggers
+//! `CheckMySQL`, which tests reachability at once and, if MySQL is gone,
+//! takes the tablet to "not connected" (not serving).
+//!
+//! The agent does the same at each tick and on every wake-up: it probes
+//! MariaDB (bounded by `health_check_timeout`, so a frozen server is
+//! declared down after it), folds the result in, and broadcasts. Its wake-ups
+//! stand in for vttablet's `CheckMySQL` triggers: a failed RPC statement
+//! path, a failed heartbeat read (replicas) or write (primary; in the test
+//! world applications bypass the agent, so nothing else would notice a
+//! dead primary MariaDB before the next tick), and every state change.
+//! `RunHealthCheck` is `Broadcast` on demand ([`run_health_check`]).
+//!
+//! Replication health: in heartbeat mode (`heartbeat_enable`) a
+//! non-primary's lag and `health_error` come from the heartbeat reader
+//! (`repltracker.rs`): lag = seconds since the last heartbeat it read,
+//! truncated to whole seconds as vttablet's health streamer does; a reader
+//! error is the `health_error` (lag 0). Otherwise (poller mode) a replica
+//! probe reads replication status and computes lag and `health_error` as
+//! vttablet's poller does (§8.2). A primary probe reads
+//! `Rpl_semi_sync_master_wait_sessions` for the semi-sync-blocked flag.
 //!
 //! Deviation: vttablet's semi-sync monitor writes heartbeat rows while
 //! blocked and reports "blocked" after 15 stuck writes; we report
@@ -40,6 +62,7 @@ const SIDECAR_SCHEMA: &[&str] = &[
        PRIMARY KEY (time_created_ns)) ENGINE=InnoDB",
     "CREATE TABLE IF NOT EXISTS _vt.semisync_heartbeat (\
        ts BIGINT UNSIGNED NOT NULL, PRIMARY KEY (ts)) ENGINE=InnoDB",
+    super::repltracker::HEARTBEAT_TABLE,
 ];
 
 /// Retries the start-up MySQL check until it passes, then opens the grants
@@ -73,6 +96,10 @@ async fn grants_check(agent: &Agent) -> AgentResult<()> {
     conn.exec("SET SESSION sql_log_bin = 0").await?;
     for sql in SIDECAR_SCHEMA {
         conn.exec(sql).await?;
+    }
+    // A non-primary never leaves MariaDB writable (see `Agent::fence`).
+    if agent.tablet_type() != TabletType::Primary && !conn.read_only().await? {
+        agent.fence_at_startup(&mut conn).await?;
     }
     // A restarted vttablet serves again; so does the application's account
     // (an agent stopped mid-demotion may have left it locked).
@@ -177,8 +204,11 @@ fn apply(agent: &Agent, result: AgentResult<Probe>) {
                 state.mysql_reachable = Some(false);
                 // vttablet: a primary's lag errors are ignored, so its
                 // health_error stays empty; a replica's lag probe fails with
-                // the connection error.
-                state.health_error = if is_primary { String::new() } else { e.to_string() };
+                // the connection error (in heartbeat mode the reader's
+                // error says so, `refresh_repl_health`).
+                if !agent.tracker.enabled() || is_primary {
+                    state.health_error = if is_primary { String::new() } else { e.to_string() };
+                }
             }
             Ok(Probe::Primary { blocked }) => {
                 state.mysql_reachable = Some(true);
@@ -193,6 +223,15 @@ fn apply(agent: &Agent, result: AgentResult<Probe>) {
                     (false, _) => *since = None,
                     (true, Some(_)) => {}
                 }
+            }
+            Ok(Probe::Replica(_)) if agent.tracker.enabled() => {
+                // Heartbeat mode: lag and health_error come from the
+                // tracker (`refresh_repl_health`).
+                state.mysql_reachable = Some(true);
+                *agent
+                    .semi_sync_blocked_since
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = None;
             }
             Ok(Probe::Replica(status)) => {
                 state.mysql_reachable = Some(true);
@@ -219,7 +258,41 @@ fn apply(agent: &Agent, result: AgentResult<Probe>) {
             }
         }
     }
-    agent.publish_health();
+    agent.broadcast();
+}
+
+/// vttablet's `refreshReplHealthLocked` in heartbeat mode: a non-primary's
+/// lag and health error from the heartbeat reader (lag truncated to whole
+/// seconds; an error reports lag 0). No-op in poller mode or on a primary.
+pub(super) fn refresh_repl_health(agent: &Agent, state: &mut TabletState) {
+    if !agent.tracker.enabled() || state.tablet.r#type == TabletType::Primary as i32 {
+        return;
+    }
+    match agent.tracker.status() {
+        Ok(lag) => {
+            state.health_error.clear();
+            state.lag_seconds = u32::try_from(lag.as_secs()).unwrap_or(u32::MAX);
+        }
+        Err(e) => {
+            state.health_error = e;
+            state.lag_seconds = 0;
+        }
+    }
+}
+
+/// RunHealthCheck (vttablet's `BroadcastHealth`): refreshes replication
+/// health and sends the state to every StreamHealth client. In heartbeat
+/// mode the reader's last result is used (at most one heartbeat interval
+/// old); in poller mode a fresh probe runs first (bounded by the
+/// health-check timeout).
+pub(super) async fn run_health_check(agent: &Agent) {
+    if agent.tracker.enabled() {
+        agent.broadcast();
+        return;
+    }
+    let mut conn = None;
+    let result = probe(agent, &mut conn).await;
+    apply(agent, result);
 }
 
 /// True when semi-sync commits have been blocked for long enough (§2.4).

@@ -16,6 +16,7 @@
 //! | `replication.rs` | replication control (Stop/Start/Restart, StopReplicationAndGetStatus, SetReplicationSource, resets) |
 //! | `reparent.rs` | InitPrimary/InitReplica, Demote/Undo/Promote, ReplicaWas*, SetReadOnly/Write, ChangeType, RefreshState |
 //! | `health.rs` | the MySQL health checker and the StreamHealth payload |
+//! | `repltracker.rs` | vttablet's replication heartbeat: writer on the primary, reader (StreamHealth lag) on the others |
 //! | `query_service.rs` | "not serving" for applications that reach MariaDB directly: the app account locked, its sessions killed |
 //! | `disk.rs` | the disk-health monitor (`--disk-write-dir`): FullStatus `disk_stalled` |
 //! | `topo_sync.rs` | tablet record, ShardReplication, shard record sync |
@@ -68,6 +69,7 @@ pub mod position;
 mod query_service;
 mod reparent;
 mod replication;
+pub mod repltracker;
 mod service;
 mod status;
 mod topo_sync;
@@ -138,12 +140,19 @@ pub struct AgentConfig {
     pub mysql_connect_timeout: Duration,
     /// Bound on one ordinary statement.
     pub mysql_statement_timeout: Duration,
-    /// How often the health checker probes MariaDB.
+    /// vttablet's `--health-check-interval`: how often the health checker
+    /// probes MariaDB and broadcasts the StreamHealth state (see `health.rs`).
     pub health_check_interval: Duration,
     /// Bound on one health probe (a hung server is declared down after it).
     pub health_check_timeout: Duration,
-    /// StreamHealth sends the current state at least this often.
+    /// StreamHealth sends the current state at least this often (an agent
+    /// extra; vttablet sends at each health-check tick and on changes).
     pub health_stream_interval: Duration,
+    /// vttablet's `--heartbeat-enable`: replication heartbeats (writer on
+    /// the primary, reader on the others; StreamHealth lag comes from them).
+    pub heartbeat_enable: bool,
+    /// vttablet's `--heartbeat-interval` (capped at 1 s, as vttablet does).
+    pub heartbeat_interval: Duration,
     /// A replica with more lag than this is not serving (vttablet's `--unhealthy_threshold`).
     pub unhealthy_threshold: Duration,
     /// How often the shard-sync loop re-reads the shard record (vttablet
@@ -206,6 +215,8 @@ impl AgentConfig {
             health_check_interval: Duration::from_millis(200),
             health_check_timeout: Duration::from_millis(500),
             health_stream_interval: Duration::from_secs(1),
+            heartbeat_enable: false,
+            heartbeat_interval: repltracker::DEFAULT_HEARTBEAT_INTERVAL,
             unhealthy_threshold: Duration::from_secs(2 * 3600),
             shard_sync_interval: Duration::from_secs(1),
             remote_operation_timeout: Duration::from_secs(15),
@@ -273,6 +284,8 @@ pub struct Agent {
     semi_sync_blocked_since: Mutex<Option<Instant>>,
     /// The disk-health monitor, when `disk_write_dir` is set.
     disk: Option<Arc<disk::DiskHealth>>,
+    /// The replication tracker (heartbeats).
+    tracker: repltracker::ReplTracker,
     /// Cancelled on shutdown.
     cancel: CancellationToken,
 }
@@ -333,6 +346,13 @@ impl Agent {
             .disk_write_dir
             .as_deref()
             .map(|dir| disk::DiskHealth::new(dir, config.disk_write_timeout, &alias.to_string()));
+        let tracker = repltracker::ReplTracker::new(
+            config.heartbeat_enable,
+            config.heartbeat_interval,
+            &config.keyspace,
+            &config.shard,
+            config.uid,
+        );
         let agent = Arc::new(Agent {
             config,
             alias: alias.clone(),
@@ -347,6 +367,7 @@ impl Agent {
             shard_sync_wake: Notify::new(),
             semi_sync_blocked_since: Mutex::new(None),
             disk,
+            tracker,
             cancel: CancellationToken::new(),
         });
         agent.publish_health();
@@ -360,6 +381,8 @@ impl Agent {
         tasks.spawn(health::run_checker(agent.clone()));
         tasks.spawn(health::run_grants_check(agent.clone()));
         tasks.spawn(topo_sync::run_shard_sync(agent.clone()));
+        tasks.spawn(repltracker::run_writer(agent.clone()));
+        tasks.spawn(repltracker::run_reader(agent.clone()));
         if let Some(monitor) = agent.disk.clone() {
             tasks.spawn(disk::run(
                 monitor,
@@ -514,30 +537,50 @@ impl Agent {
         }
     }
 
+    /// RunHealthCheck: broadcasts the state with replication health
+    /// refreshed (`health::run_health_check`); neither locked nor gated, as
+    /// in vttablet.
+    async fn run_health_check(
+        &self,
+        _req: vtorc::proto::tabletmanagerdata::RunHealthCheckRequest,
+        _deadline: Option<Instant>,
+    ) -> AgentResult<vtorc::proto::tabletmanagerdata::RunHealthCheckResponse> {
+        health::run_health_check(self).await;
+        Ok(vtorc::proto::tabletmanagerdata::RunHealthCheckResponse {})
+    }
+
     /// Marks the query service not serving for a demotion (or back).
     fn set_demoted(&self, demoted: bool) {
         self.state().demoted = demoted;
         self.publish_health();
     }
 
-    /// Recomputes the StreamHealth payload and broadcasts it if it changed.
-    /// Sends the current health on every stream even if nothing changed
-    /// (vttablet's `Broadcast`).
-    fn broadcast_health(&self) {
-        let response = {
-            let state = self.state();
-            health::response(&self.config, &state)
-        };
-        self.health.send_modify(|current| *current = response);
+    /// Recomputes the StreamHealth payload and broadcasts it if it changed;
+    /// the replication tracker follows the type and serving state.
+    fn publish_health(&self) {
+        self.publish_health_with(false);
     }
 
-    fn publish_health(&self) {
+    /// vttablet's `Broadcast`: refreshes replication health from the
+    /// tracker (heartbeat mode) and sends the state to every stream, changed
+    /// or not.
+    fn broadcast(&self) {
+        self.publish_health_with(true);
+    }
+
+    /// The body of [`Agent::publish_health`] and [`Agent::broadcast`].
+    fn publish_health_with(&self, always: bool) {
         let response = {
-            let state = self.state();
+            let mut state = self.state();
+            let primary = state.tablet.r#type == TabletType::Primary as i32;
+            self.tracker.set_mode(primary, !state.demoted);
+            if always {
+                health::refresh_repl_health(self, &mut state);
+            }
             health::response(&self.config, &state)
         };
         self.health.send_if_modified(|current| {
-            if *current == response {
+            if *current == response && !always {
                 false
             } else {
                 *current = response;

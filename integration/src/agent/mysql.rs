@@ -175,6 +175,20 @@ impl MysqlConn {
         self.finish(conn, sql, Ok(result))
     }
 
+    /// Runs one statement with no statement bound and returns the rows it
+    /// affected (the caller bounds it; see `first_unbounded`).
+    pub async fn exec_unbounded(&mut self, sql: &str) -> AgentResult<u64> {
+        let mut conn = self.take()?;
+        let result = conn.query_drop(sql).await.map(|()| conn.affected_rows());
+        self.finish(conn, sql, Ok(result))
+    }
+
+    /// The server's id of this connection (`CONNECTION_ID()`), `None` once
+    /// the connection was lost.
+    pub fn id(&self) -> Option<u32> {
+        self.conn.as_ref().map(Conn::id)
+    }
+
     /// Reads one global variable or expression as text (NULL → empty).
     pub async fn text(&mut self, sql: &str) -> AgentResult<String> {
         let value: Option<Option<String>> = self.first(sql).await?;

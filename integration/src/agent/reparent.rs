@@ -9,6 +9,32 @@
 //! MariaDB path silently leaves a demoted primary writable; we do not.
 //! The semi-sync "blocked" probe reads `Rpl_semi_sync_master_wait_sessions`
 //! from `SHOW GLOBAL STATUS` (no performance_schema needed).
+//!
+//! # Fencing
+//!
+//! Every path that takes a tablet out of PRIMARY fences it first, in this
+//! order ([`Agent::demote`]): (1) not serving: the application's account
+//! locked and its sessions killed (`query_service.rs`), so a commit waiting
+//! for a semi-sync ACK ends without an answer; (2) the heartbeat writer
+//! stopped (its write in flight killed); (3) `read_only = ON`; (4) only
+//! then the primary side of semi-sync off. The paths: DemotePrimary,
+//! SetReplicationSource / InitReplica / ChangeType / ReplicaWasRestarted on
+//! a PRIMARY, the shard sync ending a stale term (`topo_sync.rs`) and
+//! start-up as a non-primary over a writable MariaDB
+//! ([`Agent::fence_at_startup`]).
+//!
+//! Deviations: vttablet changes a PRIMARY's type in SetReplicationSource,
+//! InitReplica, ChangeType and ReplicaWasRestarted with `read_only`
+//! untouched and turns semi-sync's primary side off while its query
+//! service is still transitioning. A stale RPC (one that sat in the socket
+//! of a frozen primary and runs after the failover) would then release a
+//! commit waiting for an ACK, acknowledged with no replica holding it. The
+//! agent runs the forced demotion's fence first on all these paths (no
+//! grace for statements in flight: a planned demotion already ran
+//! DemotePrimary, which drains). A forced demotion turns semi-sync off
+//! before `read_only` only when sessions other than the application's and
+//! the heartbeat writer's still wait for an ACK after those were ended
+//! (vttablet's order; `read_only = ON` would wait for them).
 
 use std::time::Duration;
 
@@ -24,6 +50,10 @@ use super::mysql::{MysqlConn, quote};
 use super::position;
 use super::query_service;
 use super::replication::SemiSyncAction;
+
+/// How long a forced demotion waits for killed sessions to leave the
+/// semi-sync ACK wait before it turns semi-sync off ahead of `read_only`.
+const KILLED_WAITERS_GRACE: Duration = Duration::from_secs(1);
 
 /// Longest text stored in `replication_position`.
 const MAX_JOURNAL_POSITION: usize = 64_000;
@@ -61,6 +91,7 @@ impl Agent {
         let mut conn = self.mysql.conn().await?;
         let action = self.semi_sync_action(&mut conn, req.semi_sync).await?;
         if self.tablet_type() == TabletType::Primary {
+            self.fence(deadline).await?;
             self.set_type(TabletType::Replica, false).await?;
         }
         let position = position::decode(&req.replication_position)?;
@@ -173,7 +204,15 @@ impl Agent {
                 };
                 query_service::close(&mut conn, &self.config.app_user, grace, deadline).await?;
             }
-            let blocked = semi_sync_blocked_now(&mut conn).await?;
+            // The heartbeat writer is the other writer on a primary.
+            self.tracker.stop_writer(self).await?;
+            let mut blocked = semi_sync_blocked_now(&mut conn).await?;
+            if blocked && force {
+                // Sessions just killed leave the ACK wait within moments.
+                let soon = Instant::now() + KILLED_WAITERS_GRACE;
+                let soon = deadline.map_or(soon, |d| d.min(soon));
+                blocked = wait_semi_sync_unblocked(&mut conn, Some(soon)).await.is_err();
+            }
             if blocked {
                 if force {
                     primary_semi_sync_was_on |= self.primary_semi_sync_off(&mut conn).await?;
@@ -221,6 +260,42 @@ impl Agent {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// Fences a PRIMARY before its type changes away from PRIMARY (see the
+    /// module docs): a forced demotion, not reverted. No-op otherwise.
+    pub(super) async fn fence(&self, deadline: Option<Instant>) -> AgentResult<()> {
+        if self.tablet_type() != TabletType::Primary {
+            return Ok(());
+        }
+        self.demote(true, false, deadline)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.wrap("fencing the primary failed"))
+    }
+
+    /// Start-up as a non-primary over a writable MariaDB (e.g. an old
+    /// primary whose agent restarted after a failover, the shard naming a
+    /// newer primary): the same fence before the application's access opens.
+    /// Deviation: vttablet relies on mysqld starting `read-only` (its
+    /// my.cnf); a MariaDB that outlived its agent keeps whatever it had.
+    pub(super) async fn fence_at_startup(&self, conn: &mut MysqlConn) -> AgentResult<()> {
+        warn!(tablet = %self.alias, "starting as a non-primary over a writable MariaDB: fencing it");
+        query_service::close(conn, &self.config.app_user, Duration::ZERO, None).await?;
+        self.tracker.stop_writer(self).await?;
+        let soon = Instant::now() + KILLED_WAITERS_GRACE;
+        if wait_semi_sync_unblocked(conn, Some(soon)).await.is_err() {
+            conn.exec("SET GLOBAL rpl_semi_sync_master_enabled = 0").await?;
+        }
+        conn.exec("SET GLOBAL read_only = ON").await?;
+        if conn
+            .variable("rpl_semi_sync_master_enabled")
+            .await?
+            .is_some_and(|v| v.eq_ignore_ascii_case("ON"))
+        {
+            conn.exec("SET GLOBAL rpl_semi_sync_master_enabled = 0").await?;
+        }
+        Ok(())
     }
 
     /// Turns the primary side of semi-sync off if it is on (§2.2 Set as
@@ -311,6 +386,7 @@ impl Agent {
         self.wait_grants(deadline).await?;
         let _lock = self.lock(deadline).await?;
         if self.tablet_type() == TabletType::Primary {
+            self.fence(deadline).await?;
             self.set_type(TabletType::Replica, false).await?;
         }
         Ok(tm::ReplicaWasRestartedResponse {})
@@ -360,6 +436,9 @@ impl Agent {
                 self.alias
             )));
         }
+        if self.tablet_type() == TabletType::Primary && new_type != TabletType::Primary {
+            self.fence(deadline).await?;
+        }
         self.set_type(new_type, false).await?;
         self.fix_semi_sync_and_replication(&mut conn, action, new_type)
             .await?;
@@ -378,17 +457,6 @@ impl Agent {
         self.publish_health();
         self.shard_sync_wake.notify_one();
         Ok(tm::RefreshStateResponse {})
-    }
-
-    /// RunHealthCheck: vttablet broadcasts its current health (replication
-    /// health refreshed) on every open StreamHealth stream, changed or not.
-    pub(super) async fn run_health_check(
-        &self,
-        _req: tm::RunHealthCheckRequest,
-        _deadline: Option<Instant>,
-    ) -> AgentResult<tm::RunHealthCheckResponse> {
-        self.broadcast_health();
-        Ok(tm::RunHealthCheckResponse {})
     }
 }
 

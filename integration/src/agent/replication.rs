@@ -291,8 +291,10 @@ impl Agent {
         deadline: Option<Instant>,
     ) -> AgentResult<()> {
         let mut conn = self.mysql.conn().await?;
-        // 1. A PRIMARY becomes REPLICA first (read_only untouched).
+        // 1. A PRIMARY becomes REPLICA first, fenced before (deviation:
+        // vttablet leaves read_only untouched; see `reparent.rs`, Fencing).
         if self.tablet_type() == TabletType::Primary {
+            self.fence(deadline).await?;
             self.set_type(TabletType::Replica, false).await?;
         }
         // 2. Current replication state.

@@ -129,7 +129,6 @@ forward! {
         set_read_write(tm::SetReadWriteRequest) -> tm::SetReadWriteResponse;
         change_type(tm::ChangeTypeRequest) -> tm::ChangeTypeResponse;
         refresh_state(tm::RefreshStateRequest) -> tm::RefreshStateResponse;
-        run_health_check(tm::RunHealthCheckRequest) -> tm::RunHealthCheckResponse;
         replication_status(tm::ReplicationStatusRequest) -> tm::ReplicationStatusResponse;
         primary_status(tm::PrimaryStatusRequest) -> tm::PrimaryStatusResponse;
         primary_position(tm::PrimaryPositionRequest) -> tm::PrimaryPositionResponse;
@@ -156,6 +155,7 @@ forward! {
         replica_was_restarted(tm::ReplicaWasRestartedRequest) -> tm::ReplicaWasRestartedResponse;
         stop_replication_and_get_status(tm::StopReplicationAndGetStatusRequest) -> tm::StopReplicationAndGetStatusResponse;
         promote_replica(tm::PromoteReplicaRequest) -> tm::PromoteReplicaResponse;
+        run_health_check(tm::RunHealthCheckRequest) -> tm::RunHealthCheckResponse;
 }
 
 /// The StreamHealth response stream.

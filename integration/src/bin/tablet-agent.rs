@@ -74,7 +74,9 @@ struct Flags {
     /// MASTER_CONNECT_RETRY.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     replication_connect_retry: Duration,
-    /// Health-probe interval.
+    /// vttablet's `--health-check-interval`: MySQL probe and StreamHealth
+    /// broadcast interval (vttablet's default is 20s; the cluster harness
+    /// passes its own, 5s by default).
     #[arg(long, default_value = "200ms", value_parser = humantime::parse_duration)]
     health_check_interval: Duration,
     /// Health-probe timeout.
@@ -83,6 +85,13 @@ struct Flags {
     /// StreamHealth minimum send interval.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     health_stream_interval: Duration,
+    /// vttablet's `--heartbeat-enable`: write replication heartbeats as
+    /// primary, read them (StreamHealth lag) otherwise.
+    #[arg(long)]
+    heartbeat_enable: bool,
+    /// vttablet's `--heartbeat-interval` (capped at 1s).
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    heartbeat_interval: Duration,
     /// MariaDB connect timeout for RPCs.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     mysql_connect_timeout: Duration,
@@ -144,6 +153,8 @@ async fn main() -> anyhow::Result<()> {
     config.health_check_interval = flags.health_check_interval;
     config.health_check_timeout = flags.health_check_timeout;
     config.health_stream_interval = flags.health_stream_interval;
+    config.heartbeat_enable = flags.heartbeat_enable;
+    config.heartbeat_interval = flags.heartbeat_interval;
     config.mysql_connect_timeout = flags.mysql_connect_timeout;
     config.remote_operation_timeout = flags.remote_operation_timeout;
     config.shard_sync_interval = flags.shard_sync_interval;

@@ -8,8 +8,10 @@
 //! 1. makes one temporary directory (on tmpfs when `/dev/shm` exists);
 //! 2. starts etcd and one MariaDB per tablet, all concurrently, on free
 //!    ports (`server_id` = tablet uid; primary-side semi-sync off, replica
-//!    side on, `rpl_semi_sync_master_wait_point=AFTER_SYNC` and a long
-//!    semi-sync timeout unless told otherwise; see [`ClusterBuilder`]);
+//!    side on, `rpl_semi_sync_master_wait_point=AFTER_SYNC`, Vitess's
+//!    semi-sync timeout (never fall back to async) and MySQL 8's
+//!    `replica_net_timeout = 8` as `slave_net_timeout` unless told
+//!    otherwise; see [`ClusterBuilder`]);
 //! 3. creates the application user [`APP_USER`] on every server (binlog off,
 //!    no `SUPER` / `READ ONLY ADMIN`, so `read_only` stops it as it stops
 //!    an application);
@@ -18,6 +20,9 @@
 //! 5. starts one tablet agent per MariaDB, concurrently ([`AgentMode`]:
 //!    in-process by default, or `tablet-agent` child processes), each
 //!    registering its tablet record, shard and `ShardReplication` node;
+//!    agents run vttablet's replication heartbeats every 250 ms (StreamHealth
+//!    lag from them) and a 5 s `--health-check-interval` unless told
+//!    otherwise;
 //! 6. unless `bootstrap(false)`, elects a primary per shard through the
 //!    agents' RPCs (see `bootstrap.rs`).
 //!
@@ -56,7 +61,10 @@ use vtorc::tablet::{GrpcTabletManager, TabletClientConfig, TabletManager, Tablet
 use vtorc::topo::{Topo, TopoOptions};
 
 pub use self::bootstrap::{BOOTSTRAP_ACTION, now_ns};
-pub use self::spec::{AgentMode, CellSpec, ClusterBuilder, GLOBAL_ROOT, KeyspaceSpec, ShardSpec, TabletSpec};
+pub use self::spec::{
+    AgentMode, CellSpec, ClusterBuilder, DEFAULT_HEALTH_CHECK_INTERVAL, DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_SLAVE_NET_TIMEOUT, GLOBAL_ROOT, KeyspaceSpec, ShardSpec, TabletSpec, VITESS_SEMI_SYNC_TIMEOUT,
+};
 pub use self::tablet::ClusterTablet;
 use crate::etcd::EtcdServer;
 use crate::mariadb::{MariaDbOptions, MariaDbServer};
@@ -117,6 +125,7 @@ async fn start_cluster(spec: ClusterBuilder) -> anyhow::Result<Cluster> {
                 let mut options = MariaDbOptions::new(t.uid);
                 options.semi_sync_master_timeout_ms =
                     u64::try_from(spec.semi_sync_timeout.as_millis()).unwrap_or(u64::MAX);
+                options.slave_net_timeout_secs = spec.slave_net_timeout.as_secs().max(1);
                 if spec.after_sync {
                     options
                         .extra_config
@@ -222,6 +231,11 @@ async fn start_cluster(spec: ClusterBuilder) -> anyhow::Result<Cluster> {
 fn apply_agent_options(spec: &ClusterBuilder, tablet: &mut ClusterTablet) -> anyhow::Result<()> {
     let disk_dir = tablet.mysql().dir().join("disk");
     let config = tablet.agent_config_mut();
+    config.health_check_interval = spec.health_check_interval;
+    config.heartbeat_enable = spec.heartbeat.is_some();
+    if let Some(interval) = spec.heartbeat {
+        config.heartbeat_interval = interval;
+    }
     if let Some(after) = spec.semi_sync_blocked_after {
         config.semi_sync_blocked_after = after;
     }

@@ -147,6 +147,19 @@ impl KeyspaceSpec {
     }
 }
 
+/// Vitess's `rpl_semi_sync_master_timeout` (config/mycnf/mariadb10.cnf:
+/// 10^18 ms): a semi-sync primary never falls back to async.
+pub const VITESS_SEMI_SYNC_TIMEOUT: Duration = Duration::from_millis(1_000_000_000_000_000_000);
+
+/// The world's `slave_net_timeout` (Vitess's MySQL 8 `replica_net_timeout`).
+pub const DEFAULT_SLAVE_NET_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// The world's `--health-check-interval`.
+pub const DEFAULT_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The world's `--heartbeat-interval`.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(250);
+
 /// How tablet agents run.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub enum AgentMode {
@@ -174,6 +187,12 @@ pub struct ClusterBuilder {
     pub(crate) agent_mode: AgentMode,
     /// `rpl_semi_sync_master_timeout` on every server.
     pub(crate) semi_sync_timeout: Duration,
+    /// `slave_net_timeout` on every server.
+    pub(crate) slave_net_timeout: Duration,
+    /// Every agent's `--health-check-interval`.
+    pub(crate) health_check_interval: Duration,
+    /// Every agent's heartbeat interval; `None`: heartbeats off (poller mode).
+    pub(crate) heartbeat: Option<Duration>,
     /// Whether servers use `rpl_semi_sync_master_wait_point=AFTER_SYNC`.
     pub(crate) after_sync: bool,
     /// Bound on the whole start-up.
@@ -192,16 +211,20 @@ impl Default for ClusterBuilder {
 }
 
 impl ClusterBuilder {
-    /// An empty cluster: bootstrap on, agents in-process, semi-sync
-    /// timeout 1 h (Vitess uses "never fall back"; an hour is never within
-    /// a test), wait point AFTER_SYNC, 60 s start-up bound.
+    /// An empty cluster: bootstrap on, agents in-process, Vitess's
+    /// semi-sync timeout ([`VITESS_SEMI_SYNC_TIMEOUT`]: never fall back to
+    /// async), `slave_net_timeout` 8 s, wait point AFTER_SYNC, heartbeats
+    /// every 250 ms, health checks every 5 s, 60 s start-up bound.
     pub fn new() -> ClusterBuilder {
         ClusterBuilder {
             cells: Vec::new(),
             keyspaces: Vec::new(),
             bootstrap: true,
             agent_mode: AgentMode::InProcess,
-            semi_sync_timeout: Duration::from_secs(3600),
+            semi_sync_timeout: VITESS_SEMI_SYNC_TIMEOUT,
+            slave_net_timeout: DEFAULT_SLAVE_NET_TIMEOUT,
+            health_check_interval: DEFAULT_HEALTH_CHECK_INTERVAL,
+            heartbeat: Some(DEFAULT_HEARTBEAT_INTERVAL),
             after_sync: true,
             start_timeout: Duration::from_secs(60),
             semi_sync_blocked_after: None,
@@ -253,9 +276,38 @@ impl ClusterBuilder {
         self
     }
 
-    /// `rpl_semi_sync_master_timeout` of every server (default 1 h).
+    /// `rpl_semi_sync_master_timeout` of every server (default
+    /// [`VITESS_SEMI_SYNC_TIMEOUT`]).
     pub fn semi_sync_timeout(mut self, timeout: Duration) -> ClusterBuilder {
         self.semi_sync_timeout = timeout;
+        self
+    }
+
+    /// `slave_net_timeout` of every server, whole seconds (default 8 s,
+    /// Vitess's MySQL 8 `replica_net_timeout`): how long a replica's IO
+    /// thread waits for data or a heartbeat from its source before it
+    /// reconnects; the source's heartbeat period defaults to half of it.
+    pub fn slave_net_timeout(mut self, timeout: Duration) -> ClusterBuilder {
+        self.slave_net_timeout = timeout;
+        self
+    }
+
+    /// Every agent's `--health-check-interval` (default 5 s, as Vitess's
+    /// examples and vitess-operator run vttablet): how often it probes
+    /// MariaDB and broadcasts StreamHealth (see `agent/health.rs`).
+    pub fn health_check_interval(mut self, interval: Duration) -> ClusterBuilder {
+        self.health_check_interval = interval;
+        self
+    }
+
+    /// vttablet's replication heartbeats on every agent
+    /// (`--heartbeat-enable`, `--heartbeat-interval`, capped at 1 s):
+    /// `Some(interval)` (default 250 ms) or `None` for poller mode
+    /// (StreamHealth lag from `SHOW SLAVE STATUS`). Replicas that stop
+    /// hearing heartbeats are the evidence VTOrc's gray-failure detection
+    /// uses, so the world's interval is short.
+    pub fn heartbeat(mut self, interval: Option<Duration>) -> ClusterBuilder {
+        self.heartbeat = interval;
         self
     }
 

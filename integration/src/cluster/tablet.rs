@@ -407,6 +407,10 @@ fn agent_args(c: &AgentConfig) -> Vec<String> {
     if c.disable_active_reparents {
         args.push("--disable-active-reparents".to_string());
     }
+    if c.heartbeat_enable {
+        args.push("--heartbeat-enable".to_string());
+    }
+    args.push(format!("--heartbeat-interval={}", d(c.heartbeat_interval)));
     args.push(format!(
         "--semi-sync-blocked-after={}",
         d(c.semi_sync_blocked_after)

@@ -442,10 +442,32 @@ impl VtorcProcess {
     /// Starts `vtorc` number `n` for `cluster` in `dir` with `extra` flags
     /// and waits until its recovery engine runs.
     pub async fn start(cluster: &Cluster, dir: &std::path::Path, n: usize, extra: &[&str]) -> VtorcProcess {
+        VtorcProcess::start_as(cluster, dir, n, extra, None).await
+    }
+
+    /// [`VtorcProcess::start`], running as user and group `uid` when given
+    /// (`setpriv`; `dir` must be writable by it).
+    pub async fn start_as(
+        cluster: &Cluster,
+        dir: &std::path::Path,
+        n: usize,
+        extra: &[&str],
+        uid: Option<u32>,
+    ) -> VtorcProcess {
         let audit_path = dir.join(format!("vtorc-{n}-audit.jsonl"));
         let log_path = dir.join(format!("vtorc-{n}.log"));
         let log = std::fs::File::create(&log_path).expect("create the log file");
-        let mut command = std::process::Command::new(vtorc_binary());
+        let mut command = match uid {
+            Some(uid) => {
+                let mut c = std::process::Command::new("setpriv");
+                c.arg(format!("--reuid={uid}"))
+                    .arg(format!("--regid={uid}"))
+                    .arg("--clear-groups")
+                    .arg(vtorc_binary());
+                c
+            }
+            None => std::process::Command::new(vtorc_binary()),
+        };
         command
             .args(base_flags(cluster).into_iter().skip(1))
             .arg(format!("--audit-file-location={}", audit_path.display()))
