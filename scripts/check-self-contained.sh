@@ -5,9 +5,10 @@
 # runs the wire-compatibility and golden-record tests there.
 #
 # The copy builds into this checkout's target folder (CARGO_TARGET_DIR), so
-# dependencies are not rebuilt; file times are kept, and the two test files
-# are touched so their binaries are recompiled for the copy (env!
-# CARGO_MANIFEST_DIR then points into it, not back at this checkout).
+# nothing but the two test binaries is rebuilt: file and folder times are
+# kept, and the two test files are touched so their binaries are recompiled
+# for the copy (env! CARGO_MANIFEST_DIR then points into it, not back at this
+# checkout). Set CHECK_SELF_CONTAINED_CARGO_FLAGS=-v to see what cargo does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"
@@ -25,7 +26,10 @@ if [ -e "$tmp/shared" ] || [ -e "$copy/target" ]; then
   echo "check-self-contained: the copy is not bare" >&2
   exit 1
 fi
+# Folders get their original times too (build.rs watches the proto/ folder).
+(cd "$copy" && find . -type d -print0) |
+  while IFS= read -r -d '' d; do touch -r "$root/$d" "$copy/$d"; done
 touch "$copy/tests/wire_compat.rs" "$copy/tests/topo_fixtures.rs"
 echo "check-self-contained: $(find "$copy" -type f | wc -l) files in $copy"
 cd "$copy"
-CARGO_TARGET_DIR="$target" cargo test --locked --test wire_compat --test topo_fixtures
+CARGO_TARGET_DIR="$target" cargo test ${CHECK_SELF_CONTAINED_CARGO_FLAGS:-} --locked --test wire_compat --test topo_fixtures
