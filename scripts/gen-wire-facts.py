@@ -66,9 +66,12 @@ def module_dir(version):
     # Outside any module, so this repository's state does not matter.
     with tempfile.TemporaryDirectory(prefix="wirefacts-go.") as tmp:
         env = dict(os.environ, GOFLAGS="-mod=mod", GO111MODULE="on")
-        res = subprocess.run([go, "mod", "download", "-json", "%s@%s" % (MODULE, version)],
-                             cwd=tmp, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, universal_newlines=True)
+        try:
+            res = subprocess.run([go, "mod", "download", "-json", "%s@%s" % (MODULE, version)],
+                                 cwd=tmp, env=env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, universal_newlines=True)
+        except OSError as exc:
+            die("could not run go (%s): %s" % (go, exc))
     try:
         info = json.loads(res.stdout) if res.stdout.strip() else {}
     except ValueError:
@@ -90,8 +93,11 @@ def compile_set(proto_dir):
     with tempfile.TemporaryDirectory(prefix="wirefacts.") as tmp:
         out = os.path.join(tmp, "upstream.pb")
         cmd = [protoc, "--include_imports", "--descriptor_set_out=" + out, "-I", proto_dir] + files
-        res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             universal_newlines=True)
+        try:
+            res = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 universal_newlines=True)
+        except OSError as exc:
+            die("could not run protoc (%s): %s" % (protoc, exc))
         if res.returncode != 0:
             die("protoc failed on %s:\n%s" % (proto_dir, res.stderr.strip()))
         with open(out, "rb") as fh:
