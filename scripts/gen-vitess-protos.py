@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Write our Vitess-compatible .proto files from the Vitess wire-facts table.
 
-The facts table (../shared/tools/wirefacts/vitess-wire-facts.tsv) holds only
+The facts table (proto/wirefacts/vitess-v0.24.4.tsv, from scripts/gen-wire-facts.py) holds only
 names, numbers, labels and types of Vitess's protobuf schema. This script picks
 the services and messages vtorc-rs uses, closes the set over field and method
 types, and prints proto3 text for them: one file per Vitess package, every

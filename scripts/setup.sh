@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing vtorc-rs needs, only when missing:
 # protoc (+ well-known types) for etcd-client's build script, etcd and MariaDB
-# for the test world, Python protobuf for the wire check. Idempotent.
+# for the test world, Python protobuf for scripts/gen-wire-facts.py. Idempotent.
 set -euo pipefail
 
 need=()
@@ -22,4 +22,7 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${need[@]}"
 fi
 command -v cargo >/dev/null 2>&1 || { echo "setup: cargo is missing (install Rust with rustup)" >&2; exit 1; }
+# Go fetches the pinned Vitess module (its .proto files are the source of the
+# wire-facts table and the golden records) and builds vtctldclient and grpcurl.
+command -v go >/dev/null 2>&1 || { echo "setup: go is missing (install Go from https://go.dev/dl)" >&2; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy >/dev/null 2>&1 || true

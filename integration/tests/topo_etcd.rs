@@ -1,5 +1,6 @@
 //! Interop with what Vitess writes, on a real etcd: the golden records in
-//! `../shared/fixtures/topo/` are written raw at their Vitess keys, read
+//! `tests/fixtures/topo/` (encoded with the upstream schema, see its
+//! MANIFEST.md) are written raw at their Vitess keys, read
 //! back with every field, and updated without losing any (byte-compared).
 //! Also: a cell on a second etcd cluster.
 
@@ -14,10 +15,9 @@ use vtorc::proto::topodata::{CellInfo, Keyspace, Shard, Tablet, TabletAlias, Tab
 use vtorc::topo::{Topo, TopoEvent};
 
 fn fixture(name: &str) -> Vec<u8> {
-    let dir = std::env::var_os("VTORC_TOPO_FIXTURES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/topo"));
-    let path = dir.join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/topo")
+        .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {} is missing: {e}", path.display()))
 }
 
@@ -344,7 +344,9 @@ async fn fields_unknown_to_our_schema_survive_an_update() {
     assert_eq!(written, expected, "field 99 was dropped");
     // update_tablet with a Versioned read from the store keeps it too.
     let mut again = topo.get_tablet(&alias).await.expect("read");
-    again.value.hostname = "tablet-101.zone1.example.internal".into();
+    again.value.hostname = Tablet::decode(fixture("tablet_zone1_101.bin").as_slice())
+        .expect("decode")
+        .hostname;
     topo.update_tablet(&again).await.expect("update");
     assert_eq!(raw(&topo, key).await, newer);
 }
