@@ -204,6 +204,14 @@ async fn frozen_primary_is_replaced_and_never_acknowledges_after_it_resumes() {
     let context = || format!("{}\n{}", vtorc.audit_dump(), cluster.diagnostics());
     let (new, took) = wait_for_failover(&cluster, &workload, &old, frozen_at, context).await;
     eprintln!("frozen primary: {old} -> {new} in {took:?}");
+    let frozen_wall = std::time::SystemTime::now() - frozen_at.elapsed();
+    for r in vtorc.finished(RecoveryKind::RecoverDeadPrimary) {
+        let t = |x: std::time::SystemTime| x.duration_since(frozen_wall).map(|d| d.as_millis() as i64).unwrap_or(-1);
+        eprintln!("detected +{}ms started +{}ms", t(r.detected_at), t(r.started_at));
+        for st in &r.steps {
+            eprintln!("  +{}ms {}: {}", t(st.at), st.step, st.message);
+        }
+    }
     cluster.resume_agent(&old).expect("SIGCONT agent");
     cluster.resume_mysql(&old).expect("SIGCONT MariaDB");
     let probes = probe_writes(&cluster, &config, &old, 1_000_000_000, 10).await;

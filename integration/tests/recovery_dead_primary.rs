@@ -7,9 +7,11 @@
 //! "Killed" three ways:
 //! - MariaDB `kill -9`, agent alive (FullStatus fails, replicas lose their source);
 //! - the whole host (agent `kill -9`, then MariaDB `kill -9`);
-//! - the agent alone, MariaDB alive: replicas still replicate, so this is
-//!   `UnreachablePrimary`, then `IncapacitatedPrimary` whose recovery
-//!   finds the primary's Ping unanswered and (as in Go VTOrc) does not act.
+//! - the agent alone, MariaDB alive, with `--primary-tablet-down-grace=0`
+//!   (never fail over for a dead tablet server alone): replicas still
+//!   replicate, so this is `UnreachablePrimary`, then `IncapacitatedPrimary`
+//!   whose recovery finds the primary's Ping unanswered and (as in Go VTOrc)
+//!   does not act. With a grace, `gray_failures.rs` shows the failover.
 
 mod recovery_support;
 
@@ -115,9 +117,9 @@ async fn dead_primary_after_host_loss_agent_then_mariadb_is_failed_over_by_ers()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agent_kill_alone_is_not_failed_over_because_the_primary_does_not_answer_ping() {
+async fn agent_kill_alone_is_not_failed_over_without_a_grace_because_the_primary_does_not_answer_ping() {
     let mut cluster = cluster(AgentMode::InProcess).await;
-    let vtorc = Vtorc::start(&cluster, &[]).await;
+    let vtorc = Vtorc::start(&cluster, &["--primary-tablet-down-grace=0"]).await;
     vtorc
         .wait_until_healthy(&shard0(KS), Duration::from_secs(20))
         .await;

@@ -202,8 +202,21 @@ pub(crate) async fn plan(ctx: &ActionCtx<'_>) -> Result<Planned, String> {
             let primary = ctx.analyzed()?;
             let timeout = ctx.shared.config.incapacitated_ping_timeout;
             if let Err(err) = ctx.shared.tmc.with_timeout(timeout).ping(&primary).await {
+                // Had the replicas stopped hearing it, or had its tablet
+                // server been refusing connections past the grace, the
+                // analysis would be DeadPrimary (analysis::evidence).
+                let hearing = e.count_valid_replicating_replicas;
+                let why = if e.count_valid_replicating_replicas > 0 {
+                    format!(
+                        "{hearing} of its replicas still replicate from it and show no sign of having stopped hearing it, \
+                         so vtorc alone may be cut off from it"
+                    )
+                } else {
+                    "no replica confirms it is gone".to_string()
+                };
                 return Err(format!(
-                    "primary {alias} does not answer Ping ({err}); likely a network partition or a dead host"
+                    "primary {alias} does not answer Ping ({err}); {why}: not failing over \
+                     (see --heartbeat-silence-threshold and --primary-tablet-down-grace)"
                 ));
             }
             Plan::Incapacitated {

@@ -98,7 +98,7 @@ impl Agent {
         let parent = self.parent_tablet(req.parent.as_ref()).await?;
         self.apply_semi_sync(&mut conn, action, self.tablet_type())
             .await?;
-        conn.exec("STOP SLAVE").await?;
+        conn.stop_slave(false).await?;
         let pos = quote(&position.to_string());
         for sql in [
             "RESET MASTER".to_string(),
@@ -353,7 +353,8 @@ impl Agent {
         let _lock = self.lock(deadline).await?;
         let mut conn = self.mysql.conn().await?;
         let action = self.semi_sync_action(&mut conn, req.semi_sync).await?;
-        for sql in ["STOP SLAVE", "RESET SLAVE ALL", "FLUSH BINARY LOGS"] {
+        conn.stop_slave(false).await?;
+        for sql in ["RESET SLAVE ALL", "FLUSH BINARY LOGS"] {
             conn.exec(sql).await?;
         }
         let position = conn.executed_position().await?;

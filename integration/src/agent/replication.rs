@@ -114,7 +114,7 @@ impl Agent {
             .await?
             .is_some_and(|v| v.eq_ignore_ascii_case("ON"));
         if should_ack != acking {
-            conn.exec("STOP SLAVE").await?;
+            conn.stop_slave(false).await?;
             conn.exec("START SLAVE").await?;
         }
         Ok(())
@@ -124,7 +124,7 @@ impl Agent {
     async fn start_slave(&self, conn: &mut MysqlConn) -> AgentResult<()> {
         match conn.exec("START SLAVE").await {
             Err(e) if is_metadata_init_error(&e) => {
-                conn.exec("STOP SLAVE").await?;
+                conn.stop_slave(false).await?;
                 conn.exec("RESET SLAVE").await?;
                 conn.exec("START SLAVE").await
             }
@@ -141,7 +141,7 @@ impl Agent {
         self.wait_grants(deadline).await?;
         let _lock = self.lock(deadline).await?;
         let mut conn = self.mysql.conn().await?;
-        conn.exec("STOP SLAVE").await?;
+        conn.stop_slave(false).await?;
         self.health_wake.notify_one();
         Ok(tm::StopReplicationResponse {})
     }
@@ -161,7 +161,7 @@ impl Agent {
         let bound = deadline.map_or(wait_deadline, |d| d.min(wait_deadline));
         self.wait_position(&target, Some(bound)).await?;
         let mut conn = self.mysql.conn().await?;
-        conn.exec("STOP SLAVE").await?;
+        conn.stop_slave(false).await?;
         let position = conn.executed_position().await?;
         self.health_wake.notify_one();
         Ok(tm::StopReplicationMinimumResponse {
@@ -196,7 +196,7 @@ impl Agent {
         let _lock = self.lock(deadline).await?;
         let mut conn = self.mysql.conn().await?;
         let action = self.semi_sync_action(&mut conn, req.semi_sync).await?;
-        conn.exec("STOP SLAVE").await?;
+        conn.stop_slave(false).await?;
         self.apply_semi_sync(&mut conn, action, self.tablet_type())
             .await?;
         self.start_slave(&mut conn).await?;
@@ -221,14 +221,10 @@ impl Agent {
         let mut before_status = before.status.clone();
         SemiSyncReadings::read(&mut conn).await.fill(&mut before_status);
         let io_only = req.stop_replication_mode == StopReplicationMode::Iothreadonly as i32;
-        let (healthy, sql, failure) = if io_only {
-            (
-                before.io_healthy(),
-                "STOP SLAVE IO_THREAD",
-                "stop io thread failed",
-            )
+        let (healthy, failure) = if io_only {
+            (before.io_healthy(), "stop io thread failed")
         } else {
-            (before.healthy(), "STOP SLAVE", "stop replication failed")
+            (before.healthy(), "stop replication failed")
         };
         if !healthy {
             return Ok(tm::StopReplicationAndGetStatusResponse {
@@ -238,7 +234,7 @@ impl Agent {
                 }),
             });
         }
-        conn.exec(sql).await.map_err(|e| e.wrap(failure))?;
+        conn.stop_slave(io_only).await.map_err(|e| e.wrap(failure))?;
         self.health_wake.notify_one();
         let after = conn
             .replication_status()
@@ -326,14 +322,14 @@ impl Agent {
             || heartbeat_interval != 0.0
         {
             if was_replicating || any_thread_running {
-                conn.exec("STOP SLAVE").await?;
+                conn.stop_slave(false).await?;
             }
             self.change_master(&mut conn, &parent, heartbeat_interval).await?;
             if should_replicate {
                 self.start_slave(&mut conn).await?;
             }
         } else if should_replicate {
-            conn.exec("STOP SLAVE").await?;
+            conn.stop_slave(false).await?;
             self.start_slave(&mut conn).await?;
         }
         self.health_wake.notify_one();
@@ -365,8 +361,8 @@ impl Agent {
         let action = self.semi_sync_action(&mut conn, false).await?;
         self.apply_semi_sync(&mut conn, action, self.tablet_type())
             .await?;
+        conn.stop_slave(false).await?;
         for sql in [
-            "STOP SLAVE",
             "RESET SLAVE ALL",
             "RESET MASTER",
             "SET GLOBAL gtid_slave_pos = ''",
@@ -386,7 +382,7 @@ impl Agent {
         self.wait_grants(deadline).await?;
         let _lock = self.lock(deadline).await?;
         let mut conn = self.mysql.conn().await?;
-        conn.exec("STOP SLAVE").await?;
+        conn.stop_slave(false).await?;
         conn.exec("RESET SLAVE ALL").await?;
         self.health_wake.notify_one();
         Ok(tm::ResetReplicationParametersResponse {})
@@ -531,7 +527,7 @@ pub(super) async fn init_replication_at_startup(agent: &Agent) -> AgentResult<()
         None => conn.executed_position().await?,
     };
     agent.errant_gtid_guard(&primary, &local).await?;
-    conn.exec("STOP SLAVE").await?;
+    conn.stop_slave(false).await?;
     agent.change_master(&mut conn, &primary, 0.0).await?;
     agent.start_slave(&mut conn).await?;
     info!(tablet = %agent.alias, primary = %primary_alias, "replication initialised at start-up");
