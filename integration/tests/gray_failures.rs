@@ -206,7 +206,11 @@ async fn frozen_primary_is_replaced_and_never_acknowledges_after_it_resumes() {
     eprintln!("frozen primary: {old} -> {new} in {took:?}");
     let frozen_wall = std::time::SystemTime::now() - frozen_at.elapsed();
     for r in vtorc.finished(RecoveryKind::RecoverDeadPrimary) {
-        let t = |x: std::time::SystemTime| x.duration_since(frozen_wall).map(|d| d.as_millis() as i64).unwrap_or(-1);
+        let t = |x: std::time::SystemTime| {
+            x.duration_since(frozen_wall)
+                .map(|d| d.as_millis() as i64)
+                .unwrap_or(-1)
+        };
         eprintln!("detected +{}ms started +{}ms", t(r.detected_at), t(r.started_at));
         for st in &r.steps {
             eprintln!("  +{}ms {}: {}", t(st.at), st.step, st.message);

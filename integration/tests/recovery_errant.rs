@@ -2,6 +2,12 @@
 //! `--change-tablets-with-errant-gtid-to-drained` vtorc changes it to
 //! DRAINED; without, the problem is detected and audited but skipped
 //! (`NoRecoveryAction`) and the tablet stays as it is.
+//!
+//! The world runs without vttablet heartbeats (poller mode) here: with
+//! MariaDB's strict GTID mode, the primary's next write after the replica's
+//! local one stops the replica's replication (out-of-order sequence number),
+//! and continuous heartbeats make that immediate; the errant set is then a
+//! diverged replica, a case of its own.
 
 mod recovery_support;
 
@@ -15,10 +21,19 @@ use vtorc::recovery::{RecoveryOutcome, SkipReason};
 
 const KS: &str = "commerce";
 
+/// The 3-tablet `semi_sync` shard without heartbeats.
+fn poller_mode() -> integration::cluster::ClusterBuilder {
+    integration::cluster::ClusterBuilder::three_tablets(KS, "semi_sync").heartbeat(None)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errant_gtids_drain_the_replica_when_enabled() {
-    let (cluster, vtorc) =
-        healthy_world(KS, "semi_sync", &["--change-tablets-with-errant-gtid-to-drained"]).await;
+    let (cluster, vtorc) = healthy_world_of(
+        poller_mode(),
+        KS,
+        &["--change-tablets-with-errant-gtid-to-drained"],
+    )
+    .await;
     let gtid = cluster
         .write_errant_transaction(&alias(102))
         .await
@@ -52,7 +67,7 @@ async fn errant_gtids_drain_the_replica_when_enabled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errant_gtids_are_only_reported_when_draining_is_off() {
-    let (cluster, vtorc) = healthy_world(KS, "semi_sync", &[]).await;
+    let (cluster, vtorc) = healthy_world_of(poller_mode(), KS, &[]).await;
     cluster
         .write_errant_transaction(&alias(102))
         .await

@@ -171,8 +171,12 @@ impl MysqlConn {
                 let _ = self.exec(&format!("KILL CONNECTION {id}")).await;
             }
         }
-        self.exec(if io_only { "STOP SLAVE IO_THREAD" } else { "STOP SLAVE" })
-            .await
+        self.exec(if io_only {
+            "STOP SLAVE IO_THREAD"
+        } else {
+            "STOP SLAVE"
+        })
+        .await
     }
 
     /// Runs a query and returns all rows.

@@ -391,10 +391,21 @@ pub fn shard0(keyspace: &str) -> KeyspaceShard {
 /// A 3-tablet shard `keyspace/0` (primary 100, replicas 101 and 102) with
 /// `durability`, and a vtorc with `extra` flags that has seen it healthy.
 pub async fn healthy_world(keyspace: &str, durability: &str, extra: &[&str]) -> (Cluster, Vtorc) {
-    let cluster = integration::cluster::ClusterBuilder::three_tablets(keyspace, durability)
-        .start()
-        .await
-        .expect("cluster starts");
+    healthy_world_of(
+        integration::cluster::ClusterBuilder::three_tablets(keyspace, durability),
+        keyspace,
+        extra,
+    )
+    .await
+}
+
+/// [`healthy_world`] of a cluster built by `builder` (its shard `keyspace/0`).
+pub async fn healthy_world_of(
+    builder: integration::cluster::ClusterBuilder,
+    keyspace: &str,
+    extra: &[&str],
+) -> (Cluster, Vtorc) {
+    let cluster = builder.start().await.expect("cluster starts");
     let vtorc = Vtorc::start(&cluster, extra).await;
     vtorc
         .wait_until_healthy(&shard0(keyspace), Duration::from_secs(20))
