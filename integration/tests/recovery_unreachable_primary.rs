@@ -125,7 +125,16 @@ async fn an_unreachable_primary_with_a_broken_replica_gets_all_direct_replicas_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_incapacitated_primary_that_prs_cannot_demote_is_replaced_by_ers() {
-    let (cluster, vtorc) = healthy_world(KS, "semi_sync", &["--primary-healthcheck-timeout-window=5s"]).await;
+    // Without vttablet heartbeats: with them, the replicas' heartbeat lag
+    // shows they stopped hearing the frozen MariaDB and vtorc goes straight
+    // to DeadPrimary (ERS), as `gray_failures.rs` shows. Here the replicas
+    // give no such evidence, so Go VTOrc's IncapacitatedPrimary path runs.
+    let (cluster, vtorc) = healthy_world_of(
+        integration::cluster::ClusterBuilder::three_tablets(KS, "semi_sync").heartbeat(None),
+        KS,
+        &["--primary-healthcheck-timeout-window=5s"],
+    )
+    .await;
     cluster
         .pause_mysql(&alias(100))
         .expect("SIGSTOP the primary's MariaDB");
