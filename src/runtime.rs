@@ -181,7 +181,7 @@ pub async fn run_with_source(
             Err(e) => Err(anyhow::anyhow!("a server task failed: {e}")),
         },
     };
-    let stop_started = tokio::time::Instant::now();
+    let stop_started = crate::clock::now();
     tracing::info!(lameduck = %crate::config::GoDuration(config.lameduck_period), "entering lameduck mode");
     match tokio::time::timeout(config.onterm_timeout, recovery_task.shutdown()).await {
         Ok(Ok(())) => {}

@@ -276,7 +276,7 @@ async fn main_loop(
         let wanted = shared.config.load().recovery_poll_duration;
         if wanted != period {
             period = wanted;
-            tick = tokio::time::interval_at(Instant::now() + period, period);
+            tick = tokio::time::interval_at(crate::clock::now() + period, period);
             tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         }
         let debounce_at = sched.debounce_at;
