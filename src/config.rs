@@ -1581,4 +1581,31 @@ change-tablets-with-errant-gtid-to-drained: false
         assert_eq!(live.config.lock_timeout, Duration::from_secs(40));
         assert_eq!(live.pending_restart, vec!["lock-timeout".to_string()]);
     }
+
+    #[test]
+    fn the_operator_manifest_extra_flags_are_accepted() {
+        // `extraFlags` of k8s/vitess-operator.yaml become `--key=value`.
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("k8s/vitess-operator.yaml");
+        let text = std::fs::read_to_string(&manifest).expect("read the manifest");
+        let doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("YAML");
+        let spec = &doc["spec"];
+        assert_eq!(spec["images"]["vtorc"].as_str(), Some("vtorc-rs:latest"));
+        let flags = spec["keyspaces"][0]["vitessOrchestrator"]["extraFlags"]
+            .as_mapping()
+            .expect("extraFlags");
+        let args: Vec<String> = flags
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "--{}={}",
+                    k.as_str().unwrap_or_default(),
+                    v.as_str().unwrap_or_default()
+                )
+            })
+            .collect();
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let c = load(&refs).expect("extraFlags are valid");
+        assert_eq!(c.instance_poll_time, Duration::from_secs(1));
+        assert_eq!(c.log_format, LogFormat::Text);
+    }
 }

@@ -5,9 +5,11 @@
 //! Start order: topology → tablet client → discovery (its first full load
 //! and discovery round gate analysis) → reparenter → recovery engine →
 //! servers (`--grpc-port`: vtctld API + VTOrc API; `--port`: HTTP API and
-//! `/metrics`). Stop order on the token: the recovery engine first (no new
-//! shard lock, running recoveries get `--shutdown-wait-time`), then the
-//! servers, then discovery.
+//! `/metrics`), then the config file watcher. Stop order on the token: the
+//! recovery engine first (no new shard lock, running recoveries get
+//! `--shutdown-wait-time`, the whole within `--onterm-timeout`), the rest of
+//! `--lameduck-period`, then the servers (`--onclose-timeout`), then
+//! discovery.
 //!
 //! A fatal error of the recovery engine (an unknown cell in
 //! `--cells-no-recovery`, discovery stopping) or of a server ends the

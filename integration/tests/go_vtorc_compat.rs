@@ -104,7 +104,7 @@ fn every_go_vtorc_v24_flag_is_implemented_or_listed() {
 
 /// A vtorc child process with an HTTP port.
 struct Child {
-    _guard: ChildGuard,
+    guard: ChildGuard,
     http: SocketAddr,
     log: PathBuf,
 }
@@ -124,7 +124,7 @@ fn spawn_vtorc(dir: &Path, name: &str, args: &[String]) -> Child {
         .stderr(file);
     let guard = ChildGuard::spawn(name, &mut command, Some(log.clone())).expect("spawn vtorc");
     Child {
-        _guard: guard,
+        guard,
         http: SocketAddr::from(([127, 0, 0, 1], port)),
         log,
     }
@@ -274,4 +274,95 @@ async fn a_dynamic_key_edited_in_the_config_file_applies_without_restart() {
         "{}",
         child.log()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_policy_and_graceful_stop_as_servenv() {
+    let etcd = EtcdServer::start().await.expect("etcd starts");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = vec![
+        format!("--topo-global-server-address={}", etcd.address()),
+        "--topo-global-root=/vitess/global".to_string(),
+    ];
+
+    // read-only: ADMIN paths refused with Go's text, the rest served.
+    let mut args = base.clone();
+    args.push("--security-policy=read-only".into());
+    let child = spawn_vtorc(dir.path(), "vtorc-read-only", &args);
+    child.wait_for("/debug/health", "readiness", |_| true).await;
+    let r = api_support::http(child.http, "GET", "/api/disable-global-recoveries")
+        .await
+        .expect("HTTP");
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(
+        r.body,
+        "Access denied: not allowed: read-only security-policy enforced\n"
+    );
+    child
+        .wait_for("/metrics", "recoveries still enabled", |b| {
+            b.contains("vtorc_global_recoveries_enabled 1")
+        })
+        .await;
+    child
+        .wait_for("/api/config", "monitoring allowed", |_| true)
+        .await;
+    assert!(
+        child.log().contains("denied by --security-policy"),
+        "{}",
+        child.log()
+    );
+    drop(child);
+
+    // deny-all: every guarded path refused (health included, as in Go);
+    // liveness and metrics are not guarded.
+    let mut args = base.clone();
+    args.push("--security-policy=deny-all".into());
+    let pid_file = dir.path().join("vtorc.pid");
+    args.push(format!("--pid-file={}", pid_file.display()));
+    args.push("--lameduck-period=2s".into());
+    let mut child = spawn_vtorc(dir.path(), "vtorc-deny-all", &args);
+    child.wait_for("/debug/liveness", "liveness", |_| true).await;
+    for path in [
+        "/debug/health",
+        "/api/config",
+        "/debug/config",
+        "/api/enable-global-recoveries",
+    ] {
+        let r = api_support::http(child.http, "GET", path).await.expect("HTTP");
+        assert_eq!(r.status, 403, "{path}: {}", r.body);
+        assert!(
+            r.body.contains("deny-all security-policy enforced"),
+            "{path}: {}",
+            r.body
+        );
+    }
+    child.wait_for("/metrics", "metrics", |_| true).await;
+    let pid = std::fs::read_to_string(&pid_file).expect("pid file written");
+    assert_eq!(pid.trim(), child.guard.pid().expect("running").to_string());
+
+    // SIGTERM: still serving during the lame-duck period, then a clean exit
+    // that removes the pid file.
+    let signalled = tokio::time::Instant::now();
+    child
+        .guard
+        .signal(nix::sys::signal::Signal::SIGTERM)
+        .expect("SIGTERM");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let r = api_support::http(child.http, "GET", "/debug/liveness").await;
+    assert!(
+        r.is_ok_and(|r| r.status == 200),
+        "serving during the lame-duck period"
+    );
+    let status = child
+        .guard
+        .wait_exit(Duration::from_secs(20))
+        .await
+        .expect("exits");
+    assert!(status.success(), "{status:?}\n{}", child.log());
+    assert!(
+        signalled.elapsed() >= Duration::from_secs(2),
+        "stopped before the lame-duck period ended ({:?})",
+        signalled.elapsed()
+    );
+    assert!(!pid_file.exists(), "pid file removed at a graceful stop");
 }
