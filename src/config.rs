@@ -486,44 +486,28 @@ pub struct Options {
     /// Most tablet-manager calls in flight to one tablet [default: 8].
     #[arg(long, env = "VTORC_TABLET_MANAGER_GRPC_CONCURRENCY")]
     pub tablet_manager_grpc_concurrency: Option<usize>,
-    /// CA bundle to verify tablets' tablet-manager servers with; enables TLS.
+    /// CA bundle to verify tablets with (Go's TLS flag; not implemented yet: setting it stops vtorc).
     #[arg(long, env = "VTORC_TABLET_MANAGER_GRPC_CA", value_name = "FILE")]
     pub tablet_manager_grpc_ca: Option<PathBuf>,
-    /// Client certificate for tablet-manager calls (with --tablet-manager-grpc-key); enables TLS.
+    /// Client certificate for tablet-manager calls (not implemented yet: setting it stops vtorc).
     #[arg(long, env = "VTORC_TABLET_MANAGER_GRPC_CERT", value_name = "FILE")]
     pub tablet_manager_grpc_cert: Option<PathBuf>,
-    /// Private key of --tablet-manager-grpc-cert.
+    /// Private key of --tablet-manager-grpc-cert (not implemented yet: setting it stops vtorc).
     #[arg(long, env = "VTORC_TABLET_MANAGER_GRPC_KEY", value_name = "FILE")]
     pub tablet_manager_grpc_key: Option<PathBuf>,
-    /// CRL (PEM) of revoked tablet server certificates.
+    /// CRL of revoked tablet certificates (not implemented yet: setting it stops vtorc).
     #[arg(long, env = "VTORC_TABLET_MANAGER_GRPC_CRL", value_name = "FILE")]
     pub tablet_manager_grpc_crl: Option<PathBuf>,
-    /// Server name to verify tablet certificates against (default: the tablet's host name).
+    /// Server name of tablet certificates (not implemented yet: setting it stops vtorc).
     #[arg(long, env = "VTORC_TABLET_MANAGER_GRPC_SERVER_NAME")]
     pub tablet_manager_grpc_server_name: Option<String>,
-    /// CA bundle for the tablets' health streams (StreamHealth), as vtgate's
-    /// --tablet-grpc-ca; unset = the --tablet-manager-grpc-* settings.
-    #[arg(long, env = "VTORC_TABLET_GRPC_CA", value_name = "FILE")]
-    pub tablet_grpc_ca: Option<PathBuf>,
-    /// Client certificate for health streams.
-    #[arg(long, env = "VTORC_TABLET_GRPC_CERT", value_name = "FILE")]
-    pub tablet_grpc_cert: Option<PathBuf>,
-    /// Private key of --tablet-grpc-cert.
-    #[arg(long, env = "VTORC_TABLET_GRPC_KEY", value_name = "FILE")]
-    pub tablet_grpc_key: Option<PathBuf>,
-    /// CRL (PEM) for health streams.
-    #[arg(long, env = "VTORC_TABLET_GRPC_CRL", value_name = "FILE")]
-    pub tablet_grpc_crl: Option<PathBuf>,
-    /// Server name to verify tablet certificates against on health streams.
-    #[arg(long, env = "VTORC_TABLET_GRPC_SERVER_NAME")]
-    pub tablet_grpc_server_name: Option<String>,
-    /// CA bundle to verify the etcd servers with.
+    /// CA bundle to verify etcd with (not implemented yet: setting it stops vtorc).
     #[arg(long, env = "VTORC_TOPO_ETCD_TLS_CA", value_name = "FILE")]
     pub topo_etcd_tls_ca: Option<PathBuf>,
-    /// Client certificate for etcd (with --topo-etcd-tls-key); enables TLS.
+    /// Client certificate for etcd (not implemented yet: setting it stops vtorc).
     #[arg(long, env = "VTORC_TOPO_ETCD_TLS_CERT", value_name = "FILE")]
     pub topo_etcd_tls_cert: Option<PathBuf>,
-    /// Private key of --topo-etcd-tls-cert; enables TLS.
+    /// Private key of --topo-etcd-tls-cert (not implemented yet: setting it stops vtorc).
     #[arg(long, env = "VTORC_TOPO_ETCD_TLS_KEY", value_name = "FILE")]
     pub topo_etcd_tls_key: Option<PathBuf>,
     /// Topology reads in flight per cell [default: 32].
@@ -544,24 +528,6 @@ pub struct Options {
     /// HTTP/2 stream window of the tablet clients; 0 = library default [default: 0].
     #[arg(long, env = "VTORC_GRPC_INITIAL_WINDOW_SIZE")]
     pub grpc_initial_window_size: Option<u32>,
-    /// Server certificate of the gRPC server (with --grpc-key); enables TLS on --grpc-port.
-    #[arg(long, env = "VTORC_GRPC_CERT", value_name = "FILE")]
-    pub grpc_cert: Option<PathBuf>,
-    /// Private key of --grpc-cert.
-    #[arg(long, env = "VTORC_GRPC_KEY", value_name = "FILE")]
-    pub grpc_key: Option<PathBuf>,
-    /// CA bundle of client certificates; when set, the gRPC server requires a valid client certificate.
-    #[arg(long, env = "VTORC_GRPC_CA", value_name = "FILE")]
-    pub grpc_ca: Option<PathBuf>,
-    /// CRL (PEM) of revoked client certificates.
-    #[arg(long, env = "VTORC_GRPC_CRL", value_name = "FILE")]
-    pub grpc_crl: Option<PathBuf>,
-    /// File of client-certificate identities (one per line: a certificate's
-    /// common name or DNS/URI subject alternative name) allowed to make
-    /// mutating gRPC calls (reparents, recovery switches); needs --grpc-ca;
-    /// unset = every verified client.
-    #[arg(long, env = "VTORC_GRPC_ADMIN_IDENTITIES_FILE", value_name = "FILE")]
-    pub grpc_admin_identities_file: Option<PathBuf>,
     /// Access to the HTTP API: empty (all), read-only (no mutating calls) or deny-all [default: empty].
     #[arg(long, env = "VTORC_SECURITY_POLICY")]
     pub security_policy: Option<String>,
@@ -600,9 +566,9 @@ pub enum LogFormat {
     Json,
 }
 
-/// Certificate files of one TLS hop. Paths are read when a connection is
-/// made (clients) or accepted (servers), so files replaced on disk are used
-/// without restart.
+/// Certificate files of one TLS hop, as the flags give them. TLS itself is
+/// not implemented yet: [`Config::resolve`] refuses a configuration that
+/// sets any of them.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct TlsFiles {
@@ -733,8 +699,6 @@ pub struct Config {
     pub tablet_manager_grpc_concurrency: usize,
     /// `--tablet-manager-grpc-*`: TLS of tablet-manager calls.
     pub tablet_manager_tls: TlsFiles,
-    /// `--tablet-grpc-*`: TLS of health streams (defaults to the tablet-manager's).
-    pub tablet_health_tls: TlsFiles,
     /// `--topo-etcd-tls-*`: TLS towards etcd.
     pub topo_etcd_tls: TlsFiles,
     /// `--topo-read-concurrency`.
@@ -749,10 +713,6 @@ pub struct Config {
     pub grpc_initial_conn_window_size: Option<u32>,
     /// `--grpc-initial-window-size`; `None` = library default.
     pub grpc_initial_window_size: Option<u32>,
-    /// `--grpc-cert/--grpc-key/--grpc-ca/--grpc-crl`: TLS of our gRPC server.
-    pub grpc_server_tls: TlsFiles,
-    /// `--grpc-admin-identities-file`.
-    pub grpc_admin_identities_file: Option<PathBuf>,
     /// `--security-policy`.
     pub security_policy: SecurityPolicy,
     /// `--lameduck-period`.
@@ -930,19 +890,6 @@ impl Config {
             server_name: pick!(tablet_manager_grpc_server_name),
         };
         tablet_manager_tls.validate("tablet-manager-grpc-cert")?;
-        let own_health_tls = TlsFiles {
-            ca: pick!(tablet_grpc_ca),
-            cert: pick!(tablet_grpc_cert),
-            key: pick!(tablet_grpc_key),
-            crl: pick!(tablet_grpc_crl),
-            server_name: pick!(tablet_grpc_server_name),
-        };
-        own_health_tls.validate("tablet-grpc-cert")?;
-        let tablet_health_tls = if own_health_tls.enabled() {
-            own_health_tls
-        } else {
-            tablet_manager_tls.clone()
-        };
         let topo_etcd_tls = TlsFiles {
             ca: pick!(topo_etcd_tls_ca),
             cert: pick!(topo_etcd_tls_cert),
@@ -951,31 +898,24 @@ impl Config {
             server_name: None,
         };
         topo_etcd_tls.validate("topo-etcd-tls-cert")?;
-        let grpc_server_tls = TlsFiles {
-            ca: pick!(grpc_ca),
-            cert: pick!(grpc_cert),
-            key: pick!(grpc_key),
-            crl: pick!(grpc_crl),
-            server_name: None,
-        };
-        if (grpc_server_tls.ca.is_some() || grpc_server_tls.crl.is_some()) && grpc_server_tls.cert.is_none() {
-            return Err(ConfigError::InvalidValue {
-                option: "grpc-ca",
-                value: String::new(),
-                reason: "client certificates need a TLS server: give --grpc-cert and --grpc-key too".into(),
-            });
-        }
-        grpc_server_tls.validate("grpc-cert")?;
-        let grpc_admin_identities_file =
-            pick!(grpc_admin_identities_file).filter(|p| !p.as_os_str().is_empty());
-        if grpc_admin_identities_file.is_some() && grpc_server_tls.ca.is_none() {
-            return Err(ConfigError::InvalidValue {
-                option: "grpc-admin-identities-file",
-                value: String::new(),
-                reason:
-                    "identities come from client certificates: give --grpc-ca (and --grpc-cert/--grpc-key)"
+        // TLS is not implemented yet: refuse to start rather than talk to
+        // the tablets or etcd in plaintext when the operator asked for TLS.
+        for (option, enabled) in [
+            (
+                "tablet-manager-grpc-ca",
+                tablet_manager_tls.enabled() || tablet_manager_tls.crl.is_some(),
+            ),
+            ("topo-etcd-tls-cert", topo_etcd_tls.enabled()),
+        ] {
+            if enabled || (option == "tablet-manager-grpc-ca" && tablet_manager_tls.server_name.is_some()) {
+                return Err(ConfigError::InvalidValue {
+                    option,
+                    value: String::new(),
+                    reason: "TLS is not implemented in vtorc-rs yet (--tablet-manager-grpc-*, \
+                             --topo-etcd-tls-*); vtorc-rs refuses to start rather than connect in plaintext"
                         .into(),
-            });
+                });
+            }
         }
         let security_policy = match pick!(security_policy).as_deref().unwrap_or("") {
             "" => SecurityPolicy::AllowAll,
@@ -1064,7 +1004,6 @@ impl Config {
             otlp_endpoint,
             tablet_manager_grpc_concurrency,
             tablet_manager_tls,
-            tablet_health_tls,
             topo_etcd_tls,
             topo_read_concurrency,
             grpc_keepalive_time: positive(
@@ -1078,8 +1017,6 @@ impl Config {
             grpc_max_message_size,
             grpc_initial_conn_window_size: pick!(grpc_initial_conn_window_size).filter(|w| *w != 0),
             grpc_initial_window_size: pick!(grpc_initial_window_size).filter(|w| *w != 0),
-            grpc_server_tls,
-            grpc_admin_identities_file,
             security_policy,
             lameduck_period: dur(pick!(lameduck_period), Duration::from_millis(50)),
             onterm_timeout: dur(pick!(onterm_timeout), Duration::from_secs(10)),
@@ -1375,10 +1312,10 @@ mod tests {
         for flag in GO_VTORC_FLAGS {
             let name = goflags::dashed(flag.name);
             match flag.status {
-                FlagStatus::Implemented => {
+                FlagStatus::Implemented | FlagStatus::NotYet => {
                     assert!(
                         longs.contains(&name),
-                        "--{name} is listed as implemented but clap does not know it"
+                        "--{name} is listed as implemented (or refused) but clap does not know it"
                     )
                 }
                 FlagStatus::NoEffect => {

@@ -91,14 +91,13 @@ fn every_go_vtorc_v24_flag_is_implemented_or_listed() {
             flag.name
         );
     }
-    let implemented = GO_VTORC_FLAGS
-        .iter()
-        .filter(|f| f.status == FlagStatus::Implemented)
-        .count();
+    let count = |status: FlagStatus| GO_VTORC_FLAGS.iter().filter(|f| f.status == status).count();
     eprintln!(
-        "{} Go flags: {implemented} implemented, {} accepted without effect",
+        "{} Go flags: {} implemented, {} accepted without effect, {} refused (not implemented yet)",
         GO_VTORC_FLAGS.len(),
-        GO_VTORC_FLAGS.len() - implemented
+        count(FlagStatus::Implemented),
+        count(FlagStatus::NoEffect),
+        count(FlagStatus::NotYet)
     );
 }
 
