@@ -38,7 +38,18 @@ pub enum ConfigError {
     /// The config file could not be read or parsed.
     #[error("config file {path}: {reason}")]
     File { path: PathBuf, reason: String },
+    /// No config file was found and `--config-file-not-found-handling` is
+    /// `error` or `exit`.
+    #[error("{reason} (--config-file-not-found-handling)")]
+    NotFound { reason: String },
 }
+
+pub mod dynamic;
+pub mod file;
+pub mod goflags;
+
+pub use self::dynamic::DynamicSettings;
+pub use self::goflags::{FlagKind, FlagStatus, GO_VTORC_FLAGS, GoFlag};
 
 /// A duration in Go's notation (`300ms`, `1.5s`, `1m30s`, `2h`, `0`), as Go
 /// VTOrc's flags take them. Negative values and unknown units are rejected.
@@ -319,7 +330,7 @@ impl FromStr for WatchedCluster {
 /// The options as given on the command line, in the environment or in the
 /// config file. Every field is optional here; [`Config::load`] fills in the
 /// defaults and validates.
-#[derive(Debug, Default, Parser, Deserialize)]
+#[derive(Clone, Debug, Default, Parser, Deserialize)]
 #[command(
     name = "vtorc",
     version,
@@ -327,15 +338,41 @@ impl FromStr for WatchedCluster {
     long_about = "VTOrc for Vitess, in Rust: watches the Vitess topology and every tablet's health, \
 detects replication problems and repairs them (EmergencyReparentShard, PlannedReparentShard and \
 smaller fixes) under Vitess shard locks.\n\nOptions come from flags, VTORC_* environment \
-variables, a YAML or TOML file (--config, keys named like the flags) and defaults, in that order \
-of precedence. Durations use Go's notation: 500ms, 5s, 1m30s."
+variables, a YAML, JSON or TOML file (--config-file, or --config-path/--config-name, keys named \
+like the flags) and defaults, in that order of precedence. Durations use Go's notation: 500ms, 5s, \
+1m30s. Every Go VTOrc v24 flag is accepted, with underscores or dashes; those without effect in \
+vtorc-rs are listed in the README (\"Migrating from Go VTOrc\")."
 )]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Options {
-    /// Config file (YAML or TOML) with keys named like the flags.
-    #[arg(long, alias = "config-file", env = "VTORC_CONFIG", value_name = "FILE")]
+    /// Config file with extension (.yaml, .yml, .json, .toml), keys named
+    /// like the flags; watched, its dynamic keys apply without restart. If
+    /// set, --config-path, --config-name and --config-type are ignored (also
+    /// $VT_CONFIG_FILE).
+    #[arg(
+        long = "config-file",
+        alias = "config",
+        env = "VTORC_CONFIG",
+        value_name = "FILE"
+    )]
     #[serde(skip)]
     pub config: Option<PathBuf>,
+    /// Directories to search for --config-name, comma-separated [default: the working directory].
+    #[arg(long, env = "VT_CONFIG_PATH")]
+    #[serde(skip)]
+    pub config_path: Option<CommaList>,
+    /// Name of the config file to search for, without extension [default: vtconfig].
+    #[arg(long, env = "VT_CONFIG_NAME")]
+    #[serde(skip)]
+    pub config_name: Option<String>,
+    /// Config file type (yaml, yml, json, toml); omit to infer it from the extension.
+    #[arg(long, env = "VT_CONFIG_TYPE")]
+    #[serde(skip)]
+    pub config_type: Option<String>,
+    /// When no config file is found: ignore, warn, error or exit [default: warn].
+    #[arg(long)]
+    #[serde(skip)]
+    pub config_file_not_found_handling: Option<String>,
 
     /// Topology server implementation; only etcd2 is supported [default: etcd2].
     #[arg(long, env = "VTORC_TOPO_IMPLEMENTATION")]
@@ -443,6 +480,70 @@ pub struct Options {
     #[arg(long, env = "VTORC_BIND_ADDRESS")]
     pub bind_address: Option<String>,
 
+    /// Protocol of the tablet-manager client; only grpc [default: grpc].
+    #[arg(long, env = "VTORC_TABLET_MANAGER_PROTOCOL")]
+    pub tablet_manager_protocol: Option<String>,
+    /// Most tablet-manager calls in flight to one tablet [default: 8].
+    #[arg(long, env = "VTORC_TABLET_MANAGER_GRPC_CONCURRENCY")]
+    pub tablet_manager_grpc_concurrency: Option<usize>,
+    /// CA bundle to verify tablets with (Go's TLS flag; not implemented yet: setting it stops vtorc).
+    #[arg(long, env = "VTORC_TABLET_MANAGER_GRPC_CA", value_name = "FILE")]
+    pub tablet_manager_grpc_ca: Option<PathBuf>,
+    /// Client certificate for tablet-manager calls (not implemented yet: setting it stops vtorc).
+    #[arg(long, env = "VTORC_TABLET_MANAGER_GRPC_CERT", value_name = "FILE")]
+    pub tablet_manager_grpc_cert: Option<PathBuf>,
+    /// Private key of --tablet-manager-grpc-cert (not implemented yet: setting it stops vtorc).
+    #[arg(long, env = "VTORC_TABLET_MANAGER_GRPC_KEY", value_name = "FILE")]
+    pub tablet_manager_grpc_key: Option<PathBuf>,
+    /// CRL of revoked tablet certificates (not implemented yet: setting it stops vtorc).
+    #[arg(long, env = "VTORC_TABLET_MANAGER_GRPC_CRL", value_name = "FILE")]
+    pub tablet_manager_grpc_crl: Option<PathBuf>,
+    /// Server name of tablet certificates (not implemented yet: setting it stops vtorc).
+    #[arg(long, env = "VTORC_TABLET_MANAGER_GRPC_SERVER_NAME")]
+    pub tablet_manager_grpc_server_name: Option<String>,
+    /// CA bundle to verify etcd with (not implemented yet: setting it stops vtorc).
+    #[arg(long, env = "VTORC_TOPO_ETCD_TLS_CA", value_name = "FILE")]
+    pub topo_etcd_tls_ca: Option<PathBuf>,
+    /// Client certificate for etcd (not implemented yet: setting it stops vtorc).
+    #[arg(long, env = "VTORC_TOPO_ETCD_TLS_CERT", value_name = "FILE")]
+    pub topo_etcd_tls_cert: Option<PathBuf>,
+    /// Private key of --topo-etcd-tls-cert (not implemented yet: setting it stops vtorc).
+    #[arg(long, env = "VTORC_TOPO_ETCD_TLS_KEY", value_name = "FILE")]
+    pub topo_etcd_tls_key: Option<PathBuf>,
+    /// Topology reads in flight per cell [default: 32].
+    #[arg(long, env = "VTORC_TOPO_READ_CONCURRENCY")]
+    pub topo_read_concurrency: Option<usize>,
+    /// Keep-alive ping interval of the tablet clients [default: 10s].
+    #[arg(long, env = "VTORC_GRPC_KEEPALIVE_TIME")]
+    pub grpc_keepalive_time: Option<GoDuration>,
+    /// How long a keep-alive ping may go unanswered [default: 10s].
+    #[arg(long, env = "VTORC_GRPC_KEEPALIVE_TIMEOUT")]
+    pub grpc_keepalive_timeout: Option<GoDuration>,
+    /// Largest gRPC message the tablet clients send or accept, in bytes [default: 16777216].
+    #[arg(long, env = "VTORC_GRPC_MAX_MESSAGE_SIZE")]
+    pub grpc_max_message_size: Option<usize>,
+    /// HTTP/2 connection window of the tablet clients; 0 = library default [default: 0].
+    #[arg(long, env = "VTORC_GRPC_INITIAL_CONN_WINDOW_SIZE")]
+    pub grpc_initial_conn_window_size: Option<u32>,
+    /// HTTP/2 stream window of the tablet clients; 0 = library default [default: 0].
+    #[arg(long, env = "VTORC_GRPC_INITIAL_WINDOW_SIZE")]
+    pub grpc_initial_window_size: Option<u32>,
+    /// Access to the HTTP API: empty (all), read-only (no mutating calls) or deny-all [default: empty].
+    #[arg(long, env = "VTORC_SECURITY_POLICY")]
+    pub security_policy: Option<String>,
+    /// After SIGTERM, keep the servers up at least this long [default: 50ms].
+    #[arg(long, env = "VTORC_LAMEDUCK_PERIOD")]
+    pub lameduck_period: Option<GoDuration>,
+    /// At SIGTERM, the most the wait for running recoveries may take [default: 10s].
+    #[arg(long, env = "VTORC_ONTERM_TIMEOUT")]
+    pub onterm_timeout: Option<GoDuration>,
+    /// At the end of a graceful stop, how long the servers get to finish in-flight calls [default: 10s].
+    #[arg(long, env = "VTORC_ONCLOSE_TIMEOUT")]
+    pub onclose_timeout: Option<GoDuration>,
+    /// Write the process id to this file at start; removed at a graceful stop.
+    #[arg(long, env = "VTORC_PID_FILE", value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
+
     /// Log level: error, warn, info, debug or trace (or a tracing filter) [default: info].
     #[arg(long, env = "VTORC_LOG_LEVEL")]
     pub log_level: Option<String>,
@@ -463,6 +564,62 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// Certificate files of one TLS hop, as the flags give them. TLS itself is
+/// not implemented yet: [`Config::resolve`] refuses a configuration that
+/// sets any of them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct TlsFiles {
+    /// CA bundle (PEM) to verify the peer with.
+    pub ca: Option<PathBuf>,
+    /// Own certificate chain (PEM).
+    pub cert: Option<PathBuf>,
+    /// Own private key (PEM).
+    pub key: Option<PathBuf>,
+    /// Certificate revocation list (PEM) checked against the peer's chain.
+    pub crl: Option<PathBuf>,
+    /// Name the server's certificate must carry (clients only).
+    pub server_name: Option<String>,
+}
+
+impl TlsFiles {
+    /// Whether any TLS setting is given (TLS is then on for the hop).
+    pub fn enabled(&self) -> bool {
+        self.ca.is_some() || self.cert.is_some() || self.key.is_some()
+    }
+
+    fn validate(&self, prefix: &'static str) -> Result<(), ConfigError> {
+        if self.cert.is_some() != self.key.is_some() {
+            return Err(ConfigError::InvalidValue {
+                option: prefix,
+                value: String::new(),
+                reason: "a certificate and its key must be given together (-cert and -key)".into(),
+            });
+        }
+        if self.crl.is_some() && !self.enabled() {
+            return Err(ConfigError::InvalidValue {
+                option: prefix,
+                value: String::new(),
+                reason: "a CRL needs TLS (a CA or a certificate)".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Access policy of the HTTP API (`--security-policy`, Go servenv's).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SecurityPolicy {
+    /// Everything allowed (empty policy).
+    #[default]
+    AllowAll,
+    /// Reads allowed; mutating endpoints refused.
+    ReadOnly,
+    /// Every guarded endpoint refused.
+    DenyAll,
 }
 
 /// vtorc's validated configuration. Field docs give the flag and its meaning.
@@ -538,6 +695,40 @@ pub struct Config {
     /// `--otlp-endpoint`: OTLP/gRPC trace collector (`http://` or
     /// `https://` URL); `None` = traces are not exported.
     pub otlp_endpoint: Option<String>,
+    /// `--tablet-manager-grpc-concurrency`: calls in flight per tablet.
+    pub tablet_manager_grpc_concurrency: usize,
+    /// `--tablet-manager-grpc-*`: TLS of tablet-manager calls.
+    pub tablet_manager_tls: TlsFiles,
+    /// `--topo-etcd-tls-*`: TLS towards etcd.
+    pub topo_etcd_tls: TlsFiles,
+    /// `--topo-read-concurrency`.
+    pub topo_read_concurrency: usize,
+    /// `--grpc-keepalive-time` of the tablet clients.
+    pub grpc_keepalive_time: Duration,
+    /// `--grpc-keepalive-timeout` of the tablet clients.
+    pub grpc_keepalive_timeout: Duration,
+    /// `--grpc-max-message-size` of the tablet clients.
+    pub grpc_max_message_size: usize,
+    /// `--grpc-initial-conn-window-size`; `None` = library default.
+    pub grpc_initial_conn_window_size: Option<u32>,
+    /// `--grpc-initial-window-size`; `None` = library default.
+    pub grpc_initial_window_size: Option<u32>,
+    /// `--security-policy`.
+    pub security_policy: SecurityPolicy,
+    /// `--lameduck-period`.
+    pub lameduck_period: Duration,
+    /// `--onterm-timeout`.
+    pub onterm_timeout: Duration,
+    /// `--onclose-timeout`.
+    pub onclose_timeout: Duration,
+    /// `--pid-file`.
+    pub pid_file: Option<PathBuf>,
+    /// The config file in use (found or given), if any.
+    pub config_file: Option<PathBuf>,
+    /// Start-up notes: flags accepted without effect, deprecated spellings,
+    /// config file not found (logged once logging is up).
+    #[serde(skip)]
+    pub notes: Vec<String>,
 }
 
 impl Config {
@@ -548,12 +739,24 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let cli = Options::try_parse_from(args).map_err(LoadError::Cli)?;
-        let file = match &cli.config {
-            Some(path) => Some(Options::from_file(path).map_err(LoadError::Config)?),
-            None => None,
-        };
-        Config::resolve(cli, file).map_err(LoadError::Config)
+        Config::load_with_source(args).map(|(config, _)| config)
+    }
+
+    /// [`Config::load`], also returning what the configuration came from
+    /// (to re-read the config file when it changes).
+    pub fn load_with_source<I, T>(args: I) -> Result<(Config, ConfigSource), LoadError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let normalized = goflags::normalize_args(args);
+        let cli = Options::try_parse_from(normalized.args).map_err(LoadError::Cli)?;
+        let mut notes = normalized.notes;
+        let spec = file::locate(&cli, &mut notes).map_err(LoadError::Config)?;
+        let source = ConfigSource { cli, file: spec };
+        let mut config = source.resolve(&mut notes).map_err(LoadError::Config)?;
+        config.notes = notes;
+        Ok((config, source))
     }
 
     /// Merges flags/environment over the file over the defaults, and validates.
@@ -671,6 +874,78 @@ impl Config {
         let port = pick!(port).filter(|p| *p != 0);
         let grpc_port = pick!(grpc_port).filter(|p| *p != 0);
 
+        let protocol = pick!(tablet_manager_protocol).unwrap_or_else(|| "grpc".into());
+        if protocol != "grpc" {
+            return Err(ConfigError::InvalidValue {
+                option: "tablet-manager-protocol",
+                value: protocol,
+                reason: "only grpc is supported".into(),
+            });
+        }
+        let tablet_manager_tls = TlsFiles {
+            ca: pick!(tablet_manager_grpc_ca),
+            cert: pick!(tablet_manager_grpc_cert),
+            key: pick!(tablet_manager_grpc_key),
+            crl: pick!(tablet_manager_grpc_crl),
+            server_name: pick!(tablet_manager_grpc_server_name),
+        };
+        tablet_manager_tls.validate("tablet-manager-grpc-cert")?;
+        let topo_etcd_tls = TlsFiles {
+            ca: pick!(topo_etcd_tls_ca),
+            cert: pick!(topo_etcd_tls_cert),
+            key: pick!(topo_etcd_tls_key),
+            crl: None,
+            server_name: None,
+        };
+        topo_etcd_tls.validate("topo-etcd-tls-cert")?;
+        // TLS is not implemented yet: refuse to start rather than talk to
+        // the tablets or etcd in plaintext when the operator asked for TLS.
+        for (option, enabled) in [
+            (
+                "tablet-manager-grpc-ca",
+                tablet_manager_tls.enabled() || tablet_manager_tls.crl.is_some(),
+            ),
+            ("topo-etcd-tls-cert", topo_etcd_tls.enabled()),
+        ] {
+            if enabled || (option == "tablet-manager-grpc-ca" && tablet_manager_tls.server_name.is_some()) {
+                return Err(ConfigError::InvalidValue {
+                    option,
+                    value: String::new(),
+                    reason: "TLS is not implemented in vtorc-rs yet (--tablet-manager-grpc-*, \
+                             --topo-etcd-tls-*); vtorc-rs refuses to start rather than connect in plaintext"
+                        .into(),
+                });
+            }
+        }
+        let security_policy = match pick!(security_policy).as_deref().unwrap_or("") {
+            "" => SecurityPolicy::AllowAll,
+            "read-only" => SecurityPolicy::ReadOnly,
+            "deny-all" => SecurityPolicy::DenyAll,
+            other => {
+                return Err(ConfigError::InvalidValue {
+                    option: "security-policy",
+                    value: other.into(),
+                    reason: "expected empty, read-only or deny-all".into(),
+                });
+            }
+        };
+        let tablet_manager_grpc_concurrency = pick!(tablet_manager_grpc_concurrency).unwrap_or(8);
+        let topo_read_concurrency = pick!(topo_read_concurrency).unwrap_or(32);
+        let grpc_max_message_size = pick!(grpc_max_message_size).unwrap_or(16 * 1024 * 1024);
+        for (option, value) in [
+            ("tablet-manager-grpc-concurrency", tablet_manager_grpc_concurrency),
+            ("topo-read-concurrency", topo_read_concurrency),
+            ("grpc-max-message-size", grpc_max_message_size),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::InvalidValue {
+                    option,
+                    value: "0".into(),
+                    reason: "must be at least 1".into(),
+                });
+            }
+        }
+
         Ok(Config {
             topo_global_server_address,
             topo_global_root,
@@ -721,30 +996,71 @@ impl Config {
             audit_file_location: pick!(audit_file_location).filter(|p| !p.as_os_str().is_empty()),
             port,
             grpc_port,
-            bind_address: pick!(bind_address).unwrap_or_else(|| "0.0.0.0".into()),
+            bind_address: pick!(bind_address)
+                .filter(|a| !a.trim().is_empty())
+                .unwrap_or_else(|| "0.0.0.0".into()),
             log_level: pick!(log_level).unwrap_or_else(|| "info".into()),
             log_format,
             otlp_endpoint,
+            tablet_manager_grpc_concurrency,
+            tablet_manager_tls,
+            topo_etcd_tls,
+            topo_read_concurrency,
+            grpc_keepalive_time: positive(
+                "grpc-keepalive-time",
+                dur(pick!(grpc_keepalive_time), Duration::from_secs(10)),
+            )?,
+            grpc_keepalive_timeout: positive(
+                "grpc-keepalive-timeout",
+                dur(pick!(grpc_keepalive_timeout), Duration::from_secs(10)),
+            )?,
+            grpc_max_message_size,
+            grpc_initial_conn_window_size: pick!(grpc_initial_conn_window_size).filter(|w| *w != 0),
+            grpc_initial_window_size: pick!(grpc_initial_window_size).filter(|w| *w != 0),
+            security_policy,
+            lameduck_period: dur(pick!(lameduck_period), Duration::from_millis(50)),
+            onterm_timeout: dur(pick!(onterm_timeout), Duration::from_secs(10)),
+            onclose_timeout: dur(pick!(onclose_timeout), Duration::from_secs(10)),
+            pid_file: pick!(pid_file).filter(|p| !p.as_os_str().is_empty()),
+            config_file: None,
+            notes: Vec::new(),
         })
     }
 }
 
 impl Options {
-    /// Reads a config file: TOML if it ends in `.toml`, YAML otherwise (JSON is YAML).
+    /// Reads a config file (YAML, JSON or TOML by its extension; YAML when
+    /// it has none), as [`file::read`] does.
     pub fn from_file(path: &Path) -> Result<Options, ConfigError> {
-        let file_err = |reason: String| ConfigError::File {
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("yaml");
+        let spec = file::FileSpec {
             path: path.to_path_buf(),
-            reason,
+            file_type: file::FileType::parse(ext, path)?,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
-        let is_toml = path.extension().is_some_and(|e| e == "toml");
-        if is_toml {
-            toml::from_str(&text).map_err(|e| file_err(e.message().to_string()))
-        } else if text.trim().is_empty() {
-            Ok(Options::default())
-        } else {
-            serde_yaml::from_str(&text).map_err(|e| file_err(e.to_string()))
-        }
+        file::read(&spec, &mut Vec::new())
+    }
+}
+
+/// What a [`Config`] was made from: the command line (and environment) and
+/// the config file, which [`ConfigSource::resolve`] re-reads.
+#[derive(Clone, Debug)]
+pub struct ConfigSource {
+    /// Flags and environment.
+    pub cli: Options,
+    /// The config file, if one was found.
+    pub file: Option<file::FileSpec>,
+}
+
+impl ConfigSource {
+    /// Reads the config file (if any) and merges it under the flags.
+    pub fn resolve(&self, notes: &mut Vec<String>) -> Result<Config, ConfigError> {
+        let file = match &self.file {
+            Some(spec) => Some(file::read(spec, notes)?),
+            None => None,
+        };
+        let mut config = Config::resolve(self.cli.clone(), file)?;
+        config.config_file = self.file.as_ref().map(|f| f.path.clone());
+        Ok(config)
     }
 }
 
@@ -977,5 +1293,256 @@ mod tests {
         assert_eq!(c.cell, "zone1");
         assert_eq!(c.port, Some(15000));
         assert_eq!(c.grpc_port, Some(15999));
+    }
+
+    #[test]
+    fn every_implemented_go_flag_is_a_clap_option() {
+        use clap::CommandFactory;
+        let cmd = Options::command();
+        let longs: Vec<String> = cmd
+            .get_arguments()
+            .flat_map(|a| {
+                a.get_long()
+                    .into_iter()
+                    .chain(a.get_all_aliases().unwrap_or_default())
+                    .map(String::from)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for flag in GO_VTORC_FLAGS {
+            let name = goflags::dashed(flag.name);
+            match flag.status {
+                FlagStatus::Implemented | FlagStatus::NotYet => {
+                    assert!(
+                        longs.contains(&name),
+                        "--{name} is listed as implemented (or refused) but clap does not know it"
+                    )
+                }
+                FlagStatus::NoEffect => {
+                    assert!(
+                        !longs.contains(&name),
+                        "--{name} is listed without effect but clap parses it"
+                    )
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_vitess_operator_command_line_starts() {
+        // What vitess-operator generates for a VitessOrchestrator (underscore spellings).
+        let c = Config::load([
+            "vtorc",
+            "--clusters_to_watch=commerce/0",
+            "--logtostderr=true",
+            "--port=15000",
+            "--topo_global_root",
+            "/vitess/example/global",
+            "--topo_implementation",
+            "etcd2",
+            "--topo_global_server_address",
+            "example-etcd-faf13de3-client.default.svc:2379",
+        ])
+        .map_err(|e| format!("{e:?}"))
+        .expect("the operator's command line is valid");
+        assert_eq!(c.port, Some(15000));
+        assert_eq!(c.topo_global_root, "/vitess/example/global");
+        assert_eq!(c.clusters_to_watch.len(), 1);
+        assert_eq!(c.clusters_to_watch[0].keyspace, "commerce");
+        assert!(
+            c.notes.iter().any(|n| n.contains("--logtostderr")),
+            "{:?}",
+            c.notes
+        );
+    }
+
+    #[test]
+    fn go_only_flags_are_accepted() {
+        let c = load(&[
+            "--sqlite-data-file=/tmp/vtorc.db",
+            "--audit-to-backend",
+            "--snapshot-topology-interval",
+            "1h",
+            "--stats_backend=prometheus",
+            "--log_dir=/tmp",
+            "--v=2",
+            "--alsologtostderr",
+            "--tablet-manager-grpc-concurrency=4",
+            "--topo_read_concurrency=7",
+            "--grpc_keepalive_time=20s",
+            "--lameduck-period=2s",
+            "--security-policy=read-only",
+            "--bind-address=",
+        ])
+        .expect("valid");
+        assert_eq!(c.tablet_manager_grpc_concurrency, 4);
+        assert_eq!(c.topo_read_concurrency, 7);
+        assert_eq!(c.grpc_keepalive_time, Duration::from_secs(20));
+        assert_eq!(c.lameduck_period, Duration::from_secs(2));
+        assert_eq!(c.security_policy, SecurityPolicy::ReadOnly);
+        assert_eq!(c.bind_address, "0.0.0.0");
+        assert_eq!(c.notes.len(), 10, "{:?}", c.notes);
+    }
+
+    #[test]
+    fn bad_go_flag_values_are_refused() {
+        for (args, option) in [
+            (
+                &["--tablet-manager-protocol=iamnotgrpc"][..],
+                "tablet-manager-protocol",
+            ),
+            (&["--security-policy=allow-some"][..], "security-policy"),
+            (
+                &["--tablet-manager-grpc-cert=/x.pem"][..],
+                "tablet-manager-grpc-cert",
+            ),
+            (&["--grpc-ca=/ca.pem"][..], "grpc-ca"),
+            (
+                &["--config-file-not-found-handling=panic"][..],
+                "config-file-not-found-handling",
+            ),
+        ] {
+            let err = load(args).expect_err("must be rejected");
+            assert!(err.contains(option), "{args:?}: {err}");
+        }
+    }
+
+    /// The keys and values of Vitess's `examples/common/vtorc/config.yaml` (v24).
+    const VITESS_EXAMPLE_KEYS: &str = "instance-poll-time: 1s
+prevent-cross-cell-failover: false
+snapshot-topology-interval: 0h
+reasonable-replication-lag: 10s
+audit-to-backend: false
+audit-to-syslog: false
+audit-purge-duration: 168h
+wait-replicas-timeout: 30s
+tolerable-replication-lag: 0s
+topo-information-refresh-duration: 15s
+recovery-poll-duration: 1s
+allow-emergency-reparent: true
+change-tablets-with-errant-gtid-to-drained: false
+";
+
+    #[test]
+    fn the_vitess_example_config_file_loads() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, VITESS_EXAMPLE_KEYS).expect("write");
+        let c = load(&["--config-file", &path.display().to_string()]).expect("loads unchanged");
+        assert_eq!(c.instance_poll_time, Duration::from_secs(1));
+        assert_eq!(c.reasonable_replication_lag, Duration::from_secs(10));
+        assert!(c.allow_emergency_reparent);
+        assert_eq!(c.config_file.as_deref(), Some(path.as_path()));
+        assert!(
+            c.notes.iter().any(|n| n.contains("audit-to-backend")),
+            "{:?}",
+            c.notes
+        );
+    }
+
+    #[test]
+    fn config_files_are_searched_like_viper() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let empty = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("vtorc.json"), r#"{"instance_poll_time": "3s"}"#).expect("write");
+        std::fs::write(dir.path().join("noext"), "instance-poll-time = \"4s\"\n").expect("write");
+        let paths = format!(
+            "--config-path={},{}",
+            empty.path().display(),
+            dir.path().display()
+        );
+        let c = load(&[&paths, "--config-name=vtorc"]).expect("found");
+        assert_eq!(c.instance_poll_time, Duration::from_secs(3));
+        let c = load(&[&paths, "--config-name=noext", "--config-type=toml"]).expect("found");
+        assert_eq!(c.instance_poll_time, Duration::from_secs(4));
+        // Not found: warn (default) carries on, error stops.
+        let c = load(&[&paths, "--config-name=missing"]).expect("warn carries on");
+        assert!(c.notes.iter().any(|n| n.contains("missing")), "{:?}", c.notes);
+        let err = load(&[
+            &paths,
+            "--config-name=missing",
+            "--config-file-not-found-handling=error",
+        ])
+        .expect_err("error stops");
+        assert!(err.contains("missing"), "{err}");
+        let err = load(&[
+            "--config-file=/nonexistent/vtorc.yaml",
+            "--config-file-not-found-handling=exit",
+        ])
+        .expect_err("exit stops");
+        assert!(err.contains("/nonexistent/vtorc.yaml"), "{err}");
+        // As viper: a given --config-type types whatever file is found.
+        let err = load(&[&paths, "--config-name=vtorc", "--config-type=ini"]).expect_err("ini");
+        assert!(err.contains("unsupported config type"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_edit_keeps_the_last_good_configuration() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("vtorc.yaml");
+        std::fs::write(
+            &path,
+            "instance-poll-time: 2s\nallow-recovery: true\nlock-timeout: 40s\n",
+        )
+        .expect("write");
+        let (config, source) = Config::load_with_source([
+            "vtorc".to_string(),
+            "--topo-global-server-address=127.0.0.1:2379".into(),
+            "--topo-global-root=/vitess/global".into(),
+            format!("--config-file={}", path.display()),
+        ])
+        .map_err(|e| format!("{e:?}"))
+        .expect("valid");
+        let (tx, rx) = tokio::sync::watch::channel(dynamic::LiveConfig::new(config));
+        std::fs::write(&path, "instance-poll-time: -1s\n").expect("write");
+        dynamic::apply_file_change(&source, &tx);
+        assert!(
+            rx.borrow()
+                .last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("instance-poll-time"))
+        );
+        assert_eq!(rx.borrow().dynamic.instance_poll_time, Duration::from_secs(2));
+        std::fs::write(
+            &path,
+            "instance-poll-time: 7s\nallow-recovery: false\nlock-timeout: 1s\n",
+        )
+        .expect("write");
+        dynamic::apply_file_change(&source, &tx);
+        let live = rx.borrow();
+        assert_eq!(live.last_error, None);
+        assert_eq!(live.dynamic.instance_poll_time, Duration::from_secs(7));
+        assert!(!live.dynamic.allow_recovery);
+        assert_eq!(live.config.instance_poll_time, Duration::from_secs(7));
+        // Static keys wait for a restart.
+        assert_eq!(live.config.lock_timeout, Duration::from_secs(40));
+        assert_eq!(live.pending_restart, vec!["lock-timeout".to_string()]);
+    }
+
+    #[test]
+    fn the_operator_manifest_extra_flags_are_accepted() {
+        // `extraFlags` of k8s/vitess-operator.yaml become `--key=value`.
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("k8s/vitess-operator.yaml");
+        let text = std::fs::read_to_string(&manifest).expect("read the manifest");
+        let doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("YAML");
+        let spec = &doc["spec"];
+        assert_eq!(spec["images"]["vtorc"].as_str(), Some("vtorc-rs:latest"));
+        let flags = spec["keyspaces"][0]["vitessOrchestrator"]["extraFlags"]
+            .as_mapping()
+            .expect("extraFlags");
+        let args: Vec<String> = flags
+            .iter()
+            .map(|(k, v)| {
+                format!(
+                    "--{}={}",
+                    k.as_str().unwrap_or_default(),
+                    v.as_str().unwrap_or_default()
+                )
+            })
+            .collect();
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let c = load(&refs).expect("extraFlags are valid");
+        assert_eq!(c.instance_poll_time, Duration::from_secs(1));
+        assert_eq!(c.log_format, LogFormat::Text);
     }
 }

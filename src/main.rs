@@ -9,8 +9,8 @@ use vtorc::config::{Config, LoadError};
 const RUNTIME_STOP_GRACE: Duration = Duration::from_secs(2);
 
 fn main() -> ExitCode {
-    let config = match Config::load(std::env::args_os()) {
-        Ok(config) => config,
+    let (config, source) = match Config::load_with_source(std::env::args_os()) {
+        Ok(loaded) => loaded,
         Err(LoadError::Cli(e)) => {
             use clap::error::ErrorKind;
             if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
@@ -37,7 +37,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = match runtime.block_on(vtorc::app::run(config)) {
+    let code = match runtime.block_on(vtorc::app::run_with_source(config, Some(source))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("vtorc failed: {e:#}");

@@ -5,22 +5,24 @@
 //! Start order: topology → tablet client → discovery (its first full load
 //! and discovery round gate analysis) → reparenter → recovery engine →
 //! servers (`--grpc-port`: vtctld API + VTOrc API; `--port`: HTTP API and
-//! `/metrics`). Stop order on the token: the recovery engine first (no new
-//! shard lock, running recoveries get `--shutdown-wait-time`), then the
-//! servers, then discovery.
+//! `/metrics`), then the config file watcher. Stop order on the token: the
+//! recovery engine first (no new shard lock, running recoveries get
+//! `--shutdown-wait-time`, the whole within `--onterm-timeout`), the rest of
+//! `--lameduck-period`, then the servers (`--onclose-timeout`), then
+//! discovery.
 //!
 //! A fatal error of the recovery engine (an unknown cell in
 //! `--cells-no-recovery`, discovery stopping) or of a server ends the
 //! process with that error, after the same graceful stop.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::dynamic::{LiveConfig, watch_file};
+use crate::config::{Config, ConfigSource, DynamicSettings};
 use crate::discovery::{Discovery, DiscoveryConfig};
 use crate::recovery::{RecoveryConfig, RecoveryDeps, RecoveryEngine};
 use crate::reparent::{ReparentConfig, Reparenter, system_wall_clock};
@@ -29,13 +31,26 @@ use crate::tablet::{GrpcTabletManager, TabletClientConfig, TabletManager};
 use crate::telemetry::metrics::MetricsRegistry;
 use crate::topo::{Topo, TopoOptions};
 
-/// How long the servers get to finish in-flight calls after the engine stopped.
-const SERVER_STOP_GRACE: Duration = Duration::from_secs(5);
-
 /// Runs vtorc until `shutdown` fires (then stops gracefully and returns
 /// `Ok`) or a component fails for good (then stops and returns the error).
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    run_with_source(config, None, shutdown).await
+}
+
+/// [`run`], watching the config file of `source` (if any) and applying
+/// its dynamic keys without restart.
+///
+/// Graceful stop, as Go's servenv: at `shutdown`, running recoveries get
+/// `--shutdown-wait-time` (bounded by `--onterm-timeout`); the servers keep
+/// serving until `--lameduck-period` has passed since the signal, then get
+/// `--onclose-timeout` to finish in-flight calls.
+pub async fn run_with_source(
+    config: Config,
+    source: Option<ConfigSource>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let config = Arc::new(config);
+    let (live_tx, live_rx) = tokio::sync::watch::channel(LiveConfig::new(Config::clone(&config)));
     let hostname = crate::topo::lock::local_host_name();
     let instance = format!("{hostname}:{}", std::process::id());
     let topo = Topo::connect_etcd(
@@ -73,6 +88,36 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let mut recovery_task = engine.spawn();
     tracing::info!(%instance, "vtorc started");
 
+    // The config file's dynamic keys, applied to the engine and discovery.
+    let watchers_stop = CancellationToken::new();
+    if let Some(source) = source {
+        tokio::spawn(watch_file(source, live_tx, watchers_stop.clone()));
+    }
+    {
+        let mut rx = live_rx.clone();
+        let recovery = recovery.clone();
+        let discovery = discovery_handle.clone();
+        let stop = watchers_stop.clone();
+        let mut applied = DynamicSettings::of(&config);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    changed = rx.changed() => if changed.is_err() { return },
+                }
+                let now = rx.borrow_and_update().dynamic;
+                if now == applied {
+                    continue;
+                }
+                recovery.apply_dynamic(&applied, &now);
+                if discovery.apply_dynamic(&now).await.is_err() {
+                    return;
+                }
+                applied = now;
+            }
+        });
+    }
+
     let servers_stop = CancellationToken::new();
     let mut servers: JoinSet<anyhow::Result<()>> = JoinSet::new();
     if config.grpc_port.is_some() || config.port.is_some() {
@@ -90,6 +135,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             hostname,
             clock: system_wall_clock,
             shutdown: servers_stop.clone(),
+            live: live_rx.clone(),
         };
         if let Some(port) = config.grpc_port {
             let listener = tokio::net::TcpListener::bind((config.bind_address.as_str(), port))
@@ -137,9 +183,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             Err(e) => Err(anyhow::anyhow!("a server task failed: {e}")),
         },
     };
-    if let Err(e) = recovery_task.shutdown().await {
-        tracing::warn!("recovery engine: {e:#}");
+    let stop_started = crate::clock::now();
+    tracing::info!(lameduck = %crate::config::GoDuration(config.lameduck_period), "entering lameduck mode");
+    match tokio::time::timeout(config.onterm_timeout, recovery_task.shutdown()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("recovery engine: {e:#}"),
+        Err(_) => tracing::warn!(
+            "running recoveries did not stop within --onterm-timeout {}; cancelled",
+            crate::config::GoDuration(config.onterm_timeout)
+        ),
     }
+    watchers_stop.cancel();
+    tokio::time::sleep_until(stop_started + config.lameduck_period).await;
+    tracing::info!("shutting down gracefully");
     servers_stop.cancel();
     let wait_servers = async {
         while let Some(r) = servers.join_next().await {
@@ -148,7 +204,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             }
         }
     };
-    if tokio::time::timeout(SERVER_STOP_GRACE, wait_servers)
+    if tokio::time::timeout(config.onclose_timeout, wait_servers)
         .await
         .is_err()
     {

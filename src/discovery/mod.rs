@@ -193,6 +193,15 @@ pub(crate) enum Command {
         /// Where the answer goes.
         reply: oneshot::Sender<Result<Arc<TabletState>, DiscoveryError>>,
     },
+    /// The config file's dynamic settings changed.
+    SetDynamic {
+        /// `--instance-poll-time`.
+        poll_interval: Duration,
+        /// `--topo-information-refresh-duration`.
+        topo_refresh_interval: Duration,
+        /// `--enable-primary-disk-stalled-recovery`.
+        disk_stalled_is_failure: bool,
+    },
 }
 
 /// The shared side of discovery: snapshots, notifications, commands.
@@ -231,6 +240,19 @@ impl DiscoveryHandle {
     /// Whether analysis may run (see [`DiscoveryHandle::wait_ready`]).
     pub fn is_ready(&self) -> bool {
         *self.ready.borrow()
+    }
+
+    /// Applies the config file's dynamic settings (poll interval, safety-net
+    /// re-list interval, stalled-disk handling) from the next poll on.
+    pub async fn apply_dynamic(&self, now: &crate::config::DynamicSettings) -> Result<(), DiscoveryError> {
+        self.commands
+            .send(Command::SetDynamic {
+                poll_interval: now.instance_poll_time,
+                topo_refresh_interval: now.topo_information_refresh_duration,
+                disk_stalled_is_failure: now.enable_primary_disk_stalled_recovery,
+            })
+            .await
+            .map_err(|_| DiscoveryError::Stopped)
     }
 
     /// Returns once the topology was fully loaded and one discovery round

@@ -346,7 +346,7 @@ impl Discovery {
     async fn run(mut self) {
         let mut watcher: Option<TopoWatcher> = Some(self.topo.watch());
         let mut watcher_restart_at: Option<Instant> = None;
-        let refresh = self.config.topo_refresh_interval;
+        let mut refresh = self.config.topo_refresh_interval;
         let mut next_relist = (!refresh.is_zero()).then(|| crate::clock::now() + refresh);
         // Timer-driven dispatches happen at most once per tick, so polls
         // falling due close together start together (fewer wake-ups);
@@ -390,7 +390,14 @@ impl Discovery {
                         watcher_restart_at = Some(crate::clock::now() + WATCH_RESTART_DELAY);
                     }
                 },
-                Some(command) = self.commands_rx.recv() => self.on_command(command),
+                Some(command) = self.commands_rx.recv() => {
+                    self.on_command(command);
+                    // `--topo-information-refresh-duration` is dynamic.
+                    if self.config.topo_refresh_interval != refresh {
+                        refresh = self.config.topo_refresh_interval;
+                        next_relist = (!refresh.is_zero()).then(|| crate::clock::now() + refresh);
+                    }
+                }
                 () = sleep_until(wake) => {
                     last_tick = crate::clock::now();
                     self.on_slow_polls(last_tick);
@@ -731,6 +738,16 @@ impl Discovery {
                     reply,
                 });
                 self.schedule.poll_now(&alias);
+            }
+            Command::SetDynamic {
+                poll_interval,
+                topo_refresh_interval,
+                disk_stalled_is_failure,
+            } => {
+                self.config.schedule.poll_interval = poll_interval;
+                self.schedule.set_poll_interval(poll_interval);
+                self.config.topo_refresh_interval = topo_refresh_interval;
+                self.config.disk_stalled_is_failure = disk_stalled_is_failure;
             }
         }
     }

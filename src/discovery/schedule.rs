@@ -119,6 +119,12 @@ impl PollSchedule {
         &self.config
     }
 
+    /// Changes the poll interval (dynamic `--instance-poll-time`); polls
+    /// already scheduled keep their time, the next ones use the new interval.
+    pub fn set_poll_interval(&mut self, interval: Duration) {
+        self.config.poll_interval = interval;
+    }
+
     /// Number of scheduled tablets.
     pub fn len(&self) -> usize {
         self.entries.len()

@@ -200,7 +200,7 @@ pub(crate) async fn plan(ctx: &ActionCtx<'_>) -> Result<Planned, String> {
         RecoveryKind::RecoverPrimaryTabletDeleted => Plan::Ers { wait_all: true },
         RecoveryKind::RecoverIncapacitatedPrimary => {
             let primary = ctx.analyzed()?;
-            let timeout = ctx.shared.config.incapacitated_ping_timeout;
+            let timeout = ctx.shared.config.load().incapacitated_ping_timeout;
             if let Err(err) = ctx.shared.tmc.with_timeout(timeout).ping(&primary).await {
                 // Had the replicas stopped hearing it, or had its tablet
                 // server been refusing connections past the grace, the
@@ -298,7 +298,7 @@ pub(crate) async fn plan(ctx: &ActionCtx<'_>) -> Result<Planned, String> {
             if chosen.is_empty() {
                 return Err(format!(
                     "every direct replica of {alias} had its replication restarted within the last {:?}",
-                    ctx.shared.config.restart_replica_cooldown
+                    ctx.shared.config.load().restart_replica_cooldown
                 ));
             }
             let semi_sync = chosen
@@ -432,7 +432,7 @@ pub(crate) async fn execute(
         shared: ctx.shared,
         id: recovery_id,
     };
-    let cfg = &ctx.shared.config;
+    let cfg = ctx.shared.config.load_full();
     match plan {
         Plan::Ers { wait_all } => run_ers(ctx, &rec, wait_all).await,
         Plan::Incapacitated { primary } => {
@@ -623,7 +623,7 @@ async fn run_ers(
     rec: &Recorder<'_>,
     wait_all: bool,
 ) -> Result<Option<TabletAlias>, RecoveryError> {
-    let cfg = &ctx.shared.config;
+    let cfg = ctx.shared.config.load_full();
     let log = EventLog::default();
     let opts = EmergencyReparentOptions {
         wait_replicas_timeout: Some(cfg.wait_replicas_timeout),

@@ -39,6 +39,7 @@ use super::metrics::RecoveryMetrics;
 use super::view::ClusterView;
 use super::{RecoveryConfig, cooldown::CooldownMap};
 use crate::analysis::{self, AnalysisCode, DetectionAnalysis, RecoveryKind};
+use crate::config::DynamicSettings;
 use crate::ids::KeyspaceShard;
 use crate::reparent::{Reparenter, WallClock};
 use crate::tablet::TabletManager;
@@ -137,9 +138,9 @@ impl RecoveryEngine {
             restart_cooldown: std::sync::Mutex::new(CooldownMap::new(config.restart_replica_cooldown)),
             draining: CancellationToken::new(),
             cancel: CancellationToken::new(),
-            config,
+            config: arc_swap::ArcSwap::from_pointee(config),
         });
-        if !shared.config.allow_recovery {
+        if !shared.config.load().allow_recovery {
             tracing::info!("global recoveries disabled (--allow-recovery=false)");
         }
         let handle = RecoveryHandle {
@@ -267,9 +268,17 @@ async fn main_loop(
     }
     validate_cells(shared).await?;
     tracing::info!("recovery engine running");
-    let mut tick = tokio::time::interval(shared.config.recovery_poll_duration);
+    let mut period = shared.config.load().recovery_poll_duration;
+    let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
+        // `--recovery-poll-duration` is dynamic (config file).
+        let wanted = shared.config.load().recovery_poll_duration;
+        if wanted != period {
+            period = wanted;
+            tick = tokio::time::interval_at(crate::clock::now() + period, period);
+            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        }
         let debounce_at = sched.debounce_at;
         tokio::select! {
             biased;
@@ -296,7 +305,7 @@ async fn main_loop(
                         sched.dirty.insert(change.shard);
                         sched
                             .debounce_at
-                            .get_or_insert_with(|| crate::clock::now() + shared.config.event_debounce);
+                            .get_or_insert_with(|| crate::clock::now() + shared.config.load().event_debounce);
                     }
                 }
                 Err(RecvError::Lagged(n)) => {
@@ -330,10 +339,10 @@ async fn drain(shared: &Shared, sched: &mut Scheduler) {
         tracing::info!(
             running = sched.tasks.len(),
             "waiting up to {:?} for running recoveries",
-            shared.config.shutdown_wait_time
+            shared.config.load().shutdown_wait_time
         );
         let wait_all = async { while sched.tasks.join_next().await.is_some() {} };
-        if tokio::time::timeout(shared.config.shutdown_wait_time, wait_all)
+        if tokio::time::timeout(shared.config.load().shutdown_wait_time, wait_all)
             .await
             .is_err()
         {
@@ -358,10 +367,11 @@ async fn validate_cells(shared: &Shared) -> Result<(), RecoveryError> {
     if shared.cells_validated.load(Ordering::SeqCst) {
         return Ok(());
     }
-    match tokio::time::timeout(shared.config.remote_operation_timeout, shared.topo.cells()).await {
+    match tokio::time::timeout(shared.config.load().remote_operation_timeout, shared.topo.cells()).await {
         Ok(Ok(known)) => {
             let unknown: Vec<String> = shared
                 .config
+                .load()
                 .cells_no_recovery
                 .iter()
                 .filter(|c| !known.contains(c))
@@ -371,7 +381,7 @@ async fn validate_cells(shared: &Shared) -> Result<(), RecoveryError> {
                 return Err(RecoveryError::UnknownCells { unknown, known });
             }
             shared.cells_validated.store(true, Ordering::SeqCst);
-            tracing::info!(cells = ?shared.config.cells_no_recovery, "--cells-no-recovery validated");
+            tracing::info!(cells = ?shared.config.load().cells_no_recovery, "--cells-no-recovery validated");
             Ok(())
         }
         Ok(Err(e)) => {
@@ -401,7 +411,7 @@ fn log_notes(sched: &mut Scheduler, notes: &[analysis::KeyspaceNote]) {
 /// Analyses every shard and starts recoveries.
 fn full_pass(shared: &Arc<Shared>, sched: &mut Scheduler) {
     let snapshot = shared.cluster.snapshot();
-    let out = analysis::analyze(&snapshot, &shared.config.analysis, crate::clock::now());
+    let out = analysis::analyze(&snapshot, &shared.config.load().analysis, crate::clock::now());
     log_notes(sched, &out.notes);
     shared.metrics.set_detected(None, &out.problems);
     shared.audit.observe_pass(Scope::All, &out.problems);
@@ -426,7 +436,7 @@ fn shard_pass(shared: &Arc<Shared>, sched: &mut Scheduler, shards: BTreeSet<Keys
             *rerun = true;
             continue;
         }
-        let out = analysis::analyze_shard(&snapshot, &key, &shared.config.analysis, now);
+        let out = analysis::analyze_shard(&snapshot, &key, &shared.config.load().analysis, now);
         log_notes(sched, &out.notes);
         shared.metrics.set_detected(Some(&key), &out.problems);
         shared.audit.observe_pass(Scope::Shard(&key), &out.problems);
@@ -511,6 +521,39 @@ impl RecoveryHandle {
         allowed
     }
 
+    /// Applies the config file's dynamic settings (`previous` = the ones
+    /// applied before): the global switches change only when their key
+    /// changed (an API toggle is not undone by an unrelated edit); the
+    /// durations and flags replace the engine's settings for the next pass
+    /// and the next recovery.
+    pub fn apply_dynamic(&self, previous: &DynamicSettings, now: &DynamicSettings) {
+        if previous.allow_recovery != now.allow_recovery {
+            if now.allow_recovery {
+                self.enable_global_recoveries();
+            } else {
+                self.disable_global_recoveries();
+            }
+        }
+        if previous.allow_emergency_reparent != now.allow_emergency_reparent {
+            self.set_emergency_reparent_allowed(now.allow_emergency_reparent);
+        }
+        let mut config = RecoveryConfig::clone(&self.shared.config.load());
+        config.recovery_poll_duration = now.recovery_poll_duration;
+        config.wait_replicas_timeout = now.wait_replicas_timeout;
+        config.tolerable_replication_lag = now.tolerable_replication_lag;
+        config.prevent_cross_cell_failover = now.prevent_cross_cell_failover;
+        config.change_tablets_with_errant_gtid_to_drained = now.change_tablets_with_errant_gtid_to_drained;
+        config.analysis.instance_poll_time = now.instance_poll_time;
+        config.analysis.reasonable_replication_lag = now.reasonable_replication_lag;
+        config.analysis.enable_primary_disk_stalled_recovery = now.enable_primary_disk_stalled_recovery;
+        self.shared.config.store(Arc::new(config));
+    }
+
+    /// The engine's current settings.
+    pub fn config(&self) -> Arc<RecoveryConfig> {
+        self.shared.config.load_full()
+    }
+
     /// The global ERS switch.
     pub fn emergency_reparent_allowed(&self) -> bool {
         self.shared.ers_allowed.load(Ordering::SeqCst)
@@ -552,8 +595,13 @@ impl RecoveryHandle {
     pub fn explain(&self, key: &KeyspaceShard) -> Vec<Explanation> {
         let shared = &self.shared;
         let snapshot = shared.cluster.snapshot();
-        let mut problems =
-            analysis::analyze_shard(&snapshot, key, &shared.config.analysis, crate::clock::now()).problems;
+        let mut problems = analysis::analyze_shard(
+            &snapshot,
+            key,
+            &shared.config.load().analysis,
+            crate::clock::now(),
+        )
+        .problems;
         problems.retain(|p| p.analysis != AnalysisCode::NoProblem);
         analysis::sort_analyses(&mut problems);
         problems

@@ -72,8 +72,9 @@ pub enum GateOutcome {
 
 /// Everything the gates and recoveries share; owned by the engine behind an `Arc`.
 pub(crate) struct Shared {
-    /// Settings.
-    pub(crate) config: RecoveryConfig,
+    /// Settings; the dynamic ones are replaced when the config file
+    /// changes ([`super::RecoveryHandle::apply_dynamic`]).
+    pub(crate) config: arc_swap::ArcSwap<RecoveryConfig>,
     /// Global recoveries switch (`--allow-recovery`, toggled by the API).
     pub(crate) recoveries_enabled: AtomicBool,
     /// Global ERS switch (`--allow-emergency-reparent`, toggled by the API).
@@ -120,7 +121,7 @@ impl Shared {
         match a.recovery {
             RecoveryKind::None => Some(SkipReason::NoRecoveryAction),
             RecoveryKind::RecoverErrantGtidDetected
-                if !self.config.change_tablets_with_errant_gtid_to_drained =>
+                if !self.config.load().change_tablets_with_errant_gtid_to_drained =>
             {
                 Some(SkipReason::NoRecoveryAction)
             }
@@ -130,12 +131,12 @@ impl Shared {
 
     /// Whether `cell` is in `--cells-no-recovery`.
     fn cell_denied(&self, cell: &str) -> bool {
-        self.config.cells_no_recovery.iter().any(|c| c == cell)
+        self.config.load().cells_no_recovery.iter().any(|c| c == cell)
     }
 
     /// Step 4 (and 11): the cells-no-recovery gate.
     pub(crate) fn cell_gate(&self, a: &DetectionAnalysis) -> Option<SkipReason> {
-        if self.config.cells_no_recovery.is_empty() {
+        if self.config.load().cells_no_recovery.is_empty() {
             return None;
         }
         if !self.cells_validated.load(Ordering::SeqCst) {
@@ -182,7 +183,7 @@ impl Shared {
     /// timeout. Tablets gone from discovery are ignored; a timeout leaves the
     /// tablet as it was. `Err` only if discovery has stopped.
     async fn refresh(&self, aliases: &[TabletAlias]) -> Result<(), RecoveryError> {
-        let bound = self.config.remote_operation_timeout;
+        let bound = self.config.load().remote_operation_timeout;
         let polls = aliases.iter().map(|alias| async move {
             match tokio::time::timeout(bound, self.cluster.refresh_tablet(alias)).await {
                 Ok(Ok(_)) | Ok(Err(crate::discovery::DiscoveryError::UnknownTablet(_))) => Ok(()),
@@ -216,7 +217,7 @@ impl Shared {
     }
 
     fn analyze_shard(&self, snapshot: &ClusterSnapshot, key: &KeyspaceShard) -> Vec<DetectionAnalysis> {
-        analysis::analyze_shard(snapshot, key, &self.config.analysis, crate::clock::now()).problems
+        analysis::analyze_shard(snapshot, key, &self.config.load().analysis, crate::clock::now()).problems
     }
 }
 
@@ -422,7 +423,9 @@ async fn under_lock(shared: &Shared, a: &DetectionAnalysis, lock: &ShardLock) ->
         return shared.stop(a, GateOutcome::Aborted("the shard is not watched".into()));
     };
     if a.shard_wide_recovery {
-        if a.analysis == AnalysisCode::ClusterHasNoPrimary && !shared.config.cells_no_recovery.is_empty() {
+        if a.analysis == AnalysisCode::ClusterHasNoPrimary
+            && !shared.config.load().cells_no_recovery.is_empty()
+        {
             let cells: BTreeSet<&str> = shard.tablets.iter().map(|t| t.alias().cell.as_str()).collect();
             if cells.is_empty() || cells.iter().all(|c| shared.cell_denied(c)) {
                 return shared.skip(a, SkipReason::CellNoRecovery);
@@ -513,7 +516,7 @@ async fn under_lock(shared: &Shared, a: &DetectionAnalysis, lock: &ShardLock) ->
     );
     let started = crate::clock::now();
     let result = watchdog(
-        shared.config.long_recovery_warning,
+        shared.config.load().long_recovery_warning,
         actions::execute(&ctx, planned.plan, recovery_id).instrument(span.clone()),
         &span,
     )

@@ -17,9 +17,16 @@
 //! | `/debug/vars` | servenv | every metric as Go's expvar JSON (see `http/debug_vars.rs`) |
 //! | `/metrics` | servenv | Prometheus text format |
 //!
-//! Access levels: vtorc has no ACL (Go's default policy also lets every
-//! request through); the column records Go's level for each path so a
-//! policy can be added per level. Nothing here is enforced.
+//! | `/debug/config` | DEBUGGING | the live configuration: values in effect, dynamic keys, config file, last reload error |
+//!
+//! Access levels are enforced by `--security-policy` as Go's servenv does:
+//! empty lets everything through; `read-only` refuses ADMIN paths;
+//! `deny-all` refuses every guarded path (MONITORING, ADMIN, DEBUGGING —
+//! including `/debug/health`, as in Go). A refusal is a 403 with Go's text
+//! (`Access denied: not allowed: read-only security-policy enforced`) and a
+//! warning in the log. `/api/recoveries` (ours) is MONITORING; the servenv
+//! pages (`/debug/liveness`, `/debug/status`, `/debug/vars`, `/metrics`)
+//! are not guarded.
 //!
 //! Filters are the query parameters `keyspace` and `shard`; a shard without
 //! a keyspace is a 400 with Go's exact text. JSON is pretty-printed with a
@@ -43,7 +50,7 @@ use super::vtorc_api::{ApiContext, ApiError, SHARD_WITHOUT_KEYSPACE, ShardFilter
 mod database_state;
 mod debug_status;
 mod debug_vars;
-use crate::config::GoDuration;
+use crate::config::{GoDuration, SecurityPolicy};
 use crate::model::ThreadState;
 use crate::mysql::Position;
 use crate::recovery::AuditFilter;
@@ -81,10 +88,81 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/api/database-state", get(database_state::handler))
         .route("/api/recoveries", get(recoveries))
         .route("/debug/health", get(health))
+        .route("/debug/config", get(debug_config))
         .route("/debug/liveness", get(liveness))
         .route("/metrics", get(metrics))
-        .with_state(ctx)
+        .with_state(ctx.clone())
         .merge(debug_pages)
+        .layer(axum::middleware::from_fn_with_state(
+            ctx.config.security_policy,
+            access_guard,
+        ))
+}
+
+/// Go's ACL levels of a path; `None` = not guarded.
+fn access_level(path: &str) -> Option<&'static str> {
+    match path {
+        "/api/disable-global-recoveries" | "/api/enable-global-recoveries" => Some("ADMIN"),
+        "/debug/config" => Some("DEBUGGING"),
+        p if p.starts_with("/api/") => Some("MONITORING"),
+        "/debug/health" => Some("MONITORING"),
+        _ => None,
+    }
+}
+
+/// `--security-policy` on the HTTP API (see the module docs).
+async fn access_guard(
+    State(policy): State<SecurityPolicy>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path();
+    let denied = match (policy, access_level(path)) {
+        (_, None) | (SecurityPolicy::AllowAll, _) => None,
+        (SecurityPolicy::DenyAll, Some(_)) => Some("not allowed: deny-all security-policy enforced"),
+        (SecurityPolicy::ReadOnly, Some("ADMIN")) => Some("not allowed: read-only security-policy enforced"),
+        (SecurityPolicy::ReadOnly, Some(_)) => None,
+    };
+    match denied {
+        Some(reason) => {
+            tracing::warn!(
+                path,
+                method = %request.method(),
+                level = access_level(path).unwrap_or_default(),
+                "HTTP request denied by --security-policy"
+            );
+            text(StatusCode::FORBIDDEN, format!("Access denied: {reason}\n"))
+        }
+        None => next.run(request).await,
+    }
+}
+
+/// `/debug/config`: the live configuration as JSON (values in effect,
+/// the dynamic keys, the config file, reloads and the last refused edit).
+async fn debug_config(State(ctx): State<ApiContext>) -> Response {
+    let live = ctx.live.borrow().clone();
+    let body = config_value(&ctx).and_then(|config| {
+        let value = serde_json::json!({
+            "config": config,
+            "config-file": live.config.config_file,
+            "dynamic-keys": crate::config::dynamic::DYNAMIC_KEYS,
+            "dynamic": live.dynamic,
+            "reloads": live.reloads,
+            "last-error": live.last_error,
+            "pending-restart": live.pending_restart,
+        });
+        serde_json::to_string_pretty(&value)
+    });
+    match body {
+        Ok(mut body) => {
+            body.push('\n');
+            json_response(StatusCode::OK, Ok(body.into_bytes()))
+        }
+        Err(e) => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to encode the configuration: {e}\n"),
+        ),
+    }
 }
 
 /// Serves the HTTP API on `listener` until `ctx.shutdown` fires.
@@ -258,7 +336,7 @@ fn instances(ctx: &ApiContext, views: Vec<TabletView>) -> Response {
     let wall = (ctx.clock)();
     let list: Vec<InstanceJson> = views
         .iter()
-        .map(|v| InstanceJson::new(v, ctx.config.instance_poll_time, now, wall))
+        .map(|v| InstanceJson::new(v, ctx.current_config().instance_poll_time, now, wall))
         .collect();
     json_response(StatusCode::OK, go_list(&list))
 }
@@ -293,7 +371,7 @@ fn config_value(ctx: &ApiContext) -> Result<serde_json::Value, serde_json::Error
             _ => {}
         }
     }
-    let mut value = serde_json::to_value(&*ctx.config)?;
+    let mut value = serde_json::to_value(&*ctx.current_config())?;
     go_durations(&mut value);
     Ok(value)
 }

@@ -58,6 +58,8 @@ pub struct ApiContext {
     pub clock: WallClock,
     /// Fired when vtorc shuts down: open Watch streams end.
     pub shutdown: CancellationToken,
+    /// The live configuration (dynamic keys as last read from the config file).
+    pub live: tokio::sync::watch::Receiver<crate::config::dynamic::LiveConfig>,
 }
 
 /// Why an API request failed.
@@ -273,6 +275,12 @@ pub struct ErsState {
 }
 
 impl ApiContext {
+    /// The configuration in effect: start-up values, with the dynamic keys
+    /// as last read from the config file.
+    pub fn current_config(&self) -> Arc<Config> {
+        Arc::clone(&self.live.borrow().config)
+    }
+
     /// Readiness.
     pub fn health(&self) -> Health {
         if self.discovery.is_ready() {
@@ -289,7 +297,7 @@ impl ApiContext {
     }
 
     fn analysis_config(&self) -> AnalysisConfig {
-        AnalysisConfig::from_config(&self.config)
+        AnalysisConfig::from_config(&self.current_config())
     }
 
     /// The problems analysis reports now for `filter`.
@@ -322,8 +330,8 @@ impl ApiContext {
                     tablet: Arc::clone(t),
                     keyspace: s.keyspace.clone(),
                     shard: s.shard.clone(),
-                    problems: instance_problems(t, &self.config, now),
-                    last_check_valid: t.poll.last_check_valid(self.config.instance_poll_time),
+                    problems: instance_problems(t, &self.current_config(), now),
+                    last_check_valid: t.poll.last_check_valid(self.current_config().instance_poll_time),
                 })
             })
             .collect()
@@ -463,7 +471,7 @@ impl ApiContext {
         let no_action = skipped(SkipReason::NoRecoveryAction)
             || a.recovery == RecoveryKind::None
             || (a.recovery == RecoveryKind::RecoverErrantGtidDetected
-                && !self.config.change_tablets_with_errant_gtid_to_drained);
+                && !self.current_config().change_tablets_with_errant_gtid_to_drained);
         gates.push(GateView::new(
             SkipReason::NoRecoveryAction.as_str(),
             if no_action { Skip } else { Pass },

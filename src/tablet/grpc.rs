@@ -53,6 +53,12 @@ pub struct TabletClientConfig {
     pub keepalive_interval: Option<Duration>,
     /// How long a keep-alive ping may go unanswered before the connection is closed.
     pub keepalive_timeout: Duration,
+    /// Largest message sent or accepted (`--grpc-max-message-size`).
+    pub max_message_size: usize,
+    /// HTTP/2 connection window (`--grpc-initial-conn-window-size`); `None` = library default.
+    pub initial_connection_window_size: Option<u32>,
+    /// HTTP/2 stream window (`--grpc-initial-window-size`); `None` = library default.
+    pub initial_stream_window_size: Option<u32>,
 }
 
 impl TabletClientConfig {
@@ -60,6 +66,12 @@ impl TabletClientConfig {
     pub fn from_config(config: &Config) -> Self {
         TabletClientConfig {
             remote_operation_timeout: config.remote_operation_timeout,
+            max_calls_per_tablet: config.tablet_manager_grpc_concurrency,
+            keepalive_interval: Some(config.grpc_keepalive_time),
+            keepalive_timeout: config.grpc_keepalive_timeout,
+            max_message_size: config.grpc_max_message_size,
+            initial_connection_window_size: config.grpc_initial_conn_window_size,
+            initial_stream_window_size: config.grpc_initial_window_size,
             ..TabletClientConfig::default()
         }
     }
@@ -73,6 +85,9 @@ impl Default for TabletClientConfig {
             max_calls_per_tablet: 8,
             keepalive_interval: Some(Duration::from_secs(10)),
             keepalive_timeout: Duration::from_secs(10),
+            max_message_size: 16 * 1024 * 1024,
+            initial_connection_window_size: None,
+            initial_stream_window_size: None,
         }
     }
 }
@@ -166,7 +181,9 @@ impl GrpcTabletManager {
         })?;
         let channel = endpoint.connect_lazy();
         let limited = ConcurrencyLimit::new(channel.clone(), self.inner.config.max_calls_per_tablet.max(1));
-        let tm = TabletManagerClient::new(limited);
+        let tm = TabletManagerClient::new(limited)
+            .max_decoding_message_size(self.inner.config.max_message_size)
+            .max_encoding_message_size(self.inner.config.max_message_size);
         channels.insert(
             alias.clone(),
             CachedChannel {
@@ -182,7 +199,9 @@ impl GrpcTabletManager {
         let config = &self.inner.config;
         let mut endpoint = Endpoint::from_shared(format!("http://{address}"))?
             .connect_timeout(config.connect_timeout)
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            .initial_connection_window_size(config.initial_connection_window_size)
+            .initial_stream_window_size(config.initial_stream_window_size);
         if let Some(interval) = config.keepalive_interval {
             endpoint = endpoint
                 .http2_keep_alive_interval(interval)
@@ -271,7 +290,9 @@ impl HealthSource for GrpcTabletManager {
         let (channel, _) = self.channel_for(tablet, METHOD)?;
         let alias = alias_of(tablet);
         let open_timeout = self.inner.config.remote_operation_timeout;
-        let mut client = QueryClient::new(channel);
+        let mut client = QueryClient::new(channel)
+            .max_decoding_message_size(self.inner.config.max_message_size)
+            .max_encoding_message_size(self.inner.config.max_message_size);
         let opened = tokio::time::timeout(open_timeout, client.stream_health(StreamHealthRequest {})).await;
         let stream = match opened {
             Ok(Ok(response)) => response.into_inner(),

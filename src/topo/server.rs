@@ -106,7 +106,7 @@ impl TopoOptions {
                 remote_operation_timeout: config.remote_operation_timeout,
             },
             remote_operation_timeout: config.remote_operation_timeout,
-            read_concurrency: 32,
+            read_concurrency: config.topo_read_concurrency,
         }
     }
 }

@@ -194,6 +194,7 @@ impl MemoryWorld {
             discovery: handle,
             recovery,
             topo: topo.clone(),
+            live: vtorc::config::dynamic::LiveConfig::fixed(config.clone()),
             config: Arc::new(config),
             metrics,
             hostname: "memory-world".into(),
