@@ -125,12 +125,16 @@ async fn an_unreachable_primary_with_a_broken_replica_gets_all_direct_replicas_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_incapacitated_primary_that_prs_cannot_demote_is_replaced_by_ers() {
-    // Without vttablet heartbeats: with them, the replicas' heartbeat lag
-    // shows they stopped hearing the frozen MariaDB and vtorc goes straight
-    // to DeadPrimary (ERS), as `gray_failures.rs` shows. Here the replicas
-    // give no such evidence, so Go VTOrc's IncapacitatedPrimary path runs.
+    // Without vttablet heartbeats and with MariaDB's default 60 s
+    // slave_net_timeout: with heartbeats the replicas' lag shows they stopped
+    // hearing the frozen MariaDB, and with Vitess's 8 s their IO threads soon
+    // give up; either way vtorc goes straight to DeadPrimary (ERS), as
+    // `gray_failures.rs` shows. Here the replicas give no such evidence for a
+    // minute, so Go VTOrc's IncapacitatedPrimary path runs.
     let (cluster, vtorc) = healthy_world_of(
-        integration::cluster::ClusterBuilder::three_tablets(KS, "semi_sync").heartbeat(None),
+        integration::cluster::ClusterBuilder::three_tablets(KS, "semi_sync")
+            .heartbeat(None)
+            .slave_net_timeout(Duration::from_secs(60)),
         KS,
         &["--primary-healthcheck-timeout-window=5s"],
     )
