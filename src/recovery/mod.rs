@@ -45,10 +45,12 @@
 
 mod actions;
 pub mod audit;
+pub mod backoff;
 pub mod cooldown;
 mod engine;
 pub mod error;
 mod gate;
+pub mod ladder;
 pub mod metrics;
 pub mod view;
 
@@ -62,7 +64,9 @@ pub use audit::{
     AuditEvent, AuditFilter, AuditLog, DetectionRecord, RecoveryOutcome, RecoveryRecord, RecoveryStep,
     SkipReason, StepLevel,
 };
+pub use backoff::{BackoffConfig, BackoffKey};
 pub use cooldown::CooldownMap;
+pub use ladder::{Gate, GateResult, LADDER, Verdict};
 pub use engine::{Decision, Explanation, RecoveryDeps, RecoveryEngine, RecoveryHandle, RecoveryTask};
 pub use error::RecoveryError;
 pub use gate::GateOutcome;
@@ -115,6 +119,9 @@ pub struct RecoveryConfig {
     pub long_recovery_warning: Duration,
     /// This instance's name in audit records.
     pub instance: String,
+    /// Back-off and ERS cooldown (`--recovery-backoff-*`,
+    /// `--recovery-not-clearing-threshold`, `--recovery-period-block-duration`).
+    pub backoff: BackoffConfig,
 }
 
 impl Default for RecoveryConfig {
@@ -139,6 +146,7 @@ impl Default for RecoveryConfig {
             incapacitated_ping_timeout: Duration::from_secs(2),
             long_recovery_warning: Duration::from_secs(30),
             instance: String::from("vtorc"),
+            backoff: BackoffConfig::default(),
         }
     }
 }
@@ -162,6 +170,12 @@ impl RecoveryConfig {
             shutdown_wait_time: config.shutdown_wait_time,
             audit_file_location: config.audit_file_location.clone(),
             instance: instance.into(),
+            backoff: BackoffConfig {
+                initial: config.recovery_backoff_initial,
+                max: config.recovery_backoff_max,
+                not_clearing_threshold: config.recovery_not_clearing_threshold,
+                ers_cooldown: config.recovery_period_block_duration,
+            },
             ..RecoveryConfig::default()
         }
     }

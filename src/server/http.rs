@@ -77,6 +77,8 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/api/errant-gtids", get(errant_gtids))
         .route("/api/disable-global-recoveries", any(disable_global_recoveries))
         .route("/api/enable-global-recoveries", any(enable_global_recoveries))
+        .route("/api/ack-recovery", any(ack_recovery))
+        .route("/api/ack-all-recoveries", any(ack_all_recoveries))
         .route("/api/config", get(config))
         .route("/api/database-state", get(database_state::handler))
         .route("/api/recoveries", get(recoveries))
@@ -271,6 +273,33 @@ async fn disable_global_recoveries(State(ctx): State<ApiContext>) -> Response {
 async fn enable_global_recoveries(State(ctx): State<ApiContext>) -> Response {
     ctx.set_global_recoveries(true);
     text(StatusCode::OK, "Global recoveries enabled\n")
+}
+
+/// Orchestrator's `ack-recovery`, by shard: `?keyspace=ks&shard=0&comment=...`.
+async fn ack_recovery(State(ctx): State<ApiContext>, Query(params): Query<HashMap<String, String>>) -> Response {
+    let get = |k: &str| params.get(k).map(String::as_str).unwrap_or("");
+    if get("keyspace").trim().is_empty() {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "keyspace and shard are required (use /api/ack-all-recoveries for every shard)\n",
+        );
+    }
+    match ctx.acknowledge(get("keyspace"), get("shard"), get("comment")) {
+        Ok(n) => text(StatusCode::OK, format!("Acknowledged: {n} back-off(s) and cooldown(s) cleared\n")),
+        Err(e) => error_response(e),
+    }
+}
+
+/// Orchestrator's `ack-all-recoveries`: `?comment=...`.
+async fn ack_all_recoveries(
+    State(ctx): State<ApiContext>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let comment = params.get("comment").map(String::as_str).unwrap_or("");
+    match ctx.acknowledge("", "", comment) {
+        Ok(n) => text(StatusCode::OK, format!("Acknowledged: {n} back-off(s) and cooldown(s) cleared\n")),
+        Err(e) => error_response(e),
+    }
 }
 
 /// The configuration as a JSON map: durations as Go duration strings
