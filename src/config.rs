@@ -742,7 +742,10 @@ impl Config {
                 .unwrap_or(false),
             enable_primary_disk_stalled_recovery: pick!(enable_primary_disk_stalled_recovery)
                 .unwrap_or(false),
-            recovery_period_block_duration: dur(pick!(recovery_period_block_duration), Duration::from_secs(30)),
+            recovery_period_block_duration: dur(
+                pick!(recovery_period_block_duration),
+                Duration::from_secs(30),
+            ),
             recovery_backoff_initial: dur(pick!(recovery_backoff_initial), Duration::from_secs(1)),
             recovery_backoff_max: positive(
                 "recovery-backoff-max",

@@ -274,7 +274,10 @@ fn matches(
         C::PrimaryIsReadOnly => lcv && cp && f.read_only,
         C::ReplicaIsWritable => lcv && replica_type && !f.read_only,
         C::PrimarySemiSyncMustBeSet => {
-            lcv && c.valid_semi_sync_replicating >= ackers && cp && ackers != 0 && !f.semi_sync_primary_enabled()
+            lcv && c.valid_semi_sync_replicating >= ackers
+                && cp
+                && ackers != 0
+                && !f.semi_sync_primary_enabled()
         }
         C::PrimarySemiSyncMustNotBeSet => lcv && cp && ackers == 0 && f.semi_sync_primary_enabled(),
         C::ReplicaSemiSyncMustBeSet => {

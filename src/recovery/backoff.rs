@@ -143,7 +143,9 @@ impl Backoff {
         if ineffective == 0 || self.config.initial.is_zero() {
             return Duration::ZERO;
         }
-        let factor = 1u32.checked_shl(ineffective.saturating_sub(1).min(31)).unwrap_or(u32::MAX);
+        let factor = 1u32
+            .checked_shl(ineffective.saturating_sub(1).min(31))
+            .unwrap_or(u32::MAX);
         self.config.initial.saturating_mul(factor).min(self.config.max)
     }
 
@@ -275,7 +277,9 @@ mod tests {
         let shard = KeyspaceShard::new("ks", "0");
         b.record_ers(shard.clone(), now);
         b.record(key(), now, now, false);
-        let (_, left) = b.ers_cooldown(&shard, now + Duration::from_secs(10)).expect("cooling");
+        let (_, left) = b
+            .ers_cooldown(&shard, now + Duration::from_secs(10))
+            .expect("cooling");
         assert_eq!(left, Duration::from_secs(20));
         assert!(b.ers_cooldown(&shard, now + Duration::from_secs(31)).is_none());
         assert!(b.ers_cooldown(&KeyspaceShard::new("ks", "1"), now).is_none());

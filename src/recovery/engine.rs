@@ -617,7 +617,9 @@ impl RecoveryHandle {
     /// how many were cleared (orchestrator's `ack-recovery`).
     pub fn acknowledge(&self, shard: Option<&KeyspaceShard>, comment: &str) -> usize {
         let cleared = self.shared.backoff().acknowledge(shard);
-        let (ks, sh) = shard.map_or((String::new(), String::new()), |k| (k.keyspace.clone(), k.shard.clone()));
+        let (ks, sh) = shard.map_or((String::new(), String::new()), |k| {
+            (k.keyspace.clone(), k.shard.clone())
+        });
         self.shared.audit.acknowledged(&ks, &sh, comment, cleared);
         cleared
     }

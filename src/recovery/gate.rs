@@ -40,8 +40,8 @@ use super::actions::{self, ActionCtx};
 use super::audit::{AuditLog, SkipReason};
 use super::backoff::{Backoff, BackoffKey};
 use super::cooldown::CooldownMap;
-use super::ladder::{self, Gate, GateResult, Verdict};
 use super::error::RecoveryError;
+use super::ladder::{self, Gate, GateResult, Verdict};
 use super::metrics::{LockAction, RecoveryMetrics};
 use super::view::{ClusterView, FreshRecords, overlay_records, shard_primary};
 use crate::analysis::{self, AnalysisCode, DetectionAnalysis, Durability, RecoveryKind};
@@ -179,7 +179,13 @@ impl Shared {
 
     /// Notes a stop that is not a skip at `gate` and returns it; `run` is
     /// the ladder before that gate.
-    fn stop(&self, a: &DetectionAnalysis, gate: Gate, outcome: GateOutcome, mut run: Vec<GateResult>) -> GateOutcome {
+    fn stop(
+        &self,
+        a: &DetectionAnalysis,
+        gate: Gate,
+        outcome: GateOutcome,
+        mut run: Vec<GateResult>,
+    ) -> GateOutcome {
         let note = match &outcome {
             GateOutcome::LockRefused(e) => format!("shard lock not taken: {e}"),
             GateOutcome::Aborted(e) => format!("aborted: {e}"),
@@ -333,7 +339,12 @@ pub(crate) async fn check_and_recover(
     shared.audit.observe(&a);
     let mut run: Vec<GateResult> = Vec::with_capacity(ladder::LADDER.len());
     // 1, 3, 4 and the back-off: the pure gates before the lock, in ladder order.
-    for gate in [Gate::RecoveryAction, Gate::GlobalSwitch, Gate::Cells, Gate::Backoff] {
+    for gate in [
+        Gate::RecoveryAction,
+        Gate::GlobalSwitch,
+        Gate::Cells,
+        Gate::Backoff,
+    ] {
         if let Some(reason) = shared.pure_gate(gate, &a, &mut run) {
             return shared.skip(&a, reason, run);
         }
@@ -377,7 +388,14 @@ pub(crate) async fn check_and_recover(
                 ));
                 return shared.skip(&a, SkipReason::PrimaryRecovery, run);
             }
-            Err(e) => return shared.stop(&a, Gate::PrimaryRecheck, GateOutcome::Aborted(format!("{e:#}")), run),
+            Err(e) => {
+                return shared.stop(
+                    &a,
+                    Gate::PrimaryRecheck,
+                    GateOutcome::Aborted(format!("{e:#}")),
+                    run,
+                );
+            }
         }
     }
     // 6. Try-lock.
@@ -386,7 +404,12 @@ pub(crate) async fn check_and_recover(
         None => None,
     };
     if shared.draining.is_cancelled() {
-        return shared.stop(&a, Gate::ShardLock, GateOutcome::LockRefused("vtorc is shutting down".into()), run);
+        return shared.stop(
+            &a,
+            Gate::ShardLock,
+            GateOutcome::LockRefused("vtorc is shutting down".into()),
+            run,
+        );
     }
     let action = format!(
         "VTOrc Recovery for {} on {}",
@@ -405,7 +428,11 @@ pub(crate) async fn check_and_recover(
             return shared.stop(&a, Gate::ShardLock, GateOutcome::LockRefused(e.to_string()), run);
         }
     };
-    run.push(GateResult::new(Gate::ShardLock, Verdict::Pass, format!("shard lock taken ({action})")));
+    run.push(GateResult::new(
+        Gate::ShardLock,
+        Verdict::Pass,
+        format!("shard lock taken ({action})"),
+    ));
     let _active = shared.metrics.lock_guard();
     let outcome = under_lock(shared, &a, &lock, run).await;
     // 15. Unlock.
@@ -418,7 +445,12 @@ pub(crate) async fn check_and_recover(
 }
 
 /// Steps 7–14, with the shard lock held.
-async fn under_lock(shared: &Shared, a: &DetectionAnalysis, lock: &ShardLock, mut run: Vec<GateResult>) -> GateOutcome {
+async fn under_lock(
+    shared: &Shared,
+    a: &DetectionAnalysis,
+    lock: &ShardLock,
+    mut run: Vec<GateResult>,
+) -> GateOutcome {
     let fresh_stop = |run: Vec<GateResult>, what: String| {
         shared.stop(a, Gate::FreshAnalysis, GateOutcome::Aborted(what), run)
     };
@@ -505,14 +537,20 @@ async fn under_lock(shared: &Shared, a: &DetectionAnalysis, lock: &ShardLock, mu
         run.push(GateResult::new(
             Gate::FreshAnalysis,
             Verdict::Skip(reason),
-            format!("the fresh entry's cell {:?} is denied by --cells-no-recovery", entry.analyzed_cell),
+            format!(
+                "the fresh entry's cell {:?} is denied by --cells-no-recovery",
+                entry.analyzed_cell
+            ),
         ));
         return shared.skip(a, reason, run);
     }
     run.push(GateResult::new(
         Gate::FreshAnalysis,
         Verdict::Pass,
-        format!("still {} on {} after fresh reads and polls", entry.analysis, entry.analyzed_instance_alias),
+        format!(
+            "still {} on {} after fresh reads and polls",
+            entry.analysis, entry.analyzed_instance_alias
+        ),
     ));
     // ERS disabled globally, for the keyspace or for the shard; ERS cooldown.
     for gate in [Gate::ErsSwitch, Gate::ErsCooldown] {
@@ -521,7 +559,12 @@ async fn under_lock(shared: &Shared, a: &DetectionAnalysis, lock: &ShardLock, mu
         }
     }
     let Some(shard) = view.shard(&key).cloned() else {
-        return shared.stop(a, Gate::Plan, GateOutcome::Aborted("the shard is not watched".into()), run);
+        return shared.stop(
+            a,
+            Gate::Plan,
+            GateOutcome::Aborted("the shard is not watched".into()),
+            run,
+        );
     };
     let durability = match view
         .keyspaces
@@ -530,9 +573,21 @@ async fn under_lock(shared: &Shared, a: &DetectionAnalysis, lock: &ShardLock, mu
     {
         Some(Ok(d)) => d,
         Some(Err(e)) => {
-            return shared.stop(a, Gate::Plan, GateOutcome::Aborted(format!("durability policy: {e}")), run);
+            return shared.stop(
+                a,
+                Gate::Plan,
+                GateOutcome::Aborted(format!("durability policy: {e}")),
+                run,
+            );
         }
-        None => return shared.stop(a, Gate::Plan, GateOutcome::Aborted("no keyspace record".into()), run),
+        None => {
+            return shared.stop(
+                a,
+                Gate::Plan,
+                GateOutcome::Aborted("no keyspace record".into()),
+                run,
+            );
+        }
     };
     // 12. Run.
     let ctx = ActionCtx {

@@ -144,7 +144,12 @@ impl GateResult {
 
 /// Evaluates a gate that needs no I/O on `a` at `now`, without side
 /// effects. `None` for I/O gates.
-pub(crate) fn evaluate(shared: &Shared, gate: Gate, a: &DetectionAnalysis, now: Instant) -> Option<GateResult> {
+pub(crate) fn evaluate(
+    shared: &Shared,
+    gate: Gate,
+    a: &DetectionAnalysis,
+    now: Instant,
+) -> Option<GateResult> {
     use Verdict::*;
     let r = match gate {
         Gate::RecoveryAction => match shared.skip_code(a) {
@@ -160,7 +165,11 @@ pub(crate) fn evaluate(shared: &Shared, gate: Gate, a: &DetectionAnalysis, now: 
                     format!("{} has no recovery", a.analysis)
                 },
             ),
-            None => GateResult::new(gate, Pass, format!("{} is recovered by {}", a.analysis, a.recovery.name())),
+            None => GateResult::new(
+                gate,
+                Pass,
+                format!("{} is recovered by {}", a.analysis, a.recovery.name()),
+            ),
         },
         Gate::GlobalSwitch => {
             if shared.recoveries_enabled() {
@@ -184,11 +193,16 @@ pub(crate) fn evaluate(shared: &Shared, gate: Gate, a: &DetectionAnalysis, now: 
                 Some(reason) => GateResult::new(
                     gate,
                     Skip(reason),
-                    format!("cell {:?} is in --cells-no-recovery {cells:?} (or unknown)", a.analyzed_cell),
+                    format!(
+                        "cell {:?} is in --cells-no-recovery {cells:?} (or unknown)",
+                        a.analyzed_cell
+                    ),
                 ),
-                None if cells.is_empty() => {
-                    GateResult::new(gate, NotApplicable, "no cell is denied (--cells-no-recovery is empty)")
-                }
+                None if cells.is_empty() => GateResult::new(
+                    gate,
+                    NotApplicable,
+                    "no cell is denied (--cells-no-recovery is empty)",
+                ),
                 None if !a.actionable || a.analysis == AnalysisCode::ClusterHasNoPrimary => GateResult::new(
                     gate,
                     Pass,
@@ -197,7 +211,10 @@ pub(crate) fn evaluate(shared: &Shared, gate: Gate, a: &DetectionAnalysis, now: 
                 None => GateResult::new(
                     gate,
                     Pass,
-                    format!("cell {:?} is not in --cells-no-recovery {cells:?}", a.analyzed_cell),
+                    format!(
+                        "cell {:?} is not in --cells-no-recovery {cells:?}",
+                        a.analyzed_cell
+                    ),
                 ),
             }
         }
@@ -223,7 +240,10 @@ pub(crate) fn evaluate(shared: &Shared, gate: Gate, a: &DetectionAnalysis, now: 
                 Some(h) => GateResult::new(
                     gate,
                     Pass,
-                    format!("{} earlier recovery(ies) did not clear it; the back-off of {:?} is over", h.ineffective, h.wait),
+                    format!(
+                        "{} earlier recovery(ies) did not clear it; the back-off of {:?} is over",
+                        h.ineffective, h.wait
+                    ),
                 ),
                 None => GateResult::new(gate, Pass, "no recent recovery of this problem"),
             }
@@ -280,7 +300,9 @@ pub(crate) fn evaluate(shared: &Shared, gate: Gate, a: &DetectionAnalysis, now: 
                 GateResult::new(
                     gate,
                     Pass,
-                    format!("no vtorc EmergencyReparentShard of the shard within --recovery-period-block-duration={cooldown:?}"),
+                    format!(
+                        "no vtorc EmergencyReparentShard of the shard within --recovery-period-block-duration={cooldown:?}"
+                    ),
                 )
             }
         }
@@ -291,7 +313,12 @@ pub(crate) fn evaluate(shared: &Shared, gate: Gate, a: &DetectionAnalysis, now: 
 
 /// The ladder of `a` for Explain: pure gates evaluated now, I/O gates from
 /// `last` (the engine's last run for this problem) or deferred.
-pub(crate) fn explain(shared: &Shared, a: &DetectionAnalysis, now: Instant, last: &[GateResult]) -> Vec<GateResult> {
+pub(crate) fn explain(
+    shared: &Shared,
+    a: &DetectionAnalysis,
+    now: Instant,
+    last: &[GateResult],
+) -> Vec<GateResult> {
     LADDER
         .iter()
         .map(|&gate| match evaluate(shared, gate, a, now) {
@@ -321,5 +348,9 @@ fn io_not_evaluated(gate: Gate, a: &DetectionAnalysis) -> GateResult {
         Gate::FreshAnalysis => "records re-read, tablets re-polled and the shard re-analysed under the lock",
         _ => "the recovery's own check before it acts (e.g. Ping for IncapacitatedPrimary)",
     };
-    GateResult::new(gate, Verdict::Deferred, format!("not evaluated: needs the lock; {what}"))
+    GateResult::new(
+        gate,
+        Verdict::Deferred,
+        format!("not evaluated: needs the lock; {what}"),
+    )
 }

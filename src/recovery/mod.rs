@@ -66,10 +66,10 @@ pub use audit::{
 };
 pub use backoff::{BackoffConfig, BackoffKey};
 pub use cooldown::CooldownMap;
-pub use ladder::{Gate, GateResult, LADDER, Verdict};
 pub use engine::{Decision, Explanation, RecoveryDeps, RecoveryEngine, RecoveryHandle, RecoveryTask};
 pub use error::RecoveryError;
 pub use gate::GateOutcome;
+pub use ladder::{Gate, GateResult, LADDER, Verdict};
 pub use metrics::{LockAction, RecoveryMetrics};
 pub use view::ClusterView;
 

@@ -276,7 +276,10 @@ async fn enable_global_recoveries(State(ctx): State<ApiContext>) -> Response {
 }
 
 /// Orchestrator's `ack-recovery`, by shard: `?keyspace=ks&shard=0&comment=...`.
-async fn ack_recovery(State(ctx): State<ApiContext>, Query(params): Query<HashMap<String, String>>) -> Response {
+async fn ack_recovery(
+    State(ctx): State<ApiContext>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
     let get = |k: &str| params.get(k).map(String::as_str).unwrap_or("");
     if get("keyspace").trim().is_empty() {
         return text(
@@ -285,7 +288,10 @@ async fn ack_recovery(State(ctx): State<ApiContext>, Query(params): Query<HashMa
         );
     }
     match ctx.acknowledge(get("keyspace"), get("shard"), get("comment")) {
-        Ok(n) => text(StatusCode::OK, format!("Acknowledged: {n} back-off(s) and cooldown(s) cleared\n")),
+        Ok(n) => text(
+            StatusCode::OK,
+            format!("Acknowledged: {n} back-off(s) and cooldown(s) cleared\n"),
+        ),
         Err(e) => error_response(e),
     }
 }
@@ -297,7 +303,10 @@ async fn ack_all_recoveries(
 ) -> Response {
     let comment = params.get("comment").map(String::as_str).unwrap_or("");
     match ctx.acknowledge("", "", comment) {
-        Ok(n) => text(StatusCode::OK, format!("Acknowledged: {n} back-off(s) and cooldown(s) cleared\n")),
+        Ok(n) => text(
+            StatusCode::OK,
+            format!("Acknowledged: {n} back-off(s) and cooldown(s) cleared\n"),
+        ),
         Err(e) => error_response(e),
     }
 }

@@ -199,7 +199,10 @@ pub(crate) const ECHO_MAX: usize = 64;
 
 fn check_name(field: &'static str, name: &str) -> Result<(), ApiError> {
     if name.contains('/') || name.chars().any(char::is_control) || name == "." || name == ".." {
-        return Err(ApiError::invalid(field, format!("invalid name {:?}", bounded(name, ECHO_MAX))));
+        return Err(ApiError::invalid(
+            field,
+            format!("invalid name {:?}", bounded(name, ECHO_MAX)),
+        ));
     }
     Ok(())
 }
@@ -341,7 +344,10 @@ impl ApiContext {
             (Some(k), Some(s)) => Ok(self
                 .recovery
                 .acknowledge(Some(&KeyspaceShard::new(k.clone(), s.clone())), &comment)),
-            (Some(_), None) => Err(ApiError::invalid("shard", "acknowledging needs a keyspace and a shard")),
+            (Some(_), None) => Err(ApiError::invalid(
+                "shard",
+                "acknowledging needs a keyspace and a shard",
+            )),
         }
     }
 

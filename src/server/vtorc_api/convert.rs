@@ -10,7 +10,8 @@ use crate::discovery::{DiscoveryMetrics, metrics::LATENCY_BUCKETS_US};
 use crate::model::{Observation, Reachability, StreamHealth, ThreadState};
 use crate::proto::vtorc::v1 as pb;
 use crate::recovery::{
-    AuditEvent, Decision, GateResult, Verdict, DetectionRecord, RecoveryOutcome, RecoveryRecord, RecoveryStep, StepLevel,
+    AuditEvent, Decision, DetectionRecord, GateResult, RecoveryOutcome, RecoveryRecord, RecoveryStep,
+    StepLevel, Verdict,
 };
 use crate::tablet::TabletErrorKind;
 
