@@ -6,6 +6,7 @@
 //! | 2 | detection record (upsert, stable id per incident) | – |
 //! | 3 | global recoveries switch | `GlobalRecoveriesDisabled` |
 //! | 4 | `--cells-no-recovery` (unvalidated holds everything) | `CellNoRecoveryUnvalidated`, `CellNoRecovery` |
+//! | – | back-off: the problem came back after earlier recoveries (ours) | `RecoveryBackoff` |
 //! | 5 | non-shard-wide: re-poll the primary, re-run analysis | `PrimaryRecovery` |
 //! | 6 | `TryLockShard` (`VTOrc Recovery for <code> on <alias>`), refused after SIGTERM | lock refused |
 //! | 7 | actionable: re-read keyspace and shard records | abort |
@@ -14,10 +15,14 @@
 //! | 10 | re-run analysis; same tablet, same recovery? | `StaleAnalysis` |
 //! | 11 | cells re-check on the fresh entry | `CellNoRecovery` |
 //! | – | ERS-based recovery with ERS disabled (global / keyspace / shard) | `EmergencyReparentShardDisabled` |
+//! | – | ERS-based recovery within `--recovery-period-block-duration` of vtorc's last ERS of the shard | `EmergencyReparentCooldown` |
 //! | 12 | run the recovery function ("not attempted" ends here, no counters) | – |
 //! | 13 | `RecoveriesCount` and `Successful`/`FailedRecoveries` | – |
 //! | 14 | post-refresh (shard-wide: every tablet; otherwise the analysed one) | – |
 //! | 15 | unlock | – |
+//!
+//! Each step is a gate of [`super::ladder::LADDER`]; the verdicts this
+//! run reached are recorded on the detection (Explain shows them).
 //!
 //! Additions to Go VTOrc, both to make failover fast without weakening a
 //! gate: (a) step 5 of an `UnreachablePrimary*` analysis also re-polls the

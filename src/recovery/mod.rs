@@ -8,9 +8,10 @@
 //!           ──snapshot────▶ engine (every --recovery-poll-duration) ──▶ analyze (all shards)
 //!                                                  │
 //!   shard task: ordered problems one by one, then the rest concurrently; each through
-//!   gate::check_and_recover: skip code → detection → global switch → cells → primary
-//!   re-check → TryLockShard → re-read records → re-poll → re-analyse (same tablet, same
-//!   recovery?) → ERS switches → actions::plan/execute → counters → post-refresh → unlock
+//!   gate::check_and_recover: skip code → detection → global switch → cells → back-off →
+//!   primary re-check → TryLockShard → re-read records → re-poll → re-analyse (same tablet,
+//!   same recovery?) → ERS switches → ERS cooldown → actions::plan/execute → counters →
+//!   post-refresh → unlock (the ladder of ladder.rs)
 //! ```
 //!
 //! # Module map
@@ -24,6 +25,8 @@
 //! | `metrics.rs` | Go VTOrc's recovery metrics and their Prometheus text |
 //! | `view.rs` | the [`ClusterView`] seam over discovery; the fresh-records overlay |
 //! | `cooldown.rs` | [`CooldownMap`] (replica restarts once a minute) |
+//! | `ladder.rs` | the gate ladder as data: every gate with its verdict, shared by the engine, Explain and the audit |
+//! | `backoff.rs` | back-off of recoveries that do not clear their problem; ERS cooldown; acknowledgements |
 //!
 //! # Safety
 //!

@@ -8,6 +8,8 @@
 //! | `/api/errant-gtids` | MONITORING | JSON array of Instance objects with errant GTIDs |
 //! | `/api/disable-global-recoveries` | ADMIN | `Global recoveries disabled\n` |
 //! | `/api/enable-global-recoveries` | ADMIN | `Global recoveries enabled\n` |
+//! | `/api/ack-recovery?keyspace=&shard=&comment=` | ADMIN | ours (orchestrator's name): clears the shard's back-offs and ERS cooldown, `Acknowledged: N ...\n` |
+//! | `/api/ack-all-recoveries?comment=` | ADMIN | the same for every shard |
 //! | `/api/config` | MONITORING | the configuration as a JSON map (tab indent) |
 //! | `/api/database-state` | MONITORING | our in-memory state as Go's store dump, `[{"TableName", "Rows"}]` (see `http/database_state.rs`) |
 //! | `/api/recoveries` | (ours) | our audit's recoveries, newest first (`limit` parameter) |
@@ -218,7 +220,13 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response {
 
 fn error_response(e: ApiError) -> Response {
     let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    text(status, format!("{e}\n"))
+    text(
+        status,
+        format!(
+            "{}\n",
+            super::vtorc_api::bounded(&e.to_string(), super::vtorc_api::ERROR_MAX)
+        ),
+    )
 }
 
 /// Reads the `keyspace` / `shard` query parameters and answers with `f`

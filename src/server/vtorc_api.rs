@@ -130,7 +130,7 @@ impl ApiError {
 
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Status {
-        Status::new(e.grpc_code(), e.to_string())
+        Status::new(e.grpc_code(), bounded(&e.to_string(), ERROR_MAX))
     }
 }
 
@@ -196,6 +196,10 @@ pub(crate) fn bounded(s: &str, max: usize) -> String {
 
 /// Longest user-supplied name echoed in an error text.
 pub(crate) const ECHO_MAX: usize = 64;
+
+/// Longest error text returned to a caller (topo keys built from request
+/// fields can echo them at any length).
+pub(crate) const ERROR_MAX: usize = 1024;
 
 fn check_name(field: &'static str, name: &str) -> Result<(), ApiError> {
     if name.contains('/') || name.chars().any(char::is_control) || name == "." || name == ".." {
@@ -972,6 +976,21 @@ mod tests {
         ])
         .map_err(|e| format!("{e:?}"))
         .expect("valid")
+    }
+
+    #[test]
+    fn error_texts_that_echo_request_fields_are_bounded() {
+        let long = "k".repeat(10_000);
+        let status: Status = ShardFilter::parse(&format!("a/{long}"), "")
+            .expect_err("a slash is invalid")
+            .into();
+        assert!(
+            status.message().len() < ECHO_MAX + 200,
+            "{}",
+            status.message().len()
+        );
+        assert!(status.message().contains("bytes)"), "{}", status.message());
+        assert_eq!(bounded("é".repeat(10).as_str(), 3), "é... (20 bytes)");
     }
 
     #[test]
