@@ -252,7 +252,7 @@ mod tests {
             not_clearing_threshold: 3,
             ers_cooldown: Duration::from_secs(30),
         });
-        let mut now = Instant::now();
+        let mut now = crate::clock::now();
         assert_eq!(b.held(&key(), now), None);
         let mut waits = Vec::new();
         for _ in 0..5 {
@@ -273,7 +273,7 @@ mod tests {
     #[test]
     fn ers_cooldown_and_acknowledgement() {
         let mut b = Backoff::new(BackoffConfig::default());
-        let now = Instant::now();
+        let now = crate::clock::now();
         let shard = KeyspaceShard::new("ks", "0");
         b.record_ers(shard.clone(), now);
         b.record(key(), now, now, false);
@@ -294,7 +294,7 @@ mod tests {
             initial: Duration::ZERO,
             ..BackoffConfig::default()
         });
-        let now = Instant::now();
+        let now = crate::clock::now();
         b.record(key(), now, now, true);
         assert_eq!(b.held(&key(), now).map(|h| h.left), Some(Duration::ZERO));
     }

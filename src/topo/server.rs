@@ -1032,8 +1032,8 @@ pub(crate) fn decode_tablet(kv: KeyValue) -> TopoResult<Versioned<Tablet>> {
 
 /// Logs an unknown enum value of a topo record once per (key, field, value).
 pub(crate) fn warn_unknown_enum_once(key: &str, field: &'static str, value: i32) {
-    static SEEN: std::sync::Mutex<Option<std::collections::HashSet<(String, &'static str, i32)>>> =
-        std::sync::Mutex::new(None);
+    type Seen = std::collections::HashSet<(String, &'static str, i32)>;
+    static SEEN: std::sync::Mutex<Option<Seen>> = std::sync::Mutex::new(None);
     let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
     let set = seen.get_or_insert_with(Default::default);
     // Bounded: a flood of distinct bad records stops being remembered (and warned).
