@@ -460,6 +460,24 @@ pub struct Options {
     #[arg(long, env = "VTORC_ENABLE_PRIMARY_DISK_STALLED_RECOVERY", num_args = 0..=1, default_missing_value = "true")]
     pub enable_primary_disk_stalled_recovery: Option<bool>,
 
+    // Anti-flapping (issue #14): back-off and ERS cooldown.
+    /// After vtorc promoted a new primary by EmergencyReparentShard, skip
+    /// another vtorc ERS of that shard for this long (Go's deprecated flag,
+    /// orchestrator's RecoveryPeriodBlockSeconds); 0 disables [default: 30s].
+    #[arg(long, env = "VTORC_RECOVERY_PERIOD_BLOCK_DURATION")]
+    pub recovery_period_block_duration: Option<GoDuration>,
+    /// First wait before re-running a recovery whose problem came back; it
+    /// doubles each time, up to --recovery-backoff-max; 0 disables [default: 1s].
+    #[arg(long, env = "VTORC_RECOVERY_BACKOFF_INITIAL")]
+    pub recovery_backoff_initial: Option<GoDuration>,
+    /// Longest wait between recoveries of a problem they do not clear [default: 5m].
+    #[arg(long, env = "VTORC_RECOVERY_BACKOFF_MAX")]
+    pub recovery_backoff_max: Option<GoDuration>,
+    /// Recoveries that did not clear their problem before it is reported as
+    /// RecoveryNotClearingProblem; 0 never reports it [default: 3].
+    #[arg(long, env = "VTORC_RECOVERY_NOT_CLEARING_THRESHOLD")]
+    pub recovery_not_clearing_threshold: Option<u32>,
+
     /// Maximum number of tablet polls in flight at once [default: 300].
     #[arg(long, env = "VTORC_DISCOVERY_WORKERS")]
     pub discovery_workers: Option<usize>,
@@ -676,6 +694,14 @@ pub struct Config {
     pub change_tablets_with_errant_gtid_to_drained: bool,
     /// `--enable-primary-disk-stalled-recovery`.
     pub enable_primary_disk_stalled_recovery: bool,
+    /// `--recovery-period-block-duration`: ERS cooldown per shard (0 = off).
+    pub recovery_period_block_duration: Duration,
+    /// `--recovery-backoff-initial`: first back-off wait (0 = off).
+    pub recovery_backoff_initial: Duration,
+    /// `--recovery-backoff-max`: back-off cap.
+    pub recovery_backoff_max: Duration,
+    /// `--recovery-not-clearing-threshold` (0 = never reported).
+    pub recovery_not_clearing_threshold: u32,
     /// `--discovery-workers`: concurrent tablet polls.
     pub discovery_workers: usize,
     /// `--max-concurrent-recoveries`: global cap on running recoveries.
@@ -991,6 +1017,16 @@ impl Config {
                 .unwrap_or(false),
             enable_primary_disk_stalled_recovery: pick!(enable_primary_disk_stalled_recovery)
                 .unwrap_or(false),
+            recovery_period_block_duration: dur(
+                pick!(recovery_period_block_duration),
+                Duration::from_secs(30),
+            ),
+            recovery_backoff_initial: dur(pick!(recovery_backoff_initial), Duration::from_secs(1)),
+            recovery_backoff_max: positive(
+                "recovery-backoff-max",
+                dur(pick!(recovery_backoff_max), Duration::from_secs(300)),
+            )?,
+            recovery_not_clearing_threshold: pick!(recovery_not_clearing_threshold).unwrap_or(3),
             discovery_workers,
             max_concurrent_recoveries,
             audit_file_location: pick!(audit_file_location).filter(|p| !p.as_os_str().is_empty()),

@@ -89,6 +89,7 @@ enum ReplicaFault {
     Lagging,
     Delayed,
     Errant,
+    Diverged,
     WrongSource,
     ExternalSource,
     Misconfigured,
@@ -146,6 +147,7 @@ fn replica_fault() -> impl Strategy<Value = ReplicaFault> {
         Lagging,
         Delayed,
         Errant,
+        Diverged,
         WrongSource,
         ExternalSource,
         Misconfigured,
@@ -278,6 +280,13 @@ fn apply_replica_fault(t: &mut TabletState, f: ReplicaFault, uid: u32, now: Inst
                     }
                 }
                 Errant => t.obs().errant_gtids = gtids(uid, 1),
+                Diverged => {
+                    t.stop_replication();
+                    t.obs().errant_gtids = gtids(uid, 1);
+                    if let Some(r) = t.obs().replication.as_mut() {
+                        r.last_sql_error = "out-of-order sequence number (1950)".into();
+                    }
+                }
                 WrongSource => {
                     let other = if uid == 101 { 102 } else { 101 };
                     t.replicate_from(&mysql_host("zone1", other), MYSQL_PORT);

@@ -104,3 +104,55 @@ async fn errant_gtids_are_only_reported_when_draining_is_off() {
     );
     vtorc.stop().await;
 }
+
+/// With vttablet heartbeats (the default world), the replica's local write
+/// stops its replication at the primary's next heartbeat (MariaDB 1950 under
+/// gtid_strict_mode). vtorc names the cure instead of looping FixReplica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_stopped_by_its_own_write_is_diverged_and_never_repaired_in_a_loop() {
+    let (cluster, vtorc) = healthy_world(KS, "semi_sync", &[]).await;
+    cluster
+        .write_errant_transaction(&alias(102))
+        .await
+        .expect("errant write");
+    let detection = vtorc
+        .wait_for_detection(
+            &alias(102),
+            AnalysisCode::ReplicaDivergedFromPrimary,
+            Duration::from_secs(20),
+        )
+        .await;
+    assert!(
+        detection.reason.contains("restore this tablet from a backup"),
+        "{}",
+        detection.reason
+    );
+    // A few seconds of passes: no replication repair runs on 102.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let repairs: Vec<_> = vtorc
+        .finished(RecoveryKind::FixReplica)
+        .into_iter()
+        .filter(|r| r.tablet_alias == alias(102))
+        .collect();
+    assert!(
+        repairs.is_empty(),
+        "FixReplica ran on 102: {repairs:?}; audit: {}",
+        vtorc.audit_dump()
+    );
+    let explained = vtorc.handle.explain(&shard0(KS));
+    let e = explained
+        .iter()
+        .find(|e| e.analysis.analyzed_instance_alias == alias(102))
+        .unwrap_or_else(|| panic!("102 no longer reported: {explained:?}"));
+    assert_eq!(
+        (e.analysis.analysis, &e.decision),
+        (
+            AnalysisCode::ReplicaDivergedFromPrimary,
+            &vtorc::recovery::Decision::Skip(SkipReason::NoRecoveryAction)
+        ),
+        "{}; audit: {}",
+        e.analysis.reason,
+        vtorc.audit_dump()
+    );
+    vtorc.stop().await;
+}

@@ -104,8 +104,8 @@ macro_rules! analysis_codes {
         }
 
         impl AnalysisCode {
-            /// The 34 problem codes, in catalogue order.
-            pub const CATALOGUE: [AnalysisCode; 34] = [$(AnalysisCode::$code),*];
+            /// The 35 problem codes, in catalogue order (Go's 34, then ours).
+            pub const CATALOGUE: [AnalysisCode; 35] = [$(AnalysisCode::$code),*];
 
             /// Go VTOrc's name of the code.
             pub fn name(self) -> &'static str {
@@ -187,6 +187,11 @@ analysis_codes! {
     AllPrimaryReplicasNotReplicating = "AllPrimaryReplicasNotReplicating",
     /// 34: reachable primary, no reachable replica replicates, some unreachable.
     AllPrimaryReplicasNotReplicatingOrDead = "AllPrimaryReplicasNotReplicatingOrDead",
+    /// 35 (ours, not in Go VTOrc): a replica cannot replicate because it holds
+    /// transactions its primary lacks (errant GTIDs, a diverged old primary,
+    /// or a position the primary can no longer serve): it needs a restore,
+    /// which no replication repair can do.
+    ReplicaDivergedFromPrimary = "ReplicaDivergedFromPrimary",
 }
 
 use AnalysisCode as C;
@@ -223,7 +228,7 @@ impl AnalysisCode {
             | C::PrimarySemiSyncBlocked
             | C::ClusterHasNoPrimary
             | C::PrimaryTabletDeleted => ShardWideAction,
-            C::PrimaryIsReadOnly | C::StaleTopoPrimary => High,
+            C::PrimaryIsReadOnly | C::StaleTopoPrimary | C::ReplicaDivergedFromPrimary => High,
             C::AllPrimaryReplicasNotReplicating | C::AllPrimaryReplicasNotReplicatingOrDead => Low,
             _ => Medium,
         }
@@ -286,7 +291,7 @@ impl AnalysisCode {
             | C::ReplicaMisconfigured
             | C::ConnectedToWrongPrimary => R::FixReplica,
             C::StaleTopoPrimary => R::ReconcileStaleTopoPrimary,
-            C::ErrantGtidDetected => R::RecoverErrantGtidDetected,
+            C::ErrantGtidDetected | C::ReplicaDivergedFromPrimary => R::RecoverErrantGtidDetected,
             C::ClusterHasNoPrimary => R::ElectNewPrimary,
             C::PrimaryTabletDeleted => R::RecoverPrimaryTabletDeleted,
             C::UnreachablePrimary => R::RestartArbitraryDirectReplica,
@@ -388,6 +393,10 @@ impl AnalysisCode {
             C::AllPrimaryReplicasNotReplicatingOrDead => {
                 "the primary is reachable but none of its replicas replicates and some are unreachable"
             }
+            C::ReplicaDivergedFromPrimary => {
+                "the replica holds transactions its primary lacks and cannot replicate; \
+                 restore this tablet from a backup (no replication repair can fix it)"
+            }
         }
     }
 }
@@ -428,6 +437,9 @@ pub enum StructureWarning {
     NoWriteablePrimary,
     /// Semi-sync fell back to async for lack of ack clients.
     NotEnoughValidSemiSyncReplicas,
+    /// Ours: recoveries of this problem keep running without clearing it
+    /// (added by the recovery engine's back-off, not by detection).
+    RecoveryNotClearingProblem,
 }
 
 impl StructureWarning {
@@ -452,6 +464,7 @@ impl StructureWarning {
             StructureWarning::NotEnoughValidSemiSyncReplicas => {
                 "NotEnoughValidSemiSyncReplicasStructureWarning"
             }
+            StructureWarning::RecoveryNotClearingProblem => "RecoveryNotClearingProblem",
         }
     }
 }
@@ -474,11 +487,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn catalogue_has_34_codes_with_unique_names_that_round_trip() {
+    fn catalogue_has_35_codes_with_unique_names_that_round_trip() {
         let mut names: Vec<&str> = C::CATALOGUE.iter().map(|c| c.name()).collect();
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), 34);
+        assert_eq!(names.len(), 35);
         for c in C::CATALOGUE {
             assert_eq!(AnalysisCode::from_name(c.name()), Some(c));
         }

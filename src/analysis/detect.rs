@@ -93,6 +93,9 @@ struct Facts<'a> {
     ackers: u32,
     /// The policy says this tablet acks for its replication source.
     replica_semi_sync: bool,
+    /// Why this tablet cannot replicate for holding transactions its
+    /// primary lacks ([`divergence`]).
+    diverged: Option<&'static str>,
 }
 
 impl Facts<'_> {
@@ -262,48 +265,57 @@ fn matches(
             down
         }
         C::IncapacitatedPrimary => cp && !lcv && f.health_unhealthy,
-        C::PrimaryHasPrimary => cp && !f.is_primary,
-        C::PrimaryIsReadOnly => cp && f.read_only,
-        C::ReplicaIsWritable => replica_type && !f.read_only,
+        // From here to ReplicaMisconfigured (and LockedSemiSyncPrimaryHypothesis,
+        // ReplicaDivergedFromPrimary): facts observed on the tablet itself,
+        // claimed only while its last check is valid (ours; Go matches on the
+        // stored, possibly stale, values). An unreachable tablet is reported
+        // through its primary's counts or the dead-primary codes instead.
+        C::PrimaryHasPrimary => lcv && cp && !f.is_primary,
+        C::PrimaryIsReadOnly => lcv && cp && f.read_only,
+        C::ReplicaIsWritable => lcv && replica_type && !f.read_only,
         C::PrimarySemiSyncMustBeSet => {
-            c.valid_semi_sync_replicating >= ackers && cp && ackers != 0 && !f.semi_sync_primary_enabled()
+            lcv && c.valid_semi_sync_replicating >= ackers
+                && cp
+                && ackers != 0
+                && !f.semi_sync_primary_enabled()
         }
-        C::PrimarySemiSyncMustNotBeSet => cp && ackers == 0 && f.semi_sync_primary_enabled(),
+        C::PrimarySemiSyncMustNotBeSet => lcv && cp && ackers == 0 && f.semi_sync_primary_enabled(),
         C::ReplicaSemiSyncMustBeSet => {
-            replica_type && !f.is_primary && replica_semi_sync && !f.semi_sync_replica_enabled()
+            lcv && replica_type && !f.is_primary && replica_semi_sync && !f.semi_sync_replica_enabled()
         }
         C::ReplicaSemiSyncMustNotBeSet => {
-            replica_type && !f.is_primary && !replica_semi_sync && f.semi_sync_replica_enabled()
+            lcv && replica_type && !f.is_primary && !replica_semi_sync && f.semi_sync_replica_enabled()
         }
         C::PrimarySemiSyncBlocked => {
-            cp && f.is_primary
+            lcv && cp
+                && f.is_primary
                 && obs.is_some_and(|o| {
                     o.semi_sync.blocked && c.semi_sync_enabled >= o.semi_sync.wait_for_replica_count
                 })
         }
         C::PrimaryCurrentTypeMismatch => {
-            cp && f.current_type() != TabletType::Unknown && f.current_type() != TabletType::Primary
+            lcv && cp && f.current_type() != TabletType::Unknown && f.current_type() != TabletType::Primary
         }
         C::StaleTopoPrimary => {
             f.tablet_type == TabletType::Primary && f.primary_timestamp < cluster.primary_timestamp
         }
-        C::ErrantGtidDetected => replica_type && f.has_errant(),
+        C::ErrantGtidDetected => lcv && replica_type && f.has_errant(),
         C::ClusterHasNoPrimary => {
             replica_type && cluster.primary_alias.is_none() && input.shard.primary_term_start.is_none()
         }
         C::PrimaryTabletDeleted => {
             replica_type && cluster.primary_alias.is_none() && input.shard.primary_term_start.is_some()
         }
-        C::ReplicationStopped => replica_type && !f.is_primary && f.replication_stopped,
-        C::NotConnectedToPrimary => replica_type && f.is_primary,
+        C::ReplicationStopped => lcv && replica_type && !f.is_primary && f.replication_stopped,
+        C::NotConnectedToPrimary => lcv && replica_type && f.is_primary,
         C::ReplicaMisconfigured => {
-            replica_type
+            lcv && replica_type
                 && !f.is_primary
                 && obs
                     .is_some_and(|o| (o.heartbeat_interval * 2.0).round() != f64::from(o.replica_net_timeout))
         }
         C::ConnectedToWrongPrimary => {
-            replica_type
+            lcv && replica_type
                 && !f.is_primary
                 && cluster
                     .primary_alias
@@ -328,7 +340,7 @@ fn matches(
                 && c.valid_replicating < c.valid
         }
         C::LockedSemiSyncPrimaryHypothesis => {
-            f.is_primary
+            lcv && f.is_primary
                 && obs.is_some_and(|o| {
                     let s = &o.semi_sync;
                     s.primary_enabled
@@ -352,7 +364,38 @@ fn matches(
                 && c.valid > 0
                 && c.valid_replicating == 0
         }
+        C::ReplicaDivergedFromPrimary => lcv && replica_type && !f.is_primary && f.diverged.is_some(),
     }
+}
+
+/// Why a replica cannot replicate because it holds transactions its primary
+/// lacks, or `None`: replication is stopped and the server's error says so
+/// (MariaDB 1950, out-of-order GTID under `gtid_strict_mode`; MySQL and
+/// MariaDB 1236 from the source, e.g. "not in the master's binlog", "more
+/// GTIDs than the source", purged binlogs), or it has errant GTIDs and
+/// replication stopped on an error. A manual STOP (no error) is not it.
+pub fn divergence(o: &Observation) -> Option<&'static str> {
+    if !o.replication_stopped() {
+        return None;
+    }
+    let r = o.replication.as_ref()?;
+    let (io, sql) = (r.last_io_error.as_str(), r.last_sql_error.as_str());
+    if sql.contains("out-of-order sequence number") || sql.contains("1950") {
+        return Some(
+            "SQL error 1950: applying the primary's transactions would put this replica's GTIDs out of order \
+             (its own transactions are not on the primary; gtid_strict_mode)",
+        );
+    }
+    if io.contains("1236") {
+        return Some(
+            "IO error 1236: the primary cannot serve this replica's position (transactions the primary \
+             lacks, or binlogs the primary purged)",
+        );
+    }
+    if !o.errant_gtids.is_empty() && (!io.is_empty() || !sql.is_empty()) {
+        return Some("replication stopped on an error and the replica has errant GTIDs");
+    }
+    None
 }
 
 /// Go's problem comparator: explicit Before/After links first, then priority.
@@ -628,6 +671,7 @@ pub(crate) fn analyze_shard_rows(input: &ShardInput<'_>, scratch: &mut Scratch) 
                     .durability
                     .is_replica_semi_sync(&tablets[s].tablet, &tablet.tablet)
             }),
+            diverged: obs.and_then(divergence),
         };
 
         matched.clear();
@@ -850,6 +894,23 @@ fn reason(a: &DetectionAnalysis, f: &Facts<'_>, input: &ShardInput<'_>, cluster:
                 .map_or("never".to_string(), |t| t.to_string()),
         ),
         C::ErrantGtidDetected => format!("{alias}: errant GTIDs {}", a.errant_gtid),
+        C::ReplicaDivergedFromPrimary => {
+            let r = f.obs.and_then(|o| o.replication.as_ref());
+            format!(
+                "{alias} ({}): {}{}{}{}",
+                a.tablet_type.as_str_name(),
+                f.diverged.unwrap_or("diverged"),
+                if a.errant_gtid.is_empty() {
+                    String::new()
+                } else {
+                    format!(", errant GTIDs {}", a.errant_gtid)
+                },
+                r.filter(|r| !r.last_io_error.is_empty())
+                    .map_or(String::new(), |r| format!(", IO error: {}", r.last_io_error)),
+                r.filter(|r| !r.last_sql_error.is_empty())
+                    .map_or(String::new(), |r| format!(", SQL error: {}", r.last_sql_error)),
+            )
+        }
         C::ClusterHasNoPrimary => {
             format!("{alias}: no PRIMARY tablet in the topo and no primary term in the shard record")
         }

@@ -66,11 +66,17 @@ pub enum SkipReason {
     CellNoRecovery,
     /// `--cells-no-recovery` could not be validated against the topology yet.
     CellNoRecoveryUnvalidated,
+    /// Ours: earlier recoveries did not clear the problem; waiting
+    /// (`--recovery-backoff-initial`, `--recovery-backoff-max`).
+    RecoveryBackoff,
+    /// Ours (Go's deprecated `--recovery-period-block-duration`): vtorc ran
+    /// an ERS of the shard recently.
+    EmergencyReparentCooldown,
 }
 
 impl SkipReason {
     /// Every reason.
-    pub const ALL: [SkipReason; 7] = [
+    pub const ALL: [SkipReason; 9] = [
         SkipReason::NoRecoveryAction,
         SkipReason::GlobalRecoveriesDisabled,
         SkipReason::EmergencyReparentShardDisabled,
@@ -78,6 +84,8 @@ impl SkipReason {
         SkipReason::PrimaryRecovery,
         SkipReason::CellNoRecovery,
         SkipReason::CellNoRecoveryUnvalidated,
+        SkipReason::RecoveryBackoff,
+        SkipReason::EmergencyReparentCooldown,
     ];
 
     /// Go VTOrc's label value.
@@ -90,6 +98,8 @@ impl SkipReason {
             SkipReason::PrimaryRecovery => "PrimaryRecovery",
             SkipReason::CellNoRecovery => "CellNoRecovery",
             SkipReason::CellNoRecoveryUnvalidated => "CellNoRecoveryUnvalidated",
+            SkipReason::RecoveryBackoff => "RecoveryBackoff",
+            SkipReason::EmergencyReparentCooldown => "EmergencyReparentCooldown",
         }
     }
 }
@@ -193,6 +203,9 @@ pub struct DetectionRecord {
     pub resolved_at: Option<SystemTime>,
     /// Why it ended (`no longer detected`, `StaleAnalysis`, `recovered`).
     pub resolution: Option<String>,
+    /// The gate ladder of the engine's last attempt, up to the gate that
+    /// stopped it (empty = not attempted yet).
+    pub gates: Vec<super::ladder::GateResult>,
 }
 
 impl DetectionRecord {
@@ -283,6 +296,23 @@ pub enum AuditEvent {
     },
     /// A recovery function ended.
     RecoveryFinished(RecoveryRecord),
+    /// An operator acknowledged recoveries: back-offs and ERS cooldowns
+    /// cleared (orchestrator's `ack-recovery`).
+    Acknowledged {
+        /// When.
+        #[serde(serialize_with = "ser_time")]
+        at: SystemTime,
+        /// The vtorc instance.
+        instance: String,
+        /// Keyspace; empty = all.
+        keyspace: String,
+        /// Shard; empty = all of the keyspace (or all).
+        shard: String,
+        /// The operator's comment.
+        comment: String,
+        /// Back-offs and cooldowns cleared.
+        cleared: usize,
+    },
     /// vtorc is shutting down (Go audits "Triggered via SIGTERM").
     Shutdown {
         /// When.
@@ -306,7 +336,10 @@ impl AuditEvent {
             AuditEvent::RecoveryStep { keyspace, shard, .. } => {
                 Some(KeyspaceShard::new(keyspace.clone(), shard.clone()))
             }
-            AuditEvent::Shutdown { .. } => None,
+            AuditEvent::Acknowledged { keyspace, shard, .. } if !keyspace.is_empty() => {
+                Some(KeyspaceShard::new(keyspace.clone(), shard.clone()))
+            }
+            AuditEvent::Acknowledged { .. } | AuditEvent::Shutdown { .. } => None,
         }
     }
 }
@@ -554,6 +587,7 @@ impl AuditLog {
             recovery_ids: Vec::new(),
             resolved_at: None,
             resolution: None,
+            gates: Vec::new(),
         };
         tracing::info!(
             keyspace = %record.keyspace,
@@ -637,6 +671,28 @@ impl AuditLog {
         d.skip_reason = Some(reason);
         let record = d.clone();
         self.emit(AuditEvent::DetectionSkipped(record));
+    }
+
+    /// Records the gate ladder of the engine's last attempt on the incident.
+    pub fn note_gates(&self, alias: &TabletAlias, code: AnalysisCode, gates: Vec<super::ladder::GateResult>) {
+        let mut state = self.lock();
+        if let Some(d) = state.active.get_mut(&(alias.clone(), code)) {
+            d.gates = gates;
+        }
+    }
+
+    /// Records an acknowledgement (see [`AuditEvent::Acknowledged`]).
+    pub fn acknowledged(&self, keyspace: &str, shard: &str, comment: &str, cleared: usize) {
+        let _state = self.lock();
+        tracing::info!(keyspace, shard, cleared, "recoveries acknowledged: {comment}");
+        self.emit(AuditEvent::Acknowledged {
+            at: self.now(),
+            instance: self.instance.clone(),
+            keyspace: keyspace.to_string(),
+            shard: shard.to_string(),
+            comment: comment.to_string(),
+            cleared,
+        });
     }
 
     /// Notes on the incident what stopped its recovery other than a skip.

@@ -35,6 +35,7 @@ use super::audit::{
 };
 use super::error::RecoveryError;
 use super::gate::{self, Shared};
+use super::ladder::{self, GateResult, Verdict};
 use super::metrics::RecoveryMetrics;
 use super::view::ClusterView;
 use super::{RecoveryConfig, cooldown::CooldownMap};
@@ -93,22 +94,42 @@ pub struct RecoveryHandle {
 /// [`RecoveryHandle::explain`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Explanation {
-    /// The problem.
+    /// The problem (with `RecoveryNotClearingProblem` among its structure
+    /// warnings when its recoveries do not clear it).
     pub analysis: DetectionAnalysis,
-    /// What would happen.
+    /// What would happen: the first gate of `gates` that stops it.
     pub decision: Decision,
+    /// The gate ladder, in order (see [`super::ladder`]).
+    pub gates: Vec<GateResult>,
 }
 
-/// The engine's decision for one problem, from the gates that need no I/O.
+/// The engine's decision for one problem, read off its gate ladder.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Decision {
-    /// It would run this recovery (subject to the lock and the re-check
-    /// under it, which may still skip it as `StaleAnalysis` or `PrimaryRecovery`).
+    /// It would run this recovery (subject to the gates that need the
+    /// lock, which may still skip it as `StaleAnalysis` or `PrimaryRecovery`).
     Recover(RecoveryKind),
-    /// A gate would skip it.
+    /// A gate skips it (a gate that needs I/O: the engine's last verdict).
     Skip(SkipReason),
+    /// The engine's last attempt stopped without a skip (lock refused,
+    /// aborted, not attempted), with the reason.
+    Stopped(String),
     /// It would take the lock and do nothing (generic problems).
     NoAction,
+}
+
+impl Decision {
+    /// The decision a ladder leads to for `kind`.
+    pub fn of(kind: RecoveryKind, gates: &[GateResult]) -> Decision {
+        match gates.iter().find(|g| g.stops()) {
+            Some(g) => match g.verdict {
+                Verdict::Skip(r) => Decision::Skip(r),
+                _ => Decision::Stopped(format!("{}: {}", g.gate, g.reason)),
+            },
+            None if kind == RecoveryKind::Generic => Decision::NoAction,
+            None => Decision::Recover(kind),
+        }
+    }
 }
 
 impl RecoveryEngine {
@@ -136,6 +157,7 @@ impl RecoveryEngine {
             metrics: Arc::new(RecoveryMetrics::default()),
             permits: tokio::sync::Semaphore::new(config.max_concurrent_recoveries.max(1)),
             restart_cooldown: std::sync::Mutex::new(CooldownMap::new(config.restart_replica_cooldown)),
+            backoff: std::sync::Mutex::new(super::backoff::Backoff::new(config.backoff)),
             draining: CancellationToken::new(),
             cancel: CancellationToken::new(),
             config: arc_swap::ArcSwap::from_pointee(config),
@@ -590,41 +612,59 @@ impl RecoveryHandle {
     }
 
     /// What the engine would do about each problem of `key` right now,
-    /// without acting: the gates that need no I/O (skip code, global
-    /// switch, cells, ERS switches) applied to the latest snapshot.
+    /// without acting: the gate ladder of each problem (pure gates evaluated
+    /// now on the latest snapshot, gates that need I/O from the engine's
+    /// last attempt, see [`ladder`]).
     pub fn explain(&self, key: &KeyspaceShard) -> Vec<Explanation> {
         let shared = &self.shared;
         let snapshot = shared.cluster.snapshot();
-        let mut problems = analysis::analyze_shard(
-            &snapshot,
-            key,
-            &shared.config.load().analysis,
-            crate::clock::now(),
-        )
-        .problems;
+        let now = crate::clock::now();
+        let mut problems =
+            analysis::analyze_shard(&snapshot, key, &shared.config.load().analysis, now).problems;
         problems.retain(|p| p.analysis != AnalysisCode::NoProblem);
         analysis::sort_analyses(&mut problems);
         problems
             .into_iter()
-            .map(|a| {
-                let decision = if let Some(reason) = shared.skip_code(&a) {
-                    Decision::Skip(reason)
-                } else if !shared.recoveries_enabled() {
-                    Decision::Skip(SkipReason::GlobalRecoveriesDisabled)
-                } else if let Some(reason) = shared.cell_gate(&a) {
-                    Decision::Skip(reason)
-                } else if a.recovery.uses_ers() && !shared.ers_enabled_for(&a) {
-                    Decision::Skip(SkipReason::EmergencyReparentShardDisabled)
-                } else if a.recovery == RecoveryKind::Generic {
-                    Decision::NoAction
-                } else {
-                    Decision::Recover(a.recovery)
-                };
+            .map(|mut a| {
+                let last = shared
+                    .audit
+                    .active_detection(&a.analyzed_instance_alias, a.analysis)
+                    .map(|d| d.gates)
+                    .unwrap_or_default();
+                let gates = ladder::explain(shared, &a, now, &last);
+                self.mark_not_clearing(&mut a, now);
                 Explanation {
+                    decision: Decision::of(a.recovery, &gates),
                     analysis: a,
-                    decision,
+                    gates,
                 }
             })
             .collect()
+    }
+
+    /// Adds `RecoveryNotClearingProblem` to `a`'s structure warnings when
+    /// recoveries of it keep not clearing it (see [`super::backoff`]).
+    pub fn mark_not_clearing(&self, a: &mut DetectionAnalysis, now: tokio::time::Instant) {
+        let key = super::backoff::BackoffKey::of(a);
+        if self.shared.backoff().not_clearing(&key, now).is_some()
+            && !a
+                .structure_analysis
+                .contains(&analysis::StructureWarning::RecoveryNotClearingProblem)
+        {
+            a.structure_analysis
+                .push(analysis::StructureWarning::RecoveryNotClearingProblem);
+        }
+    }
+
+    /// Acknowledges recoveries of `shard` (all shards if `None`): clears
+    /// their back-offs and ERS cooldowns, audited with `comment`. Returns
+    /// how many were cleared (orchestrator's `ack-recovery`).
+    pub fn acknowledge(&self, shard: Option<&KeyspaceShard>, comment: &str) -> usize {
+        let cleared = self.shared.backoff().acknowledge(shard);
+        let (ks, sh) = shard.map_or((String::new(), String::new()), |k| {
+            (k.keyspace.clone(), k.shard.clone())
+        });
+        self.shared.audit.acknowledged(&ks, &sh, comment, cleared);
+        cleared
     }
 }

@@ -6,6 +6,7 @@
 //! | 2 | detection record (upsert, stable id per incident) | – |
 //! | 3 | global recoveries switch | `GlobalRecoveriesDisabled` |
 //! | 4 | `--cells-no-recovery` (unvalidated holds everything) | `CellNoRecoveryUnvalidated`, `CellNoRecovery` |
+//! | – | back-off: the problem came back after earlier recoveries (ours) | `RecoveryBackoff` |
 //! | 5 | non-shard-wide: re-poll the primary, re-run analysis | `PrimaryRecovery` |
 //! | 6 | `TryLockShard` (`VTOrc Recovery for <code> on <alias>`), refused after SIGTERM | lock refused |
 //! | 7 | actionable: re-read keyspace and shard records | abort |
@@ -14,10 +15,14 @@
 //! | 10 | re-run analysis; same tablet, same recovery? | `StaleAnalysis` |
 //! | 11 | cells re-check on the fresh entry | `CellNoRecovery` |
 //! | – | ERS-based recovery with ERS disabled (global / keyspace / shard) | `EmergencyReparentShardDisabled` |
+//! | – | ERS-based recovery within `--recovery-period-block-duration` of vtorc's last ERS of the shard | `EmergencyReparentCooldown` |
 //! | 12 | run the recovery function ("not attempted" ends here, no counters) | – |
 //! | 13 | `RecoveriesCount` and `Successful`/`FailedRecoveries` | – |
 //! | 14 | post-refresh (shard-wide: every tablet; otherwise the analysed one) | – |
 //! | 15 | unlock | – |
+//!
+//! Each step is a gate of [`super::ladder::LADDER`]; the verdicts this
+//! run reached are recorded on the detection (Explain shows them).
 //!
 //! Additions to Go VTOrc, both to make failover fast without weakening a
 //! gate: (a) step 5 of an `UnreachablePrimary*` analysis also re-polls the
@@ -38,8 +43,10 @@ use tracing::Instrument;
 use super::RecoveryConfig;
 use super::actions::{self, ActionCtx};
 use super::audit::{AuditLog, SkipReason};
+use super::backoff::{Backoff, BackoffKey};
 use super::cooldown::CooldownMap;
 use super::error::RecoveryError;
+use super::ladder::{self, Gate, GateResult, Verdict};
 use super::metrics::{LockAction, RecoveryMetrics};
 use super::view::{ClusterView, FreshRecords, overlay_records, shard_primary};
 use crate::analysis::{self, AnalysisCode, DetectionAnalysis, Durability, RecoveryKind};
@@ -99,6 +106,9 @@ pub(crate) struct Shared {
     /// Replica restarts: once per tablet per period. A `std::sync::Mutex`,
     /// held only to test-and-set, never across an `.await`.
     pub(crate) restart_cooldown: std::sync::Mutex<CooldownMap<TabletAlias>>,
+    /// Back-off of recoveries that do not clear their problem, and the ERS
+    /// cooldown. A `std::sync::Mutex`, never held across an `.await`.
+    pub(crate) backoff: std::sync::Mutex<Backoff>,
     /// Fired on SIGTERM: no new shard lock is taken.
     pub(crate) draining: CancellationToken,
     /// Fired when the shutdown wait is over: running recoveries stop.
@@ -106,6 +116,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The anti-flapping state (poison is ignored: the state stays usable).
+    pub(crate) fn backoff(&self) -> std::sync::MutexGuard<'_, Backoff> {
+        self.backoff.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Whether global recoveries are enabled.
     pub(crate) fn recoveries_enabled(&self) -> bool {
         self.recoveries_enabled.load(Ordering::SeqCst)
@@ -151,11 +166,12 @@ impl Shared {
         None
     }
 
-    /// Counts and audits a skip.
-    fn skip(&self, a: &DetectionAnalysis, reason: SkipReason) -> GateOutcome {
+    /// Counts and audits a skip; `run` is the ladder up to the skipping gate.
+    fn skip(&self, a: &DetectionAnalysis, reason: SkipReason, run: Vec<GateResult>) -> GateOutcome {
         self.metrics.skipped(a.recovery, &a.keyspace_shard(), reason);
         self.audit
             .note_skip(&a.analyzed_instance_alias, a.analysis, reason);
+        self.audit.note_gates(&a.analyzed_instance_alias, a.analysis, run);
         tracing::debug!(
             keyspace = %a.analyzed_keyspace,
             shard = %a.analyzed_shard,
@@ -167,16 +183,33 @@ impl Shared {
         GateOutcome::Skipped(reason)
     }
 
-    /// Notes a stop that is not a skip and returns it.
-    fn stop(&self, a: &DetectionAnalysis, outcome: GateOutcome) -> GateOutcome {
+    /// Notes a stop that is not a skip at `gate` and returns it; `run` is
+    /// the ladder before that gate.
+    fn stop(
+        &self,
+        a: &DetectionAnalysis,
+        gate: Gate,
+        outcome: GateOutcome,
+        mut run: Vec<GateResult>,
+    ) -> GateOutcome {
         let note = match &outcome {
             GateOutcome::LockRefused(e) => format!("shard lock not taken: {e}"),
             GateOutcome::Aborted(e) => format!("aborted: {e}"),
             GateOutcome::NotAttempted(e) => format!("not attempted: {e}"),
             other => format!("{other:?}"),
         };
+        run.push(GateResult::new(gate, Verdict::Stop, note.clone()));
         self.audit.note(&a.analyzed_instance_alias, a.analysis, note);
+        self.audit.note_gates(&a.analyzed_instance_alias, a.analysis, run);
         outcome
+    }
+
+    /// Evaluates the pure gate `gate` on `a` into `run`; the skip, if it skips.
+    fn pure_gate(&self, gate: Gate, a: &DetectionAnalysis, run: &mut Vec<GateResult>) -> Option<SkipReason> {
+        let r = ladder::evaluate(self, gate, a, crate::clock::now())?;
+        let skip = r.skip_reason();
+        run.push(r);
+        skip
     }
 
     /// Polls `aliases` concurrently, each bounded by the remote-operation
@@ -307,36 +340,44 @@ pub(crate) async fn check_and_recover(
 ) -> GateOutcome {
     let key = a.keyspace_shard();
     let _pending = shared.metrics.pending_guard();
-    // 1. Skip code.
-    if let Some(reason) = shared.skip_code(&a) {
-        // Recorded as a detection too (Go writes no row for these): the
-        // audit shows every problem seen.
-        shared.audit.observe(&a);
-        return shared.skip(&a, reason);
-    }
-    // 2. Detection record.
+    // 2. Detection record (Go writes none for skip-code skips; we record
+    // every problem seen).
     shared.audit.observe(&a);
-    // 3. Global disable.
-    if !shared.recoveries_enabled() {
-        return shared.skip(&a, SkipReason::GlobalRecoveriesDisabled);
-    }
-    // 4. Cells.
-    if let Some(reason) = shared.cell_gate(&a) {
-        return shared.skip(&a, reason);
+    let mut run: Vec<GateResult> = Vec::with_capacity(ladder::LADDER.len());
+    // 1, 3, 4 and the back-off: the pure gates before the lock, in ladder order.
+    for gate in [
+        Gate::RecoveryAction,
+        Gate::GlobalSwitch,
+        Gate::Cells,
+        Gate::Backoff,
+    ] {
+        if let Some(reason) = shared.pure_gate(gate, &a, &mut run) {
+            return shared.skip(&a, reason, run);
+        }
     }
     let _permit = tokio::select! {
         permit = shared.permits.acquire() => match permit {
             Ok(p) => p,
-            Err(_) => return shared.stop(&a, GateOutcome::Aborted("recovery permits closed".into())),
+            Err(_) => return shared.stop(&a, Gate::PrimaryRecheck, GateOutcome::Aborted("recovery permits closed".into()), run),
         },
         _ = shared.draining.cancelled() => {
-            return shared.stop(&a, GateOutcome::LockRefused("vtorc is shutting down".into()));
+            return shared.stop(&a, Gate::ShardLock, GateOutcome::LockRefused("vtorc is shutting down".into()), run);
         }
     };
     // 5. Primary re-check for non-shard-wide recoveries.
-    if !a.shard_wide_recovery {
+    if a.shard_wide_recovery {
+        run.push(GateResult::new(
+            Gate::PrimaryRecheck,
+            Verdict::NotApplicable,
+            "a shard-wide recovery does not wait for the primary",
+        ));
+    } else {
         match recheck_primary_health(shared, &a).await {
-            Ok(true) => {}
+            Ok(true) => run.push(GateResult::new(
+                Gate::PrimaryRecheck,
+                Verdict::Pass,
+                "the primary was re-polled and the problem is still the tablet's own",
+            )),
             Ok(false) => {
                 tracing::info!(
                     keyspace = %key.keyspace,
@@ -346,9 +387,21 @@ pub(crate) async fn check_and_recover(
                     "aborting {}, primary mitigation is required",
                     a.recovery.name()
                 );
-                return shared.skip(&a, SkipReason::PrimaryRecovery);
+                run.push(GateResult::new(
+                    Gate::PrimaryRecheck,
+                    Verdict::Skip(SkipReason::PrimaryRecovery),
+                    "after re-polling the primary the tablet no longer has this problem: primary mitigation first",
+                ));
+                return shared.skip(&a, SkipReason::PrimaryRecovery, run);
             }
-            Err(e) => return shared.stop(&a, GateOutcome::Aborted(format!("{e:#}"))),
+            Err(e) => {
+                return shared.stop(
+                    &a,
+                    Gate::PrimaryRecheck,
+                    GateOutcome::Aborted(format!("{e:#}")),
+                    run,
+                );
+            }
         }
     }
     // 6. Try-lock.
@@ -357,7 +410,12 @@ pub(crate) async fn check_and_recover(
         None => None,
     };
     if shared.draining.is_cancelled() {
-        return shared.stop(&a, GateOutcome::LockRefused("vtorc is shutting down".into()));
+        return shared.stop(
+            &a,
+            Gate::ShardLock,
+            GateOutcome::LockRefused("vtorc is shutting down".into()),
+            run,
+        );
     }
     let action = format!(
         "VTOrc Recovery for {} on {}",
@@ -373,11 +431,16 @@ pub(crate) async fn check_and_recover(
         Ok(lock) => lock,
         Err(e) => {
             tracing::debug!(keyspace = %key.keyspace, shard = %key.shard, analysis = %a.analysis, "shard lock not taken: {e}");
-            return shared.stop(&a, GateOutcome::LockRefused(e.to_string()));
+            return shared.stop(&a, Gate::ShardLock, GateOutcome::LockRefused(e.to_string()), run);
         }
     };
+    run.push(GateResult::new(
+        Gate::ShardLock,
+        Verdict::Pass,
+        format!("shard lock taken ({action})"),
+    ));
     let _active = shared.metrics.lock_guard();
-    let outcome = under_lock(shared, &a, &lock).await;
+    let outcome = under_lock(shared, &a, &lock, run).await;
     // 15. Unlock.
     let started = crate::clock::now();
     if let Err(e) = lock.unlock().await {
@@ -388,7 +451,15 @@ pub(crate) async fn check_and_recover(
 }
 
 /// Steps 7–14, with the shard lock held.
-async fn under_lock(shared: &Shared, a: &DetectionAnalysis, lock: &ShardLock) -> GateOutcome {
+async fn under_lock(
+    shared: &Shared,
+    a: &DetectionAnalysis,
+    lock: &ShardLock,
+    mut run: Vec<GateResult>,
+) -> GateOutcome {
+    let fresh_stop = |run: Vec<GateResult>, what: String| {
+        shared.stop(a, Gate::FreshAnalysis, GateOutcome::Aborted(what), run)
+    };
     let key = a.keyspace_shard();
     let topo = &shared.topo;
     let mut fresh = FreshRecords::default();
@@ -402,12 +473,7 @@ async fn under_lock(shared: &Shared, a: &DetectionAnalysis, lock: &ShardLock) ->
                 fresh.keyspace = Some(ks.value);
                 fresh.shard = Some(shard.value);
             }
-            Err(e) => {
-                return shared.stop(
-                    a,
-                    GateOutcome::Aborted(format!("read keyspace/shard records: {e}")),
-                );
-            }
+            Err(e) => return fresh_stop(run, format!("read keyspace/shard records: {e}")),
         }
     }
     // 8 / 9. Tablet records, then polls.
@@ -416,11 +482,11 @@ async fn under_lock(shared: &Shared, a: &DetectionAnalysis, lock: &ShardLock) ->
             fresh.tablets_complete = listing.errors.is_empty();
             fresh.tablets = Some(listing.items.into_iter().map(|t| t.value).collect());
         }
-        Err(e) => return shared.stop(a, GateOutcome::Aborted(format!("read the shard's tablets: {e}"))),
+        Err(e) => return fresh_stop(run, format!("read the shard's tablets: {e}")),
     }
     let overlay = overlay_records(&shared.cluster.snapshot(), &key, &fresh);
     let Some(shard) = overlay.shard(&key).cloned() else {
-        return shared.stop(a, GateOutcome::Aborted("the shard is not watched".into()));
+        return fresh_stop(run, "the shard is not watched".into());
     };
     if a.shard_wide_recovery {
         if a.analysis == AnalysisCode::ClusterHasNoPrimary
@@ -428,7 +494,12 @@ async fn under_lock(shared: &Shared, a: &DetectionAnalysis, lock: &ShardLock) ->
         {
             let cells: BTreeSet<&str> = shard.tablets.iter().map(|t| t.alias().cell.as_str()).collect();
             if cells.is_empty() || cells.iter().all(|c| shared.cell_denied(c)) {
-                return shared.skip(a, SkipReason::CellNoRecovery);
+                run.push(GateResult::new(
+                    Gate::FreshAnalysis,
+                    Verdict::Skip(SkipReason::CellNoRecovery),
+                    "every cell of the shard's tablets is in --cells-no-recovery",
+                ));
+                return shared.skip(a, SkipReason::CellNoRecovery, run);
             }
         }
         let targets: Vec<TabletAlias> = shard
@@ -440,18 +511,18 @@ async fn under_lock(shared: &Shared, a: &DetectionAnalysis, lock: &ShardLock) ->
             })
             .collect();
         if let Err(e) = shared.refresh(&targets).await {
-            return shared.stop(a, GateOutcome::Aborted(format!("{e:#}")));
+            return fresh_stop(run, format!("{e:#}"));
         }
     } else {
         let Some(primary) = shard_primary(&shard).map(|t| t.alias().clone()) else {
-            return shared.stop(a, GateOutcome::Aborted("the shard has no primary".into()));
+            return fresh_stop(run, "the shard has no primary".into());
         };
         let mut targets = vec![a.analyzed_instance_alias.clone()];
         if primary != a.analyzed_instance_alias {
             targets.push(primary);
         }
         if let Err(e) = shared.refresh(&targets).await {
-            return shared.stop(a, GateOutcome::Aborted(format!("{e:#}")));
+            return fresh_stop(run, format!("{e:#}"));
         }
     }
     // 10. Re-run analysis on the refreshed state.
@@ -462,18 +533,46 @@ async fn under_lock(shared: &Shared, a: &DetectionAnalysis, lock: &ShardLock) ->
             a.analysis,
             SkipReason::StaleAnalysis.as_str(),
         );
-        return shared.skip(a, SkipReason::StaleAnalysis);
+        run.push(GateResult::new(
+            Gate::FreshAnalysis,
+            Verdict::Skip(SkipReason::StaleAnalysis),
+            "after re-reading the records and re-polling the tablets the problem is gone",
+        ));
+        return shared.skip(a, SkipReason::StaleAnalysis, run);
     };
     // 11. Cells, on the fresh entry.
     if let Some(reason) = shared.cell_gate(&entry) {
-        return shared.skip(a, reason);
+        run.push(GateResult::new(
+            Gate::FreshAnalysis,
+            Verdict::Skip(reason),
+            format!(
+                "the fresh entry's cell {:?} is denied by --cells-no-recovery",
+                entry.analyzed_cell
+            ),
+        ));
+        return shared.skip(a, reason, run);
     }
-    // ERS disabled globally, for the keyspace or for the shard.
-    if entry.recovery.uses_ers() && !shared.ers_enabled_for(&entry) {
-        return shared.skip(a, SkipReason::EmergencyReparentShardDisabled);
+    run.push(GateResult::new(
+        Gate::FreshAnalysis,
+        Verdict::Pass,
+        format!(
+            "still {} on {} after fresh reads and polls",
+            entry.analysis, entry.analyzed_instance_alias
+        ),
+    ));
+    // ERS disabled globally, for the keyspace or for the shard; ERS cooldown.
+    for gate in [Gate::ErsSwitch, Gate::ErsCooldown] {
+        if let Some(reason) = shared.pure_gate(gate, &entry, &mut run) {
+            return shared.skip(a, reason, run);
+        }
     }
     let Some(shard) = view.shard(&key).cloned() else {
-        return shared.stop(a, GateOutcome::Aborted("the shard is not watched".into()));
+        return shared.stop(
+            a,
+            Gate::Plan,
+            GateOutcome::Aborted("the shard is not watched".into()),
+            run,
+        );
     };
     let durability = match view
         .keyspaces
@@ -481,8 +580,22 @@ async fn under_lock(shared: &Shared, a: &DetectionAnalysis, lock: &ShardLock) ->
         .map(|k| Durability::from_name(&k.durability_policy))
     {
         Some(Ok(d)) => d,
-        Some(Err(e)) => return shared.stop(a, GateOutcome::Aborted(format!("durability policy: {e}"))),
-        None => return shared.stop(a, GateOutcome::Aborted("no keyspace record".into())),
+        Some(Err(e)) => {
+            return shared.stop(
+                a,
+                Gate::Plan,
+                GateOutcome::Aborted(format!("durability policy: {e}")),
+                run,
+            );
+        }
+        None => {
+            return shared.stop(
+                a,
+                Gate::Plan,
+                GateOutcome::Aborted("no keyspace record".into()),
+                run,
+            );
+        }
     };
     // 12. Run.
     let ctx = ActionCtx {
@@ -502,9 +615,13 @@ async fn under_lock(shared: &Shared, a: &DetectionAnalysis, lock: &ShardLock) ->
                 analysis = %a.analysis,
                 "recovery not attempted: {reason}"
             );
-            return shared.stop(a, GateOutcome::NotAttempted(reason));
+            return shared.stop(a, Gate::Plan, GateOutcome::NotAttempted(reason), run);
         }
     };
+    run.push(GateResult::new(Gate::Plan, Verdict::Pass, "the recovery ran"));
+    shared
+        .audit
+        .note_gates(&a.analyzed_instance_alias, a.analysis, run);
     let recovery_id = shared.audit.start_recovery(&entry, planned.tablets.clone());
     let span = tracing::info_span!(
         parent: None,
@@ -515,6 +632,7 @@ async fn under_lock(shared: &Shared, a: &DetectionAnalysis, lock: &ShardLock) ->
         recovery_id,
     );
     let started = crate::clock::now();
+    let backoff_key = BackoffKey::of(&entry);
     let result = watchdog(
         shared.config.load().long_recovery_warning,
         actions::execute(&ctx, planned.plan, recovery_id).instrument(span.clone()),
@@ -526,6 +644,16 @@ async fn under_lock(shared: &Shared, a: &DetectionAnalysis, lock: &ShardLock) ->
     shared
         .audit
         .finish_recovery(recovery_id, result.clone().map_err(|e| format!("{e:#}")), elapsed);
+    // Anti-flapping: the back-off counts this run; a vtorc ERS that promoted
+    // a new primary starts the shard's ERS cooldown.
+    {
+        let now = crate::clock::now();
+        let mut backoff = shared.backoff();
+        backoff.record(backoff_key, started, now, success);
+        if success && entry.recovery.uses_ers() {
+            backoff.record_ers(key.clone(), now);
+        }
+    }
     // 13. Counters.
     shared.metrics.recovered(entry.recovery, &key, success);
     span.in_scope(|| match &result {

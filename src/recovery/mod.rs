@@ -8,9 +8,10 @@
 //!           ──snapshot────▶ engine (every --recovery-poll-duration) ──▶ analyze (all shards)
 //!                                                  │
 //!   shard task: ordered problems one by one, then the rest concurrently; each through
-//!   gate::check_and_recover: skip code → detection → global switch → cells → primary
-//!   re-check → TryLockShard → re-read records → re-poll → re-analyse (same tablet, same
-//!   recovery?) → ERS switches → actions::plan/execute → counters → post-refresh → unlock
+//!   gate::check_and_recover: skip code → detection → global switch → cells → back-off →
+//!   primary re-check → TryLockShard → re-read records → re-poll → re-analyse (same tablet,
+//!   same recovery?) → ERS switches → ERS cooldown → actions::plan/execute → counters →
+//!   post-refresh → unlock (the ladder of ladder.rs)
 //! ```
 //!
 //! # Module map
@@ -24,6 +25,8 @@
 //! | `metrics.rs` | Go VTOrc's recovery metrics and their Prometheus text |
 //! | `view.rs` | the [`ClusterView`] seam over discovery; the fresh-records overlay |
 //! | `cooldown.rs` | [`CooldownMap`] (replica restarts once a minute) |
+//! | `ladder.rs` | the gate ladder as data: every gate with its verdict, shared by the engine, Explain and the audit |
+//! | `backoff.rs` | back-off of recoveries that do not clear their problem; ERS cooldown; acknowledgements |
 //!
 //! # Safety
 //!
@@ -45,10 +48,12 @@
 
 mod actions;
 pub mod audit;
+pub mod backoff;
 pub mod cooldown;
 mod engine;
 pub mod error;
 mod gate;
+pub mod ladder;
 pub mod metrics;
 pub mod view;
 
@@ -62,10 +67,12 @@ pub use audit::{
     AuditEvent, AuditFilter, AuditLog, DetectionRecord, RecoveryOutcome, RecoveryRecord, RecoveryStep,
     SkipReason, StepLevel,
 };
+pub use backoff::{BackoffConfig, BackoffKey};
 pub use cooldown::CooldownMap;
 pub use engine::{Decision, Explanation, RecoveryDeps, RecoveryEngine, RecoveryHandle, RecoveryTask};
 pub use error::RecoveryError;
 pub use gate::GateOutcome;
+pub use ladder::{Gate, GateResult, LADDER, Verdict};
 pub use metrics::{LockAction, RecoveryMetrics};
 pub use view::ClusterView;
 
@@ -115,6 +122,9 @@ pub struct RecoveryConfig {
     pub long_recovery_warning: Duration,
     /// This instance's name in audit records.
     pub instance: String,
+    /// Back-off and ERS cooldown (`--recovery-backoff-*`,
+    /// `--recovery-not-clearing-threshold`, `--recovery-period-block-duration`).
+    pub backoff: BackoffConfig,
 }
 
 impl Default for RecoveryConfig {
@@ -139,6 +149,7 @@ impl Default for RecoveryConfig {
             incapacitated_ping_timeout: Duration::from_secs(2),
             long_recovery_warning: Duration::from_secs(30),
             instance: String::from("vtorc"),
+            backoff: BackoffConfig::default(),
         }
     }
 }
@@ -162,6 +173,12 @@ impl RecoveryConfig {
             shutdown_wait_time: config.shutdown_wait_time,
             audit_file_location: config.audit_file_location.clone(),
             instance: instance.into(),
+            backoff: BackoffConfig {
+                initial: config.recovery_backoff_initial,
+                max: config.recovery_backoff_max,
+                not_clearing_threshold: config.recovery_not_clearing_threshold,
+                ers_cooldown: config.recovery_period_block_duration,
+            },
             ..RecoveryConfig::default()
         }
     }

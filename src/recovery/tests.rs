@@ -668,7 +668,15 @@ fn unreachable_primary(now: Instant) -> ClusterSnapshot {
 #[tokio::test(start_paused = true)]
 async fn direct_replicas_are_restarted_at_most_once_a_minute_each() {
     let now = crate::clock::now();
-    let w = world(unreachable_primary(now), RecoveryConfig::default()).await;
+    // Without the back-off (it would space the runs out on its own).
+    let config = RecoveryConfig {
+        backoff: BackoffConfig {
+            initial: Duration::ZERO,
+            ..BackoffConfig::default()
+        },
+        ..RecoveryConfig::default()
+    };
+    let w = world(unreachable_primary(now), config).await;
     let a = w.problem(100);
     assert_eq!(a.analysis, AnalysisCode::UnreachablePrimary);
     let first = w.gate(a.clone()).await;
@@ -1022,19 +1030,27 @@ async fn shutdown_still_waits_for_the_loop_after_a_dropped_wait() {
 }
 
 #[tokio::test]
-async fn a_replica_fix_is_not_attempted_while_the_replica_does_not_answer() {
+async fn a_replica_fix_is_dropped_when_the_replica_stops_answering_before_the_lock() {
     let now = crate::clock::now();
-    let snapshot = healthy(now)
-        .edit("zone1", 101, |t| {
-            t.obs().read_only = false;
-            t.unreachable(now);
-        })
-        .build();
-    let w = world(snapshot, RecoveryConfig::default()).await;
+    let writable = |unreachable: bool| {
+        healthy(now)
+            .edit("zone1", 101, |t| {
+                t.obs().read_only = false;
+                if unreachable {
+                    t.unreachable(now);
+                }
+            })
+            .build()
+    };
+    // Analysed while reachable; unreachable when the gates re-poll it.
+    let w = world(writable(false), RecoveryConfig::default()).await;
     let a = w.problem(101);
     assert_eq!(a.analysis, AnalysisCode::ReplicaIsWritable);
+    w.view.set(writable(true));
+    // Unreachable, its read_only is no longer a fact: the primary re-check
+    // (Go's gate 5) no longer finds the problem on the tablet.
     let outcome = w.gate(a).await;
-    assert!(matches!(outcome, GateOutcome::NotAttempted(_)), "{outcome:?}");
+    assert_eq!(outcome, GateOutcome::Skipped(SkipReason::PrimaryRecovery));
     assert!(w.tmc.calls().is_empty());
     assert!(w.handle.recoveries(&AuditFilter::all()).is_empty());
     assert_eq!(
@@ -1138,4 +1154,407 @@ async fn a_problem_without_any_event_is_recovered_at_the_next_periodic_pass() {
         [(101, "SetReadOnly"), (101, "SetReplicationSource")]
     );
     task.shutdown().await.expect("clean stop");
+}
+
+// ---- issue #14: the ladder, back-off, ERS cooldown, problems that name the cure ----
+
+/// Replica 101 wrote locally; the primary's next write stopped its SQL
+/// thread on MariaDB's 1950 (gtid_strict_mode).
+fn diverged_replica(now: Instant) -> ClusterSnapshot {
+    healthy(now)
+        .edit("zone1", 101, |t| {
+            t.stop_replication();
+            let o = t.obs();
+            o.errant_gtids = crate::model::fixtures::gtids(101, 1);
+            if let Some(r) = o.replication.as_mut() {
+                r.last_sql_error = "An attempt was made to binlog GTID 0-100-7 which would create an out-of-order \
+                                    sequence number with existing GTID 0-101-1, and gtid strict mode is enabled"
+                    .into();
+            }
+        })
+        .build()
+}
+
+/// The engine's ladder of the latest detection of (`uid`, `code`).
+fn engine_gates(w: &World, uid: u32, code: AnalysisCode) -> Vec<GateResult> {
+    w.handle
+        .detections(&AuditFilter::all())
+        .into_iter()
+        .find(|d| d.tablet_alias.uid == uid && d.analysis == code)
+        .map(|d| d.gates)
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_diverged_replica_gets_its_own_problem_and_no_replication_repair() {
+    let now = crate::clock::now();
+    let w = world(diverged_replica(now), RecoveryConfig::default()).await;
+    let a = w.problem(101);
+    assert_eq!(a.analysis, AnalysisCode::ReplicaDivergedFromPrimary);
+    assert!(
+        a.reason.contains("restore this tablet from a backup"),
+        "{}",
+        a.reason
+    );
+    assert!(a.reason.contains("1950"), "{}", a.reason);
+    assert!(
+        a.analysis_matched_problems
+            .iter()
+            .any(|m| m.analysis == AnalysisCode::ReplicationStopped)
+    );
+    assert_eq!(
+        w.gate(a).await,
+        GateOutcome::Skipped(SkipReason::NoRecoveryAction)
+    );
+    assert!(w.tmc.calls().is_empty(), "{:?}", w.tmc.methods());
+
+    // IO error 1236 of a diverged old primary, no errant set computed.
+    let snapshot = healthy(now)
+        .edit("zone1", 102, |t| {
+            t.stop_replication();
+            if let Some(r) = t.obs().replication.as_mut() {
+                r.last_io_error = "Got fatal error 1236 from master when reading data from binary log: 'Error: \
+                                   connecting slave requested to start from GTID 0-100-9, which is not in the \
+                                   master's binlog'"
+                    .into();
+            }
+        })
+        .build();
+    let w = world(snapshot, RecoveryConfig::default()).await;
+    assert_eq!(w.problem(102).analysis, AnalysisCode::ReplicaDivergedFromPrimary);
+
+    // A manual STOP (no error) is still ReplicationStopped.
+    let w = world(stopped_replica(now), RecoveryConfig::default()).await;
+    assert_eq!(w.problem(101).analysis, AnalysisCode::ReplicationStopped);
+}
+
+#[tokio::test]
+async fn a_tablet_whose_last_check_failed_is_never_reported_with_a_stale_attribute() {
+    let now = crate::clock::now();
+    let writable = |reachable: bool| {
+        healthy(now)
+            .edit("zone1", 101, |t| {
+                t.obs().read_only = false;
+                t.obs().semi_sync.replica_enabled = false;
+                t.stop_replication();
+                if !reachable {
+                    t.unreachable(now);
+                }
+            })
+            .build()
+    };
+    let cfg = RecoveryConfig::default().analysis;
+    let reachable = crate::analysis::analyze(&writable(true), &cfg, now).problems;
+    let p = reachable
+        .iter()
+        .find(|p| p.analyzed_instance_alias.uid == 101)
+        .expect("a reachable writable replica is a problem");
+    assert!(
+        p.analysis_matched_problems
+            .iter()
+            .any(|m| m.analysis == AnalysisCode::ReplicaIsWritable)
+    );
+    let unreachable = crate::analysis::analyze(&writable(false), &cfg, now).problems;
+    assert!(
+        unreachable.iter().all(|p| p.analyzed_instance_alias.uid != 101),
+        "stale facts claimed: {unreachable:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fix_that_does_not_clear_the_problem_backs_off_and_raises_its_own_problem() {
+    let now = crate::clock::now();
+    let w = world(stopped_replica(now), RecoveryConfig::default()).await;
+    let fix = |w: &World| w.problem(101);
+    let mut ran = 0;
+    let mut waits = Vec::new();
+    let start = crate::clock::now();
+    // The replica never heals: every FixReplica "succeeds" and the problem is back.
+    while ran < 4 {
+        match w.gate(fix(&w)).await {
+            GateOutcome::Recovered { success: true, .. } => ran += 1,
+            GateOutcome::Skipped(SkipReason::RecoveryBackoff) => {
+                waits.push(crate::clock::now().duration_since(start).as_millis() / 100);
+                tokio::time::advance(Duration::from_millis(250)).await;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // Runs at 0, ~1 s, ~3 s, ~7 s: waits of 1, 2, 4 s.
+    let elapsed = crate::clock::now().duration_since(start);
+    assert!(
+        elapsed >= Duration::from_secs(7) && elapsed < Duration::from_secs(9),
+        "{elapsed:?}"
+    );
+    assert!(
+        w.metrics()
+            .skipped_count(RecoveryKind::FixReplica, &key(), SkipReason::RecoveryBackoff)
+            >= 3
+    );
+    let explained = w.handle.explain(&key());
+    let e = explained
+        .iter()
+        .find(|e| e.analysis.analyzed_instance_alias.uid == 101)
+        .expect("still reported");
+    assert_eq!(e.decision, Decision::Skip(SkipReason::RecoveryBackoff));
+    assert!(
+        e.analysis
+            .structure_analysis
+            .contains(&crate::analysis::StructureWarning::RecoveryNotClearingProblem),
+        "{:?}",
+        e.analysis.structure_analysis
+    );
+    let backoff = e.gates.iter().find(|g| g.gate == Gate::Backoff).expect("gate");
+    assert!(backoff.reason.contains("did not clear"), "{}", backoff.reason);
+    // The skip is audited on the detection with the same ladder.
+    assert_eq!(
+        w.gate(fix(&w)).await,
+        GateOutcome::Skipped(SkipReason::RecoveryBackoff)
+    );
+    let gates = engine_gates(&w, 101, AnalysisCode::ReplicationStopped);
+    assert_eq!(gates.last().map(|g| g.gate), Some(Gate::Backoff));
+    // An acknowledgement clears it (audited), and the fix runs at once.
+    let mut events = w.handle.subscribe();
+    assert_eq!(
+        w.handle.acknowledge(Some(&key()), "restored 101 from a backup"),
+        1
+    );
+    assert!(matches!(
+        events.try_recv(),
+        Ok(AuditEvent::Acknowledged { cleared: 1, .. })
+    ));
+    assert!(matches!(
+        w.gate(fix(&w)).await,
+        GateOutcome::Recovered { success: true, .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_second_ers_within_the_cooldown_is_skipped_with_the_reason_everywhere() {
+    let now = crate::clock::now();
+    let w = world(dead_primary(now).build(), RecoveryConfig::default()).await;
+    let shared = Arc::clone(w.engine.as_ref().expect("engine").shared());
+    // vtorc's previous ERS of the shard ended just now.
+    shared.backoff().record_ers(key(), crate::clock::now());
+    let a = w.problem(100);
+    assert_eq!(a.analysis, AnalysisCode::DeadPrimary);
+    let explained = w.handle.explain(&key());
+    assert_eq!(
+        explained[0].decision,
+        Decision::Skip(SkipReason::EmergencyReparentCooldown)
+    );
+    let g = explained[0]
+        .gates
+        .iter()
+        .find(|g| g.gate == Gate::ErsCooldown)
+        .expect("gate");
+    assert!(
+        g.reason.contains("--recovery-period-block-duration=30s"),
+        "{}",
+        g.reason
+    );
+    assert_eq!(
+        w.gate(a).await,
+        GateOutcome::Skipped(SkipReason::EmergencyReparentCooldown)
+    );
+    assert!(w.tmc.calls().is_empty());
+    assert_eq!(
+        w.metrics().skipped_count(
+            RecoveryKind::RecoverDeadPrimary,
+            &key(),
+            SkipReason::EmergencyReparentCooldown
+        ),
+        1
+    );
+    let d = w
+        .handle
+        .audit()
+        .active_detection(&alias(100), AnalysisCode::DeadPrimary)
+        .expect("open");
+    assert_eq!(d.skip_reason, Some(SkipReason::EmergencyReparentCooldown));
+    assert_eq!(d.gates.last().map(|g| g.gate), Some(Gate::ErsCooldown));
+    // Acknowledged: the cooldown is gone.
+    assert_eq!(w.handle.acknowledge(None, "the new primary is fine"), 1);
+    assert_eq!(
+        w.handle.explain(&key())[0].decision,
+        Decision::Recover(RecoveryKind::RecoverDeadPrimary)
+    );
+}
+
+#[tokio::test]
+async fn explain_and_the_engine_agree_on_every_gate() {
+    let now = crate::clock::now();
+    type Setup = fn(&World);
+    let none: Setup = |_| {};
+    let cases: Vec<(&str, ClusterSnapshot, RecoveryConfig, u32, Setup)> = vec![
+        (
+            "stopped replica",
+            stopped_replica(now),
+            RecoveryConfig::default(),
+            101,
+            none,
+        ),
+        (
+            "recoveries disabled",
+            stopped_replica(now),
+            RecoveryConfig {
+                allow_recovery: false,
+                ..RecoveryConfig::default()
+            },
+            101,
+            none,
+        ),
+        (
+            "cells unvalidated",
+            stopped_replica(now),
+            RecoveryConfig {
+                cells_no_recovery: vec!["zone1".into()],
+                ..RecoveryConfig::default()
+            },
+            101,
+            none,
+        ),
+        (
+            "diverged replica",
+            diverged_replica(now),
+            RecoveryConfig::default(),
+            101,
+            none,
+        ),
+        (
+            "diverged replica, drain on",
+            diverged_replica(now),
+            RecoveryConfig {
+                change_tablets_with_errant_gtid_to_drained: true,
+                ..RecoveryConfig::default()
+            },
+            101,
+            none,
+        ),
+        (
+            "dead primary",
+            dead_primary(now).build(),
+            RecoveryConfig::default(),
+            100,
+            none,
+        ),
+        (
+            "dead primary, ERS disabled on the shard",
+            dead_primary(now)
+                .shard_record(|s| s.emergency_reparent_disabled = true)
+                .build(),
+            RecoveryConfig::default(),
+            100,
+            none,
+        ),
+        (
+            "dead primary, ERS disabled globally",
+            dead_primary(now).build(),
+            RecoveryConfig {
+                allow_emergency_reparent: false,
+                ..RecoveryConfig::default()
+            },
+            100,
+            none,
+        ),
+        (
+            "dead primary in the ERS cooldown",
+            dead_primary(now).build(),
+            RecoveryConfig::default(),
+            100,
+            |w| {
+                let shared = w.engine.as_ref().expect("engine").shared();
+                shared.backoff().record_ers(key(), crate::clock::now());
+            },
+        ),
+        (
+            "stopped replica backing off",
+            stopped_replica(now),
+            RecoveryConfig::default(),
+            101,
+            |w| {
+                let shared = w.engine.as_ref().expect("engine").shared();
+                let t = crate::clock::now();
+                let k = BackoffKey {
+                    shard: key(),
+                    tablet: Some(alias(101)),
+                    code: AnalysisCode::ReplicationStopped,
+                };
+                shared.backoff().record(k, t, t, true);
+            },
+        ),
+        (
+            "no recovery for the code",
+            ShardBuilder::new("ks", "0", "none", now)
+                .primary("zone1", 100)
+                .edit("zone1", 100, |t| t.unreachable(now))
+                .build(),
+            RecoveryConfig::default(),
+            100,
+            none,
+        ),
+    ];
+    for (name, snapshot, config, uid, setup) in cases {
+        let w = world(snapshot, config).await;
+        setup(&w);
+        let a = w.problem(uid);
+        let explained = w.handle.explain(&key());
+        let e = explained
+            .iter()
+            .find(|e| e.analysis.analyzed_instance_alias.uid == uid && e.analysis.analysis == a.analysis)
+            .unwrap_or_else(|| panic!("{name}: explained"));
+        assert_eq!(
+            e.gates.iter().map(|g| g.gate).collect::<Vec<_>>(),
+            LADDER.to_vec(),
+            "{name}: Explain shows the whole ladder"
+        );
+        let code = a.analysis;
+        let outcome = w.gate(a).await;
+        let ran = engine_gates(&w, uid, code);
+        assert!(!ran.is_empty(), "{name}: the engine recorded its ladder");
+        // Same order, and every gate the engine evaluated without I/O has
+        // Explain's verdict.
+        let order: Vec<Gate> = ran.iter().map(|g| g.gate).collect();
+        assert_eq!(order, LADDER[..order.len()].to_vec(), "{name}: ladder order");
+        for g in &ran {
+            let x = e.gates.iter().find(|x| x.gate == g.gate).expect("same gates");
+            if !g.gate.needs_io() {
+                assert_eq!(
+                    x.verdict, g.verdict,
+                    "{name}: gate {}: explain {x:?} engine {g:?}",
+                    g.gate
+                );
+            }
+        }
+        match outcome {
+            GateOutcome::Skipped(r) if ran.last().is_some_and(|g| !g.gate.needs_io()) => {
+                assert_eq!(e.decision, Decision::Skip(r), "{name}");
+            }
+            GateOutcome::Recovered { .. } => {
+                assert!(
+                    matches!(e.decision, Decision::Recover(_)),
+                    "{name}: {:?}",
+                    e.decision
+                );
+            }
+            _ => {}
+        }
+        // After the run, Explain reports the engine's verdicts for the I/O
+        // gates of a still open incident.
+        if let Some(d) = w.handle.audit().active_detection(&alias(uid), code) {
+            let again = w.handle.explain(&key());
+            if let Some(e) = again
+                .iter()
+                .find(|e| e.analysis.analyzed_instance_alias.uid == uid && e.analysis.analysis == code)
+            {
+                for g in d.gates.iter().filter(|g| g.gate.needs_io()) {
+                    let x = e.gates.iter().find(|x| x.gate == g.gate).expect("same gates");
+                    assert!(
+                        x.from_last_run && x.verdict == g.verdict,
+                        "{name}: {x:?} vs {g:?}"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -8,6 +8,8 @@
 //! | `/api/errant-gtids` | MONITORING | JSON array of Instance objects with errant GTIDs |
 //! | `/api/disable-global-recoveries` | ADMIN | `Global recoveries disabled\n` |
 //! | `/api/enable-global-recoveries` | ADMIN | `Global recoveries enabled\n` |
+//! | `/api/ack-recovery?keyspace=&shard=&comment=` | ADMIN | ours (orchestrator's name): clears the shard's back-offs and ERS cooldown, `Acknowledged: N ...\n` |
+//! | `/api/ack-all-recoveries?comment=` | ADMIN | the same for every shard |
 //! | `/api/config` | MONITORING | the configuration as a JSON map (tab indent) |
 //! | `/api/database-state` | MONITORING | our in-memory state as Go's store dump, `[{"TableName", "Rows"}]` (see `http/database_state.rs`) |
 //! | `/api/recoveries` | (ours) | our audit's recoveries, newest first (`limit` parameter) |
@@ -84,6 +86,8 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/api/errant-gtids", get(errant_gtids))
         .route("/api/disable-global-recoveries", any(disable_global_recoveries))
         .route("/api/enable-global-recoveries", any(enable_global_recoveries))
+        .route("/api/ack-recovery", any(ack_recovery))
+        .route("/api/ack-all-recoveries", any(ack_all_recoveries))
         .route("/api/config", get(config))
         .route("/api/database-state", get(database_state::handler))
         .route("/api/recoveries", get(recoveries))
@@ -294,7 +298,13 @@ fn text(status: StatusCode, body: impl Into<String>) -> Response {
 
 fn error_response(e: ApiError) -> Response {
     let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    text(status, format!("{e}\n"))
+    text(
+        status,
+        format!(
+            "{}\n",
+            super::vtorc_api::bounded(&e.to_string(), super::vtorc_api::ERROR_MAX)
+        ),
+    )
 }
 
 /// Reads the `keyspace` / `shard` query parameters and answers with `f`
@@ -349,6 +359,42 @@ async fn disable_global_recoveries(State(ctx): State<ApiContext>) -> Response {
 async fn enable_global_recoveries(State(ctx): State<ApiContext>) -> Response {
     ctx.set_global_recoveries(true);
     text(StatusCode::OK, "Global recoveries enabled\n")
+}
+
+/// Orchestrator's `ack-recovery`, by shard: `?keyspace=ks&shard=0&comment=...`.
+async fn ack_recovery(
+    State(ctx): State<ApiContext>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let get = |k: &str| params.get(k).map(String::as_str).unwrap_or("");
+    if get("keyspace").trim().is_empty() {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "keyspace and shard are required (use /api/ack-all-recoveries for every shard)\n",
+        );
+    }
+    match ctx.acknowledge(get("keyspace"), get("shard"), get("comment")) {
+        Ok(n) => text(
+            StatusCode::OK,
+            format!("Acknowledged: {n} back-off(s) and cooldown(s) cleared\n"),
+        ),
+        Err(e) => error_response(e),
+    }
+}
+
+/// Orchestrator's `ack-all-recoveries`: `?comment=...`.
+async fn ack_all_recoveries(
+    State(ctx): State<ApiContext>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Response {
+    let comment = params.get("comment").map(String::as_str).unwrap_or("");
+    match ctx.acknowledge("", "", comment) {
+        Ok(n) => text(
+            StatusCode::OK,
+            format!("Acknowledged: {n} back-off(s) and cooldown(s) cleared\n"),
+        ),
+        Err(e) => error_response(e),
+    }
 }
 
 /// The configuration as a JSON map: durations as Go duration strings

@@ -5,6 +5,7 @@
 //! shared with the recovery engine, a [`VtctldService`], bind a listener and
 //! run [`serve_grpc`] until the process's shutdown token fires.
 
+pub mod grpc_only;
 pub mod http;
 pub mod vtctld;
 pub mod vtorc_api;
@@ -95,6 +96,7 @@ pub async fn serve_grpc_with(
         }
     };
     let server = tonic::transport::Server::builder()
+        .layer(grpc_only::GrpcOnlyLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

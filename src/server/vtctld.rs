@@ -147,7 +147,10 @@ impl From<VtctldError> for Status {
             VtctldError::InvalidArgument { .. } => tracing::info!("rejected vtctld request: {e}"),
             _ => tracing::warn!("failed to serve vtctld request: {e:#}"),
         }
-        Status::new(code, e.to_string())
+        Status::new(
+            code,
+            super::vtorc_api::bounded(&e.to_string(), super::vtorc_api::ERROR_MAX),
+        )
     }
 }
 

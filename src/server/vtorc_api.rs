@@ -23,14 +23,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use crate::analysis::{self, AnalysisCode, AnalysisConfig, DetectionAnalysis, RecoveryKind};
+use crate::analysis::{self, AnalysisConfig, DetectionAnalysis, RecoveryKind};
 use crate::config::Config;
 use crate::discovery::{DiscoveryError, DiscoveryHandle};
 use crate::ids::KeyspaceShard;
 use crate::model::{TabletState, ThreadState};
 use crate::proto::vtorc::v1 as pb;
 use crate::proto::vtorc::v1::vtorc_server::{Vtorc, VtorcServer};
-use crate::recovery::{AuditEvent, AuditFilter, Decision, RecoveryHandle, SkipReason};
+use crate::recovery::{AuditEvent, AuditFilter, Decision, GateResult, RecoveryHandle};
 use crate::reparent::WallClock;
 use crate::telemetry::metrics::MetricsRegistry;
 use crate::topo::{Topo, TopoError};
@@ -132,7 +132,7 @@ impl ApiError {
 
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Status {
-        Status::new(e.grpc_code(), e.to_string())
+        Status::new(e.grpc_code(), bounded(&e.to_string(), ERROR_MAX))
     }
 }
 
@@ -183,9 +183,32 @@ fn non_empty(s: &str) -> Option<String> {
 }
 
 /// Keyspace and shard names: no path separators or control characters.
+/// At most `max` bytes of a user-supplied `s` (cut on a character
+/// boundary, the cut noted), for error texts and audit lines that echo it.
+pub(crate) fn bounded(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes)", &s[..end], s.len())
+}
+
+/// Longest user-supplied name echoed in an error text.
+pub(crate) const ECHO_MAX: usize = 64;
+
+/// Longest error text returned to a caller (topo keys built from request
+/// fields can echo them at any length).
+pub(crate) const ERROR_MAX: usize = 1024;
+
 fn check_name(field: &'static str, name: &str) -> Result<(), ApiError> {
     if name.contains('/') || name.chars().any(char::is_control) || name == "." || name == ".." {
-        return Err(ApiError::invalid(field, format!("invalid name {name:?}")));
+        return Err(ApiError::invalid(
+            field,
+            format!("invalid name {:?}", bounded(name, ECHO_MAX)),
+        ));
     }
     Ok(())
 }
@@ -314,7 +337,30 @@ impl ApiContext {
         out.problems
             .into_iter()
             .filter(|p| filter.matches(&p.analyzed_keyspace, &p.analyzed_shard))
+            .map(|mut p| {
+                self.recovery.mark_not_clearing(&mut p, now);
+                p
+            })
             .collect()
+    }
+
+    /// Acknowledges recoveries matching `filter` (see
+    /// [`RecoveryHandle::acknowledge`]); returns how many back-offs and
+    /// cooldowns were cleared. A keyspace without shard is refused (the
+    /// state is per shard).
+    pub fn acknowledge(&self, keyspace: &str, shard: &str, comment: &str) -> Result<usize, ApiError> {
+        let filter = ShardFilter::parse(keyspace, shard)?;
+        let comment = bounded(comment.trim(), 200);
+        match (&filter.keyspace, &filter.shard) {
+            (None, _) => Ok(self.recovery.acknowledge(None, &comment)),
+            (Some(k), Some(s)) => Ok(self
+                .recovery
+                .acknowledge(Some(&KeyspaceShard::new(k.clone(), s.clone())), &comment)),
+            (Some(_), None) => Err(ApiError::invalid(
+                "shard",
+                "acknowledging needs a keyspace and a shard",
+            )),
+        }
     }
 
     /// Every watched tablet matching `filter`, by shard then alias.
@@ -443,14 +489,11 @@ impl ApiContext {
             .recovery
             .explain(&key)
             .into_iter()
-            .map(|e| {
-                let gates = self.gates(&e.analysis, &e.decision);
-                ExplainedProblem {
-                    action: action_text(&e.analysis, &key),
-                    analysis: e.analysis,
-                    decision: e.decision,
-                    gates,
-                }
+            .map(|e| ExplainedProblem {
+                action: action_text(&e.analysis, &key),
+                analysis: e.analysis,
+                decision: e.decision,
+                gates: e.gates,
             })
             .collect();
         Ok(Explained {
@@ -459,129 +502,6 @@ impl ApiContext {
             problems,
             notes,
         })
-    }
-
-    /// Every gate of the recovery path for `a`, in order. The engine's
-    /// decision is authoritative for the gate it stops at; the others are
-    /// evaluated from the same switches so an operator sees every reason.
-    fn gates(&self, a: &DetectionAnalysis, decision: &Decision) -> Vec<GateView> {
-        use GateVerdictView::{Deferred, NotApplicable, Pass, Skip};
-        let skipped = |r: SkipReason| matches!(decision, Decision::Skip(d) if *d == r);
-        let mut gates = Vec::new();
-        let no_action = skipped(SkipReason::NoRecoveryAction)
-            || a.recovery == RecoveryKind::None
-            || (a.recovery == RecoveryKind::RecoverErrantGtidDetected
-                && !self.current_config().change_tablets_with_errant_gtid_to_drained);
-        gates.push(GateView::new(
-            SkipReason::NoRecoveryAction.as_str(),
-            if no_action { Skip } else { Pass },
-            if no_action {
-                if a.recovery == RecoveryKind::RecoverErrantGtidDetected {
-                    "errant GTID recovery is off (--change-tablets-with-errant-gtid-to-drained=false)"
-                        .to_string()
-                } else {
-                    format!("{} has no recovery", a.analysis)
-                }
-            } else {
-                format!("{} is recovered by {}", a.analysis, a.recovery.name())
-            },
-        ));
-        let global_off =
-            skipped(SkipReason::GlobalRecoveriesDisabled) || !self.recovery.global_recoveries_enabled();
-        gates.push(GateView::new(
-            SkipReason::GlobalRecoveriesDisabled.as_str(),
-            if global_off { Skip } else { Pass },
-            if global_off {
-                "recoveries are globally disabled"
-            } else {
-                "recoveries are globally enabled"
-            },
-        ));
-        let cells = &self.config.cells_no_recovery;
-        if skipped(SkipReason::CellNoRecoveryUnvalidated) {
-            gates.push(GateView::new(
-                SkipReason::CellNoRecoveryUnvalidated.as_str(),
-                Skip,
-                "--cells-no-recovery is not validated against the topology yet",
-            ));
-        } else if cells.is_empty() || !a.actionable || a.analysis == AnalysisCode::ClusterHasNoPrimary {
-            gates.push(GateView::new(
-                SkipReason::CellNoRecovery.as_str(),
-                if cells.is_empty() { NotApplicable } else { Deferred },
-                if cells.is_empty() {
-                    "no cell is denied (--cells-no-recovery is empty)"
-                } else {
-                    "checked against the shard's cells under the lock"
-                },
-            ));
-        } else {
-            let denied = skipped(SkipReason::CellNoRecovery)
-                || a.analyzed_cell.is_empty()
-                || cells.iter().any(|c| c == &a.analyzed_cell);
-            gates.push(GateView::new(
-                SkipReason::CellNoRecovery.as_str(),
-                if denied { Skip } else { Pass },
-                format!("cell {:?} against --cells-no-recovery {cells:?}", a.analyzed_cell),
-            ));
-        }
-        gates.push(GateView::new(
-            SkipReason::PrimaryRecovery.as_str(),
-            if a.shard_wide_recovery {
-                NotApplicable
-            } else {
-                Deferred
-            },
-            if a.shard_wide_recovery {
-                "a shard-wide recovery does not wait for the primary"
-            } else {
-                "the shard primary is re-polled first; a primary problem is recovered first"
-            },
-        ));
-        let draining = self.recovery.is_draining();
-        gates.push(GateView::new(
-            "ShardLock",
-            if draining { Skip } else { Deferred },
-            if draining {
-                "vtorc is shutting down and takes no new shard lock"
-            } else {
-                "TryLockShard; refused while vtctld or another vtorc holds the lock"
-            },
-        ));
-        gates.push(GateView::new(
-            SkipReason::StaleAnalysis.as_str(),
-            Deferred,
-            "records re-read, tablets re-polled and the shard re-analysed under the lock",
-        ));
-        if a.recovery.uses_ers() {
-            let global = self.recovery.emergency_reparent_allowed();
-            let mut why = Vec::new();
-            if !global {
-                why.push("disabled globally (--allow-emergency-reparent=false)");
-            }
-            if a.analyzed_keyspace_emergency_reparent_disabled {
-                why.push("disabled for the keyspace");
-            }
-            if a.analyzed_shard_emergency_reparent_disabled {
-                why.push("disabled for the shard");
-            }
-            let off = skipped(SkipReason::EmergencyReparentShardDisabled) || !why.is_empty();
-            gates.push(GateView::new(
-                SkipReason::EmergencyReparentShardDisabled.as_str(),
-                if off { Skip } else { Pass },
-                if off {
-                    format!("EmergencyReparentShard is {}", why.join(", "))
-                } else {
-                    "EmergencyReparentShard is allowed".to_string()
-                },
-            ));
-        } else {
-            gates.push(GateView::new(
-                SkipReason::EmergencyReparentShardDisabled.as_str(),
-                NotApplicable,
-                format!("{} does not run EmergencyReparentShard", a.recovery.name()),
-            ));
-        }
-        gates
     }
 }
 
@@ -621,40 +541,6 @@ fn action_text(a: &DetectionAnalysis, key: &KeyspaceShard) -> String {
     }
 }
 
-/// A gate verdict (see `vtorc.v1.GateVerdict`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GateVerdictView {
-    /// Lets the recovery through.
-    Pass,
-    /// Would skip it.
-    Skip,
-    /// Does not apply.
-    NotApplicable,
-    /// Decided only when the recovery runs.
-    Deferred,
-}
-
-/// One gate in an explanation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GateView {
-    /// Name (the skip reason it reports, or `ShardLock`).
-    pub name: &'static str,
-    /// Verdict.
-    pub verdict: GateVerdictView,
-    /// Why.
-    pub reason: String,
-}
-
-impl GateView {
-    fn new(name: &'static str, verdict: GateVerdictView, reason: impl Into<String>) -> Self {
-        GateView {
-            name,
-            verdict,
-            reason: reason.into(),
-        }
-    }
-}
-
 /// One problem of an explanation.
 #[derive(Clone, Debug)]
 pub struct ExplainedProblem {
@@ -664,8 +550,8 @@ pub struct ExplainedProblem {
     pub decision: Decision,
     /// What the recovery does.
     pub action: String,
-    /// Every gate.
-    pub gates: Vec<GateView>,
+    /// Every gate, from the engine's ladder.
+    pub gates: Vec<GateResult>,
 }
 
 /// What vtorc would do for one shard now.
@@ -704,6 +590,12 @@ impl Explained {
                 a.analysis,
                 a.analyzed_instance_alias,
                 reason
+            ),
+            Decision::Stopped(why) => format!(
+                "the last attempt at {} for {} on {} stopped: {why}",
+                a.recovery.name(),
+                a.analysis,
+                a.analyzed_instance_alias
             ),
             Decision::NoAction => format!(
                 "would lock the shard for {} on {} and take no action",
@@ -970,6 +862,17 @@ impl Vtorc for VtorcApi {
         )))
     }
 
+    async fn ack_recovery(
+        &self,
+        request: Request<pb::AckRecoveryRequest>,
+    ) -> Result<Response<pb::AckRecoveryResponse>, Status> {
+        let r = request.into_inner();
+        let cleared = self.ctx.acknowledge(&r.keyspace, &r.shard, &r.comment)?;
+        Ok(Response::new(pb::AckRecoveryResponse {
+            cleared: u32::try_from(cleared).unwrap_or(u32::MAX),
+        }))
+    }
+
     async fn explain(
         &self,
         request: Request<pb::ExplainRequest>,
@@ -1081,6 +984,21 @@ mod tests {
         ])
         .map_err(|e| format!("{e:?}"))
         .expect("valid")
+    }
+
+    #[test]
+    fn error_texts_that_echo_request_fields_are_bounded() {
+        let long = "k".repeat(10_000);
+        let status: Status = ShardFilter::parse(&format!("a/{long}"), "")
+            .expect_err("a slash is invalid")
+            .into();
+        assert!(
+            status.message().len() < ECHO_MAX + 200,
+            "{}",
+            status.message().len()
+        );
+        assert!(status.message().contains("bytes)"), "{}", status.message());
+        assert_eq!(bounded("é".repeat(10).as_str(), 3), "é... (20 bytes)");
     }
 
     #[test]

@@ -691,11 +691,11 @@ impl Topo {
     /// A tablet record.
     pub async fn get_tablet(&self, alias: &TabletAlias) -> TopoResult<Versioned<Tablet>> {
         let cell = self.cell_store(&alias.cell).await?;
-        read(
-            cell.store.as_ref(),
-            &paths::join(&cell.root, &paths::tablet(alias)),
-        )
-        .await
+        let kv = cell
+            .store
+            .get(&paths::join(&cell.root, &paths::tablet(alias)))
+            .await?;
+        decode_tablet(kv)
     }
 
     /// Creates a tablet record and adds it to its shard's
@@ -1009,7 +1009,7 @@ pub(crate) fn decode_tablets(cell_root: &str, entries: Vec<KeyValue>) -> Partial
         if paths::parse_tablet(relative).is_none() {
             continue;
         }
-        match decode_kv::<Tablet>(kv) {
+        match decode_tablet(kv) {
             Ok(t) => out.items.push(t),
             Err(e) => out.errors.push(e),
         }
@@ -1017,5 +1017,59 @@ pub(crate) fn decode_tablets(cell_root: &str, entries: Vec<KeyValue>) -> Partial
     out
 }
 
+/// Decodes a tablet record, warning (once per record, key and value) about
+/// enum values this build does not know: such a tablet is handled as
+/// `UNKNOWN` type (never analysed as a primary or replica).
+pub(crate) fn decode_tablet(kv: KeyValue) -> TopoResult<Versioned<Tablet>> {
+    let key = kv.key.clone();
+    let t = decode_kv::<Tablet>(kv)?;
+    let raw = t.value.r#type;
+    if crate::proto::topodata::TabletType::try_from(raw).is_err() {
+        warn_unknown_enum_once(&key, "type", raw);
+    }
+    Ok(t)
+}
+
+/// Logs an unknown enum value of a topo record once per (key, field, value).
+pub(crate) fn warn_unknown_enum_once(key: &str, field: &'static str, value: i32) {
+    type Seen = std::collections::HashSet<(String, &'static str, i32)>;
+    static SEEN: std::sync::Mutex<Option<Seen>> = std::sync::Mutex::new(None);
+    let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    let set = seen.get_or_insert_with(Default::default);
+    // Bounded: a flood of distinct bad records stops being remembered (and warned).
+    if set.len() < 10_000 && set.insert((key.to_string(), field, value)) {
+        tracing::warn!(
+            key,
+            field,
+            value,
+            "topo record has an unknown enum value; treated as UNKNOWN"
+        );
+    }
+}
+
 /// Map of records keyed by name, for snapshots.
 pub type ByName<T> = BTreeMap<String, Versioned<T>>;
+
+#[cfg(test)]
+mod unknown_enum_tests {
+    use super::*;
+    use crate::model::fixtures::tablet_record;
+    use crate::proto::topodata::TabletType;
+
+    #[tokio::test]
+    async fn a_tablet_record_with_an_unknown_type_is_read_as_unknown() {
+        let (topo, _store) = Topo::in_memory(&["zone1"]);
+        let mut t = tablet_record("ks", "0", "zone1", 177, TabletType::Replica);
+        t.r#type = 77;
+        topo.create_tablet(&t).await.expect("create");
+        let alias = t.alias.clone().expect("alias");
+        let read = topo.get_tablet(&alias).await.expect("decodes");
+        assert_eq!(read.value.r#type, 77);
+        assert_eq!(read.value.r#type(), TabletType::Unknown);
+        let listed = topo.tablets_by_shard("ks", "0").await.expect("list");
+        assert_eq!(listed.items.len(), 1);
+        // Warned once per key and value (a second read logs nothing new).
+        warn_unknown_enum_once("/x/tablets/zone1-177/Tablet", "type", 77);
+        warn_unknown_enum_once("/x/tablets/zone1-177/Tablet", "type", 77);
+    }
+}

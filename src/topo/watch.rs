@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use super::codec::decode;
 use super::error::TopoError;
 use super::paths::{self, GlobalKey};
-use super::server::{ByName, CellStore, Topo, Versioned, decode_kv, decode_tablets};
+use super::server::{ByName, CellStore, Topo, Versioned, decode_kv, decode_tablet, decode_tablets};
 use super::store::{AbortOnDrop, KeyValue, Listing, WatchEvent};
 use crate::ids::KeyspaceShard;
 use crate::proto::topodata::{CellInfo, Keyspace, Shard, Tablet, TabletAlias};
@@ -416,7 +416,7 @@ async fn cell_loop(topo: Topo, cell: String, tx: mpsc::Sender<TopoEvent>) {
                 };
                 let alias = alias.to_string();
                 let out = match event {
-                    WatchEvent::Put(kv) => match versioned::<Tablet>(kv) {
+                    WatchEvent::Put(kv) => match decode_tablet(kv) {
                         Ok(tablet) => TopoEvent::TabletChanged {
                             cell: cell.clone(),
                             tablet,

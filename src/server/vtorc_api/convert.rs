@@ -4,13 +4,14 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use super::{ErsState, Explained, GateVerdictView, TabletView, age};
+use super::{ErsState, Explained, TabletView, age};
 use crate::analysis::DetectionAnalysis;
 use crate::discovery::{DiscoveryMetrics, metrics::LATENCY_BUCKETS_US};
 use crate::model::{Observation, Reachability, StreamHealth, ThreadState};
 use crate::proto::vtorc::v1 as pb;
 use crate::recovery::{
-    AuditEvent, Decision, DetectionRecord, RecoveryOutcome, RecoveryRecord, RecoveryStep, StepLevel,
+    AuditEvent, Decision, DetectionRecord, GateResult, RecoveryOutcome, RecoveryRecord, RecoveryStep,
+    StepLevel, Verdict,
 };
 use crate::tablet::TabletErrorKind;
 
@@ -255,6 +256,23 @@ pub(super) fn detection(d: &DetectionRecord) -> pb::Detection {
         active: d.resolved_at.is_none(),
         resolved_at: d.resolved_at.map(timestamp),
         resolution: d.resolution.clone().unwrap_or_default(),
+        gates: d.gates.iter().map(gate).collect(),
+    }
+}
+
+/// A gate and its verdict.
+pub(super) fn gate(g: &GateResult) -> pb::Gate {
+    pb::Gate {
+        name: g.gate.name().to_string(),
+        verdict: (match g.verdict {
+            Verdict::Pass => pb::GateVerdict::Pass,
+            Verdict::Skip(_) => pb::GateVerdict::Skip,
+            Verdict::Stop => pb::GateVerdict::Stop,
+            Verdict::NotApplicable => pb::GateVerdict::NotApplicable,
+            Verdict::Deferred => pb::GateVerdict::Deferred,
+        }) as i32,
+        reason: g.reason.clone(),
+        from_last_run: g.from_last_run,
     }
 }
 
@@ -325,20 +343,7 @@ pub(super) fn explained(e: &Explained) -> pb::ExplainResponse {
                 analysis: Some(analysis(&p.analysis)),
                 recovery_type: p.analysis.recovery.name().to_string(),
                 action: p.action.clone(),
-                gates: p
-                    .gates
-                    .iter()
-                    .map(|g| pb::Gate {
-                        name: g.name.to_string(),
-                        verdict: (match g.verdict {
-                            GateVerdictView::Pass => pb::GateVerdict::Pass,
-                            GateVerdictView::Skip => pb::GateVerdict::Skip,
-                            GateVerdictView::NotApplicable => pb::GateVerdict::NotApplicable,
-                            GateVerdictView::Deferred => pb::GateVerdict::Deferred,
-                        }) as i32,
-                        reason: g.reason.clone(),
-                    })
-                    .collect(),
+                gates: p.gates.iter().map(gate).collect(),
                 would_recover: matches!(p.decision, Decision::Recover(_)),
                 skip_reason: match p.decision {
                     Decision::Skip(r) => r.as_str().to_string(),
@@ -371,6 +376,16 @@ pub(super) fn watch_event(e: &AuditEvent, at: SystemTime) -> pb::WatchEvent {
             step: Some(step(s)),
         }),
         AuditEvent::RecoveryFinished(r) => Event::RecoveryFinished(recovery(r)),
+        AuditEvent::Acknowledged {
+            keyspace,
+            shard,
+            comment,
+            ..
+        } => Event::Acknowledged(pb::AckRecoveryRequest {
+            keyspace: keyspace.clone(),
+            shard: shard.clone(),
+            comment: comment.clone(),
+        }),
         AuditEvent::Shutdown {
             instance, message, ..
         } => Event::Shutdown(pb::ShutdownEvent {
