@@ -57,6 +57,10 @@ use crate::reparent::Reparenter;
 use crate::tablet::TabletManager;
 use crate::topo::{ShardLock, Topo};
 
+/// Longest a gate waits to re-poll a tablet whose last check already
+/// failed (see `Shared::refresh`).
+const UNREACHABLE_REFRESH_BOUND: Duration = Duration::from_secs(1);
+
 /// How one pass through the gates ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GateOutcome {
@@ -216,15 +220,32 @@ impl Shared {
     /// timeout. Tablets gone from discovery are ignored; a timeout leaves the
     /// tablet as it was. `Err` only if discovery has stopped.
     async fn refresh(&self, aliases: &[TabletAlias]) -> Result<(), RecoveryError> {
-        let bound = self.config.load().remote_operation_timeout;
-        let polls = aliases.iter().map(|alias| async move {
-            match tokio::time::timeout(bound, self.cluster.refresh_tablet(alias)).await {
-                Ok(Ok(_)) | Ok(Err(crate::discovery::DiscoveryError::UnknownTablet(_))) => Ok(()),
-                Ok(Err(crate::discovery::DiscoveryError::UnknownShard(_))) => Ok(()),
-                Ok(Err(e)) => Err(RecoveryError::discovery(format!("refresh {alias}"), e)),
-                Err(_) => {
-                    tracing::debug!(tablet = %alias, "refresh timed out after {bound:?}");
-                    Ok(())
+        let full = self.config.load().remote_operation_timeout;
+        let snapshot = self.cluster.snapshot();
+        let polls = aliases.iter().map(|alias| {
+            // A tablet whose last check already failed (a frozen or cut-off
+            // host) would hold the gate for a whole poll deadline, and the
+            // shard's other recoveries (DeadPrimary among them) behind it;
+            // its re-poll gets a short bound and it stays as it was.
+            let unreachable = snapshot
+                .shards
+                .values()
+                .find_map(|s| s.tablet(alias))
+                .is_some_and(|t| t.unreachable_since().is_some());
+            let bound = if unreachable {
+                full.min(UNREACHABLE_REFRESH_BOUND)
+            } else {
+                full
+            };
+            async move {
+                match tokio::time::timeout(bound, self.cluster.refresh_tablet(alias)).await {
+                    Ok(Ok(_)) | Ok(Err(crate::discovery::DiscoveryError::UnknownTablet(_))) => Ok(()),
+                    Ok(Err(crate::discovery::DiscoveryError::UnknownShard(_))) => Ok(()),
+                    Ok(Err(e)) => Err(RecoveryError::discovery(format!("refresh {alias}"), e)),
+                    Err(_) => {
+                        tracing::debug!(tablet = %alias, "refresh timed out after {bound:?}");
+                        Ok(())
+                    }
                 }
             }
         });
