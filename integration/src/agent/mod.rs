@@ -182,6 +182,9 @@ pub struct AgentConfig {
     pub grpc_tls: TlsFiles,
     /// vttablet's `--topo-etcd-tls-*`: TLS towards etcd. All unset = plaintext.
     pub topo_etcd_tls: TlsFiles,
+    /// vttablet's `--tablet-manager-grpc-*`: TLS of this tablet's calls to
+    /// other tablets (PrimaryStatus of the new source). All unset = plaintext.
+    pub tablet_manager_tls: TlsFiles,
 }
 
 impl AgentConfig {
@@ -234,6 +237,7 @@ impl AgentConfig {
             disk_write_timeout: Duration::from_secs(30),
             grpc_tls: TlsFiles::default(),
             topo_etcd_tls: TlsFiles::default(),
+            tablet_manager_tls: TlsFiles::default(),
         }
     }
 

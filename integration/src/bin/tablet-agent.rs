@@ -129,6 +129,15 @@ struct Flags {
     /// CRL (PEM) of revoked client certificates (needs --grpc-ca).
     #[arg(long)]
     grpc_crl: Option<PathBuf>,
+    /// CA (PEM) to verify other tablets with (calls to them); enables TLS.
+    #[arg(long)]
+    tablet_manager_grpc_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for calls to other tablets.
+    #[arg(long)]
+    tablet_manager_grpc_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long)]
+    tablet_manager_grpc_key: Option<PathBuf>,
     /// CA (PEM) to verify etcd with; enables TLS towards etcd.
     #[arg(long)]
     topo_etcd_tls_ca: Option<PathBuf>,
@@ -190,6 +199,13 @@ async fn main() -> anyhow::Result<()> {
         cert: flags.grpc_cert,
         key: flags.grpc_key,
         crl: flags.grpc_crl,
+        server_name: None,
+    };
+    config.tablet_manager_tls = TlsFiles {
+        ca: flags.tablet_manager_grpc_ca,
+        cert: flags.tablet_manager_grpc_cert,
+        key: flags.tablet_manager_grpc_key,
+        crl: None,
         server_name: None,
     };
     config.topo_etcd_tls = TlsFiles {

@@ -212,6 +212,7 @@ async fn start_cluster(spec: ClusterBuilder) -> anyhow::Result<Cluster> {
             let config = tablet.agent_config_mut();
             let own = pki.issue(&format!("tablet-{}", config.uid))?;
             config.grpc_tls = pki.tls_files(&own);
+            config.tablet_manager_tls = pki.tls_files(&own);
             config.topo_etcd_tls = etcd.client_tls_files();
         }
         tablets.push(tablet);
