@@ -1236,6 +1236,48 @@ mod tests {
     }
 
     #[test]
+    fn tls_flags_are_taken_with_vitess_names_and_checked_together() {
+        // Go VTOrc's spellings (underscore twins too) are accepted now.
+        let c = load(&[
+            "--tablet_manager_grpc_ca=/ca.pem",
+            "--tablet-manager-grpc-cert=/vtorc.pem",
+            "--tablet-manager-grpc-key=/vtorc-key.pem",
+            "--tablet-manager-grpc-crl=/crl.pem",
+            "--tablet-manager-grpc-server-name=tablets.example",
+            "--topo-etcd-tls-ca=/etcd-ca.pem",
+            "--topo-etcd-tls-cert=/etcd.pem",
+            "--topo-etcd-tls-key=/etcd-key.pem",
+            "--grpc-cert=/server.pem",
+            "--grpc-key=/server-key.pem",
+            "--grpc-ca=/clients-ca.pem",
+            "--grpc-crl=/clients-crl.pem",
+        ])
+        .expect("TLS flags are valid");
+        assert_eq!(c.tablet_manager_tls.ca.as_deref(), Some(Path::new("/ca.pem")));
+        assert_eq!(c.tablet_manager_tls.server_name.as_deref(), Some("tablets.example"));
+        assert_eq!(c.topo_etcd_tls.key.as_deref(), Some(Path::new("/etcd-key.pem")));
+        assert_eq!(c.grpc_tls.crl.as_deref(), Some(Path::new("/clients-crl.pem")));
+        // Health streams: unset = the tablet-manager settings (resolved by
+        // the tablet client), or their own vtgate-style flags.
+        assert_eq!(c.tablet_grpc_tls, TlsFiles::default());
+        let c = load(&["--tablet-grpc-ca=/h.pem"]).expect("valid");
+        assert_eq!(c.tablet_grpc_tls.ca.as_deref(), Some(Path::new("/h.pem")));
+        for (args, option) in [
+            (&["--tablet-manager-grpc-cert=/a.pem"][..], "tablet-manager-grpc-cert"),
+            (&["--tablet-grpc-key=/a.pem"][..], "tablet-grpc-cert"),
+            (&["--topo-etcd-tls-key=/a.pem"][..], "topo-etcd-tls-cert"),
+            (&["--grpc-ca=/a.pem"][..], "grpc-ca"),
+            (
+                &["--grpc-cert=/a.pem", "--grpc-key=/b.pem", "--grpc-crl=/c.pem"][..],
+                "grpc-crl",
+            ),
+        ] {
+            let err = load(args).expect_err("must be rejected");
+            assert!(err.contains(option), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
     fn unknown_flags_are_rejected() {
         let err = load(&["--no-such-flag=1"]).expect_err("unknown flag");
         assert!(err.contains("--no-such-flag"), "{err}");

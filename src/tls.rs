@@ -594,3 +594,157 @@ pub fn etcd_tls_options(files: &TlsFiles) -> Result<Option<etcd_client::TlsOptio
     }
     Ok(Some(tls))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+
+    struct Ca {
+        params: CertificateParams,
+        key: KeyPair,
+    }
+
+    fn ca(dir: &Path) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let key = KeyPair::generate().expect("key");
+        let cert = params.self_signed(&key).expect("CA");
+        std::fs::write(dir.join("ca.pem"), cert.pem()).expect("write");
+        Ca { params, key }
+    }
+
+    /// Writes `<name>.pem` and `<name>-key.pem` signed by `ca`.
+    fn leaf(dir: &Path, ca: &Ca, name: &str) -> (PathBuf, PathBuf) {
+        let params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).expect("params");
+        let key = KeyPair::generate().expect("key");
+        let cert = params
+            .signed_by(&key, &Issuer::from_params(&ca.params, &ca.key))
+            .expect("sign");
+        let (c, k) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}-key.pem")));
+        std::fs::write(&c, cert.pem()).expect("write");
+        std::fs::write(&k, key.serialize_pem()).expect("write");
+        (c, k)
+    }
+
+    fn files(ca: Option<PathBuf>, cert: Option<PathBuf>, key: Option<PathBuf>) -> TlsFiles {
+        TlsFiles {
+            ca,
+            cert,
+            key,
+            crl: None,
+            server_name: None,
+        }
+    }
+
+    fn client_err(files: &TlsFiles) -> String {
+        ClientTls::from_files(files, "tablet-manager-grpc-")
+            .expect_err("must fail")
+            .to_string()
+    }
+
+    #[test]
+    fn nothing_set_is_plaintext() {
+        assert!(
+            ClientTls::from_files(&TlsFiles::default(), "tablet-manager-grpc-")
+                .expect("ok")
+                .is_none()
+        );
+        assert!(ServerTls::from_files(&TlsFiles::default(), "grpc-").expect("ok").is_none());
+        assert!(etcd_tls_options(&TlsFiles::default()).expect("ok").is_none());
+    }
+
+    #[test]
+    fn bad_files_are_clear_errors_naming_the_file_and_the_flag() {
+        let dir = tempfile::tempdir().expect("dir");
+        let d = dir.path();
+        let ca = ca(d);
+        let (cert, key) = leaf(d, &ca, "me");
+        let (_, other_key) = leaf(d, &ca, "other");
+        let garbage = d.join("garbage.pem");
+        std::fs::write(&garbage, "not a certificate").expect("write");
+        let missing = d.join("missing.pem");
+
+        let e = client_err(&files(Some(missing.clone()), None, None));
+        assert!(e.contains("--tablet-manager-grpc-ca") && e.contains("missing.pem") && e.contains("cannot read"), "{e}");
+        let e = client_err(&files(Some(garbage.clone()), None, None));
+        assert!(e.contains("--tablet-manager-grpc-ca") && e.contains("garbage.pem") && e.contains("no PEM certificate"), "{e}");
+        let e = client_err(&files(Some(d.join("ca.pem")), Some(garbage.clone()), Some(key.clone())));
+        assert!(e.contains("--tablet-manager-grpc-cert") && e.contains("garbage.pem"), "{e}");
+        let e = client_err(&files(Some(d.join("ca.pem")), Some(cert.clone()), Some(garbage.clone())));
+        assert!(e.contains("--tablet-manager-grpc-key") && e.contains("garbage.pem") && e.contains("private key"), "{e}");
+        let e = client_err(&files(Some(d.join("ca.pem")), Some(cert.clone()), None));
+        assert!(e.contains("must be given together"), "{e}");
+        // A key that is not the certificate's.
+        let e = ServerTls::from_files(&files(None, Some(cert.clone()), Some(other_key)), "grpc-")
+            .expect_err("mismatch")
+            .to_string();
+        assert!(e.contains("--grpc-cert") && e.contains("me.pem"), "{e}");
+        let e = client_err(&TlsFiles {
+            crl: Some(garbage.clone()),
+            ..files(Some(d.join("ca.pem")), None, None)
+        });
+        assert!(e.contains("--tablet-manager-grpc-crl") && e.contains("no PEM CRL"), "{e}");
+        // Server: a CA or CRL needs a certificate; a CRL needs a CA.
+        let e = ServerTls::from_files(&files(Some(d.join("ca.pem")), None, None), "grpc-")
+            .expect_err("no cert")
+            .to_string();
+        assert!(e.contains("--grpc-cert"), "{e}");
+        let e = ServerTls::from_files(
+            &TlsFiles {
+                crl: Some(garbage.clone()),
+                ..files(None, Some(cert.clone()), Some(key.clone()))
+            },
+            "grpc-",
+        )
+        .expect_err("CRL without CA")
+        .to_string();
+        assert!(e.contains("--grpc-crl needs --grpc-ca"), "{e}");
+        let e = etcd_tls_options(&files(Some(garbage), None, None))
+            .expect_err("etcd")
+            .to_string();
+        assert!(e.contains("--topo-etcd-tls-ca"), "{e}");
+        // And good files load.
+        assert!(
+            ServerTls::from_files(&files(Some(d.join("ca.pem")), Some(cert.clone()), Some(key.clone())), "grpc-")
+                .expect("ok")
+                .expect("on")
+                .requires_client_certificates()
+        );
+        assert!(etcd_tls_options(&files(Some(d.join("ca.pem")), Some(cert), Some(key))).expect("ok").is_some());
+    }
+
+    #[tokio::test]
+    async fn mutual_tls_handshakes_and_a_broken_replacement_keeps_the_previous_files() {
+        let dir = tempfile::tempdir().expect("dir");
+        let d = dir.path();
+        let ca = ca(d);
+        let (scert, skey) = leaf(d, &ca, "server");
+        let (ccert, ckey) = leaf(d, &ca, "client");
+        let server = ServerTls::from_files(&files(Some(d.join("ca.pem")), Some(scert.clone()), Some(skey)), "grpc-")
+            .expect("ok")
+            .expect("on");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let mut incoming = Box::pin(server.incoming(listener));
+        let client = ClientTls::from_files(&files(Some(d.join("ca.pem")), Some(ccert), Some(ckey)), "x-")
+            .expect("ok")
+            .expect("on");
+        let (connected, accepted) = tokio::join!(client.connect("127.0.0.1", port), async {
+            futures::StreamExt::next(&mut incoming).await
+        });
+        connected.expect("client side");
+        let conn = accepted.expect("a connection").expect("accepted");
+        assert!(conn.peer_certificates().is_some_and(|c| !c.is_empty()));
+
+        // A half-written certificate file: the server keeps serving the old one.
+        std::fs::write(&scert, "-----BEGIN CERTIFICATE-----\ntrunc").expect("write");
+        let (connected, accepted) = tokio::join!(client.connect("127.0.0.1", port), async {
+            futures::StreamExt::next(&mut incoming).await
+        });
+        connected.expect("still served with the previous certificate");
+        accepted.expect("a connection").expect("accepted");
+    }
+}
