@@ -951,7 +951,8 @@ impl Config {
             return Err(ConfigError::InvalidValue {
                 option: "grpc-crl",
                 value: String::new(),
-                reason: "the CRL applies to client certificates, which are only required with --grpc-ca".into(),
+                reason: "the CRL applies to client certificates, which are only required with --grpc-ca"
+                    .into(),
             });
         }
         let security_policy = match pick!(security_policy).as_deref().unwrap_or("") {
@@ -1254,7 +1255,10 @@ mod tests {
         ])
         .expect("TLS flags are valid");
         assert_eq!(c.tablet_manager_tls.ca.as_deref(), Some(Path::new("/ca.pem")));
-        assert_eq!(c.tablet_manager_tls.server_name.as_deref(), Some("tablets.example"));
+        assert_eq!(
+            c.tablet_manager_tls.server_name.as_deref(),
+            Some("tablets.example")
+        );
         assert_eq!(c.topo_etcd_tls.key.as_deref(), Some(Path::new("/etcd-key.pem")));
         assert_eq!(c.grpc_tls.crl.as_deref(), Some(Path::new("/clients-crl.pem")));
         // Health streams: unset = the tablet-manager settings (resolved by
@@ -1263,7 +1267,10 @@ mod tests {
         let c = load(&["--tablet-grpc-ca=/h.pem"]).expect("valid");
         assert_eq!(c.tablet_grpc_tls.ca.as_deref(), Some(Path::new("/h.pem")));
         for (args, option) in [
-            (&["--tablet-manager-grpc-cert=/a.pem"][..], "tablet-manager-grpc-cert"),
+            (
+                &["--tablet-manager-grpc-cert=/a.pem"][..],
+                "tablet-manager-grpc-cert",
+            ),
             (&["--tablet-grpc-key=/a.pem"][..], "tablet-grpc-cert"),
             (&["--topo-etcd-tls-key=/a.pem"][..], "topo-etcd-tls-cert"),
             (&["--grpc-ca=/a.pem"][..], "grpc-ca"),

@@ -32,9 +32,7 @@ use std::{
 use rustls::{
     ClientConfig, RootCertStore, ServerConfig,
     crypto::CryptoProvider,
-    pki_types::{
-        CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, pem::PemObject,
-    },
+    pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, ServerName, pem::PemObject},
     server::WebPkiClientVerifier,
 };
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -101,7 +99,9 @@ fn load_certs(flag: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, T
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| bad(format!("not a PEM certificate file: {e}")))?;
     if certs.is_empty() {
-        return Err(bad("holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into()));
+        return Err(bad(
+            "holds no PEM certificate (-----BEGIN CERTIFICATE-----)".into()
+        ));
     }
     Ok(certs)
 }
@@ -263,11 +263,13 @@ fn build_client(files: &TlsFiles, names: &FlagNames) -> Result<ClientConfig, Tls
             let cert_flag = names.flag("cert");
             let chain = load_certs(&cert_flag, cert)?;
             let key = load_key(&names.flag("key"), key)?;
-            builder.with_client_auth_cert(chain, key).map_err(|e| TlsError::File {
-                flag: cert_flag,
-                path: cert.clone(),
-                reason: format!("does not match the key of --{}: {e}", names.flag("key")),
-            })?
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| TlsError::File {
+                    flag: cert_flag,
+                    path: cert.clone(),
+                    reason: format!("does not match the key of --{}: {e}", names.flag("key")),
+                })?
         }
         (None, None) => builder.with_no_client_auth(),
         _ => {
@@ -301,7 +303,10 @@ fn build_server(files: &TlsFiles, names: &FlagNames) -> Result<ServerConfig, Tls
                 verifier = verifier.with_crls(load_crls(&names.flag("crl"), crl)?);
             }
             let verifier = verifier.build().map_err(|e| {
-                TlsError::Settings(format!("--{}: cannot verify clients with it: {e}", names.flag("ca")))
+                TlsError::Settings(format!(
+                    "--{}: cannot verify clients with it: {e}",
+                    names.flag("ca")
+                ))
             })?;
             builder.with_client_cert_verifier(verifier)
         }
@@ -318,11 +323,13 @@ fn build_server(files: &TlsFiles, names: &FlagNames) -> Result<ServerConfig, Tls
     };
     let chain = load_certs(&cert_flag, cert)?;
     let key_der = load_key(&key_flag, key)?;
-    let mut config = builder.with_single_cert(chain, key_der).map_err(|e| TlsError::File {
-        flag: cert_flag.clone(),
-        path: cert.clone(),
-        reason: format!("cannot be served with --{key_flag}: {e}"),
-    })?;
+    let mut config = builder
+        .with_single_cert(chain, key_der)
+        .map_err(|e| TlsError::File {
+            flag: cert_flag.clone(),
+            path: cert.clone(),
+            reason: format!("cannot be served with --{key_flag}: {e}"),
+        })?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
 }
@@ -378,11 +385,17 @@ impl ClientTls {
         host: &str,
         port: u16,
     ) -> io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
-        let tcp = tokio::net::TcpStream::connect((host.trim_start_matches('[').trim_end_matches(']'), port)).await?;
+        let tcp = tokio::net::TcpStream::connect((host.trim_start_matches('[').trim_end_matches(']'), port))
+            .await?;
         tcp.set_nodelay(true)?;
         let name = self.server_name.as_deref().unwrap_or(host);
         let name = ServerName::try_from(name.trim_start_matches('[').trim_end_matches(']').to_string())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("invalid TLS server name {name:?}: {e}")))?;
+            .map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("invalid TLS server name {name:?}: {e}"),
+                )
+            })?;
         tokio_rustls::TlsConnector::from(self.config())
             .connect(name, tcp)
             .await
@@ -453,7 +466,9 @@ impl ServerTls {
             return Ok(None);
         }
         let inner = Reloading::new(files.clone(), FlagNames { prefix }, build_server)?;
-        Ok(Some(ServerTls { inner: Arc::new(inner) }))
+        Ok(Some(ServerTls {
+            inner: Arc::new(inner),
+        }))
     }
 
     /// The rustls config for a new connection (re-read if a file changed).
@@ -575,7 +590,10 @@ pub fn etcd_tls_options(files: &TlsFiles) -> Result<Option<etcd_client::TlsOptio
         }
         None => system_bundle("topo-etcd-tls-ca")?,
     };
-    tls = tls.ca_certificate(etcd_client::Certificate::from_pem(read_file("topo-etcd-tls-ca", &ca)?));
+    tls = tls.ca_certificate(etcd_client::Certificate::from_pem(read_file(
+        "topo-etcd-tls-ca",
+        &ca,
+    )?));
     match (&files.cert, &files.key) {
         (Some(cert), Some(key)) => {
             load_certs("topo-etcd-tls-cert", cert)?;
@@ -623,7 +641,10 @@ mod tests {
         let cert = params
             .signed_by(&key, &Issuer::from_params(&ca.params, &ca.key))
             .expect("sign");
-        let (c, k) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}-key.pem")));
+        let (c, k) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}-key.pem")),
+        );
         std::fs::write(&c, cert.pem()).expect("write");
         std::fs::write(&k, key.serialize_pem()).expect("write");
         (c, k)
@@ -652,7 +673,11 @@ mod tests {
                 .expect("ok")
                 .is_none()
         );
-        assert!(ServerTls::from_files(&TlsFiles::default(), "grpc-").expect("ok").is_none());
+        assert!(
+            ServerTls::from_files(&TlsFiles::default(), "grpc-")
+                .expect("ok")
+                .is_none()
+        );
         assert!(etcd_tls_options(&TlsFiles::default()).expect("ok").is_none());
     }
 
@@ -668,13 +693,35 @@ mod tests {
         let missing = d.join("missing.pem");
 
         let e = client_err(&files(Some(missing.clone()), None, None));
-        assert!(e.contains("--tablet-manager-grpc-ca") && e.contains("missing.pem") && e.contains("cannot read"), "{e}");
+        assert!(
+            e.contains("--tablet-manager-grpc-ca") && e.contains("missing.pem") && e.contains("cannot read"),
+            "{e}"
+        );
         let e = client_err(&files(Some(garbage.clone()), None, None));
-        assert!(e.contains("--tablet-manager-grpc-ca") && e.contains("garbage.pem") && e.contains("no PEM certificate"), "{e}");
-        let e = client_err(&files(Some(d.join("ca.pem")), Some(garbage.clone()), Some(key.clone())));
-        assert!(e.contains("--tablet-manager-grpc-cert") && e.contains("garbage.pem"), "{e}");
-        let e = client_err(&files(Some(d.join("ca.pem")), Some(cert.clone()), Some(garbage.clone())));
-        assert!(e.contains("--tablet-manager-grpc-key") && e.contains("garbage.pem") && e.contains("private key"), "{e}");
+        assert!(
+            e.contains("--tablet-manager-grpc-ca")
+                && e.contains("garbage.pem")
+                && e.contains("no PEM certificate"),
+            "{e}"
+        );
+        let e = client_err(&files(
+            Some(d.join("ca.pem")),
+            Some(garbage.clone()),
+            Some(key.clone()),
+        ));
+        assert!(
+            e.contains("--tablet-manager-grpc-cert") && e.contains("garbage.pem"),
+            "{e}"
+        );
+        let e = client_err(&files(
+            Some(d.join("ca.pem")),
+            Some(cert.clone()),
+            Some(garbage.clone()),
+        ));
+        assert!(
+            e.contains("--tablet-manager-grpc-key") && e.contains("garbage.pem") && e.contains("private key"),
+            "{e}"
+        );
         let e = client_err(&files(Some(d.join("ca.pem")), Some(cert.clone()), None));
         assert!(e.contains("must be given together"), "{e}");
         // A key that is not the certificate's.
@@ -686,7 +733,10 @@ mod tests {
             crl: Some(garbage.clone()),
             ..files(Some(d.join("ca.pem")), None, None)
         });
-        assert!(e.contains("--tablet-manager-grpc-crl") && e.contains("no PEM CRL"), "{e}");
+        assert!(
+            e.contains("--tablet-manager-grpc-crl") && e.contains("no PEM CRL"),
+            "{e}"
+        );
         // Server: a CA or CRL needs a certificate; a CRL needs a CA.
         let e = ServerTls::from_files(&files(Some(d.join("ca.pem")), None, None), "grpc-")
             .expect_err("no cert")
@@ -708,12 +758,19 @@ mod tests {
         assert!(e.contains("--topo-etcd-tls-ca"), "{e}");
         // And good files load.
         assert!(
-            ServerTls::from_files(&files(Some(d.join("ca.pem")), Some(cert.clone()), Some(key.clone())), "grpc-")
-                .expect("ok")
-                .expect("on")
-                .requires_client_certificates()
+            ServerTls::from_files(
+                &files(Some(d.join("ca.pem")), Some(cert.clone()), Some(key.clone())),
+                "grpc-"
+            )
+            .expect("ok")
+            .expect("on")
+            .requires_client_certificates()
         );
-        assert!(etcd_tls_options(&files(Some(d.join("ca.pem")), Some(cert), Some(key))).expect("ok").is_some());
+        assert!(
+            etcd_tls_options(&files(Some(d.join("ca.pem")), Some(cert), Some(key)))
+                .expect("ok")
+                .is_some()
+        );
     }
 
     #[tokio::test]
@@ -723,9 +780,12 @@ mod tests {
         let ca = ca(d);
         let (scert, skey) = leaf(d, &ca, "server");
         let (ccert, ckey) = leaf(d, &ca, "client");
-        let server = ServerTls::from_files(&files(Some(d.join("ca.pem")), Some(scert.clone()), Some(skey)), "grpc-")
-            .expect("ok")
-            .expect("on");
+        let server = ServerTls::from_files(
+            &files(Some(d.join("ca.pem")), Some(scert.clone()), Some(skey)),
+            "grpc-",
+        )
+        .expect("ok")
+        .expect("on");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let mut incoming = Box::pin(server.incoming(listener));

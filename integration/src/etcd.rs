@@ -222,7 +222,8 @@ impl EtcdServer {
 
     /// A new client connected to this server.
     pub async fn client(&self) -> anyhow::Result<Client> {
-        let options = self.with_client_tls(ConnectOptions::new().with_connect_timeout(Duration::from_secs(2)))?;
+        let options =
+            self.with_client_tls(ConnectOptions::new().with_connect_timeout(Duration::from_secs(2)))?;
         Client::connect([self.endpoint()], Some(options))
             .await
             .with_context(|| format!("connect to etcd at {}", self.endpoint()))

@@ -157,7 +157,9 @@ async fn replaced_certificate_files_are_used_without_a_restart() {
     let second = presented(client.clone()).await;
     assert_ne!(second, first, "the renewed certificate is served");
     assert_eq!(second, pem_der(&renewed.cert));
-    call(addr, Some(&client)).await.expect("gRPC over the renewed certificate");
+    call(addr, Some(&client))
+        .await
+        .expect("gRPC over the renewed certificate");
 
     // The client side: revoke the client's certificate, then replace its
     // files; the same client (no rebuild) gets in with the new one.

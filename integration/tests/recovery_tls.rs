@@ -97,7 +97,14 @@ async fn dead_primary_is_failed_over_with_mutual_tls_on_every_hop() {
     );
     let successor = record.successor_alias.clone().expect("a successor is recorded");
     assert_clean_promotion(&record, &successor);
-    assert_serving_primary(&cluster, KS, &alias(100), &successor, &[other_replica(&successor)]).await;
+    assert_serving_primary(
+        &cluster,
+        KS,
+        &alias(100),
+        &successor,
+        &[other_replica(&successor)],
+    )
+    .await;
     vtorc.stop().await;
 }
 
@@ -106,25 +113,21 @@ async fn a_wrong_tablet_ca_makes_the_tablets_unreachable_with_the_tls_reason() {
     let cluster = tls_cluster().await;
     let other = TestPki::new(&cluster.dir().join("other-pki"), "other").expect("another CA");
     let vtorc = Vtorc::start_with(tls_config(&cluster, &other.ca_path())).await;
-    let reasons = poll_until(
-        Duration::from_secs(20),
-        "every tablet unreachable",
-        || async {
-            let snapshot = vtorc.discovery.snapshot();
-            let shard = snapshot.shard(&shard0(KS)).cloned();
-            Ok(shard.and_then(|shard| {
-                let reasons: Vec<String> = shard
-                    .tablets
-                    .iter()
-                    .filter_map(|t| match &t.reachability {
-                        Reachability::Unreachable { reason, .. } => Some(reason.clone()),
-                        _ => None,
-                    })
-                    .collect();
-                (reasons.len() == 3).then_some(reasons)
-            }))
-        },
-    )
+    let reasons = poll_until(Duration::from_secs(20), "every tablet unreachable", || async {
+        let snapshot = vtorc.discovery.snapshot();
+        let shard = snapshot.shard(&shard0(KS)).cloned();
+        Ok(shard.and_then(|shard| {
+            let reasons: Vec<String> = shard
+                .tablets
+                .iter()
+                .filter_map(|t| match &t.reachability {
+                    Reachability::Unreachable { reason, .. } => Some(reason.clone()),
+                    _ => None,
+                })
+                .collect();
+            (reasons.len() == 3).then_some(reasons)
+        }))
+    })
     .await
     .expect("tablets reported unreachable");
     for reason in &reasons {

@@ -114,17 +114,18 @@ pub async fn serve_grpc_tls(
         .add_service(reflection_v1alpha)
         .add_service(vtctld.into_server())
         .add_optional_service(vtorc.map(VtorcApi::into_server));
-    let server: std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), tonic::transport::Error>> + Send>> =
-        match tls {
-            Some(tls) => {
-                tracing::info!(
-                    client_certificates = tls.requires_client_certificates(),
-                    "grpc server uses TLS"
-                );
-                Box::pin(router.serve_with_incoming_shutdown(tls.incoming(listener), stopping))
-            }
-            None => Box::pin(router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping)),
-        };
+    let server: std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<(), tonic::transport::Error>> + Send>,
+    > = match tls {
+        Some(tls) => {
+            tracing::info!(
+                client_certificates = tls.requires_client_certificates(),
+                "grpc server uses TLS"
+            );
+            Box::pin(router.serve_with_incoming_shutdown(tls.incoming(listener), stopping))
+        }
+        None => Box::pin(router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping)),
+    };
     tokio::select! {
         served = server => served?,
         never = readiness => match never {},

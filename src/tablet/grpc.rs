@@ -29,13 +29,13 @@ use super::{
 };
 use crate::{
     config::{Config, TlsFiles},
-    tls::{ClientTls, TlsError},
     proto::{
         query::StreamHealthRequest,
         queryservice::query_client::QueryClient,
         tabletmanagerservice::tablet_manager_client::TabletManagerClient,
         topodata::{Tablet, TabletAlias},
     },
+    tls::{ClientTls, TlsError},
 };
 
 /// Connection settings of the tablet clients.

@@ -25,11 +25,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::error::{TopoError, TopoResult};
-use crate::config::TlsFiles;
 use super::store::{
     AbortOnDrop, KeyValue, LeaseId, LeaseKeepAlive, Listing, StoreWatch, TopoStore, Version, WatchBatch,
     WatchEvent,
 };
+use crate::config::TlsFiles;
 
 /// Largest gRPC response we accept (a full tablet listing of a large cell
 /// is a few MB; tonic's default limit is 4 MB).

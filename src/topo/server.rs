@@ -13,13 +13,13 @@ use prost::Message;
 
 use super::codec::{decode, encode_preserving};
 use super::error::{TopoError, TopoResult};
-use crate::config::TlsFiles;
 use super::etcd::{EtcdOptions, EtcdStore, parse_endpoints};
 use super::lock::{LockMode, LockOptions, TopoLock, local_host_name, local_user_name, lock_contents};
 use super::memory::MemoryStore;
 use super::paths;
 use super::store::{KeyValue, TopoStore, Version};
 use crate::config::Config;
+use crate::config::TlsFiles;
 use crate::ids::KeyspaceShard;
 use crate::proto::topodata::{
     CellInfo, Keyspace, Shard, ShardReplication, Tablet, TabletAlias, shard_replication,

@@ -327,7 +327,8 @@ impl Agent {
         let alias = config.alias();
         validate_init_type(config.init_tablet_type)?;
         validate_app_user(&config)?;
-        let tls = ServerTls::from_files(&config.grpc_tls, "grpc-").with_context(|| format!("tablet {alias}: gRPC TLS"))?;
+        let tls = ServerTls::from_files(&config.grpc_tls, "grpc-")
+            .with_context(|| format!("tablet {alias}: gRPC TLS"))?;
         let listener = tokio::net::TcpListener::bind((config.hostname.as_str(), config.grpc_port))
             .await
             .with_context(|| format!("bind gRPC on {}:{}", config.hostname, config.grpc_port))?;

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use futures::{FutureExt, Stream};
 use tokio::net::TcpListener;
-use vtorc::tls::ServerTls;
 use tokio::time::Instant;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
@@ -20,6 +19,7 @@ use vtorc::proto::query::{StreamHealthRequest, StreamHealthResponse};
 use vtorc::proto::queryservice::query_server::{Query, QueryServer};
 use vtorc::proto::tabletmanagerdata as tm;
 use vtorc::proto::tabletmanagerservice::tablet_manager_server::{TabletManager, TabletManagerServer};
+use vtorc::tls::ServerTls;
 
 use super::Agent;
 use super::error::AgentResult;

@@ -67,8 +67,8 @@ pub use self::spec::{
 };
 pub use self::tablet::ClusterTablet;
 use crate::etcd::{EtcdServer, EtcdTls};
-use crate::pki::TestPki;
 use crate::mariadb::{MariaDbOptions, MariaDbServer};
+use crate::pki::TestPki;
 
 /// The application user every server gets (host `127.0.0.1`): DML and DDL,
 /// but neither `SUPER` nor `READ ONLY ADMIN`, so `read_only=ON` refuses

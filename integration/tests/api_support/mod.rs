@@ -164,7 +164,9 @@ impl MemoryWorld {
         ])
         .expect("valid flags");
         let (topo, _store) = Topo::in_memory(&["zone1"]);
-        let grpc = GrpcTabletManager::new(TabletClientConfig::from_config(&config).expect("tablet client TLS settings"));
+        let grpc = GrpcTabletManager::new(
+            TabletClientConfig::from_config(&config).expect("tablet client TLS settings"),
+        );
         let tmc: Arc<dyn TabletManager> = Arc::new(grpc.clone());
         let (discovery, handle): (Discovery, DiscoveryHandle) = Discovery::new(
             DiscoveryConfig::from_config(&config),
