@@ -4,12 +4,16 @@
 //! - a client needs a certificate signed by `--grpc-ca`: none, one from
 //!   another CA and plaintext are all refused;
 //! - a CRL written over `--grpc-crl` while the server runs revokes a client
-//!   certificate from the next connection on (no restart);
+//!   certificate from the next connection on (no restart); a client's CRL
+//!   (`--tablet-manager-grpc-crl`) refuses a revoked server;
 //! - certificate files replaced on disk are used without a restart, on
 //!   both sides: the server presents its new certificate, and a client
-//!   whose old certificate was revoked connects with its new one.
+//!   whose old certificate was revoked connects with its new one;
+//! - the `vtorc` binary stops at start-up, without a panic, with an error
+//!   naming the file and the flag, when a TLS file cannot be used.
 
 mod api_support;
+mod recovery_support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -106,6 +110,22 @@ async fn client_certificates_are_required_and_a_crl_written_at_run_time_revokes_
     call(addr, Some(&client(&pki, Some(&good))))
         .await
         .expect("the others still get in");
+
+    // The client side of a CRL (--tablet-manager-grpc-crl): a server
+    // whose certificate is revoked is refused.
+    let crl = pki.write_crl(&[&doomed, &server]).expect("CRL");
+    let checking = ClientTls::from_files(
+        &TlsFiles {
+            crl: Some(crl),
+            server_name: Some("localhost".into()),
+            ..pki.tls_files(&good)
+        },
+        "tablet-manager-grpc-",
+    )
+    .expect("client TLS")
+    .expect("TLS on");
+    let err = call(addr, Some(&checking)).await.expect_err("revoked server");
+    assert!(err.contains("Revoked"), "{err}");
     world.stop().await;
 }
 
@@ -171,4 +191,67 @@ async fn replaced_certificate_files_are_used_without_a_restart() {
         .await
         .expect("the renewed client certificate is used");
     world.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vtorc_stops_at_start_up_naming_an_unusable_tls_file_and_its_flag() {
+    let dir = tempfile::tempdir().expect("dir");
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not PEM").expect("write");
+    let missing = dir.path().join("missing-key.pem");
+    let pki = TestPki::new(dir.path(), "vtorc").expect("CA");
+    let cert = pki.issue("cert").expect("cert");
+    let cases: Vec<(Vec<String>, &str, &std::path::Path)> = vec![
+        (
+            vec![format!("--tablet-manager-grpc-ca={}", garbage.display())],
+            "--tablet-manager-grpc-ca",
+            &garbage,
+        ),
+        (
+            vec![
+                format!("--grpc-cert={}", cert.cert.display()),
+                format!("--grpc-key={}", missing.display()),
+            ],
+            "--grpc-key",
+            &missing,
+        ),
+        (
+            vec![format!("--topo-etcd-tls-ca={}", garbage.display())],
+            "--topo-etcd-tls-ca",
+            &garbage,
+        ),
+        (
+            vec![format!("--tablet-grpc-crl={}", garbage.display())],
+            "--tablet-grpc-crl",
+            &garbage,
+        ),
+    ];
+    let binary = recovery_support::vtorc_binary();
+    for (flags, flag, file) in cases {
+        let out = tokio::time::timeout(
+            Duration::from_secs(20),
+            tokio::process::Command::new(&binary)
+                .args([
+                    "--topo-global-server-address=127.0.0.1:1",
+                    "--topo-global-root=/vitess/global",
+                    "--port=0",
+                ])
+                .args(&flags)
+                .output(),
+        )
+        .await
+        .expect("vtorc exits quickly")
+        .expect("run vtorc");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "{flags:?}: {text}");
+        assert!(
+            text.contains(flag) && text.contains(&file.display().to_string()),
+            "{flags:?}: the error names {flag} and the file: {text}"
+        );
+        assert!(!text.contains("panicked"), "{text}");
+    }
 }
