@@ -4,7 +4,9 @@
 //! certificate (`--tablet-manager-grpc-*`, `--topo-etcd-tls-*`). A dead
 //! primary is failed over as in plaintext (the agents also call each other
 //! over mTLS); with the wrong CA, vtorc reports the tablets unreachable with
-//! the TLS reason and changes nothing.
+//! the TLS reason and changes nothing. The same TLS world with the agents as
+//! `tablet-agent` child processes (TLS flags on their command line) is
+//! discovered healthy, and etcd refuses a client without a certificate.
 
 mod recovery_support;
 
@@ -156,5 +158,57 @@ async fn a_wrong_tablet_ca_makes_the_tablets_unreachable_with_the_tls_reason() {
         Some(alias(100)),
         "the shard record is unchanged"
     );
+    vtorc.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_agents_as_child_processes_and_etcd_refusing_clients_without_a_certificate() {
+    let cluster = ClusterBuilder::three_tablets(KS, "semi_sync")
+        .tls(true)
+        .agent_mode(integration::cluster::AgentMode::Process(
+            env!("CARGO_BIN_EXE_tablet-agent").into(),
+        ))
+        .start()
+        .await
+        .expect("TLS cluster of tablet-agent processes starts");
+    let ca = cluster.pki().expect("TLS cluster").ca_path();
+    // etcd runs --client-cert-auth: trusting its CA is not enough.
+    let ca_only = vtorc::tls::etcd_tls_options(&vtorc::config::TlsFiles {
+        ca: Some(ca.clone()),
+        ..Default::default()
+    })
+    .expect("CA")
+    .expect("TLS on");
+    let refused = async {
+        let mut client = etcd_client::Client::connect(
+            [cluster.etcd().endpoint()],
+            Some(
+                etcd_client::ConnectOptions::new()
+                    .with_tls(ca_only)
+                    .with_connect_timeout(Duration::from_secs(2))
+                    .with_timeout(Duration::from_secs(2)),
+            ),
+        )
+        .await?;
+        client.get("/", None).await
+    };
+    refused
+        .await
+        .expect_err("etcd refuses a client without a certificate");
+
+    let vtorc = Vtorc::start_with(tls_config(&cluster, &ca)).await;
+    vtorc
+        .wait_until_healthy(&shard0(KS), Duration::from_secs(20))
+        .await;
+    let snapshot = vtorc.discovery.snapshot();
+    let shard = snapshot.shard(&shard0(KS)).expect("shard");
+    assert_eq!(shard.tablets.len(), 3);
+    for t in &shard.tablets {
+        assert!(
+            matches!(t.reachability, Reachability::Reachable { .. }),
+            "{:?}",
+            t.reachability
+        );
+    }
     vtorc.stop().await;
 }
