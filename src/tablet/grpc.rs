@@ -440,6 +440,41 @@ mod tests {
         drop(listener);
     }
 
+    #[test]
+    fn health_streams_share_the_tablet_manager_connection_unless_their_tls_differs() {
+        let dir = tempfile::tempdir().expect("dir");
+        let ca = dir.path().join("ca.pem");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().expect("key");
+        std::fs::write(&ca, params.self_signed(&key).expect("CA").pem()).expect("write");
+        let files = TlsFiles {
+            ca: Some(ca),
+            ..TlsFiles::default()
+        };
+        let tls = |prefix| ClientTls::from_files(&files, prefix).expect("loads");
+        let plain = TabletClientConfig::default();
+        assert!(!plain.separate_health_channel());
+        let tm = tls("tablet-manager-grpc-");
+        let shared = TabletClientConfig {
+            tablet_manager_tls: tm.clone(),
+            health_tls: tm,
+            ..TabletClientConfig::default()
+        };
+        assert!(!shared.separate_health_channel());
+        let own = TabletClientConfig {
+            tablet_manager_tls: tls("tablet-manager-grpc-"),
+            health_tls: tls("tablet-grpc-"),
+            ..TabletClientConfig::default()
+        };
+        assert!(own.separate_health_channel());
+        let half = TabletClientConfig {
+            tablet_manager_tls: tls("tablet-manager-grpc-"),
+            ..TabletClientConfig::default()
+        };
+        assert!(half.separate_health_channel());
+    }
+
     #[tokio::test]
     async fn channels_are_replaced_on_address_change_and_dropped_when_forgotten() {
         let tmc = GrpcTabletManager::new(TabletClientConfig::default());
