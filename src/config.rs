@@ -504,28 +504,55 @@ pub struct Options {
     /// Most tablet-manager calls in flight to one tablet [default: 8].
     #[arg(long, env = "VTORC_TABLET_MANAGER_GRPC_CONCURRENCY")]
     pub tablet_manager_grpc_concurrency: Option<usize>,
-    /// CA bundle to verify tablets with (Go's TLS flag; not implemented yet: setting it stops vtorc).
+    /// CA bundle (PEM) to verify tablets' gRPC certificates with; enables TLS towards tablets [default: system roots when TLS is on].
     #[arg(long, env = "VTORC_TABLET_MANAGER_GRPC_CA", value_name = "FILE")]
     pub tablet_manager_grpc_ca: Option<PathBuf>,
-    /// Client certificate for tablet-manager calls (not implemented yet: setting it stops vtorc).
+    /// Client certificate (PEM) for tablet-manager calls; enables TLS (mTLS); needs --tablet-manager-grpc-key.
     #[arg(long, env = "VTORC_TABLET_MANAGER_GRPC_CERT", value_name = "FILE")]
     pub tablet_manager_grpc_cert: Option<PathBuf>,
-    /// Private key of --tablet-manager-grpc-cert (not implemented yet: setting it stops vtorc).
+    /// Private key (PEM) of --tablet-manager-grpc-cert.
     #[arg(long, env = "VTORC_TABLET_MANAGER_GRPC_KEY", value_name = "FILE")]
     pub tablet_manager_grpc_key: Option<PathBuf>,
-    /// CRL of revoked tablet certificates (not implemented yet: setting it stops vtorc).
+    /// CRL (PEM) of revoked tablet certificates; enables TLS.
     #[arg(long, env = "VTORC_TABLET_MANAGER_GRPC_CRL", value_name = "FILE")]
     pub tablet_manager_grpc_crl: Option<PathBuf>,
-    /// Server name of tablet certificates (not implemented yet: setting it stops vtorc).
+    /// Name the tablets' certificates must carry [default: the tablet's host name].
     #[arg(long, env = "VTORC_TABLET_MANAGER_GRPC_SERVER_NAME")]
     pub tablet_manager_grpc_server_name: Option<String>,
-    /// CA bundle to verify etcd with (not implemented yet: setting it stops vtorc).
+    /// Health-stream TLS (as vtgate's tablet gRPC client): CA bundle (PEM) to verify tablets with. Without any --tablet-grpc-* flag, health streams use the --tablet-manager-grpc-* settings.
+    #[arg(long, env = "VTORC_TABLET_GRPC_CA", value_name = "FILE")]
+    pub tablet_grpc_ca: Option<PathBuf>,
+    /// Health-stream TLS: client certificate (PEM); needs --tablet-grpc-key.
+    #[arg(long, env = "VTORC_TABLET_GRPC_CERT", value_name = "FILE")]
+    pub tablet_grpc_cert: Option<PathBuf>,
+    /// Health-stream TLS: private key (PEM) of --tablet-grpc-cert.
+    #[arg(long, env = "VTORC_TABLET_GRPC_KEY", value_name = "FILE")]
+    pub tablet_grpc_key: Option<PathBuf>,
+    /// Health-stream TLS: CRL (PEM) of revoked tablet certificates.
+    #[arg(long, env = "VTORC_TABLET_GRPC_CRL", value_name = "FILE")]
+    pub tablet_grpc_crl: Option<PathBuf>,
+    /// Health-stream TLS: name the tablets' certificates must carry [default: the tablet's host name].
+    #[arg(long, env = "VTORC_TABLET_GRPC_SERVER_NAME")]
+    pub tablet_grpc_server_name: Option<String>,
+    /// Certificate (PEM) of our gRPC server (--grpc-port); enables TLS; needs --grpc-key (as vtctld's).
+    #[arg(long, env = "VTORC_GRPC_CERT", value_name = "FILE")]
+    pub grpc_cert: Option<PathBuf>,
+    /// Private key (PEM) of --grpc-cert.
+    #[arg(long, env = "VTORC_GRPC_KEY", value_name = "FILE")]
+    pub grpc_key: Option<PathBuf>,
+    /// CA bundle (PEM) of client certificates: when set, our gRPC server requires and verifies client certificates.
+    #[arg(long, env = "VTORC_GRPC_CA", value_name = "FILE")]
+    pub grpc_ca: Option<PathBuf>,
+    /// CRL (PEM) of revoked client certificates of our gRPC server; needs --grpc-ca.
+    #[arg(long, env = "VTORC_GRPC_CRL", value_name = "FILE")]
+    pub grpc_crl: Option<PathBuf>,
+    /// CA bundle (PEM) to verify etcd's certificate with; enables TLS towards etcd (use https:// endpoints or host:port).
     #[arg(long, env = "VTORC_TOPO_ETCD_TLS_CA", value_name = "FILE")]
     pub topo_etcd_tls_ca: Option<PathBuf>,
-    /// Client certificate for etcd (not implemented yet: setting it stops vtorc).
+    /// Client certificate (PEM) for etcd (--client-cert-auth); needs --topo-etcd-tls-key.
     #[arg(long, env = "VTORC_TOPO_ETCD_TLS_CERT", value_name = "FILE")]
     pub topo_etcd_tls_cert: Option<PathBuf>,
-    /// Private key of --topo-etcd-tls-cert (not implemented yet: setting it stops vtorc).
+    /// Private key (PEM) of --topo-etcd-tls-cert.
     #[arg(long, env = "VTORC_TOPO_ETCD_TLS_KEY", value_name = "FILE")]
     pub topo_etcd_tls_key: Option<PathBuf>,
     /// Topology reads in flight per cell [default: 32].
@@ -584,9 +611,8 @@ pub enum LogFormat {
     Json,
 }
 
-/// Certificate files of one TLS hop, as the flags give them. TLS itself is
-/// not implemented yet: [`Config::resolve`] refuses a configuration that
-/// sets any of them.
+/// Certificate files of one TLS hop, as the flags give them; loaded by
+/// [`crate::tls`] (which names the file and flag of a broken one).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct TlsFiles {
@@ -603,9 +629,11 @@ pub struct TlsFiles {
 }
 
 impl TlsFiles {
-    /// Whether any TLS setting is given (TLS is then on for the hop).
+    /// Whether any TLS setting is given (TLS is then on for the hop; a
+    /// CRL alone also turns TLS on for a client, as Vitess's
+    /// `grpcclient.SecureDialOption`).
     pub fn enabled(&self) -> bool {
-        self.ca.is_some() || self.cert.is_some() || self.key.is_some()
+        self.ca.is_some() || self.cert.is_some() || self.key.is_some() || self.crl.is_some()
     }
 
     fn validate(&self, prefix: &'static str) -> Result<(), ConfigError> {
@@ -614,13 +642,6 @@ impl TlsFiles {
                 option: prefix,
                 value: String::new(),
                 reason: "a certificate and its key must be given together (-cert and -key)".into(),
-            });
-        }
-        if self.crl.is_some() && !self.enabled() {
-            return Err(ConfigError::InvalidValue {
-                option: prefix,
-                value: String::new(),
-                reason: "a CRL needs TLS (a CA or a certificate)".into(),
             });
         }
         Ok(())
@@ -725,6 +746,11 @@ pub struct Config {
     pub tablet_manager_grpc_concurrency: usize,
     /// `--tablet-manager-grpc-*`: TLS of tablet-manager calls.
     pub tablet_manager_tls: TlsFiles,
+    /// `--tablet-grpc-*`: TLS of health streams; all unset = the
+    /// tablet-manager settings.
+    pub tablet_grpc_tls: TlsFiles,
+    /// `--grpc-cert/--grpc-key/--grpc-ca/--grpc-crl`: TLS of our gRPC server.
+    pub grpc_tls: TlsFiles,
     /// `--topo-etcd-tls-*`: TLS towards etcd.
     pub topo_etcd_tls: TlsFiles,
     /// `--topo-read-concurrency`.
@@ -924,24 +950,36 @@ impl Config {
             server_name: None,
         };
         topo_etcd_tls.validate("topo-etcd-tls-cert")?;
-        // TLS is not implemented yet: refuse to start rather than talk to
-        // the tablets or etcd in plaintext when the operator asked for TLS.
-        for (option, enabled) in [
-            (
-                "tablet-manager-grpc-ca",
-                tablet_manager_tls.enabled() || tablet_manager_tls.crl.is_some(),
-            ),
-            ("topo-etcd-tls-cert", topo_etcd_tls.enabled()),
-        ] {
-            if enabled || (option == "tablet-manager-grpc-ca" && tablet_manager_tls.server_name.is_some()) {
-                return Err(ConfigError::InvalidValue {
-                    option,
-                    value: String::new(),
-                    reason: "TLS is not implemented in vtorc-rs yet (--tablet-manager-grpc-*, \
-                             --topo-etcd-tls-*); vtorc-rs refuses to start rather than connect in plaintext"
-                        .into(),
-                });
-            }
+        let tablet_grpc_tls = TlsFiles {
+            ca: pick!(tablet_grpc_ca),
+            cert: pick!(tablet_grpc_cert),
+            key: pick!(tablet_grpc_key),
+            crl: pick!(tablet_grpc_crl),
+            server_name: pick!(tablet_grpc_server_name),
+        };
+        tablet_grpc_tls.validate("tablet-grpc-cert")?;
+        let grpc_tls = TlsFiles {
+            ca: pick!(grpc_ca),
+            cert: pick!(grpc_cert),
+            key: pick!(grpc_key),
+            crl: pick!(grpc_crl),
+            server_name: None,
+        };
+        grpc_tls.validate("grpc-cert")?;
+        if grpc_tls.cert.is_none() && (grpc_tls.ca.is_some() || grpc_tls.crl.is_some()) {
+            return Err(ConfigError::InvalidValue {
+                option: "grpc-ca",
+                value: String::new(),
+                reason: "--grpc-ca and --grpc-crl need TLS: give --grpc-cert and --grpc-key".into(),
+            });
+        }
+        if grpc_tls.crl.is_some() && grpc_tls.ca.is_none() {
+            return Err(ConfigError::InvalidValue {
+                option: "grpc-crl",
+                value: String::new(),
+                reason: "the CRL applies to client certificates, which are only required with --grpc-ca"
+                    .into(),
+            });
         }
         let security_policy = match pick!(security_policy).as_deref().unwrap_or("") {
             "" => SecurityPolicy::AllowAll,
@@ -1040,6 +1078,8 @@ impl Config {
             otlp_endpoint,
             tablet_manager_grpc_concurrency,
             tablet_manager_tls,
+            tablet_grpc_tls,
+            grpc_tls,
             topo_etcd_tls,
             topo_read_concurrency,
             grpc_keepalive_time: positive(
@@ -1233,6 +1273,54 @@ mod tests {
     }
 
     #[test]
+    fn tls_flags_are_taken_with_vitess_names_and_checked_together() {
+        // Go VTOrc's spellings (underscore twins too) are accepted now.
+        let c = load(&[
+            "--tablet_manager_grpc_ca=/ca.pem",
+            "--tablet-manager-grpc-cert=/vtorc.pem",
+            "--tablet-manager-grpc-key=/vtorc-key.pem",
+            "--tablet-manager-grpc-crl=/crl.pem",
+            "--tablet-manager-grpc-server-name=tablets.example",
+            "--topo-etcd-tls-ca=/etcd-ca.pem",
+            "--topo-etcd-tls-cert=/etcd.pem",
+            "--topo-etcd-tls-key=/etcd-key.pem",
+            "--grpc-cert=/server.pem",
+            "--grpc-key=/server-key.pem",
+            "--grpc-ca=/clients-ca.pem",
+            "--grpc-crl=/clients-crl.pem",
+        ])
+        .expect("TLS flags are valid");
+        assert_eq!(c.tablet_manager_tls.ca.as_deref(), Some(Path::new("/ca.pem")));
+        assert_eq!(
+            c.tablet_manager_tls.server_name.as_deref(),
+            Some("tablets.example")
+        );
+        assert_eq!(c.topo_etcd_tls.key.as_deref(), Some(Path::new("/etcd-key.pem")));
+        assert_eq!(c.grpc_tls.crl.as_deref(), Some(Path::new("/clients-crl.pem")));
+        // Health streams: unset = the tablet-manager settings (resolved by
+        // the tablet client), or their own vtgate-style flags.
+        assert_eq!(c.tablet_grpc_tls, TlsFiles::default());
+        let c = load(&["--tablet-grpc-ca=/h.pem"]).expect("valid");
+        assert_eq!(c.tablet_grpc_tls.ca.as_deref(), Some(Path::new("/h.pem")));
+        for (args, option) in [
+            (
+                &["--tablet-manager-grpc-cert=/a.pem"][..],
+                "tablet-manager-grpc-cert",
+            ),
+            (&["--tablet-grpc-key=/a.pem"][..], "tablet-grpc-cert"),
+            (&["--topo-etcd-tls-key=/a.pem"][..], "topo-etcd-tls-cert"),
+            (&["--grpc-ca=/a.pem"][..], "grpc-ca"),
+            (
+                &["--grpc-cert=/a.pem", "--grpc-key=/b.pem", "--grpc-crl=/c.pem"][..],
+                "grpc-crl",
+            ),
+        ] {
+            let err = load(args).expect_err("must be rejected");
+            assert!(err.contains(option), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
     fn unknown_flags_are_rejected() {
         let err = load(&["--no-such-flag=1"]).expect_err("unknown flag");
         assert!(err.contains("--no-such-flag"), "{err}");
@@ -1348,10 +1436,10 @@ mod tests {
         for flag in GO_VTORC_FLAGS {
             let name = goflags::dashed(flag.name);
             match flag.status {
-                FlagStatus::Implemented | FlagStatus::NotYet => {
+                FlagStatus::Implemented => {
                     assert!(
                         longs.contains(&name),
-                        "--{name} is listed as implemented (or refused) but clap does not know it"
+                        "--{name} is listed as implemented but clap does not know it"
                     )
                 }
                 FlagStatus::NoEffect => {

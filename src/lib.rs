@@ -17,4 +17,5 @@ pub mod runtime;
 pub mod server;
 pub mod tablet;
 pub mod telemetry;
+pub mod tls;
 pub mod topo;

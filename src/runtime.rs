@@ -53,6 +53,11 @@ pub async fn run_with_source(
     let (live_tx, live_rx) = tokio::sync::watch::channel(LiveConfig::new(Config::clone(&config)));
     let hostname = crate::topo::lock::local_host_name();
     let instance = format!("{hostname}:{}", std::process::id());
+    // TLS files are checked before anything connects: a broken one stops
+    // vtorc with an error naming the file and its flag.
+    let tablet_clients = TabletClientConfig::from_config(&config).context("tablet client TLS")?;
+    let grpc_tls = crate::tls::ServerTls::from_files(&config.grpc_tls, "grpc-").context("gRPC server TLS")?;
+    crate::tls::etcd_tls_options(&config.topo_etcd_tls).context("etcd TLS")?;
     let topo = Topo::connect_etcd(
         &config.topo_global_server_address.join(","),
         &config.topo_global_root,
@@ -60,7 +65,7 @@ pub async fn run_with_source(
     )
     .await
     .context("connect to the global topology")?;
-    let grpc = GrpcTabletManager::new(TabletClientConfig::from_config(&config));
+    let grpc = GrpcTabletManager::new(tablet_clients);
     let tmc: Arc<dyn TabletManager> = Arc::new(grpc.clone());
     let (discovery, discovery_handle) = Discovery::new(
         DiscoveryConfig::from_config(&config),
@@ -149,8 +154,9 @@ pub async fn run_with_source(
             );
             let api = VtorcApi::new(ctx.clone());
             let stop = servers_stop.clone();
+            let tls = grpc_tls.clone();
             servers.spawn(async move {
-                crate::server::serve_grpc_with(listener, vtctld, Some(api), stop)
+                crate::server::serve_grpc_tls(listener, vtctld, Some(api), tls, stop)
                     .await
                     .context("gRPC server")
             });

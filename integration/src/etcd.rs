@@ -51,15 +51,38 @@ pub struct EtcdServer {
     log_path: PathBuf,
     /// `<dir>/data`, etcd's data directory (kept across [`EtcdServer::restart`]).
     data_dir: PathBuf,
+    /// TLS settings; `None` = plaintext.
+    tls: Option<EtcdTls>,
     /// The temporary directory; deleted on drop, after the process is gone.
     dir: TempDir,
+}
+
+/// TLS of a test etcd (etcd 3.4's `--cert-file --key-file
+/// --trusted-ca-file --client-cert-auth`).
+#[derive(Clone, Debug)]
+pub struct EtcdTls {
+    /// The server's certificate and key.
+    pub server: crate::pki::CertFiles,
+    /// CA of client certificates (`--trusted-ca-file`).
+    pub ca: PathBuf,
+    /// Whether clients must present a certificate (`--client-cert-auth`).
+    pub client_cert_auth: bool,
+    /// What the harness's own clients use (`--topo-etcd-tls-*` form).
+    pub client: vtorc::config::TlsFiles,
 }
 
 impl EtcdServer {
     /// Starts etcd on free ports and waits until it answers `status`.
     pub async fn start() -> anyhow::Result<EtcdServer> {
+        Self::start_with(None).await
+    }
+
+    /// [`EtcdServer::start`] serving clients over TLS (`https://`) when
+    /// `tls` is given.
+    pub async fn start_with(tls: Option<EtcdTls>) -> anyhow::Result<EtcdServer> {
         let dir = temp_dir()?;
         let mut server = EtcdServer {
+            tls,
             child: None,
             client_port: free_port().context("no free port for etcd")?,
             peer_port: free_port().context("no free port for etcd")?,
@@ -95,7 +118,7 @@ impl EtcdServer {
         if !Path::new(&bin).exists() {
             bail!("etcd binary {bin} not found (install Debian package etcd-server)");
         }
-        let client_url = format!("http://127.0.0.1:{}", self.client_port);
+        let client_url = self.endpoint();
         let peer_url = format!("http://127.0.0.1:{}", self.peer_port);
         let out = std::fs::File::create(self.dir.path().join("etcd.out")).context("create etcd.out")?;
         let err = out.try_clone().context("dup etcd.out")?;
@@ -111,6 +134,17 @@ impl EtcdServer {
             .arg("--initial-cluster-state=new")
             .arg("--heartbeat-interval=10")
             .arg("--election-timeout=100")
+            .args(self.tls.iter().flat_map(|tls| {
+                let mut args = vec![
+                    format!("--cert-file={}", tls.server.cert.display()),
+                    format!("--key-file={}", tls.server.key.display()),
+                    format!("--trusted-ca-file={}", tls.ca.display()),
+                ];
+                if tls.client_cert_auth {
+                    args.push("--client-cert-auth".to_string());
+                }
+                args
+            }))
             .arg("--logger=zap")
             .arg(format!("--log-outputs={}", self.log_path.display()))
             .stdin(Stdio::null())
@@ -140,14 +174,34 @@ impl EtcdServer {
         let options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_millis(500))
             .with_timeout(Duration::from_secs(1));
+        let options = self.with_client_tls(options)?;
         let mut client = Client::connect([self.endpoint()], Some(options)).await?;
         client.status().await?;
         Ok(())
     }
 
-    /// `http://127.0.0.1:<client port>`, for etcd clients.
+    /// `http://127.0.0.1:<client port>` (`https://` with TLS), for etcd clients.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
+    }
+
+    /// The TLS settings, if etcd serves TLS.
+    pub fn tls(&self) -> Option<&EtcdTls> {
+        self.tls.as_ref()
+    }
+
+    /// What clients of this server set as `--topo-etcd-tls-*` (all unset
+    /// without TLS).
+    pub fn client_tls_files(&self) -> vtorc::config::TlsFiles {
+        self.tls.as_ref().map(|t| t.client.clone()).unwrap_or_default()
+    }
+
+    fn with_client_tls(&self, options: ConnectOptions) -> anyhow::Result<ConnectOptions> {
+        Ok(match vtorc::tls::etcd_tls_options(&self.client_tls_files())? {
+            Some(tls) => options.with_tls(tls),
+            None => options,
+        })
     }
 
     /// `127.0.0.1:<client port>`, the form Vitess puts in
@@ -168,7 +222,8 @@ impl EtcdServer {
 
     /// A new client connected to this server.
     pub async fn client(&self) -> anyhow::Result<Client> {
-        let options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(2));
+        let options =
+            self.with_client_tls(ConnectOptions::new().with_connect_timeout(Duration::from_secs(2)))?;
         Client::connect([self.endpoint()], Some(options))
             .await
             .with_context(|| format!("connect to etcd at {}", self.endpoint()))
@@ -274,6 +329,7 @@ mod tests {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let dir = temp_dir().expect("dir");
         let mut server = EtcdServer {
+            tls: None,
             child: None,
             client_port: taken.local_addr().expect("addr").port(),
             peer_port: free_port().expect("port"),

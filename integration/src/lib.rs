@@ -7,6 +7,7 @@ pub mod etcd;
 pub mod faults;
 pub mod mariadb;
 pub mod netfault;
+pub mod pki;
 pub mod process;
 pub mod restore;
 pub mod sim;

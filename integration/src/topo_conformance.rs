@@ -56,6 +56,7 @@ pub fn test_topo_options() -> TopoOptions {
         },
         remote_operation_timeout: Duration::from_secs(5),
         read_concurrency: 32,
+        etcd_tls: Default::default(),
     }
 }
 
@@ -165,6 +166,7 @@ fn etcd_options() -> EtcdOptions {
     EtcdOptions {
         operation_timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_secs(5),
+        tls: Default::default(),
     }
 }
 

@@ -93,11 +93,10 @@ fn every_go_vtorc_v24_flag_is_implemented_or_listed() {
     }
     let count = |status: FlagStatus| GO_VTORC_FLAGS.iter().filter(|f| f.status == status).count();
     eprintln!(
-        "{} Go flags: {} implemented, {} accepted without effect, {} refused (not implemented yet)",
+        "{} Go flags: {} implemented, {} accepted without effect",
         GO_VTORC_FLAGS.len(),
         count(FlagStatus::Implemented),
         count(FlagStatus::NoEffect),
-        count(FlagStatus::NotYet)
     );
 }
 

@@ -36,9 +36,6 @@ pub enum FlagStatus {
     /// Accepted so that Go command lines and config files keep working,
     /// without effect in vtorc-rs; the note says why.
     NoEffect,
-    /// Parsed, but not implemented yet: vtorc-rs refuses to start when it
-    /// is set (ignoring it would be unsafe, e.g. TLS); the note says why.
-    NotYet,
 }
 
 /// One of Go VTOrc v24's flags.
@@ -63,15 +60,6 @@ const fn imp(name: &'static str, kind: FlagKind, note: &'static str) -> GoFlag {
     }
 }
 
-const fn not_yet(name: &'static str, kind: FlagKind, note: &'static str) -> GoFlag {
-    GoFlag {
-        name,
-        kind,
-        status: FlagStatus::NotYet,
-        note,
-    }
-}
-
 const fn none(name: &'static str, kind: FlagKind, note: &'static str) -> GoFlag {
     GoFlag {
         name,
@@ -89,8 +77,8 @@ const NO_STATS_PUSH: &str =
     "no push-based stats backends; vtorc-rs serves Prometheus metrics at /metrics on --port";
 const STDERR_LOGS: &str = "vtorc-rs logs to standard output only (text or JSON, --log-format); there are no log files to rotate or purge";
 const GLOG: &str = "glog flag: Go VTOrc v24 ignores it too while --log-structured is on (its default); vtorc-rs always logs to standard output";
-const NO_TLS: &str =
-    "TLS is not implemented yet: vtorc-rs refuses to start when it is set, rather than connect in plaintext";
+const TM_TLS: &str = "TLS of tablet-manager calls (and of health streams unless --tablet-grpc-* is set); files re-read when they change on disk";
+const ETCD_TLS: &str = "TLS towards etcd (etcd-client with rustls); read at start-up";
 const NO_PPROF: &str = "Go runtime profiling; not applicable to vtorc-rs";
 
 /// Every flag of Go VTOrc v24 (`vtorc --help`, plus the hidden glog flags
@@ -250,8 +238,8 @@ pub const GO_VTORC_FLAGS: &[GoFlag] = &[
     none("stats-drop-variables", V, NO_STATS_PUSH),
     none("stats-emit-period", V, NO_STATS_PUSH),
     none("table-refresh-interval", V, "vtorc-rs has no HTML status page"),
-    not_yet("tablet-manager-grpc-ca", V, NO_TLS),
-    not_yet("tablet-manager-grpc-cert", V, NO_TLS),
+    imp("tablet-manager-grpc-ca", V, TM_TLS),
+    imp("tablet-manager-grpc-cert", V, TM_TLS),
     imp(
         "tablet-manager-grpc-concurrency",
         V,
@@ -262,9 +250,9 @@ pub const GO_VTORC_FLAGS: &[GoFlag] = &[
         V,
         "one cached HTTP/2 channel per tablet; there is no pool to size",
     ),
-    not_yet("tablet-manager-grpc-crl", V, NO_TLS),
-    not_yet("tablet-manager-grpc-key", V, NO_TLS),
-    not_yet("tablet-manager-grpc-server-name", V, NO_TLS),
+    imp("tablet-manager-grpc-crl", V, TM_TLS),
+    imp("tablet-manager-grpc-key", V, TM_TLS),
+    imp("tablet-manager-grpc-server-name", V, TM_TLS),
     imp("tablet-manager-protocol", V, "only grpc"),
     imp("tolerable-replication-lag", V, "dynamic in the config file"),
     none("topo-consul-lock-delay", V, ETCD_ONLY),
@@ -272,9 +260,9 @@ pub const GO_VTORC_FLAGS: &[GoFlag] = &[
     none("topo-consul-lock-session-ttl", V, ETCD_ONLY),
     none("topo-consul-watch-poll-duration", V, ETCD_ONLY),
     imp("topo-etcd-lease-ttl", V, ""),
-    not_yet("topo-etcd-tls-ca", V, NO_TLS),
-    not_yet("topo-etcd-tls-cert", V, NO_TLS),
-    not_yet("topo-etcd-tls-key", V, NO_TLS),
+    imp("topo-etcd-tls-ca", V, ETCD_TLS),
+    imp("topo-etcd-tls-cert", V, ETCD_TLS),
+    imp("topo-etcd-tls-key", V, ETCD_TLS),
     imp("topo-global-root", V, ""),
     imp("topo-global-server-address", V, ""),
     imp("topo-implementation", V, "only etcd2"),

@@ -68,6 +68,20 @@ pub async fn serve_grpc_with(
     vtorc: Option<VtorcApi>,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
+    serve_grpc_tls(listener, vtctld, vtorc, None, shutdown).await
+}
+
+/// [`serve_grpc_with`] over TLS when `tls` is given (`--grpc-cert`,
+/// `--grpc-key`; with `--grpc-ca` clients must present a certificate it
+/// signed, checked against `--grpc-crl`). Certificate files replaced on
+/// disk are used from the next connection on.
+pub async fn serve_grpc_tls(
+    listener: TcpListener,
+    vtctld: VtctldService,
+    vtorc: Option<VtorcApi>,
+    tls: Option<crate::tls::ServerTls>,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     let readiness = vtorc_api::report_readiness(
         vtorc.as_ref().map(|v| v.context().discovery.clone()),
@@ -95,14 +109,25 @@ pub async fn serve_grpc_with(
             tracing::info!("grpc server stopping");
         }
     };
-    let server = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .layer(grpc_only::GrpcOnlyLayer)
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(vtctld.into_server())
-        .add_optional_service(vtorc.map(VtorcApi::into_server))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping);
+        .add_optional_service(vtorc.map(VtorcApi::into_server));
+    let server: std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<(), tonic::transport::Error>> + Send>,
+    > = match tls {
+        Some(tls) => {
+            tracing::info!(
+                client_certificates = tls.requires_client_certificates(),
+                "grpc server uses TLS"
+            );
+            Box::pin(router.serve_with_incoming_shutdown(tls.incoming(listener), stopping))
+        }
+        None => Box::pin(router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping)),
+    };
     tokio::select! {
         served = server => served?,
         never = readiness => match never {},

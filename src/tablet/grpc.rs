@@ -28,13 +28,14 @@ use super::{
     rpc::{TabletManager, TmRequest, TmResponse, alias_of, dispatch},
 };
 use crate::{
-    config::Config,
+    config::{Config, TlsFiles},
     proto::{
         query::StreamHealthRequest,
         queryservice::query_client::QueryClient,
         tabletmanagerservice::tablet_manager_client::TabletManagerClient,
         topodata::{Tablet, TabletAlias},
     },
+    tls::{ClientTls, TlsError},
 };
 
 /// Connection settings of the tablet clients.
@@ -59,12 +60,30 @@ pub struct TabletClientConfig {
     pub initial_connection_window_size: Option<u32>,
     /// HTTP/2 stream window (`--grpc-initial-window-size`); `None` = library default.
     pub initial_stream_window_size: Option<u32>,
+    /// TLS of TabletManager calls (`--tablet-manager-grpc-*`); `None` = plaintext.
+    pub tablet_manager_tls: Option<ClientTls>,
+    /// TLS of health streams (`--tablet-grpc-*`, else the tablet-manager
+    /// settings); `None` = plaintext. When it is the same as
+    /// `tablet_manager_tls`, both share one connection per tablet.
+    pub health_tls: Option<ClientTls>,
 }
 
 impl TabletClientConfig {
-    /// Settings derived from vtorc's configuration.
-    pub fn from_config(config: &Config) -> Self {
-        TabletClientConfig {
+    /// Settings derived from vtorc's configuration; an error names a TLS
+    /// file that cannot be used, and its flag.
+    pub fn from_config(config: &Config) -> Result<Self, TlsError> {
+        let tablet_manager_tls = ClientTls::from_files(&config.tablet_manager_tls, "tablet-manager-grpc-")?;
+        // The health stream goes to the same vttablet gRPC port as the
+        // tablet-manager calls: without --tablet-grpc-* it uses the
+        // tablet-manager settings (and the same connection).
+        let health_tls = if config.tablet_grpc_tls == TlsFiles::default() {
+            tablet_manager_tls.clone()
+        } else {
+            ClientTls::from_files(&config.tablet_grpc_tls, "tablet-grpc-")?
+        };
+        Ok(TabletClientConfig {
+            tablet_manager_tls,
+            health_tls,
             remote_operation_timeout: config.remote_operation_timeout,
             max_calls_per_tablet: config.tablet_manager_grpc_concurrency,
             keepalive_interval: Some(config.grpc_keepalive_time),
@@ -73,6 +92,16 @@ impl TabletClientConfig {
             initial_connection_window_size: config.grpc_initial_conn_window_size,
             initial_stream_window_size: config.grpc_initial_window_size,
             ..TabletClientConfig::default()
+        })
+    }
+
+    /// Whether health streams need their own connection (their TLS
+    /// settings differ from the tablet-manager ones).
+    fn separate_health_channel(&self) -> bool {
+        match (&self.tablet_manager_tls, &self.health_tls) {
+            (None, None) => false,
+            (Some(a), Some(b)) => !a.same(b),
+            _ => true,
         }
     }
 }
@@ -88,6 +117,8 @@ impl Default for TabletClientConfig {
             max_message_size: 16 * 1024 * 1024,
             initial_connection_window_size: None,
             initial_stream_window_size: None,
+            tablet_manager_tls: None,
+            health_tls: None,
         }
     }
 }
@@ -97,7 +128,8 @@ struct CachedChannel {
     /// `host:port` the channel connects to; a different address in the
     /// tablet record replaces the channel.
     address: String,
-    /// The HTTP/2 channel (health stream).
+    /// The HTTP/2 channel of health streams: the tablet-manager one unless
+    /// their TLS settings differ.
     channel: Channel,
     /// TabletManager client on the same channel, behind the per-tablet limit.
     /// Clones share the limit's semaphore.
@@ -179,8 +211,18 @@ impl GrpcTabletManager {
             alias: alias.clone(),
             reason: format!("invalid address {address:?} for {method}: {e}"),
         })?;
-        let channel = endpoint.connect_lazy();
-        let limited = ConcurrencyLimit::new(channel.clone(), self.inner.config.max_calls_per_tablet.max(1));
+        let config = &self.inner.config;
+        let connect = |tls: &Option<ClientTls>| match tls {
+            Some(tls) => endpoint.connect_with_connector_lazy(tls.connector()),
+            None => endpoint.connect_lazy(),
+        };
+        let tm_channel = connect(&config.tablet_manager_tls);
+        let channel = if config.separate_health_channel() {
+            connect(&config.health_tls)
+        } else {
+            tm_channel.clone()
+        };
+        let limited = ConcurrencyLimit::new(tm_channel, self.inner.config.max_calls_per_tablet.max(1));
         let tm = TabletManagerClient::new(limited)
             .max_decoding_message_size(self.inner.config.max_message_size)
             .max_encoding_message_size(self.inner.config.max_message_size);
@@ -396,6 +438,41 @@ mod tests {
             "{took:?}"
         );
         drop(listener);
+    }
+
+    #[test]
+    fn health_streams_share_the_tablet_manager_connection_unless_their_tls_differs() {
+        let dir = tempfile::tempdir().expect("dir");
+        let ca = dir.path().join("ca.pem");
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().expect("key");
+        std::fs::write(&ca, params.self_signed(&key).expect("CA").pem()).expect("write");
+        let files = TlsFiles {
+            ca: Some(ca),
+            ..TlsFiles::default()
+        };
+        let tls = |prefix| ClientTls::from_files(&files, prefix).expect("loads");
+        let plain = TabletClientConfig::default();
+        assert!(!plain.separate_health_channel());
+        let tm = tls("tablet-manager-grpc-");
+        let shared = TabletClientConfig {
+            tablet_manager_tls: tm.clone(),
+            health_tls: tm,
+            ..TabletClientConfig::default()
+        };
+        assert!(!shared.separate_health_channel());
+        let own = TabletClientConfig {
+            tablet_manager_tls: tls("tablet-manager-grpc-"),
+            health_tls: tls("tablet-grpc-"),
+            ..TabletClientConfig::default()
+        };
+        assert!(own.separate_health_channel());
+        let half = TabletClientConfig {
+            tablet_manager_tls: tls("tablet-manager-grpc-"),
+            ..TabletClientConfig::default()
+        };
+        assert!(half.separate_health_channel());
     }
 
     #[tokio::test]

@@ -29,6 +29,7 @@ use super::store::{
     AbortOnDrop, KeyValue, LeaseId, LeaseKeepAlive, Listing, StoreWatch, TopoStore, Version, WatchBatch,
     WatchEvent,
 };
+use crate::config::TlsFiles;
 
 /// Largest gRPC response we accept (a full tablet listing of a large cell
 /// is a few MB; tonic's default limit is 4 MB).
@@ -44,6 +45,9 @@ pub struct EtcdOptions {
     pub operation_timeout: Duration,
     /// Bound on establishing a connection.
     pub connect_timeout: Duration,
+    /// TLS (`--topo-etcd-tls-*`); all unset = plaintext. With TLS, bare
+    /// `host:port` endpoints are reached over `https://`.
+    pub tls: TlsFiles,
 }
 
 impl Default for EtcdOptions {
@@ -51,6 +55,7 @@ impl Default for EtcdOptions {
         EtcdOptions {
             operation_timeout: Duration::from_secs(15),
             connect_timeout: Duration::from_secs(5),
+            tls: TlsFiles::default(),
         }
     }
 }
@@ -117,6 +122,11 @@ impl EtcdStore {
             // watch; etcd refuses pings more often than every 5 s.
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
             .with_keep_alive_while_idle(true);
+        let connect = match crate::tls::etcd_tls_options(&options.tls) {
+            Ok(Some(tls)) => connect.with_tls(tls),
+            Ok(None) => connect,
+            Err(e) => return Err(TopoError::Invalid(e.to_string())),
+        };
         let client = tokio::time::timeout(options.connect_timeout, Client::connect(endpoints, Some(connect)))
             .await
             .map_err(|_| TopoError::Timeout(format!("connect to etcd {endpoints:?}")))?

@@ -19,6 +19,7 @@ use super::memory::MemoryStore;
 use super::paths;
 use super::store::{KeyValue, TopoStore, Version};
 use crate::config::Config;
+use crate::config::TlsFiles;
 use crate::ids::KeyspaceShard;
 use crate::proto::topodata::{
     CellInfo, Keyspace, Shard, ShardReplication, Tablet, TabletAlias, shard_replication,
@@ -84,6 +85,8 @@ pub struct TopoOptions {
     pub remote_operation_timeout: Duration,
     /// Parallel reads per listing (`--topo-read-concurrency`, 32).
     pub read_concurrency: usize,
+    /// TLS towards etcd (`--topo-etcd-tls-*`); all unset = plaintext.
+    pub etcd_tls: TlsFiles,
 }
 
 impl Default for TopoOptions {
@@ -92,6 +95,7 @@ impl Default for TopoOptions {
             lock: LockOptions::default(),
             remote_operation_timeout: Duration::from_secs(15),
             read_concurrency: 32,
+            etcd_tls: TlsFiles::default(),
         }
     }
 }
@@ -107,6 +111,7 @@ impl TopoOptions {
             },
             remote_operation_timeout: config.remote_operation_timeout,
             read_concurrency: config.topo_read_concurrency,
+            etcd_tls: config.topo_etcd_tls.clone(),
         }
     }
 }
@@ -367,6 +372,7 @@ impl Topo {
     ) -> TopoResult<Topo> {
         let etcd = EtcdOptions {
             operation_timeout: options.remote_operation_timeout,
+            tls: options.etcd_tls.clone(),
             ..EtcdOptions::default()
         };
         let global = EtcdStore::connect(&parse_endpoints(global_server_address), &etcd).await?;

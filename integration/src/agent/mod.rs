@@ -88,6 +88,7 @@ use tracing::{info, warn};
 use vtorc::proto::query::StreamHealthResponse;
 use vtorc::proto::topodata::{Tablet, TabletAlias, TabletType};
 use vtorc::proto::vttime;
+use vtorc::{config::TlsFiles, tls::ServerTls};
 
 use self::error::{AgentError, AgentResult};
 use self::mysql::Mysql;
@@ -175,6 +176,15 @@ pub struct AgentConfig {
     /// vttablet's `--disk-write-timeout`: a write outstanding this long
     /// means the disk is stalled.
     pub disk_write_timeout: Duration,
+    /// vttablet's `--grpc-cert/--grpc-key/--grpc-ca/--grpc-crl`: TLS of
+    /// the gRPC server (cert and key); a CA makes client certificates
+    /// mandatory. All unset = plaintext.
+    pub grpc_tls: TlsFiles,
+    /// vttablet's `--topo-etcd-tls-*`: TLS towards etcd. All unset = plaintext.
+    pub topo_etcd_tls: TlsFiles,
+    /// vttablet's `--tablet-manager-grpc-*`: TLS of this tablet's calls to
+    /// other tablets (PrimaryStatus of the new source). All unset = plaintext.
+    pub tablet_manager_tls: TlsFiles,
 }
 
 impl AgentConfig {
@@ -225,6 +235,9 @@ impl AgentConfig {
             disk_write_dir: None,
             disk_write_interval: Duration::from_secs(5),
             disk_write_timeout: Duration::from_secs(30),
+            grpc_tls: TlsFiles::default(),
+            topo_etcd_tls: TlsFiles::default(),
+            tablet_manager_tls: TlsFiles::default(),
         }
     }
 
@@ -314,6 +327,8 @@ impl Agent {
         let alias = config.alias();
         validate_init_type(config.init_tablet_type)?;
         validate_app_user(&config)?;
+        let tls = ServerTls::from_files(&config.grpc_tls, "grpc-")
+            .with_context(|| format!("tablet {alias}: gRPC TLS"))?;
         let listener = tokio::net::TcpListener::bind((config.hostname.as_str(), config.grpc_port))
             .await
             .with_context(|| format!("bind gRPC on {}:{}", config.hostname, config.grpc_port))?;
@@ -376,7 +391,7 @@ impl Agent {
             .await
             .map_err(|e| anyhow::anyhow!("tablet {alias}: publish tablet record: {e}"))?;
 
-        let server = tokio::spawn(service::serve(agent.clone(), listener));
+        let server = tokio::spawn(service::serve(agent.clone(), listener, tls));
         let mut tasks = JoinSet::new();
         tasks.spawn(health::run_checker(agent.clone()));
         tasks.spawn(health::run_grants_check(agent.clone()));

@@ -456,7 +456,15 @@ impl Agent {
             .map_err(|e| unavailable(e.to_string()))?
             .connect_timeout(self.config.remote_operation_timeout)
             .timeout(self.config.remote_operation_timeout);
-        let channel = endpoint.connect().await.map_err(|e| unavailable(e.to_string()))?;
+        let tls = vtorc::tls::ClientTls::from_files(&self.config.tablet_manager_tls, "tablet-manager-grpc-")
+            .map_err(|e| unavailable(e.to_string()))?;
+        let channel = match tls {
+            Some(tls) => endpoint
+                .connect_with_connector(tls.connector())
+                .await
+                .map_err(|e| unavailable(format!("{e}: {}", source_chain(&e))))?,
+            None => endpoint.connect().await.map_err(|e| unavailable(e.to_string()))?,
+        };
         let mut client = TabletManagerClient::new(channel);
         let response = client
             .primary_status(tm::PrimaryStatusRequest {})
@@ -533,4 +541,16 @@ pub(super) async fn init_replication_at_startup(agent: &Agent) -> AgentResult<()
     info!(tablet = %agent.alias, primary = %primary_alias, "replication initialised at start-up");
     agent.health_wake.notify_one();
     Ok(())
+}
+
+/// The causes of an error, joined (tonic's transport errors say little
+/// in their own message).
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = Vec::new();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        parts.push(c.to_string());
+        cause = c.source();
+    }
+    parts.join(": ")
 }

@@ -19,6 +19,7 @@ use vtorc::proto::query::{StreamHealthRequest, StreamHealthResponse};
 use vtorc::proto::queryservice::query_server::{Query, QueryServer};
 use vtorc::proto::tabletmanagerdata as tm;
 use vtorc::proto::tabletmanagerservice::tablet_manager_server::{TabletManager, TabletManagerServer};
+use vtorc::tls::ServerTls;
 
 use super::Agent;
 use super::error::AgentResult;
@@ -28,16 +29,27 @@ use super::error::AgentResult;
 const DEADLINE_MARGIN: Duration = Duration::from_millis(30);
 
 /// Serves both services on `listener` until the agent is cancelled.
-pub(super) async fn serve(agent: Arc<Agent>, listener: TcpListener) {
+/// With `tls`, over TLS (client certificates required when it has a CA).
+pub(super) async fn serve(agent: Arc<Agent>, listener: TcpListener, tls: Option<ServerTls>) {
     let cancel = agent.cancel.clone();
     let alias = agent.alias.clone();
-    let result = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .add_service(TabletManagerServer::new(TabletManagerService {
             agent: agent.clone(),
         }))
-        .add_service(QueryServer::new(QueryService { agent }))
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener), cancel.cancelled_owned())
-        .await;
+        .add_service(QueryServer::new(QueryService { agent }));
+    let result = match tls {
+        Some(tls) => {
+            router
+                .serve_with_incoming_shutdown(tls.incoming(listener), cancel.cancelled_owned())
+                .await
+        }
+        None => {
+            router
+                .serve_with_incoming_shutdown(TcpIncoming::from(listener), cancel.cancelled_owned())
+                .await
+        }
+    };
     if let Err(e) = result {
         warn!(tablet = %alias, "failed to serve gRPC: {e}");
     }

@@ -46,6 +46,7 @@ impl TabletTopo {
     pub(super) async fn connect(config: &AgentConfig) -> anyhow::Result<TabletTopo> {
         let options = TopoOptions {
             remote_operation_timeout: config.remote_operation_timeout,
+            etcd_tls: config.topo_etcd_tls.clone(),
             ..TopoOptions::default()
         };
         let topo = Topo::connect_etcd(

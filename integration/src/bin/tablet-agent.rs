@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use integration::agent::{Agent, AgentConfig};
+use vtorc::config::TlsFiles;
 use vtorc::proto::topodata::TabletType;
 
 /// Command-line flags (names follow vttablet's where one exists).
@@ -116,6 +117,36 @@ struct Flags {
     /// A disk-health write outstanding this long means the disk is stalled.
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     disk_write_timeout: Duration,
+    /// Certificate (PEM) of the gRPC server; enables TLS (vttablet's flag).
+    #[arg(long)]
+    grpc_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long)]
+    grpc_key: Option<PathBuf>,
+    /// CA (PEM) of client certificates: when set, clients must present one it signed.
+    #[arg(long)]
+    grpc_ca: Option<PathBuf>,
+    /// CRL (PEM) of revoked client certificates (needs --grpc-ca).
+    #[arg(long)]
+    grpc_crl: Option<PathBuf>,
+    /// CA (PEM) to verify other tablets with (calls to them); enables TLS.
+    #[arg(long)]
+    tablet_manager_grpc_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for calls to other tablets.
+    #[arg(long)]
+    tablet_manager_grpc_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long)]
+    tablet_manager_grpc_key: Option<PathBuf>,
+    /// CA (PEM) to verify etcd with; enables TLS towards etcd.
+    #[arg(long)]
+    topo_etcd_tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for etcd.
+    #[arg(long)]
+    topo_etcd_tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long)]
+    topo_etcd_tls_key: Option<PathBuf>,
 }
 
 #[tokio::main]
@@ -163,6 +194,27 @@ async fn main() -> anyhow::Result<()> {
     config.disk_write_dir = flags.disk_write_dir;
     config.disk_write_interval = flags.disk_write_interval;
     config.disk_write_timeout = flags.disk_write_timeout;
+    config.grpc_tls = TlsFiles {
+        ca: flags.grpc_ca,
+        cert: flags.grpc_cert,
+        key: flags.grpc_key,
+        crl: flags.grpc_crl,
+        server_name: None,
+    };
+    config.tablet_manager_tls = TlsFiles {
+        ca: flags.tablet_manager_grpc_ca,
+        cert: flags.tablet_manager_grpc_cert,
+        key: flags.tablet_manager_grpc_key,
+        crl: None,
+        server_name: None,
+    };
+    config.topo_etcd_tls = TlsFiles {
+        ca: flags.topo_etcd_tls_ca,
+        cert: flags.topo_etcd_tls_cert,
+        key: flags.topo_etcd_tls_key,
+        crl: None,
+        server_name: None,
+    };
     let mut handle = Agent::start(config).await?;
     tracing::info!(tablet = %handle.alias(), addr = %handle.grpc_addr(), "serving");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

@@ -66,8 +66,9 @@ pub use self::spec::{
     DEFAULT_SLAVE_NET_TIMEOUT, GLOBAL_ROOT, KeyspaceSpec, ShardSpec, TabletSpec, VITESS_SEMI_SYNC_TIMEOUT,
 };
 pub use self::tablet::ClusterTablet;
-use crate::etcd::EtcdServer;
+use crate::etcd::{EtcdServer, EtcdTls};
 use crate::mariadb::{MariaDbOptions, MariaDbServer};
+use crate::pki::TestPki;
 
 /// The application user every server gets (host `127.0.0.1`): DML and DDL,
 /// but neither `SUPER` nor `READ ONLY ADMIN`, so `read_only=ON` refuses
@@ -94,6 +95,8 @@ pub struct Cluster {
     tmc: GrpcTabletManager,
     /// How long [`ClusterBuilder::start`] took.
     startup_time: Duration,
+    /// The test CA when the cluster runs TLS ([`ClusterBuilder::tls`]).
+    pki: Option<TestPki>,
     /// Temporary directory holding the MariaDB instances; removed on drop
     /// after every process is gone.
     dir: TempDir,
@@ -136,8 +139,26 @@ async fn start_cluster(spec: ClusterBuilder) -> anyhow::Result<Cluster> {
             }
         }
     }
+    let pki = if spec.tls {
+        Some(TestPki::new(&dir.path().join("pki"), "cluster")?)
+    } else {
+        None
+    };
+    let harness_tls = match &pki {
+        Some(pki) => Some(pki.tls_files(&pki.issue("harness")?)),
+        None => None,
+    };
+    let etcd_tls = match (&pki, &harness_tls) {
+        (Some(pki), Some(client)) => Some(EtcdTls {
+            server: pki.issue("etcd")?,
+            ca: pki.ca_path(),
+            client_cert_auth: true,
+            client: client.clone(),
+        }),
+        _ => None,
+    };
     let (etcd, mysqls) = tokio::join!(
-        EtcdServer::start(),
+        EtcdServer::start_with(etcd_tls),
         MariaDbServer::start_many(dir.path(), servers)
     );
     let etcd = etcd.context("start etcd")?;
@@ -149,6 +170,7 @@ async fn start_cluster(spec: ClusterBuilder) -> anyhow::Result<Cluster> {
         GLOBAL_ROOT,
         TopoOptions {
             remote_operation_timeout: Duration::from_secs(10),
+            etcd_tls: etcd.client_tls_files(),
             ..TopoOptions::default()
         },
     )
@@ -186,11 +208,24 @@ async fn start_cluster(spec: ClusterBuilder) -> anyhow::Result<Cluster> {
             spec.agent_mode.clone(),
         )?;
         apply_agent_options(&spec, &mut tablet)?;
+        if let Some(pki) = &pki {
+            let config = tablet.agent_config_mut();
+            let own = pki.issue(&format!("tablet-{}", config.uid))?;
+            config.grpc_tls = pki.tls_files(&own);
+            config.tablet_manager_tls = pki.tls_files(&own);
+            config.topo_etcd_tls = etcd.client_tls_files();
+        }
         tablets.push(tablet);
     }
+    let client_tls = match &harness_tls {
+        Some(files) => vtorc::tls::ClientTls::from_files(files, "tablet-manager-grpc-")?,
+        None => None,
+    };
     let tmc = GrpcTabletManager::new(TabletClientConfig {
         remote_operation_timeout: RPC_TIMEOUT,
         connect_timeout: Duration::from_secs(2),
+        tablet_manager_tls: client_tls.clone(),
+        health_tls: client_tls,
         ..TabletClientConfig::default()
     });
     futures::future::try_join_all(tablets.iter_mut().map(|t| t.start_agent(&tmc))).await?;
@@ -202,6 +237,7 @@ async fn start_cluster(spec: ClusterBuilder) -> anyhow::Result<Cluster> {
         topo,
         tmc,
         startup_time: Duration::ZERO,
+        pki,
         dir,
     };
     if cluster.spec.bootstrap {
@@ -279,6 +315,12 @@ fn temp_dir() -> anyhow::Result<TempDir> {
 }
 
 impl Cluster {
+    /// The test CA of a TLS cluster ([`ClusterBuilder::tls`]): issue vtorc's
+    /// certificates with it.
+    pub fn pki(&self) -> Option<&TestPki> {
+        self.pki.as_ref()
+    }
+
     /// Shorthand for [`ClusterBuilder::new`].
     pub fn builder() -> ClusterBuilder {
         ClusterBuilder::new()

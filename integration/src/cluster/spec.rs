@@ -202,6 +202,8 @@ pub struct ClusterBuilder {
     /// Every agent's disk-health monitor: `(interval, timeout)`, writing
     /// into `<tablet dir>/disk`; `None`: no monitor.
     pub(crate) disk_health: Option<(Duration, Duration)>,
+    /// Whether etcd and the agents serve mutual TLS (see [`ClusterBuilder::tls`]).
+    pub(crate) tls: bool,
 }
 
 impl Default for ClusterBuilder {
@@ -229,6 +231,7 @@ impl ClusterBuilder {
             start_timeout: Duration::from_secs(60),
             semi_sync_blocked_after: None,
             disk_health: None,
+            tls: false,
         }
     }
 
@@ -339,6 +342,17 @@ impl ClusterBuilder {
     /// default, as in vttablet.
     pub fn disk_health_check(mut self, interval: Duration, timeout: Duration) -> ClusterBuilder {
         self.disk_health = Some((interval, timeout));
+        self
+    }
+
+    /// `true`: a test CA ([`crate::pki::TestPki`], in `<cluster dir>/pki`)
+    /// issues certificates; etcd serves `https://` and requires client
+    /// certificates (`--client-cert-auth`), every agent serves gRPC over
+    /// TLS and requires client certificates (`--grpc-ca`), and the
+    /// harness's own clients use the `harness` certificate.
+    /// [`Cluster::pki`] gives the CA to issue more (e.g. for vtorc).
+    pub fn tls(mut self, tls: bool) -> ClusterBuilder {
+        self.tls = tls;
         self
     }
 

@@ -420,5 +420,21 @@ fn agent_args(c: &AgentConfig) -> Vec<String> {
     }
     args.push(format!("--disk-write-interval={}", d(c.disk_write_interval)));
     args.push(format!("--disk-write-timeout={}", d(c.disk_write_timeout)));
+    for (flag, path) in [
+        ("grpc-cert", &c.grpc_tls.cert),
+        ("grpc-key", &c.grpc_tls.key),
+        ("grpc-ca", &c.grpc_tls.ca),
+        ("grpc-crl", &c.grpc_tls.crl),
+        ("tablet-manager-grpc-ca", &c.tablet_manager_tls.ca),
+        ("tablet-manager-grpc-cert", &c.tablet_manager_tls.cert),
+        ("tablet-manager-grpc-key", &c.tablet_manager_tls.key),
+        ("topo-etcd-tls-ca", &c.topo_etcd_tls.ca),
+        ("topo-etcd-tls-cert", &c.topo_etcd_tls.cert),
+        ("topo-etcd-tls-key", &c.topo_etcd_tls.key),
+    ] {
+        if let Some(path) = path {
+            args.push(format!("--{flag}={}", path.display()));
+        }
+    }
     args
 }

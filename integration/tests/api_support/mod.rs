@@ -164,7 +164,9 @@ impl MemoryWorld {
         ])
         .expect("valid flags");
         let (topo, _store) = Topo::in_memory(&["zone1"]);
-        let grpc = GrpcTabletManager::new(TabletClientConfig::from_config(&config));
+        let grpc = GrpcTabletManager::new(
+            TabletClientConfig::from_config(&config).expect("tablet client TLS settings"),
+        );
         let tmc: Arc<dyn TabletManager> = Arc::new(grpc.clone());
         let (discovery, handle): (Discovery, DiscoveryHandle) = Discovery::new(
             DiscoveryConfig::from_config(&config),
@@ -234,6 +236,17 @@ impl MemoryWorld {
         SocketAddr,
         tokio::task::JoinHandle<Result<(), vtorc::server::ServerError>>,
     ) {
+        self.serve_grpc_tls(None).await
+    }
+
+    /// [`MemoryWorld::serve_grpc`] over TLS when `tls` is given.
+    pub async fn serve_grpc_tls(
+        &self,
+        tls: Option<vtorc::tls::ServerTls>,
+    ) -> (
+        SocketAddr,
+        tokio::task::JoinHandle<Result<(), vtorc::server::ServerError>>,
+    ) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let vtctld = VtctldService::new(
@@ -243,10 +256,11 @@ impl MemoryWorld {
             self.ctx.shutdown.clone(),
         );
         let api = VtorcApi::new(self.ctx.clone());
-        let task = tokio::spawn(vtorc::server::serve_grpc_with(
+        let task = tokio::spawn(vtorc::server::serve_grpc_tls(
             listener,
             vtctld,
             Some(api),
+            tls,
             self.ctx.shutdown.clone(),
         ));
         (addr, task)

@@ -81,7 +81,9 @@ impl Vtorc {
         )
         .await
         .expect("connect to etcd");
-        let grpc = GrpcTabletManager::new(TabletClientConfig::from_config(&config));
+        let grpc = GrpcTabletManager::new(
+            TabletClientConfig::from_config(&config).expect("tablet client TLS settings"),
+        );
         let tmc: std::sync::Arc<dyn TabletManager> = std::sync::Arc::new(grpc.clone());
         let (discovery, discovery_handle) = Discovery::new(
             DiscoveryConfig::from_config(&config),
