@@ -188,15 +188,45 @@ async fn assert_one_primary_nothing_lost(
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn frozen_primary_is_replaced_and_never_acknowledges_after_it_resumes() {
-    let _serial = SERIAL.lock().await;
+/// A healthy shard under the workload writer, watched by vtorc (in this
+/// process, with [`GRAY_FLAGS`]).
+async fn shard_under_writes() -> (Cluster, Vtorc, Workload, WorkloadConfig) {
     let cluster = cluster().await;
     let vtorc = Vtorc::start(&cluster, GRAY_FLAGS).await;
     vtorc
         .wait_until_healthy(&shard0(KS), Duration::from_secs(30))
         .await;
     let (workload, config) = start_workload(&cluster).await;
+    (cluster, vtorc, workload, config)
+}
+
+/// After the fault is healed: probe writes to `old` are never acknowledged,
+/// the shard ends with one writable primary and no acknowledged write lost,
+/// and vtorc ran exactly one ERS.
+async fn assert_old_primary_fenced(
+    cluster: &Cluster,
+    vtorc: &Vtorc,
+    workload: Workload,
+    config: &WorkloadConfig,
+    old: &TabletAlias,
+) {
+    let context = || format!("{}\n{}", vtorc.audit_dump(), cluster.diagnostics());
+    let probes = probe_writes(cluster, config, old, 1_000_000_000, 10).await;
+    assert!(probes.is_empty(), "the old primary acknowledged {probes:?}");
+    let report = workload.stop().await.expect("workload report");
+    assert_one_primary_nothing_lost(cluster, config, report, probes, context).await;
+    assert_eq!(
+        vtorc.finished(RecoveryKind::RecoverDeadPrimary).len(),
+        1,
+        "{}",
+        context()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_primary_is_replaced_and_never_acknowledges_after_it_resumes() {
+    let _serial = SERIAL.lock().await;
+    let (cluster, vtorc, workload, config) = shard_under_writes().await;
     let old = alias(100);
     let frozen_at = Instant::now();
     cluster.pause_mysql(&old).expect("SIGSTOP MariaDB");
@@ -204,45 +234,16 @@ async fn frozen_primary_is_replaced_and_never_acknowledges_after_it_resumes() {
     let context = || format!("{}\n{}", vtorc.audit_dump(), cluster.diagnostics());
     let (new, took) = wait_for_failover(&cluster, &workload, &old, frozen_at, context).await;
     eprintln!("frozen primary: {old} -> {new} in {took:?}");
-    let frozen_wall = std::time::SystemTime::now() - frozen_at.elapsed();
-    for r in vtorc.finished(RecoveryKind::RecoverDeadPrimary) {
-        let t = |x: std::time::SystemTime| {
-            x.duration_since(frozen_wall)
-                .map(|d| d.as_millis() as i64)
-                .unwrap_or(-1)
-        };
-        eprintln!("detected +{}ms started +{}ms", t(r.detected_at), t(r.started_at));
-        for st in &r.steps {
-            eprintln!("  +{}ms {}: {}", t(st.at), st.step, st.message);
-        }
-    }
     cluster.resume_agent(&old).expect("SIGCONT agent");
     cluster.resume_mysql(&old).expect("SIGCONT MariaDB");
-    let probes = probe_writes(&cluster, &config, &old, 1_000_000_000, 10).await;
-    assert!(
-        probes.is_empty(),
-        "the resumed old primary acknowledged {probes:?}"
-    );
-    let report = workload.stop().await.expect("workload report");
-    assert_one_primary_nothing_lost(&cluster, &config, report, probes, context).await;
-    assert_eq!(
-        vtorc.finished(RecoveryKind::RecoverDeadPrimary).len(),
-        1,
-        "{}",
-        context()
-    );
+    assert_old_primary_fenced(&cluster, &vtorc, workload, &config, &old).await;
     vtorc.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cut_off_primary_is_replaced_and_never_acknowledges_after_the_network_heals() {
     let _serial = SERIAL.lock().await;
-    let cluster = cluster().await;
-    let vtorc = Vtorc::start(&cluster, GRAY_FLAGS).await;
-    vtorc
-        .wait_until_healthy(&shard0(KS), Duration::from_secs(30))
-        .await;
-    let (workload, config) = start_workload(&cluster).await;
+    let (cluster, vtorc, workload, config) = shard_under_writes().await;
     let old = alias(100);
     let tablet = cluster.tablet(&old).expect("tablet");
     let cut_at = Instant::now();
@@ -251,31 +252,14 @@ async fn cut_off_primary_is_replaced_and_never_acknowledges_after_the_network_he
     let (new, took) = wait_for_failover(&cluster, &workload, &old, cut_at, context).await;
     eprintln!("cut-off primary: {old} -> {new} in {took:?}");
     cut.heal().expect("heal the network");
-    let probes = probe_writes(&cluster, &config, &old, 1_000_000_000, 10).await;
-    assert!(
-        probes.is_empty(),
-        "the reconnected old primary acknowledged {probes:?}"
-    );
-    let report = workload.stop().await.expect("workload report");
-    assert_one_primary_nothing_lost(&cluster, &config, report, probes, context).await;
-    assert_eq!(
-        vtorc.finished(RecoveryKind::RecoverDeadPrimary).len(),
-        1,
-        "{}",
-        context()
-    );
+    assert_old_primary_fenced(&cluster, &vtorc, workload, &config, &old).await;
     vtorc.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_tablet_server_with_live_mysql_is_replaced_after_the_grace() {
     let _serial = SERIAL.lock().await;
-    let mut cluster = cluster().await;
-    let vtorc = Vtorc::start(&cluster, GRAY_FLAGS).await;
-    vtorc
-        .wait_until_healthy(&shard0(KS), Duration::from_secs(30))
-        .await;
-    let (workload, config) = start_workload(&cluster).await;
+    let (mut cluster, vtorc, workload, config) = shard_under_writes().await;
     let old = alias(100);
     let killed_at = Instant::now();
     cluster.kill_agent(&old).expect("SIGKILL the agent");
@@ -296,11 +280,7 @@ async fn dead_tablet_server_with_live_mysql_is_replaced_after_the_grace() {
     );
     // The old primary's vttablet comes back and finds it is no longer primary.
     cluster.restart_agent(&old).await.expect("restart the agent");
-    let context = || format!("{}\n{}", vtorc.audit_dump(), cluster.diagnostics());
-    let probes = probe_writes(&cluster, &config, &old, 1_000_000_000, 10).await;
-    assert!(probes.is_empty(), "the old primary acknowledged {probes:?}");
-    let report = workload.stop().await.expect("workload report");
-    assert_one_primary_nothing_lost(&cluster, &config, report, probes, context).await;
+    assert_old_primary_fenced(&cluster, &vtorc, workload, &config, &old).await;
     vtorc.stop().await;
 }
 
@@ -351,12 +331,7 @@ async fn vtorc_alone_cut_off_from_the_primary_does_not_fail_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flapping_primary_ends_with_one_primary_and_no_lost_write() {
     let _serial = SERIAL.lock().await;
-    let cluster = cluster().await;
-    let vtorc = Vtorc::start(&cluster, GRAY_FLAGS).await;
-    vtorc
-        .wait_until_healthy(&shard0(KS), Duration::from_secs(30))
-        .await;
-    let (workload, config) = start_workload(&cluster).await;
+    let (cluster, vtorc, workload, config) = shard_under_writes().await;
     let old = alias(100);
     for _ in 0..5 {
         cluster.pause_mysql(&old).expect("SIGSTOP MariaDB");

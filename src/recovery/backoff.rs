@@ -192,6 +192,11 @@ impl Backoff {
             .retain(|_, e| now.saturating_duration_since(e.last_end) < window);
     }
 
+    /// Forgets `key`'s streak (its problem is gone for good).
+    pub fn forget(&mut self, key: &BackoffKey) {
+        self.entries.remove(key);
+    }
+
     /// Whether `key`'s problem is reported as `RecoveryNotClearingProblem` at `now`.
     pub fn not_clearing(&self, key: &BackoffKey, now: Instant) -> Option<Held> {
         let threshold = self.config.not_clearing_threshold;

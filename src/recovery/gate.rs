@@ -670,9 +670,14 @@ async fn under_lock(
     {
         let now = crate::clock::now();
         let mut backoff = shared.backoff();
-        backoff.record(backoff_key, started, now, success);
         if success && entry.recovery.uses_ers() {
+            // A successful ERS replaced the primary: the next dead primary
+            // of this shard is a new incident, not this one coming back
+            // (the ERS cooldown is what spaces emergency reparents).
+            backoff.forget(&backoff_key);
             backoff.record_ers(key.clone(), now);
+        } else {
+            backoff.record(backoff_key, started, now, success);
         }
     }
     // 13. Counters.
