@@ -409,12 +409,55 @@ where
     for (pos, name, values) in lists {
         out.args[pos] = format!("--{name}={}", values.join(",")).into();
     }
+    keep_last_of_repeated_go_flags(&mut out.args);
     out
+}
+
+/// pflag lets a flag be given again, the last value winning (clap would
+/// refuse): of the Go flags this rewriter emitted (`--name` or
+/// `--name=value`, never with a separate value), only the last use stays.
+fn keep_last_of_repeated_go_flags(args: &mut Vec<OsString>) {
+    let name_of = |a: &OsString| -> Option<String> {
+        let body = a.to_str()?.strip_prefix("--")?;
+        let name = body.split_once('=').map_or(body, |(n, _)| n);
+        lookup(name)
+            .filter(|f| f.kind != FlagKind::List)
+            .map(|_| name.to_string())
+    };
+    let mut seen = std::collections::HashSet::new();
+    let mut keep = vec![true; args.len()];
+    for (i, a) in args.iter().enumerate().skip(1).rev() {
+        if let Some(name) = name_of(a)
+            && !seen.insert(name)
+        {
+            keep[i] = false;
+        }
+    }
+    let mut k = keep.into_iter();
+    args.retain(|_| k.next().unwrap_or(true));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_repeated_go_flag_keeps_its_last_value_as_pflag_does() {
+        let out = normalize_args([
+            "vtorc",
+            "--instance-poll-time=1s",
+            "--port",
+            "1",
+            "--instance_poll_time",
+            "5s",
+        ]);
+        let args: Vec<String> = out
+            .args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(args, ["vtorc", "--port=1", "--instance-poll-time=5s"]);
+    }
 
     fn norm(args: &[&str]) -> (Vec<String>, Vec<String>) {
         let mut all = vec!["vtorc"];

@@ -158,12 +158,16 @@ impl MysqlConn {
     /// blocked read; it waits 2 s before signalling the thread again
     /// (measured: 2.00 s on 10.11). MySQL 8's `STOP REPLICA` shuts the
     /// socket down and returns at once. `KILL CONNECTION` of the `Slave_IO`
-    /// thread interrupts the read at once (measured: under 1 ms), and the
+    /// thread (`Slave_IO`, or `Connect` while it is still connecting to a
+    /// source that does not answer) interrupts it at once (measured: under 1 ms), and the
     /// `STOP SLAVE` that follows finds it stopping; the relay log and GTID
     /// state are the same as after a plain `STOP SLAVE`.
     pub async fn stop_slave(&mut self, io_only: bool) -> AgentResult<()> {
         let ids: Vec<Row> = self
-            .rows("SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND = 'Slave_IO'")
+            .rows(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND = 'Slave_IO' \
+                 OR (USER = 'system user' AND COMMAND = 'Connect')",
+            )
             .await?;
         for row in ids {
             if let Some(Ok(id)) = row.get_opt::<u64, _>(0) {
