@@ -248,10 +248,38 @@ async fn http_status(port: u16, path: &str) -> Option<u16> {
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }
 
-async fn stop_controller(running: Running) {
+/// Stops a controller the way an operator would (SIGTERM for Go VTOrc, so
+/// it releases the shard lock of a recovery it is running), then waits until
+/// nobody holds the shard lock: a lock left behind would hold the next run's
+/// controller until its lease expires (30 s for Go VTOrc).
+async fn stop_controller(running: Running, cluster: &Cluster) {
     match running {
         Running::Rust(vtorc) => vtorc.stop().await,
-        Running::Go(child) => drop(child),
+        Running::Go(mut child) => {
+            if let Err(e) = child.terminate(Duration::from_secs(10)).await {
+                println!("Go VTOrc did not stop on SIGTERM: {e:#}");
+            }
+        }
+    }
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        match cluster
+            .topo()
+            .try_lock_shard(KS, "0", "failover bench: is the shard free?")
+            .await
+        {
+            Ok(lock) => {
+                let _ = lock.unlock().await;
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    if started.elapsed() > Duration::from_secs(1) {
+        println!(
+            "  (waited {} for the shard lock to be free)",
+            ms(started.elapsed())
+        );
     }
 }
 
@@ -337,7 +365,7 @@ async fn one_run(
             // Give the controller a moment to see the old primary back,
             // then rebuild it as a replica of the new one.
             tokio::time::sleep(Duration::from_secs(1)).await;
-            stop_controller(running).await;
+            stop_controller(running, cluster).await;
             rejoin_as_replica(cluster, &old, &new_primary).await;
             Some((total, record))
         }
@@ -347,7 +375,7 @@ async fn one_run(
                 which.name(),
                 settings.deadline
             );
-            stop_controller(running).await;
+            stop_controller(running, cluster).await;
             None
         }
     };
