@@ -161,8 +161,11 @@ impl MysqlConn {
     /// thread (`Slave_IO`, or `Connect` while it is still connecting to a
     /// source that does not answer) interrupts it at once (measured: under 1 ms).
     /// Not always enough: in about half the tries the `STOP SLAVE` that
-    /// follows still waits the 2 s (the killed thread lingers about 1.3 s
-    /// before it leaves; waiting for it is no faster). The relay log and
+    /// follows still waits the 2 s. The killed thread lingers because
+    /// MariaDB's semi-sync replica, when its IO thread stops, connects to the
+    /// source to kill the source's dump thread, bounded by
+    /// `rpl_semi_sync_slave_kill_conn_timeout` (default 5 s), and a silent
+    /// source never answers that connection. The relay log and
     /// GTID state are the same as after a plain `STOP SLAVE`.
     pub async fn stop_slave(&mut self, io_only: bool) -> AgentResult<()> {
         let ids: Vec<Row> = self
