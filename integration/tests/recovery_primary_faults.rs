@@ -385,7 +385,10 @@ async fn init_primary_failing_after_its_topo_write(cluster: &Cluster, tablet: &T
         let waiting = rows.iter().any(|r| {
             let info = r.get::<Option<String>, _>("Info").flatten();
             let state = r.get::<Option<String>, _>("State").flatten();
-            info.is_some_and(|i| i.contains("CREATE DATABASE")) && state.is_some_and(|s| s.contains("lock"))
+            // InitPrimary's first statement that needs the lock (its
+            // `CREATE DATABASE _vt`, or the `read_only` change before it).
+            info.is_some_and(|i| i.contains("CREATE DATABASE") || i.contains("read_only"))
+                && state.is_some_and(|s| s.contains("lock"))
         });
         if waiting {
             break;
