@@ -127,6 +127,64 @@ fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1000.0)
 }
 
+/// How long the controller's failover recovery ran, from the start of its
+/// recovery function (after its gates and the shard lock) to its end.
+///
+/// vtorc-rs: the newest finished primary recovery in its audit. Go VTOrc: its
+/// log, from `recoverDeadPrimary`'s first line ("Analysis: DeadPrimary,
+/// RecoverDeadPrimary ...", written after the lock and the re-check) to
+/// "Recovery succeeded" (glog timestamps, microseconds).
+fn recovery_duration(running: &Running, go_log: &std::path::Path) -> Option<Duration> {
+    use vtorc::analysis::RecoveryKind;
+    match running {
+        Running::Rust(vtorc) => vtorc
+            .handle
+            .recoveries(&vtorc::recovery::AuditFilter::all())
+            .into_iter()
+            .find(|r| {
+                matches!(
+                    r.recovery_type,
+                    RecoveryKind::RecoverDeadPrimary
+                        | RecoveryKind::RecoverIncapacitatedPrimary
+                        | RecoveryKind::RecoverPrimaryTabletDeleted
+                ) && r.ended_at.is_some()
+            })
+            .and_then(|r| {
+                let took = r.ended_at?.duration_since(r.started_at).ok()?;
+                if took > Duration::from_secs(1) {
+                    // A slow recovery: show where its time went.
+                    for step in &r.steps {
+                        let at = step.at.duration_since(r.started_at).unwrap_or_default();
+                        println!("    +{:>5} {} {}", ms(at), step.step, step.message);
+                    }
+                }
+                Some(took)
+            }),
+        Running::Go(_) => {
+            let log = std::fs::read_to_string(go_log).ok()?;
+            let start = log
+                .lines()
+                .filter(|l| l.contains("RecoverDeadPrimary") && l.contains("Analysis: "))
+                .find_map(glog_time)?;
+            let end = log
+                .lines()
+                .filter(|l| l.contains("Recovery succeeded"))
+                .filter_map(glog_time)
+                .find(|t| *t >= start)?;
+            Some(end - start)
+        }
+    }
+}
+
+/// The time of day of a glog line (`I1207 09:30:01.123456 ...`).
+fn glog_time(line: &str) -> Option<Duration> {
+    let time = line.split_whitespace().nth(1)?;
+    let (hms, micros) = time.split_once('.')?;
+    let mut parts = hms.split(':').map(|p| p.parse::<u64>().ok());
+    let (h, m, s) = (parts.next()??, parts.next()??, parts.next()??);
+    Some(Duration::from_secs(h * 3600 + m * 60 + s) + Duration::from_micros(micros.parse().ok()?))
+}
+
 fn parse_duration(s: &str) -> anyhow::Result<Duration> {
     if let Some(v) = s.strip_suffix("ms") {
         return Ok(Duration::from_millis(v.parse()?));
@@ -327,7 +385,7 @@ async fn one_run(
     dir: &std::path::Path,
     run: usize,
     next_id: &mut u64,
-) -> anyhow::Result<Option<(Duration, Duration)>> {
+) -> anyhow::Result<Option<(Duration, Duration, Option<Duration>)>> {
     let old = cluster.primary_alias(KS, "0").await?.context("a primary")?;
     let running = start_controller(which, cluster, settings, dir, run).await?;
     *next_id += 1;
@@ -355,19 +413,22 @@ async fn one_run(
     heal(cluster, injected, &old).await?;
     let result = match outcome {
         Some((total, record, new_primary)) => {
+            // Give the controller a moment to see the old primary back (and
+            // to log the recovery's end), then rebuild it as a replica of
+            // the new one.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let recovery = recovery_duration(&running, &dir.join(format!("go-vtorc-{run}.log")));
             println!(
-                "run {run:2} [{}]: {old} → {new_primary}: writes accepted after {}, shard record after {} (fault at +{} in the poll cycle)",
+                "run {run:2} [{}]: {old} → {new_primary}: writes accepted after {}, shard record after {}, recovery function {} (fault at +{} in the poll cycle)",
                 which.name(),
                 ms(total),
                 ms(record),
+                recovery.map_or_else(|| "?".to_string(), ms),
                 ms(offset)
             );
-            // Give the controller a moment to see the old primary back,
-            // then rebuild it as a replica of the new one.
-            tokio::time::sleep(Duration::from_secs(1)).await;
             stop_controller(running, cluster).await;
             rejoin_as_replica(cluster, &old, &new_primary).await;
-            Some((total, record))
+            Some((total, record, recovery))
         }
         None => {
             println!(
@@ -417,14 +478,17 @@ async fn bench(settings: Settings) -> anyhow::Result<()> {
         .iter()
         .map(|c| (*c, Vec::new(), Vec::new(), 0))
         .collect();
+    // Recovery function durations, per controller.
+    let mut recoveries: Vec<Vec<Duration>> = vec![Vec::new(); results.len()];
     let mut next_id = 0;
     for run in 1..=settings.runs {
         let slot = (run - 1) % results.len();
         let which = results[slot].0;
         match one_run(&mut cluster, &settings, which, dir.path(), run, &mut next_id).await? {
-            Some((total, record)) => {
+            Some((total, record, recovery)) => {
                 results[slot].1.push(total);
                 results[slot].2.push(record);
+                recoveries[slot].extend(recovery);
             }
             None => results[slot].3 += 1,
         }
@@ -451,6 +515,22 @@ async fn bench(settings: Settings) -> anyhow::Result<()> {
             ms(median),
             ms(percentile(totals, 95.0)),
             ms(percentile(totals, 100.0))
+        );
+    }
+    println!("\n| recovery function, start → end (after gates and lock) | runs | median | p95 | max |");
+    println!("|---|---|---|---|---|");
+    for ((which, ..), durations) in results.iter().zip(&mut recoveries) {
+        durations.sort();
+        if durations.is_empty() {
+            continue;
+        }
+        println!(
+            "| {} | {} | {} | {} | {} |",
+            which.name(),
+            durations.len(),
+            ms(percentile(durations, 50.0)),
+            ms(percentile(durations, 95.0)),
+            ms(percentile(durations, 100.0))
         );
     }
     if let (Some((_, rust)), Some((_, go))) = (

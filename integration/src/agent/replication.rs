@@ -36,6 +36,9 @@ use super::mysql::{MysqlConn, change_master_sql, is_metadata_init_error, not_a_r
 use super::position;
 use super::status::SemiSyncReadings;
 
+/// A StopReplicationAndGetStatus slower than this logs where its time went.
+const SLOW_STOP: Duration = Duration::from_millis(500);
+
 /// What a `semiSync` flag turns into (§2.1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum SemiSyncAction {
@@ -210,14 +213,17 @@ impl Agent {
         req: tm::StopReplicationAndGetStatusRequest,
         deadline: Option<Instant>,
     ) -> AgentResult<tm::StopReplicationAndGetStatusResponse> {
+        let started = Instant::now();
         self.wait_grants(deadline).await?;
         let _lock = self.lock(deadline).await?;
+        let locked = started.elapsed();
         let mut conn = self.mysql.conn().await?;
         let before = conn
             .replication_status()
             .await
             .and_then(|s| s.ok_or_else(not_a_replica))
             .map_err(|e| e.wrap("before status failed"))?;
+        let read = started.elapsed();
         let mut before_status = before.status.clone();
         SemiSyncReadings::read(&mut conn).await.fill(&mut before_status);
         let io_only = req.stop_replication_mode == StopReplicationMode::Iothreadonly as i32;
@@ -235,12 +241,20 @@ impl Agent {
             });
         }
         conn.stop_slave(io_only).await.map_err(|e| e.wrap(failure))?;
+        let stopped = started.elapsed();
         self.health_wake.notify_one();
         let after = conn
             .replication_status()
             .await
             .and_then(|s| s.ok_or_else(not_a_replica))
             .map_err(|e| e.wrap("acquiring replication status failed"))?;
+        if started.elapsed() > SLOW_STOP {
+            info!(
+                tablet = %self.alias,
+                "slow StopReplicationAndGetStatus: {:?} (action lock after {locked:?}, status read after {read:?}, stopped after {stopped:?})",
+                started.elapsed()
+            );
+        }
         Ok(tm::StopReplicationAndGetStatusResponse {
             status: Some(StopReplicationStatus {
                 before: Some(before_status),

@@ -15,10 +15,12 @@ use vtorc::tablet::{GrpcTabletManager, TabletManager, TabletManagerExt};
 use super::spec::{AgentMode, TabletSpec};
 use crate::agent::{Agent, AgentConfig, AgentHandle};
 use crate::mariadb::MariaDbServer;
-use crate::process::{ChildGuard, free_port};
+use crate::process::{ChildGuard, free_port, looks_like_port_clash};
 
 /// How long an agent may take to answer its first Ping.
 const AGENT_START_TIMEOUT: Duration = Duration::from_secs(20);
+/// Start attempts of a child agent whose port was taken meanwhile.
+const AGENT_START_ATTEMPTS: u32 = 5;
 
 /// Lines of agent log in start-up errors.
 const LOG_TAIL_LINES: usize = 40;
@@ -54,6 +56,8 @@ pub struct ClusterTablet {
     agent_mode: AgentMode,
     /// The running agent, if any.
     pub(crate) agent: AgentRunner,
+    /// The agent answered once: its address is known, so it is kept.
+    started_once: bool,
     /// Directory for the agent's log (child mode).
     dir: PathBuf,
 }
@@ -92,6 +96,7 @@ impl ClusterTablet {
             agent_config: config,
             agent_mode,
             agent: AgentRunner::Down,
+            started_once: false,
             dir,
         })
     }
@@ -241,11 +246,39 @@ impl ClusterTablet {
                 }
             },
             AgentMode::Process(binary) => {
-                let child = self.spawn_agent_process(&binary)?;
-                self.agent = AgentRunner::Process(child);
+                // The port was free when picked, not reserved: another
+                // process (a parallel test) may have bound it since. A first
+                // start moves to a fresh port (nothing knows the address
+                // yet); a restart keeps its address and waits for it.
+                let mut attempt = 1;
+                loop {
+                    let child = self.spawn_agent_process(&binary)?;
+                    self.agent = AgentRunner::Process(child);
+                    match self.wait_agent_answers(tmc, deadline).await {
+                        Err(e)
+                            if looks_like_port_clash(&format!("{e:#}"))
+                                && attempt < AGENT_START_ATTEMPTS
+                                && tokio::time::Instant::now() < deadline =>
+                        {
+                            attempt += 1;
+                            if self.started_once {
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                            } else {
+                                self.agent_config.grpc_port =
+                                    free_port().context("no free port for the agent's gRPC")?;
+                            }
+                        }
+                        other => {
+                            self.started_once |= other.is_ok();
+                            return other;
+                        }
+                    }
+                }
             }
         }
-        self.wait_agent_answers(tmc, deadline).await
+        let answered = self.wait_agent_answers(tmc, deadline).await;
+        self.started_once |= answered.is_ok();
+        answered
     }
 
     /// Spawns `tablet-agent` with this tablet's configuration.
