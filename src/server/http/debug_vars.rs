@@ -539,6 +539,127 @@ mod tests {
         );
     }
 
+    /// `/metrics` and `/debug/vars` for one fixed state of every source,
+    /// compared with the files in `testdata/`; `VTORC_UPDATE_GOLDEN=1`
+    /// rewrites them (review the diff).
+    #[test]
+    fn metrics_and_debug_vars_of_a_fixed_state_match_the_golden_files() {
+        use std::sync::Arc;
+        use std::time::Duration;
+
+        use crate::analysis::RecoveryKind;
+        use crate::discovery::DiscoveryMetrics;
+        use crate::ids::KeyspaceShard;
+        use crate::model::fixtures::{ShardBuilder, TabletFixture};
+        use crate::recovery::audit::SkipReason;
+        use crate::recovery::{LockAction, RecoveryMetrics};
+        use crate::reparent::{Operation, ReparentMetrics};
+        use crate::tablet::TabletErrorKind;
+        use crate::telemetry::metrics::{DiscoverySource, MetricsRegistry, ReparentSource, SnapshotSource};
+
+        let now = crate::clock::now();
+        let mut snapshot = ShardBuilder::new("commerce", "0", "semi_sync", now)
+            .primary("zone1", 100)
+            .replica("zone1", 101)
+            .replica("zone2", 200)
+            .edit("zone2", 200, |t| {
+                t.obs().errant_gtids =
+                    crate::mysql::Position::parse("MySQL56/00000000-0000-0000-0000-000000000009:1")
+                        .expect("valid");
+            })
+            .edit("zone1", 101, |t| t.stop_replication())
+            .build();
+        ShardBuilder::new("customer", "-80", "none", now)
+            .primary("zone1", 300)
+            .replica("zone2", 301)
+            .add_to(&mut snapshot);
+        if let Some(shard) = snapshot.shards.get_mut(&KeyspaceShard::new("customer", "-80")) {
+            Arc::make_mut(shard).emergency_reparent_disabled = true;
+        }
+        let analysed = crate::analysis::analyze(&snapshot, &crate::analysis::AnalysisConfig::default(), now);
+        let snapshot = Arc::new(snapshot);
+
+        let discovery = Arc::new(DiscoveryMetrics::default());
+        discovery
+            .polls_started
+            .fetch_add(9, std::sync::atomic::Ordering::Relaxed);
+        discovery
+            .polls_succeeded
+            .fetch_add(6, std::sync::atomic::Ordering::Relaxed);
+        discovery
+            .rounds
+            .fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+        discovery
+            .streams
+            .connects
+            .fetch_add(4, std::sync::atomic::Ordering::Relaxed);
+        discovery.poll_failed(TabletErrorKind::Timeout);
+        discovery.poll_failed(TabletErrorKind::Unreachable);
+        discovery.poll_latency.record(Duration::from_micros(100));
+        discovery.poll_latency.record(Duration::from_millis(3));
+        discovery.poll_latency.record(Duration::from_secs(20));
+        discovery
+            .last_round_us
+            .store(1_250_000, std::sync::atomic::Ordering::Relaxed);
+
+        let recovery = Arc::new(RecoveryMetrics::default());
+        let key = KeyspaceShard::new("commerce", "0");
+        recovery.set_detected(None, &analysed.problems);
+        recovery.recovered(RecoveryKind::FixReplica, &key, true);
+        recovery.recovered(RecoveryKind::RecoverDeadPrimary, &key, false);
+        recovery.skipped(RecoveryKind::FixReplica, &key, SkipReason::NoRecoveryAction);
+        recovery.lock_timing(LockAction::Lock, Duration::from_millis(2));
+        recovery.lock_timing(LockAction::Unlock, Duration::from_micros(300));
+        let _pending = recovery.pending_guard();
+
+        let reparent = Arc::new(ReparentMetrics::default());
+        reparent.record(
+            Operation::Emergency,
+            "commerce",
+            "0",
+            true,
+            Duration::from_secs(1),
+        );
+        reparent.record(
+            Operation::Planned,
+            "customer",
+            "-80",
+            false,
+            Duration::from_millis(250),
+        );
+
+        let mut registry = MetricsRegistry::new();
+        registry
+            .register(DiscoverySource {
+                metrics: discovery,
+                workers: 3,
+            })
+            .register(SnapshotSource {
+                snapshot: Box::new(move || Arc::clone(&snapshot)),
+                ready: Box::new(|| true),
+            })
+            .register(RecoveryText(Arc::clone(&recovery)))
+            .register(ReparentSource { metrics: reparent });
+        let metrics = registry.render();
+        let vars = render(&registry.families(), Vec::new());
+
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/server/http/testdata");
+        for (file, got) in [
+            ("metrics.golden.txt", &metrics),
+            ("debug_vars.golden.json", &vars),
+        ] {
+            let path = dir.join(file);
+            if std::env::var_os("VTORC_UPDATE_GOLDEN").is_some() {
+                std::fs::create_dir_all(&dir).expect("create testdata");
+                std::fs::write(&path, got).expect("write golden file");
+                continue;
+            }
+            let want =
+                std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+            assert_eq!(got, &want, "{file} differs from the golden file");
+        }
+    }
+
     #[test]
     fn names_of_our_own_families_are_camel_case() {
         assert_eq!(go_name("vtorc_health_stream_connects").0, "HealthStreamConnects");
