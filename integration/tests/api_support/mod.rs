@@ -24,7 +24,6 @@ use vtorc::recovery::{RecoveryConfig, RecoveryDeps, RecoveryEngine, RecoveryHand
 use vtorc::reparent::{ReparentConfig, Reparenter, system_wall_clock};
 use vtorc::server::{ApiContext, VtctldService, VtorcApi};
 use vtorc::tablet::{GrpcTabletManager, TabletClientConfig, TabletManager};
-use vtorc::telemetry::metrics::MetricsRegistry;
 use vtorc::topo::Topo;
 
 /// The keyspace of the test clusters.
@@ -190,8 +189,13 @@ impl MemoryWorld {
             },
         )
         .expect("no audit file");
-        let metrics =
-            MetricsRegistry::for_vtorc(&handle, config.discovery_workers, &recovery, reparenter.metrics());
+        let metrics = vtorc::runtime::metrics_registry(
+            &handle,
+            config.discovery_workers,
+            &recovery,
+            &reparenter.metrics(),
+        )
+        .expect("metrics registered once");
         let ctx = ApiContext {
             discovery: handle,
             recovery,
