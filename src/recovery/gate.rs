@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::RecoveryConfig;
-use super::actions::{self, ActionCtx};
+use super::actions::{self, ActionCtx, NotAttempted};
 use super::audit::{AuditLog, SkipReason};
 use super::backoff::{Backoff, BackoffKey};
 use super::cooldown::CooldownMap;
@@ -69,9 +69,9 @@ pub enum GateOutcome {
     /// The shard lock could not be taken (held elsewhere, or shutting down).
     LockRefused(String),
     /// A refresh or read the gate needs failed; nothing was changed.
-    Aborted(String),
+    Aborted(AbortReason),
     /// The recovery function decided not to act (no counters).
-    NotAttempted(String),
+    NotAttempted(NotAttempted),
     /// The recovery function ran.
     Recovered {
         /// Its audit id.
@@ -79,6 +79,38 @@ pub enum GateOutcome {
         /// Whether it succeeded.
         success: bool,
     },
+}
+
+/// Why a pass through the gates stopped without changing anything.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AbortReason {
+    /// The engine is closing its permits.
+    #[error("recovery permits closed")]
+    PermitsClosed,
+    /// Re-polling the primary failed.
+    #[error("{0}")]
+    PrimaryRecheck(String),
+    /// Reading the keyspace and shard records failed.
+    #[error("read keyspace/shard records: {0}")]
+    ReadRecords(String),
+    /// Listing the shard's tablets failed.
+    #[error("read the shard's tablets: {0}")]
+    ReadTablets(String),
+    /// The shard is not (any more) among the watched ones.
+    #[error("the shard is not watched")]
+    ShardNotWatched,
+    /// Re-polling the tablets involved failed.
+    #[error("{0}")]
+    Refresh(String),
+    /// A non-shard-wide recovery found no primary.
+    #[error("the shard has no primary")]
+    NoPrimary,
+    /// The keyspace's durability policy is not one we know.
+    #[error("durability policy: {0}")]
+    DurabilityPolicy(String),
+    /// The keyspace has no record.
+    #[error("no keyspace record")]
+    NoKeyspaceRecord,
 }
 
 /// Everything the gates and recoveries share; owned by the engine behind an `Arc`.
@@ -379,7 +411,7 @@ pub(crate) async fn check_and_recover(
     let _permit = tokio::select! {
         permit = shared.permits.acquire() => match permit {
             Ok(p) => p,
-            Err(_) => return shared.stop(&a, Gate::PrimaryRecheck, GateOutcome::Aborted("recovery permits closed".into()), run),
+            Err(_) => return shared.stop(&a, Gate::PrimaryRecheck, GateOutcome::Aborted(AbortReason::PermitsClosed), run),
         },
         _ = shared.draining.cancelled() => {
             return shared.stop(&a, Gate::ShardLock, GateOutcome::LockRefused("vtorc is shutting down".into()), run);
@@ -419,7 +451,7 @@ pub(crate) async fn check_and_recover(
                 return shared.stop(
                     &a,
                     Gate::PrimaryRecheck,
-                    GateOutcome::Aborted(format!("{e:#}")),
+                    GateOutcome::Aborted(AbortReason::PrimaryRecheck(format!("{e:#}"))),
                     run,
                 );
             }
@@ -478,7 +510,7 @@ async fn under_lock(
     lock: &ShardLock,
     mut run: Vec<GateResult>,
 ) -> GateOutcome {
-    let fresh_stop = |run: Vec<GateResult>, what: String| {
+    let fresh_stop = |run: Vec<GateResult>, what: AbortReason| {
         shared.stop(a, Gate::FreshAnalysis, GateOutcome::Aborted(what), run)
     };
     let key = a.keyspace_shard();
@@ -494,7 +526,7 @@ async fn under_lock(
                 fresh.keyspace = Some(ks.value);
                 fresh.shard = Some(shard.value);
             }
-            Err(e) => return fresh_stop(run, format!("read keyspace/shard records: {e}")),
+            Err(e) => return fresh_stop(run, AbortReason::ReadRecords(e.to_string())),
         }
     }
     // 8 / 9. Tablet records, then polls.
@@ -503,11 +535,11 @@ async fn under_lock(
             fresh.tablets_complete = listing.errors.is_empty();
             fresh.tablets = Some(listing.items.into_iter().map(|t| t.value).collect());
         }
-        Err(e) => return fresh_stop(run, format!("read the shard's tablets: {e}")),
+        Err(e) => return fresh_stop(run, AbortReason::ReadTablets(e.to_string())),
     }
     let overlay = overlay_records(&shared.cluster.snapshot(), &key, &fresh);
     let Some(shard) = overlay.shard(&key).cloned() else {
-        return fresh_stop(run, "the shard is not watched".into());
+        return fresh_stop(run, AbortReason::ShardNotWatched);
     };
     if a.shard_wide_recovery {
         if a.analysis == AnalysisCode::ClusterHasNoPrimary
@@ -532,18 +564,18 @@ async fn under_lock(
             })
             .collect();
         if let Err(e) = shared.refresh(&targets).await {
-            return fresh_stop(run, format!("{e:#}"));
+            return fresh_stop(run, AbortReason::Refresh(format!("{e:#}")));
         }
     } else {
         let Some(primary) = shard_primary(&shard).map(|t| t.alias().clone()) else {
-            return fresh_stop(run, "the shard has no primary".into());
+            return fresh_stop(run, AbortReason::NoPrimary);
         };
         let mut targets = vec![a.analyzed_instance_alias.clone()];
         if primary != a.analyzed_instance_alias {
             targets.push(primary);
         }
         if let Err(e) = shared.refresh(&targets).await {
-            return fresh_stop(run, format!("{e:#}"));
+            return fresh_stop(run, AbortReason::Refresh(format!("{e:#}")));
         }
     }
     // 10. Re-run analysis on the refreshed state.
@@ -591,7 +623,7 @@ async fn under_lock(
         return shared.stop(
             a,
             Gate::Plan,
-            GateOutcome::Aborted("the shard is not watched".into()),
+            GateOutcome::Aborted(AbortReason::ShardNotWatched),
             run,
         );
     };
@@ -605,7 +637,7 @@ async fn under_lock(
             return shared.stop(
                 a,
                 Gate::Plan,
-                GateOutcome::Aborted(format!("durability policy: {e}")),
+                GateOutcome::Aborted(AbortReason::DurabilityPolicy(e.to_string())),
                 run,
             );
         }
@@ -613,7 +645,7 @@ async fn under_lock(
             return shared.stop(
                 a,
                 Gate::Plan,
-                GateOutcome::Aborted("no keyspace record".into()),
+                GateOutcome::Aborted(AbortReason::NoKeyspaceRecord),
                 run,
             );
         }

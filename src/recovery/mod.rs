@@ -63,6 +63,7 @@ mod tests;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use actions::NotAttempted;
 pub use audit::{
     AuditEvent, AuditFilter, AuditLog, DetectionRecord, RecoveryOutcome, RecoveryRecord, RecoveryStep,
     SkipReason, StepLevel,
@@ -71,7 +72,7 @@ pub use backoff::{BackoffConfig, BackoffKey};
 pub use cooldown::CooldownMap;
 pub use engine::{Decision, Explanation, RecoveryDeps, RecoveryEngine, RecoveryHandle, RecoveryTask};
 pub use error::RecoveryError;
-pub use gate::GateOutcome;
+pub use gate::{AbortReason, GateOutcome};
 pub use ladder::{Gate, GateResult, LADDER, Verdict};
 pub use metrics::{LockAction, RecoveryMetrics};
 pub use view::ClusterView;
