@@ -39,8 +39,8 @@ use rand::seq::SliceRandom;
 
 use super::audit::StepLevel;
 use super::error::RecoveryError;
-use super::gate::{Shared, direct_replicas};
-use super::view::shard_primary;
+use super::shared::Shared;
+use super::view::{direct_replicas, shard_primary};
 use crate::analysis::{AnalysisCode, DetectionAnalysis, Durability, RecoveryKind};
 use crate::model::ShardState;
 use crate::proto::tabletmanagerdata::SetReplicationSourceRequest;

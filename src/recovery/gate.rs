@@ -32,30 +32,24 @@
 //! the lock (Go lets them fail `TryLockShard` and retry a tick later).
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::RecoveryConfig;
 use super::actions::{self, ActionCtx, NotAttempted};
-use super::audit::{AuditLog, SkipReason};
-use super::backoff::{Backoff, BackoffKey};
-use super::cooldown::CooldownMap;
+use super::audit::SkipReason;
+use super::backoff::BackoffKey;
 use super::error::RecoveryError;
 use super::ladder::{self, Gate, GateResult, Verdict};
-use super::metrics::{LockAction, RecoveryMetrics};
-use super::view::{ClusterView, FreshRecords, overlay_records, shard_primary};
+use super::metrics::LockAction;
+use super::shared::Shared;
+use super::view::{FreshRecords, direct_replicas, overlay_records, shard_primary};
 use crate::analysis::{self, AnalysisCode, DetectionAnalysis, Durability, RecoveryKind};
 use crate::ids::KeyspaceShard;
-use crate::model::{ClusterSnapshot, ShardState};
+use crate::model::ClusterSnapshot;
 use crate::proto::topodata::TabletAlias;
-use crate::reparent::Reparenter;
-use crate::tablet::TabletManager;
-use crate::topo::{ShardLock, Topo};
+use crate::topo::ShardLock;
 
 /// Longest a gate waits to re-poll a tablet whose last check already
 /// failed (see `Shared::refresh`).
@@ -113,60 +107,7 @@ pub enum AbortReason {
     NoKeyspaceRecord,
 }
 
-/// Everything the gates and recoveries share; owned by the engine behind an `Arc`.
-pub(crate) struct Shared {
-    /// Settings; the dynamic ones are replaced when the config file
-    /// changes ([`super::RecoveryHandle::apply_dynamic`]).
-    pub(crate) config: arc_swap::ArcSwap<RecoveryConfig>,
-    /// Global recoveries switch (`--allow-recovery`, toggled by the API).
-    pub(crate) recoveries_enabled: AtomicBool,
-    /// Global ERS switch (`--allow-emergency-reparent`, toggled by the API).
-    pub(crate) ers_allowed: AtomicBool,
-    /// Whether `--cells-no-recovery` was validated against the topology
-    /// (always true when the list is empty).
-    pub(crate) cells_validated: AtomicBool,
-    /// The topology (records, shard locks).
-    pub(crate) topo: Topo,
-    /// Tablet RPCs of the fixes.
-    pub(crate) tmc: Arc<dyn TabletManager>,
-    /// Discovery.
-    pub(crate) cluster: Arc<dyn ClusterView>,
-    /// ERS and PRS.
-    pub(crate) reparenter: Arc<Reparenter>,
-    /// Detections and recoveries.
-    pub(crate) audit: Arc<AuditLog>,
-    /// Metrics.
-    pub(crate) metrics: Arc<RecoveryMetrics>,
-    /// Global cap on gate runs past the cheap gates (`--max-concurrent-recoveries`).
-    pub(crate) permits: Semaphore,
-    /// Replica restarts: once per tablet per period. A `std::sync::Mutex`,
-    /// held only to test-and-set, never across an `.await`.
-    pub(crate) restart_cooldown: std::sync::Mutex<CooldownMap<TabletAlias>>,
-    /// Back-off of recoveries that do not clear their problem, and the ERS
-    /// cooldown. A `std::sync::Mutex`, never held across an `.await`.
-    pub(crate) backoff: std::sync::Mutex<Backoff>,
-    /// Fired on SIGTERM: no new shard lock is taken.
-    pub(crate) draining: CancellationToken,
-    /// Fired when the shutdown wait is over: running recoveries stop.
-    pub(crate) cancel: CancellationToken,
-}
-
 impl Shared {
-    /// The anti-flapping state (poison is ignored: the state stays usable).
-    pub(crate) fn backoff(&self) -> std::sync::MutexGuard<'_, Backoff> {
-        self.backoff.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Whether global recoveries are enabled.
-    pub(crate) fn recoveries_enabled(&self) -> bool {
-        self.recoveries_enabled.load(Ordering::SeqCst)
-    }
-
-    /// Whether ERS may run for this analysis (global, keyspace, shard).
-    pub(crate) fn ers_enabled_for(&self, a: &DetectionAnalysis) -> bool {
-        self.ers_allowed.load(Ordering::SeqCst) && !a.emergency_reparent_disabled()
-    }
-
     /// Step 1: the skip code of an analysis.
     pub(crate) fn skip_code(&self, a: &DetectionAnalysis) -> Option<SkipReason> {
         match a.recovery {
@@ -327,28 +268,6 @@ fn excludes_dead_primary_from_refresh(code: AnalysisCode) -> bool {
             | AnalysisCode::DeadPrimaryAndReplicas
             | AnalysisCode::DeadPrimaryWithoutReplicas
     )
-}
-
-/// Tablets of `shard` whose MySQL replicates from `primary`'s MySQL.
-pub(crate) fn direct_replicas<'a>(
-    shard: &'a ShardState,
-    primary: &TabletAlias,
-) -> Vec<&'a Arc<crate::model::TabletState>> {
-    let Some(p) = shard.tablet(primary) else {
-        return Vec::new();
-    };
-    let (host, port) = (p.tablet.mysql_hostname.as_str(), p.tablet.mysql_port);
-    shard
-        .tablets
-        .iter()
-        .filter(|t| t.alias() != primary)
-        .filter(|t| {
-            t.observation
-                .as_ref()
-                .and_then(|o| o.replication.as_ref())
-                .is_some_and(|r| r.source_host == host && r.source_port == port)
-        })
-        .collect()
 }
 
 /// Step 5: re-poll the shard primary (and, for an unreachable primary, its
