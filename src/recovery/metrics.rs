@@ -357,19 +357,19 @@ mod tests {
     fn detected_problems_of_one_shard_are_replaced_without_touching_others() {
         let m = RecoveryMetrics::default();
         let now = crate::clock::now();
-        let mut snapshot = crate::model::fixtures::ShardBuilder::new("ks", "0", "none", now)
+        let mut snapshot = crate::testkit::ShardBuilder::new("ks", "0", "none", now)
             .primary("zone1", 100)
             .replica("zone1", 101)
             .edit("zone1", 101, |t| {
-                use crate::model::fixtures::TabletFixture;
+                use crate::testkit::TabletFixture;
                 t.stop_replication();
             })
             .build();
-        crate::model::fixtures::ShardBuilder::new("ks", "1", "none", now)
+        crate::testkit::ShardBuilder::new("ks", "1", "none", now)
             .primary("zone1", 200)
             .replica("zone1", 201)
             .edit("zone1", 201, |t| {
-                use crate::model::fixtures::TabletFixture;
+                use crate::testkit::TabletFixture;
                 t.stop_replication();
             })
             .add_to(&mut snapshot);

@@ -162,8 +162,8 @@ pub(crate) fn direct_replicas<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::fixtures::ShardBuilder;
     use crate::proto::topodata::TabletType;
+    use crate::testkit::ShardBuilder;
 
     #[test]
     fn overlay_replaces_records_keeps_polls_and_drops_deleted_tablets() {
@@ -241,7 +241,7 @@ mod tests {
             .edit("zone1", 101, |t| {
                 t.tablet.r#type = TabletType::Primary as i32;
                 t.tablet.primary_term_start_time = Some(crate::proto::vttime::Time {
-                    seconds: crate::model::fixtures::PRIMARY_TERM_SECONDS + 10,
+                    seconds: crate::testkit::PRIMARY_TERM_SECONDS + 10,
                     nanoseconds: 0,
                 });
             })

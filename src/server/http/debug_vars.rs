@@ -502,9 +502,9 @@ mod tests {
 
     /// The registry of every source with one fixed state.
     fn fixed_state() -> MetricsRegistry {
-        use crate::model::fixtures::{ShardBuilder, TabletFixture};
         use crate::recovery::audit::SkipReason;
         use crate::tablet::TabletErrorKind;
+        use crate::testkit::{ShardBuilder, TabletFixture};
 
         let now = crate::clock::now();
         let mut snapshot = ShardBuilder::new("commerce", "0", "semi_sync", now)
