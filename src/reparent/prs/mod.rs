@@ -19,7 +19,6 @@ mod elect;
 #[cfg(test)]
 mod tests;
 
-use crate::tablet::TabletManager as _;
 use std::collections::BTreeMap;
 use std::future::Future;
 
@@ -37,6 +36,7 @@ use super::{Operation, ReparentOutcome, Reparenter};
 use crate::mysql::Position;
 use crate::proto::tabletmanagerdata as tm;
 use crate::proto::topodata::{Tablet, TabletAlias};
+use crate::tablet::TabletManager as _;
 use crate::topo::ShardLock;
 
 /// The named phases of a PRS (the `phase` of its events and spans).
