@@ -92,9 +92,8 @@ use vtorc::{config::TlsFiles, tls::ServerTls};
 
 use self::error::{AgentError, AgentResult};
 use self::mysql::Mysql;
-use self::topo_sync::TabletTopo;
-
 pub use self::service::{QueryService, TabletManagerService};
+use self::topo_sync::TabletTopo;
 
 /// The application user (vttablet's `--db_app_user` default here; the
 /// cluster harness creates it on every server, host `127.0.0.1`): DML and

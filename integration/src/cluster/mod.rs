@@ -65,13 +65,12 @@ pub use self::spec::{
     DEFAULT_SLAVE_NET_TIMEOUT, GLOBAL_ROOT, KeyspaceSpec, ShardSpec, TabletSpec, VITESS_SEMI_SYNC_TIMEOUT,
 };
 pub use self::tablet::ClusterTablet;
-use crate::etcd::{EtcdServer, EtcdTls};
-use crate::mariadb::{MariaDbOptions, MariaDbServer};
-use crate::pki::TestPki;
-
 /// The application user every server gets; defined by the agent (its
 /// default `app_user`), created here.
 pub use crate::agent::{APP_PASSWORD, APP_USER};
+use crate::etcd::{EtcdServer, EtcdTls};
+use crate::mariadb::{MariaDbOptions, MariaDbServer};
+use crate::pki::TestPki;
 pub use crate::testkit::poll_until;
 
 /// Bound on RPCs the harness itself sends (FullStatus, ...).
