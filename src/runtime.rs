@@ -131,12 +131,13 @@ pub async fn run_with_source(
             recovery: recovery.clone(),
             topo: topo.clone(),
             config: Arc::clone(&config),
-            metrics: MetricsRegistry::for_vtorc(
+            metrics: metrics_registry(
                 &discovery_handle,
                 config.discovery_workers,
                 &recovery,
-                reparenter.metrics(),
-            ),
+                &reparenter.metrics(),
+            )
+            .context("register the metrics")?,
             hostname,
             clock: system_wall_clock,
             shutdown: servers_stop.clone(),
@@ -219,4 +220,20 @@ pub async fn run_with_source(
     discovery_task.shutdown().await;
     tracing::info!("vtorc stopped");
     outcome
+}
+
+/// The metrics registry of a running vtorc: discovery (counters and the
+/// snapshot's gauges), the recovery engine and the reparent engine, each
+/// registering its own families.
+pub fn metrics_registry(
+    discovery: &crate::discovery::DiscoveryHandle,
+    discovery_workers: usize,
+    recovery: &crate::recovery::RecoveryHandle,
+    reparent: &crate::reparent::ReparentMetrics,
+) -> Result<MetricsRegistry, crate::telemetry::metrics::Error> {
+    let registry = MetricsRegistry::new();
+    discovery.register_metrics(&registry, discovery_workers)?;
+    recovery.register_metrics(&registry)?;
+    reparent.register(&registry)?;
+    Ok(registry)
 }
