@@ -346,8 +346,8 @@ async fn run_once(opts: &Options, poll: Duration) -> anyhow::Result<(Sample, Vec
         .filter(|r| r.tablet_type == TabletType::Primary)
         .collect();
     let mut detections = Vec::new();
-    if opts.failures > 0 {
-        let step = (primaries.len() / opts.failures).max(1);
+    if let Some(step) = primaries.len().checked_div(opts.failures) {
+        let step = step.max(1);
         let mut watchers = tokio::task::JoinSet::new();
         for (i, r) in primaries.iter().step_by(step).take(opts.failures).enumerate() {
             let at = window_start + window.mul_f64((i as f64 + 0.5) / opts.failures as f64);
