@@ -567,10 +567,10 @@ pub struct Options {
     /// Largest gRPC message the tablet clients send or accept, in bytes [default: 16777216].
     #[arg(long, env = "VTORC_GRPC_MAX_MESSAGE_SIZE")]
     pub grpc_max_message_size: Option<usize>,
-    /// HTTP/2 connection window of the tablet clients; 0 = library default [default: 0].
+    /// HTTP/2 connection window of the tablet clients; 0 = 1 MiB [default: 0].
     #[arg(long, env = "VTORC_GRPC_INITIAL_CONN_WINDOW_SIZE")]
     pub grpc_initial_conn_window_size: Option<u32>,
-    /// HTTP/2 stream window of the tablet clients; 0 = library default [default: 0].
+    /// HTTP/2 stream window of the tablet clients; 0 = 256 KiB [default: 0].
     #[arg(long, env = "VTORC_GRPC_INITIAL_WINDOW_SIZE")]
     pub grpc_initial_window_size: Option<u32>,
     /// Access to the HTTP API: empty (all), read-only (no mutating calls) or deny-all [default: empty].
@@ -761,9 +761,9 @@ pub struct Config {
     pub grpc_keepalive_timeout: Duration,
     /// `--grpc-max-message-size` of the tablet clients.
     pub grpc_max_message_size: usize,
-    /// `--grpc-initial-conn-window-size`; `None` = library default.
+    /// `--grpc-initial-conn-window-size`; `None` = 1 MiB.
     pub grpc_initial_conn_window_size: Option<u32>,
-    /// `--grpc-initial-window-size`; `None` = library default.
+    /// `--grpc-initial-window-size`; `None` = 256 KiB.
     pub grpc_initial_window_size: Option<u32>,
     /// `--security-policy`.
     pub security_policy: SecurityPolicy,

@@ -1,50 +1,62 @@
 //! Discovery at scale: poll-cycle time, poll latency, CPU and RSS of the
-//! discovery process with N simulated tablets.
+//! discovery process with N simulated tablets, and how fast a failed
+//! primary is seen.
 //!
 //! The simulated tablets (`integration::sim`, one tonic server per tablet on
-//! its own loopback port) run in a child process (this binary re-executed),
-//! so the CPU and memory figures are discovery's own; the topology is the
-//! in-memory store. Two scenarios:
-//!
-//! - `steady`: `--instance-poll-time 1s`, 300 workers: the production shape.
-//!   The cycle (every tablet polled once) should take about 1 s and the
-//!   CPU figure is the cost of N polls per second.
-//! - `flat-out`: poll interval 0: every tablet is polled again as soon as
-//!   its previous poll ends; the cycle time is the fastest discovery can go
-//!   through N tablets on this machine (client and simulator share the cores).
+//! its own loopback port) run in child processes (this binary re-executed,
+//! at most `--per-sim` tablets each: a tablet costs the simulator two file
+//! descriptors), so the CPU and memory figures are discovery's own. The
+//! topology is in a real etcd (`--topo etcd`, the default) or the
+//! in-memory store (`--topo memory`). Discovery runs with vtorc's default
+//! settings (primary pings every 1 s, 300 workers) and each poll interval
+//! of `--polls` (humantime, comma-separated; `0s` = flat out: every tablet
+//! polled again as soon as its previous poll ends).
 //!
 //! ```text
 //! cargo bench -p integration --bench discovery_scale -- [--tablets 1000] [--runs 5] [--seconds 10]
+//!     [--polls 5s,1s] [--failures 0] [--per-sim 4000] [--topo etcd|memory] [--ping-interval 1s]
 //! ```
 //!
-//! Each run starts a fresh simulator and discovery, waits until discovery is
+//! Each run starts fresh simulators and discovery, waits until discovery is
 //! ready (time to first full round reported), warms up 2 s, then measures
-//! for `--seconds`. The median over the runs is reported.
+//! for `--seconds`. With `--failures K`, K shard primaries (spread over the
+//! window) have their MySQL fail as vttablet reports it: FullStatus answers
+//! an error and the health stream says "not serving"; the detection time
+//! is from the injection (written to the simulator) until discovery's
+//! published snapshot shows the primary's last poll failed. The median over
+//! the runs is reported; detection times are pooled over all runs.
 
 #![allow(clippy::print_stdout)] // A benchmark reports on stdout.
 
 use std::{
     io::{BufRead, BufReader, Write},
-    process::{Command, Stdio},
+    process::{ChildStdin, Command, Stdio},
     sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 
 use anyhow::{Context, bail};
 use integration::{
+    etcd::EtcdServer,
     process::ChildGuard,
-    sim::{SimConfig, SimFleet},
+    sim::{SimConfig, SimFault, SimFleet},
 };
 use tokio::time::Instant;
 use vtorc::{
     config::ShardRange,
-    discovery::{Discovery, DiscoveryConfig, DiscoveryMetrics, ScheduleConfig, metrics::LATENCY_BUCKETS_US},
-    proto::topodata::{KeyRange, Keyspace, Shard, Tablet, TabletAlias, TabletType},
+    discovery::{
+        Discovery, DiscoveryConfig, DiscoveryMetrics, LivenessConfig, ScheduleConfig,
+        metrics::LATENCY_BUCKETS_US,
+    },
+    ids::KeyspaceShard,
+    model::ClusterSnapshot,
+    proto::topodata::{CellInfo, KeyRange, Keyspace, Shard, Tablet, TabletAlias, TabletType},
     tablet::{GrpcTabletManager, TabletClientConfig},
-    topo::Topo,
+    topo::{Topo, TopoOptions},
 };
 
-/// Environment variable that turns this binary into the simulator child.
+/// Environment variable that turns this binary into a simulator child:
+/// `first_shard:shards:total_shards:first_uid`.
 const CHILD_ENV: &str = "VTORC_DISCOVERY_SCALE_SIM";
 
 /// Tablets per shard (a primary and two replicas).
@@ -53,44 +65,111 @@ const PER_SHARD: usize = 3;
 /// Linux clock ticks per second for `/proc/<pid>/stat` times (`getconf CLK_TCK`).
 const CLK_TCK: f64 = 100.0;
 
+/// Settings of a benchmark invocation.
+#[derive(Clone, Debug)]
+struct Options {
+    tablets: usize,
+    runs: u64,
+    seconds: u64,
+    polls: Vec<Duration>,
+    failures: usize,
+    per_sim: usize,
+    etcd: bool,
+    /// `--primary-ping-interval` (0 = no pings).
+    ping: Duration,
+}
+
 fn main() -> anyhow::Result<()> {
-    if let Ok(n) = std::env::var(CHILD_ENV) {
-        return run_simulator(n.parse().context("tablet count")?);
+    if let Ok(spec) = std::env::var(CHILD_ENV) {
+        return run_simulator(&spec);
     }
     let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str, default: u64| -> anyhow::Result<u64> {
-        match args.iter().position(|a| a == name) {
-            Some(i) => args
-                .get(i + 1)
-                .context("missing value")?
-                .parse()
-                .with_context(|| format!("bad value for {name}")),
-            None => Ok(default),
-        }
+    let value = |name: &str| -> Option<&str> {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .map(String::as_str)
     };
-    let tablets = usize::try_from(arg("--tablets", 1000)?)?;
-    let runs = arg("--runs", 5)?;
-    let seconds = arg("--seconds", 10)?;
+    let num = |name: &str, default: u64| -> anyhow::Result<u64> {
+        value(name).map_or(Ok(default), |v| {
+            v.parse().with_context(|| format!("bad value for {name}"))
+        })
+    };
+    let polls = value("--polls")
+        .unwrap_or("5s,1s")
+        .split(',')
+        .map(|p| humantime::parse_duration(p.trim()).with_context(|| format!("bad poll interval {p:?}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let opts = Options {
+        tablets: usize::try_from(num("--tablets", 1000)?)?,
+        runs: num("--runs", 5)?,
+        seconds: num("--seconds", 10)?,
+        polls,
+        failures: usize::try_from(num("--failures", 0)?)?,
+        per_sim: usize::try_from(num("--per-sim", 4000)?)?.max(PER_SHARD),
+        ping: humantime::parse_duration(value("--ping-interval").unwrap_or("1s"))
+            .context("--ping-interval")?,
+        etcd: match value("--topo").unwrap_or("etcd") {
+            "etcd" => true,
+            "memory" => false,
+            other => bail!("--topo is etcd or memory, not {other:?}"),
+        },
+    };
+    let shards = opts.tablets.div_ceil(PER_SHARD);
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     println!(
-        "discovery_scale: {tablets} tablets ({} shards of {PER_SHARD}), simulator in a child process, \
-         {cores} cores, {runs} runs x {seconds} s measured",
-        tablets.div_ceil(PER_SHARD)
+        "discovery_scale: {} tablets ({shards} shards of {PER_SHARD}), {} simulator process(es), topology in {}, \
+         {cores} cores, {} runs x {} s measured, {} primary failures per run",
+        shards * PER_SHARD,
+        shards.div_ceil(opts.per_sim / PER_SHARD),
+        if opts.etcd { "etcd" } else { "memory" },
+        opts.runs,
+        opts.seconds,
+        opts.failures,
     );
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    for (name, poll) in [("steady", Duration::from_secs(1)), ("flat-out", Duration::ZERO)] {
+    for poll in opts.polls.clone() {
         let mut results = Vec::new();
-        for run in 1..=runs {
-            let r = runtime.block_on(run_once(tablets, poll, Duration::from_secs(seconds)))?;
-            println!("  {name} run {run}: {}", r.line());
+        let mut detections = Vec::new();
+        for run in 1..=opts.runs {
+            let (r, d) = runtime.block_on(run_once(&opts, poll))?;
+            println!("  poll {poll:?} run {run}: {}", r.line());
             results.push(r);
+            detections.extend(d);
         }
         println!(
-            "{name} (poll {poll:?}) median of {runs}: {}",
+            "poll {poll:?} median of {}: {}",
+            opts.runs,
             Sample::median(&results).line()
         );
+        if opts.failures > 0 {
+            println!(
+                "poll {poll:?} primary failure seen: {}",
+                detection_line(&mut detections)
+            );
+        }
     }
     Ok(())
+}
+
+/// `n failures: p50 .. p99 .. max` of detection times (missed ones count as infinite).
+fn detection_line(times: &mut [Option<Duration>]) -> String {
+    let missed = times.iter().filter(|t| t.is_none()).count();
+    let mut seen: Vec<Duration> = times.iter().flatten().copied().collect();
+    seen.sort();
+    let q = |q: f64| -> String {
+        let i = ((q * times.len() as f64).ceil() as usize).max(1) - 1;
+        seen.get(i).map_or("missed".to_string(), |d| {
+            format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+        })
+    };
+    format!(
+        "{} injected, {missed} not seen, p50 {}, p99 {}, max {}",
+        times.len(),
+        q(0.5),
+        q(0.99),
+        q(1.0)
+    )
 }
 
 /// What one run measured.
@@ -164,32 +243,86 @@ impl Sample {
     }
 }
 
-/// One measured run.
-async fn run_once(tablets: usize, poll: Duration, window: Duration) -> anyhow::Result<Sample> {
-    let mut child = ChildGuard::spawn(
-        "tablet simulator",
-        Command::new(std::env::current_exe()?)
-            .env(CHILD_ENV, tablets.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped()),
-        None,
-    )?;
-    let child_pid = child.pid().context("simulator pid")?;
-    let stdout = child.take_stdout().context("simulator stdout")?;
-    // Keep the pipe open: the simulator exits when it closes.
-    let _stdin = child.take_stdin();
-    let records = tokio::task::spawn_blocking(move || read_records(stdout, tablets)).await??;
+/// One simulator child.
+struct Sim {
+    /// Kills the child when dropped.
+    _child: ChildGuard,
+    /// Its pid, for CPU figures.
+    pid: u32,
+    /// Commands (`fail <uid>`); closing it stops the child.
+    stdin: ChildStdin,
+    /// First uid and number of tablets it serves.
+    uids: std::ops::Range<u32>,
+}
 
-    let (topo, _store) = Topo::in_memory(&["zone1"]);
+/// One measured run: the sample and the detection time of each injected failure.
+async fn run_once(opts: &Options, poll: Duration) -> anyhow::Result<(Sample, Vec<Option<Duration>>)> {
+    let window = Duration::from_secs(opts.seconds);
+    let shards = opts.tablets.div_ceil(PER_SHARD);
+    let per_sim = (opts.per_sim / PER_SHARD).max(1);
+    let mut sims = Vec::new();
+    let mut outputs = Vec::new();
+    let mut first = 0;
+    while first < shards {
+        let n = per_sim.min(shards - first);
+        let first_uid = 100 + u32::try_from(first * PER_SHARD)?;
+        let mut child = ChildGuard::spawn(
+            "tablet simulator",
+            Command::new(std::env::current_exe()?)
+                .env(CHILD_ENV, format!("{first}:{n}:{shards}:{first_uid}"))
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped()),
+            None,
+        )?;
+        let pid = child.pid().context("simulator pid")?;
+        outputs.push(child.take_stdout().context("simulator stdout")?);
+        let stdin = child.take_stdin().context("simulator stdin")?;
+        sims.push(Sim {
+            _child: child,
+            pid,
+            stdin,
+            uids: first_uid..first_uid + u32::try_from(n * PER_SHARD)?,
+        });
+        first += n;
+    }
+    let mut records = Vec::new();
+    for stdout in outputs {
+        records.extend(tokio::task::spawn_blocking(move || read_records(stdout)).await??);
+    }
+    if records.len() != shards * PER_SHARD {
+        bail!(
+            "the simulators started {} of {} tablets",
+            records.len(),
+            shards * PER_SHARD
+        );
+    }
+
+    let (topo, _etcd, _store) = if opts.etcd {
+        let etcd = EtcdServer::start().await?;
+        let topo = Topo::connect_etcd(&etcd.endpoint(), "/vitess/global", TopoOptions::default()).await?;
+        topo.create_cell_info(
+            "zone1",
+            &CellInfo {
+                server_address: etcd.endpoint(),
+                root: "/vitess/zone1".into(),
+            },
+        )
+        .await?;
+        (topo, Some(etcd), None)
+    } else {
+        let (topo, store) = Topo::in_memory(&["zone1"]);
+        (topo, None, Some(store))
+    };
     register(&topo, &records).await?;
     let config = DiscoveryConfig {
         schedule: ScheduleConfig {
             poll_interval: poll,
-            workers: 300,
             ..ScheduleConfig::default()
         },
-        poll_timeout: Duration::from_secs(15),
-        topo_refresh_interval: Duration::from_secs(15),
+        liveness: LivenessConfig {
+            ping_interval: opts.ping,
+            ..LivenessConfig::default()
+        },
         ..DiscoveryConfig::default()
     };
     let tmc = GrpcTabletManager::new(TabletClientConfig::default());
@@ -197,20 +330,76 @@ async fn run_once(tablets: usize, poll: Duration, window: Duration) -> anyhow::R
     let started = Instant::now();
     let (discovery, handle) = Discovery::new(config, topo, Arc::new(tmc.clone()), Arc::new(tmc));
     let task = discovery.spawn();
-    tokio::time::timeout(Duration::from_secs(120), handle.wait_ready())
+    tokio::time::timeout(Duration::from_secs(180), handle.wait_ready())
         .await
-        .context("discovery not ready within 120 s")??;
+        .context("discovery not ready within 180 s")??;
     let ready_s = started.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(2)).await;
 
+    let pids: Vec<u32> = sims.iter().map(|s| s.pid).collect();
     let m = handle.metrics();
-    let before = Counters::read(m, child_pid)?;
+    let before = Counters::read(m, &pids)?;
     let window_start = Instant::now();
-    tokio::time::sleep(window).await;
+    // Failures: every `step`-th shard's primary, spread over the window.
+    let primaries: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.tablet_type == TabletType::Primary)
+        .collect();
+    let mut detections = Vec::new();
+    if let Some(step) = primaries.len().checked_div(opts.failures) {
+        let step = step.max(1);
+        let mut watchers = tokio::task::JoinSet::new();
+        for (i, r) in primaries.iter().step_by(step).take(opts.failures).enumerate() {
+            let at = window_start + window.mul_f64((i as f64 + 0.5) / opts.failures as f64);
+            tokio::time::sleep_until(at).await;
+            let sim = sims
+                .iter_mut()
+                .find(|s| s.uids.contains(&r.uid))
+                .context("no simulator serves this uid")?;
+            let key = KeyspaceShard {
+                keyspace: "ks".into(),
+                shard: r.shard.clone(),
+            };
+            let alias = TabletAlias::new("zone1", r.uid);
+            let mut snapshots = handle.watch_snapshots();
+            snapshots.borrow_and_update();
+            let t0 = Instant::now();
+            writeln!(sim.stdin, "fail {}", r.uid)?;
+            sim.stdin.flush()?;
+            watchers.spawn(async move {
+                let seen = |s: &ClusterSnapshot| {
+                    s.shard(&key)
+                        .and_then(|sh| sh.tablet(&alias))
+                        .is_some_and(|t| !t.poll.last_poll_succeeded())
+                };
+                let wait = async {
+                    loop {
+                        if snapshots.changed().await.is_err() {
+                            return None;
+                        }
+                        let snapshot = Arc::clone(&snapshots.borrow_and_update());
+                        if seen(&snapshot) {
+                            return Some(t0.elapsed());
+                        }
+                    }
+                };
+                tokio::time::timeout(Duration::from_secs(30), wait)
+                    .await
+                    .ok()
+                    .flatten()
+            });
+        }
+        tokio::time::sleep_until(window_start + window).await;
+        while let Some(d) = watchers.join_next().await {
+            detections.push(d?);
+        }
+    } else {
+        tokio::time::sleep(window).await;
+    }
     let elapsed = window_start.elapsed().as_secs_f64();
-    let after = Counters::read(m, child_pid)?;
+    let after = Counters::read(m, &pids)?;
     task.shutdown().await;
-    drop(child);
+    drop(sims);
 
     let polls = after.polls.saturating_sub(before.polls);
     let rounds = after.rounds.saturating_sub(before.rounds);
@@ -221,7 +410,7 @@ async fn run_once(tablets: usize, poll: Duration, window: Duration) -> anyhow::R
         .map(|(a, b)| a.saturating_sub(*b))
         .collect();
     let cpu_s = (after.cpu_ticks - before.cpu_ticks) / CLK_TCK;
-    Ok(Sample {
+    let sample = Sample {
         ready_s,
         cycle_s: if rounds > 0 {
             elapsed / rounds as f64
@@ -239,9 +428,32 @@ async fn run_once(tablets: usize, poll: Duration, window: Duration) -> anyhow::R
             f64::NAN
         },
         rss_mib: after.rss_kib as f64 / 1024.0,
-        rss_kib_per_tablet: after.rss_kib.saturating_sub(rss_base) as f64 / tablets as f64,
+        rss_kib_per_tablet: after.rss_kib.saturating_sub(rss_base) as f64 / records.len() as f64,
         failures: after.failures.saturating_sub(before.failures),
-    })
+    };
+    // Let the closed connections' TIME_WAIT sockets expire before the next run.
+    drain_time_wait().await;
+    Ok((sample, detections))
+}
+
+/// Waits (up to 70 s) until fewer than 1,000 loopback sockets are in TIME_WAIT.
+async fn drain_time_wait() {
+    let deadline = Instant::now() + Duration::from_secs(70);
+    while Instant::now() < deadline {
+        let count = ["/proc/net/tcp", "/proc/net/tcp6"]
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .map(|t| {
+                t.lines()
+                    .filter(|l| l.split_whitespace().nth(3) == Some("06"))
+                    .count()
+            })
+            .sum::<usize>();
+        if count < 1000 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// Counter values at one moment.
@@ -256,7 +468,7 @@ struct Counters {
 }
 
 impl Counters {
-    fn read(m: &DiscoveryMetrics, sim_pid: u32) -> anyhow::Result<Counters> {
+    fn read(m: &DiscoveryMetrics, sim_pids: &[u32]) -> anyhow::Result<Counters> {
         let polls = m.poll_latency.count();
         let succeeded = m.polls_succeeded.load(Ordering::Relaxed);
         Ok(Counters {
@@ -265,7 +477,10 @@ impl Counters {
             rounds: m.rounds.load(Ordering::Relaxed),
             buckets: m.poll_latency.buckets(),
             cpu_ticks: cpu_ticks("self")?,
-            sim_cpu_ticks: cpu_ticks(&sim_pid.to_string())?,
+            sim_cpu_ticks: sim_pids
+                .iter()
+                .map(|p| cpu_ticks(&p.to_string()))
+                .sum::<anyhow::Result<f64>>()?,
             rss_kib: rss_kib()?,
         })
     }
@@ -322,12 +537,12 @@ struct Record {
     tablet_type: TabletType,
 }
 
-fn read_records(stdout: std::process::ChildStdout, tablets: usize) -> anyhow::Result<Vec<Record>> {
-    let mut records = Vec::with_capacity(tablets);
+fn read_records(stdout: std::process::ChildStdout) -> anyhow::Result<Vec<Record>> {
+    let mut records = Vec::new();
     for line in BufReader::new(stdout).lines() {
         let line = line?;
         if line == "ready" {
-            break;
+            return Ok(records);
         }
         let f: Vec<&str> = line.split_whitespace().collect();
         let [uid, port, shard, tablet_type] = f.as_slice() else {
@@ -340,13 +555,11 @@ fn read_records(stdout: std::process::ChildStdout, tablets: usize) -> anyhow::Re
             tablet_type: TabletType::from_str_name(tablet_type).context("tablet type")?,
         });
     }
-    if records.len() != tablets {
-        bail!("the simulator started {} of {tablets} tablets", records.len());
-    }
-    Ok(records)
+    bail!("a simulator exited before it was ready")
 }
 
 async fn register(topo: &Topo, records: &[Record]) -> anyhow::Result<()> {
+    use futures::{StreamExt as _, TryStreamExt as _};
     topo.create_keyspace(
         "ks",
         &Keyspace {
@@ -356,6 +569,7 @@ async fn register(topo: &Topo, records: &[Record]) -> anyhow::Result<()> {
     )
     .await?;
     let mut shards = std::collections::BTreeMap::new();
+    let mut tablets = Vec::with_capacity(records.len());
     for r in records {
         let alias = TabletAlias::new("zone1", r.uid);
         let entry = shards.entry(r.shard.clone()).or_insert(None);
@@ -378,19 +592,33 @@ async fn register(topo: &Topo, records: &[Record]) -> anyhow::Result<()> {
             ..Default::default()
         };
         tablet.port_map.insert("grpc".into(), r.port);
-        topo.create_tablet(&tablet).await?;
+        tablets.push(tablet);
     }
-    for (shard, primary) in shards {
-        topo.create_shard(
-            "ks",
-            &shard,
-            &Shard {
-                primary_alias: primary,
-                ..Default::default()
-            },
-        )
+    // Writes in parallel (a real etcd answers each in about a millisecond).
+    futures::stream::iter(tablets.iter().map(|t| topo.create_tablet(t)))
+        .buffer_unordered(64)
+        .try_collect::<Vec<_>>()
         .await?;
-    }
+    let shards: Vec<(String, Shard)> = shards
+        .into_iter()
+        .map(|(name, primary)| {
+            (
+                name,
+                Shard {
+                    primary_alias: primary,
+                    ..Default::default()
+                },
+            )
+        })
+        .collect();
+    futures::stream::iter(
+        shards
+            .iter()
+            .map(|(name, record)| topo.create_shard("ks", name, record)),
+    )
+    .buffer_unordered(64)
+    .try_collect::<Vec<_>>()
+    .await?;
     Ok(())
 }
 
@@ -406,17 +634,35 @@ fn shard_names(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{}-{}", bound(i), bound(i + 1))).collect()
 }
 
-/// The child: starts the fleet, prints one line per tablet and `ready`,
-/// serves until its stdin closes.
-fn run_simulator(tablets: usize) -> anyhow::Result<()> {
+/// The child (`first_shard:shards:total_shards:first_uid`): starts its
+/// part of the fleet, prints one line per tablet and `ready`, then applies
+/// commands from stdin (`fail <uid>`: the tablet's MySQL fails as vttablet
+/// reports it) until stdin closes.
+fn run_simulator(spec: &str) -> anyhow::Result<()> {
+    let parts: Vec<usize> = spec
+        .split(':')
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .context("simulator spec")?;
+    let [first, count, total, first_uid] = parts.as_slice() else {
+        bail!("bad simulator spec {spec:?}");
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        let names = shard_names(tablets.div_ceil(PER_SHARD));
-        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
-        let fleet = SimFleet::start(SimConfig::default(), "ks", &refs, PER_SHARD).await?;
-        // Whole shards are started; only the first `tablets` are reported.
+        let names = shard_names(*total);
+        let refs: Vec<&str> = names
+            .iter()
+            .skip(*first)
+            .take(*count)
+            .map(String::as_str)
+            .collect();
+        let config = SimConfig {
+            first_uid: u32::try_from(*first_uid)?,
+            ..SimConfig::default()
+        };
+        let fleet = Arc::new(SimFleet::start(config, "ks", &refs, PER_SHARD).await?);
         let mut out = std::io::stdout().lock();
-        for t in fleet.tablets().iter().take(tablets) {
+        for t in fleet.tablets() {
             let r = t.record();
             writeln!(
                 out,
@@ -432,15 +678,25 @@ fn run_simulator(tablets: usize) -> anyhow::Result<()> {
         writeln!(out, "ready")?;
         out.flush()?;
         drop(out);
-        // Serve until the parent closes our stdin.
-        tokio::task::spawn_blocking(|| {
-            let mut sink = String::new();
+        // Serve and take commands until the parent closes our stdin.
+        let commands = Arc::clone(&fleet);
+        tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
             while std::io::stdin()
-                .read_line(&mut sink)
+                .read_line(&mut line)
                 .map(|n| n > 0)
                 .unwrap_or(false)
             {
-                sink.clear();
+                if let Some(uid) = line.trim().strip_prefix("fail ").and_then(|u| u.parse().ok())
+                    && let Some(t) = commands.get(&TabletAlias::new("zone1", uid))
+                {
+                    t.set_fault(Some(SimFault::Error(
+                        tonic::Code::Unavailable,
+                        "mysqld is not reachable".into(),
+                    )));
+                    t.set_health(false, "mysqld is not reachable");
+                }
+                line.clear();
             }
         })
         .await?;

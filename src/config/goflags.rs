@@ -151,12 +151,12 @@ pub const GO_VTORC_FLAGS: &[GoFlag] = &[
     imp(
         "grpc-initial-conn-window-size",
         V,
-        "HTTP/2 connection window of the tablet clients; 0 = library default",
+        "HTTP/2 connection window of the tablet clients; 0 = 1 MiB",
     ),
     imp(
         "grpc-initial-window-size",
         V,
-        "HTTP/2 stream window of the tablet clients; 0 = library default",
+        "HTTP/2 stream window of the tablet clients; 0 = 256 KiB",
     ),
     imp(
         "grpc-keepalive-time",

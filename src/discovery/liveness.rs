@@ -21,7 +21,13 @@
 //!   FullStatus is polled once at the start of a probe.
 //!
 //! The cost is one `Ping` per shard per interval in steady state; probes
-//! only run for shards whose primary is unreachable.
+//! only run for shards whose primary is unreachable. The pings are spread
+//! over the interval: each primary has its own phase (one of
+//! [`PING_SLOTS`] slots, from its uid) and is pinged every interval at that
+//! phase, so thousands of primaries do not get their pings in one burst
+//! (a burst delays every poll and stream-triggered poll queued behind it)
+//! and the bound on noticing a frozen primary stays one interval plus the
+//! ping's deadline.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -34,6 +40,69 @@ use crate::ids::KeyspaceShard;
 use crate::model::{ShardState, TabletState};
 use crate::proto::topodata::{Tablet, TabletAlias, TabletType};
 use crate::tablet::{TabletError, TabletManager, TabletManagerExt};
+
+/// Phases of the ping interval over which primaries are spread.
+pub(super) const PING_SLOTS: u64 = 8;
+
+/// The ping clock: ticks every `interval / PING_SLOTS` on a fixed grid from
+/// `origin`; tick `n` serves the primaries of slot `n % PING_SLOTS`.
+#[derive(Clone, Debug)]
+pub(super) struct PingClock {
+    /// Start of the grid.
+    origin: Instant,
+    /// Time between ticks (interval / [`PING_SLOTS`]), at least 1 µs.
+    tick: Duration,
+    /// The last tick served; 0 = none yet (ticks count from 1).
+    served: u64,
+}
+
+impl PingClock {
+    pub(super) fn new(origin: Instant, interval: Duration) -> Self {
+        let tick = (interval / u32::try_from(PING_SLOTS).unwrap_or(8)).max(Duration::from_micros(1));
+        PingClock {
+            origin,
+            tick,
+            served: 0,
+        }
+    }
+
+    /// When the next unserved tick is due.
+    pub(super) fn next_at(&self) -> Instant {
+        self.at(self.served + 1)
+    }
+
+    fn at(&self, n: u64) -> Instant {
+        let nanos = u64::try_from(self.tick.as_nanos()).unwrap_or(u64::MAX);
+        self.origin + Duration::from_nanos(nanos.saturating_mul(n))
+    }
+
+    /// Serves every tick due by `now` (a late wake-up serves the ticks it
+    /// missed) and returns the slots they stand for (at most all of them).
+    pub(super) fn advance(&mut self, now: Instant) -> Vec<u64> {
+        let mut slots = Vec::new();
+        // After a stall of more than an interval, the ticks before the
+        // last PING_SLOTS stand for the same slots: skip them.
+        let tick = self.tick.as_nanos().max(1);
+        let due =
+            u64::try_from(now.saturating_duration_since(self.origin).as_nanos() / tick).unwrap_or(u64::MAX);
+        if due > self.served.saturating_add(PING_SLOTS) {
+            self.served = due - PING_SLOTS;
+        }
+        while self.at(self.served + 1) <= now {
+            self.served += 1;
+            let slot = self.served % PING_SLOTS;
+            if !slots.contains(&slot) {
+                slots.push(slot);
+            }
+        }
+        slots
+    }
+}
+
+/// The phase slot of a primary.
+pub(super) fn ping_slot(alias: &TabletAlias) -> u64 {
+    u64::from(alias.uid) % PING_SLOTS
+}
 
 /// Liveness settings.
 #[derive(Clone, Debug)]
@@ -77,8 +146,8 @@ pub(super) struct Liveness {
     pub probe_calls: JoinSet<()>,
     /// Probed shards: until when.
     probing: HashMap<KeyspaceShard, Instant>,
-    /// Next ping round; `None` = pings off.
-    next_ping: Option<Instant>,
+    /// The ping phases; `None` = pings off.
+    ping_clock: Option<PingClock>,
     /// Next probe round; `None` = nothing probed.
     next_probe: Option<Instant>,
 }
@@ -98,21 +167,21 @@ pub(super) fn shard_primary(shard: &ShardState) -> Option<&Arc<TabletState>> {
 
 impl Liveness {
     pub(super) fn new(config: LivenessConfig, now: Instant) -> Self {
-        let next_ping = (!config.ping_interval.is_zero()).then(|| now + config.ping_interval);
+        let ping_clock = (!config.ping_interval.is_zero()).then(|| PingClock::new(now, config.ping_interval));
         Liveness {
             config,
             pings: JoinSet::new(),
             in_flight: HashSet::new(),
             probe_calls: JoinSet::new(),
             probing: HashMap::new(),
-            next_ping,
+            ping_clock,
             next_probe: None,
         }
     }
 
     /// When the loop must next call [`Liveness::tick`].
     pub(super) fn next_wakeup(&self) -> Option<Instant> {
-        match (self.next_ping, self.next_probe) {
+        match (self.ping_clock.as_ref().map(PingClock::next_at), self.next_probe) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -125,13 +194,20 @@ impl Liveness {
         tmc: &Arc<dyn TabletManager>,
         shards: impl Iterator<Item = &'a Arc<ShardState>> + Clone,
     ) {
-        if self.next_ping.is_some_and(|at| at <= now) {
-            self.next_ping = Some(now + self.config.ping_interval);
+        let slots = self
+            .ping_clock
+            .as_mut()
+            .map(|c| c.advance(now))
+            .unwrap_or_default();
+        if !slots.is_empty() {
             for shard in shards.clone() {
                 let Some(primary) = shard_primary(shard) else {
                     continue;
                 };
-                if primary.is_shut_down() || self.in_flight.contains(primary.alias()) {
+                if !slots.contains(&ping_slot(primary.alias()))
+                    || primary.is_shut_down()
+                    || self.in_flight.contains(primary.alias())
+                {
                     continue;
                 }
                 self.ping(tmc, primary.alias().clone(), primary.tablet.clone());
@@ -236,4 +312,62 @@ fn replicas_of<'a>(
         .tablets
         .iter()
         .filter(move |t| t.alias() != primary && t.tablet_type() != TabletType::Primary && !t.is_shut_down())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_slot_is_served_once_per_interval_on_a_fixed_grid() {
+        let origin = crate::clock::now();
+        let interval = Duration::from_secs(1);
+        let mut clock = PingClock::new(origin, interval);
+        let tick = interval / 8;
+        assert_eq!(clock.next_at(), origin + tick);
+        assert!(clock.advance(origin + tick / 2).is_empty(), "nothing due yet");
+        let mut served: HashMap<u64, Vec<Duration>> = HashMap::new();
+        // Wake up a little late at every tick for 3 intervals.
+        for n in 1..=24u32 {
+            let now = origin + tick * n + Duration::from_millis(3);
+            let slots = clock.advance(now);
+            assert_eq!(slots.len(), 1, "one slot per tick");
+            for s in slots {
+                served.entry(s).or_default().push(tick * n);
+            }
+        }
+        assert_eq!(served.len(), 8, "every slot served");
+        for times in served.values() {
+            assert_eq!(times.len(), 3);
+            // Exactly one interval apart: lateness does not drift the grid.
+            assert!(times.windows(2).all(|w| w[1] - w[0] == interval), "{times:?}");
+        }
+    }
+
+    #[test]
+    fn a_late_wake_up_serves_the_slots_it_missed() {
+        let origin = crate::clock::now();
+        let mut clock = PingClock::new(origin, Duration::from_secs(1));
+        let tick = Duration::from_secs(1) / 8;
+        let mut slots = clock.advance(origin + tick * 3);
+        slots.sort_unstable();
+        assert_eq!(slots, vec![1, 2, 3]);
+        // More than a whole interval late: every slot once.
+        let slots = clock.advance(origin + tick * 20);
+        assert_eq!(slots.len(), 8);
+        assert_eq!(clock.next_at(), origin + tick * 21);
+    }
+
+    #[test]
+    fn primaries_spread_over_the_slots_by_uid() {
+        let slots: std::collections::BTreeSet<u64> = (100..124)
+            .step_by(3)
+            .map(|uid| ping_slot(&TabletAlias::new("z", uid)))
+            .collect();
+        assert_eq!(
+            slots.len(),
+            8,
+            "consecutive shards' primaries land in different slots"
+        );
+    }
 }

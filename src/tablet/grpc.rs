@@ -18,11 +18,12 @@ use std::{
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use tonic::transport::{Channel, Endpoint};
+use tonic::client::Grpc;
 use tower::limit::ConcurrencyLimit;
 use tracing::Instrument as _;
 
 use super::{
+    channel::{ChannelSettings, LeanCodec, TabletChannel},
     error::TabletError,
     health::{HealthSource, HealthStream},
     rpc::{TabletManager, TmRequest, TmResponse, alias_of, dispatch, tablet_address},
@@ -30,9 +31,7 @@ use super::{
 use crate::{
     config::{Config, TlsFiles},
     proto::{
-        query::StreamHealthRequest,
-        queryservice::query_client::QueryClient,
-        tabletmanagerservice::tablet_manager_client::TabletManagerClient,
+        query::{StreamHealthRequest, StreamHealthResponse},
         topodata::{Tablet, TabletAlias},
     },
     tls::{ClientTls, TlsError},
@@ -56,9 +55,10 @@ pub struct TabletClientConfig {
     pub keepalive_timeout: Duration,
     /// Largest message sent or accepted (`--grpc-max-message-size`).
     pub max_message_size: usize,
-    /// HTTP/2 connection window (`--grpc-initial-conn-window-size`); `None` = library default.
+    /// HTTP/2 connection window (`--grpc-initial-conn-window-size`); `None` =
+    /// 1 MiB (see [`super::channel::DEFAULT_STREAM_WINDOW`] for why).
     pub initial_connection_window_size: Option<u32>,
-    /// HTTP/2 stream window (`--grpc-initial-window-size`); `None` = library default.
+    /// HTTP/2 stream window (`--grpc-initial-window-size`); `None` = 256 KiB.
     pub initial_stream_window_size: Option<u32>,
     /// TLS of TabletManager calls (`--tablet-manager-grpc-*`); `None` = plaintext.
     pub tablet_manager_tls: Option<ClientTls>,
@@ -130,10 +130,10 @@ struct CachedChannel {
     address: String,
     /// The HTTP/2 channel of health streams: the tablet-manager one unless
     /// their TLS settings differ.
-    channel: Channel,
+    channel: TabletChannel,
     /// TabletManager client on the same channel, behind the per-tablet limit.
     /// Clones share the limit's semaphore.
-    tm: TabletManagerClient<ConcurrencyLimit<Channel>>,
+    tm: Grpc<ConcurrencyLimit<TabletChannel>>,
 }
 
 /// TabletManager and StreamHealth over tonic; cheap to clone (clones share
@@ -195,7 +195,7 @@ impl GrpcTabletManager {
         &self,
         tablet: &Tablet,
         method: &'static str,
-    ) -> Result<(Channel, TabletManagerClient<ConcurrencyLimit<Channel>>), TabletError> {
+    ) -> Result<(TabletChannel, Grpc<ConcurrencyLimit<TabletChannel>>), TabletError> {
         let alias = tablet.alias.as_ref().ok_or_else(|| TabletError::NoAddress {
             alias: alias_of(tablet),
             reason: "the tablet record has no alias".into(),
@@ -207,25 +207,31 @@ impl GrpcTabletManager {
         {
             return Ok((cached.channel.clone(), cached.tm.clone()));
         }
-        let endpoint = self.endpoint(&address).map_err(|e| TabletError::NoAddress {
-            alias: alias.clone(),
-            reason: format!("invalid address {address:?} for {method}: {e}"),
-        })?;
         let config = &self.inner.config;
-        let connect = |tls: &Option<ClientTls>| match tls {
-            Some(tls) => endpoint.connect_with_connector_lazy(tls.connector()),
-            None => endpoint.connect_lazy(),
+        let settings = ChannelSettings {
+            connect_timeout: config.connect_timeout,
+            keepalive_interval: config.keepalive_interval,
+            keepalive_timeout: config.keepalive_timeout,
+            initial_connection_window_size: config.initial_connection_window_size,
+            initial_stream_window_size: config.initial_stream_window_size,
         };
-        let tm_channel = connect(&config.tablet_manager_tls);
+        let connect = |tls: &Option<ClientTls>| {
+            TabletChannel::lazy(&address, tls.clone(), settings.clone()).map_err(|e| TabletError::NoAddress {
+                alias: alias.clone(),
+                reason: format!("invalid address {address:?} for {method}: {e}"),
+            })
+        };
+        let tm_channel = connect(&config.tablet_manager_tls)?;
         let channel = if config.separate_health_channel() {
-            connect(&config.health_tls)
+            connect(&config.health_tls)?
         } else {
             tm_channel.clone()
         };
-        let limited = ConcurrencyLimit::new(tm_channel, self.inner.config.max_calls_per_tablet.max(1));
-        let tm = TabletManagerClient::new(limited)
-            .max_decoding_message_size(self.inner.config.max_message_size)
-            .max_encoding_message_size(self.inner.config.max_message_size);
+        let origin = tm_channel.origin();
+        let limited = ConcurrencyLimit::new(tm_channel, config.max_calls_per_tablet.max(1));
+        let tm = Grpc::with_origin(limited, origin)
+            .max_decoding_message_size(config.max_message_size)
+            .max_encoding_message_size(config.max_message_size);
         channels.insert(
             alias.clone(),
             CachedChannel {
@@ -235,22 +241,6 @@ impl GrpcTabletManager {
             },
         );
         Ok((channel, tm))
-    }
-
-    fn endpoint(&self, address: &str) -> Result<Endpoint, tonic::transport::Error> {
-        let config = &self.inner.config;
-        let mut endpoint = Endpoint::from_shared(format!("http://{address}"))?
-            .connect_timeout(config.connect_timeout)
-            .tcp_nodelay(true)
-            .initial_connection_window_size(config.initial_connection_window_size)
-            .initial_stream_window_size(config.initial_stream_window_size);
-        if let Some(interval) = config.keepalive_interval {
-            endpoint = endpoint
-                .http2_keep_alive_interval(interval)
-                .keep_alive_timeout(config.keepalive_timeout)
-                .keep_alive_while_idle(true);
-        }
-        Ok(endpoint)
     }
 }
 
@@ -305,10 +295,27 @@ impl HealthSource for GrpcTabletManager {
         let (channel, _) = self.channel_for(tablet, METHOD)?;
         let alias = alias_of(tablet);
         let open_timeout = self.inner.config.remote_operation_timeout;
-        let mut client = QueryClient::new(channel)
+        let origin = channel.origin();
+        let mut client = Grpc::with_origin(channel, origin)
             .max_decoding_message_size(self.inner.config.max_message_size)
             .max_encoding_message_size(self.inner.config.max_message_size);
-        let opened = tokio::time::timeout(open_timeout, client.stream_health(StreamHealthRequest {})).await;
+        let open = async {
+            // The channel is always ready (it connects inside the call).
+            client
+                .ready()
+                .await
+                .map_err(|e| tonic::Status::unknown(format!("the tablet client was not ready: {e}")))?;
+            let path =
+                tonic::codegen::http::uri::PathAndQuery::from_static("/queryservice.Query/StreamHealth");
+            client
+                .server_streaming(
+                    tonic::Request::new(StreamHealthRequest {}),
+                    path,
+                    LeanCodec::<StreamHealthRequest, StreamHealthResponse>::stream(),
+                )
+                .await
+        };
+        let opened = tokio::time::timeout(open_timeout, open).await;
         let stream = match opened {
             Ok(Ok(response)) => response.into_inner(),
             Ok(Err(status)) => return Err(TabletError::from_status(&alias, METHOD, open_timeout, status)),

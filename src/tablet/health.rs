@@ -477,6 +477,27 @@ mod tests {
         }
     }
 
+    #[test]
+    fn an_idle_stream_task_stays_small() {
+        // One of these lives per watched tablet: its size is memory per tablet.
+        let (tx, _rx) = mpsc::channel(1);
+        let task = StreamTask {
+            alias: TabletAlias::new("z", 1),
+            tablet: tablet(),
+            id: 1,
+            source: Arc::new(Scripted {
+                script: Mutex::new(VecDeque::new()),
+                calls: AtomicU64::new(0),
+            }),
+            events: tx,
+            backoff: Backoff::new(HealthStreamConfig::default()),
+            metrics: Arc::default(),
+        };
+        let size = std::mem::size_of_val(&task.run());
+        eprintln!("stream task future: {size} bytes");
+        assert!(size < 2048, "{size} bytes");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_stream_reports_messages_breaks_once_per_outage_and_reconnects() {
         let source = Arc::new(Scripted {

@@ -9,6 +9,7 @@
 //! - [`TabletError`]: every failure, classified as certainly-not-executed or
 //!   maybe-executed (see `docs` on [`CallOutcome`]).
 
+mod channel;
 pub mod error;
 pub mod grpc;
 pub mod health;

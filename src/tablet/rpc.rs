@@ -57,9 +57,11 @@ macro_rules! tablet_rpcs {
             }
         }
 
-        /// Sends `request` on `client`, with `timeout` in the `grpc-timeout` header.
+        /// Sends `request` on `client`, with `timeout` in the `grpc-timeout`
+        /// header, through the small-buffer codec
+        /// ([`super::channel::LeanCodec`]).
         pub(crate) async fn dispatch<T>(
-            client: &mut crate::proto::tabletmanagerservice::tablet_manager_client::TabletManagerClient<T>,
+            client: &mut tonic::client::Grpc<T>,
             request: TmRequest,
             timeout: Duration,
         ) -> Result<TmResponse, tonic::Status>
@@ -69,12 +71,22 @@ macro_rules! tablet_rpcs {
             T::ResponseBody: tonic::codegen::Body<Data = bytes::Bytes> + Send + 'static,
             <T::ResponseBody as tonic::codegen::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
         {
+            client.ready().await.map_err(|e| {
+                tonic::Status::unknown(format!("the tablet client was not ready: {}", e.into()))
+            })?;
             match request {
                 $(
                     TmRequest::$variant(r) => {
                         let mut req = tonic::Request::new(r);
                         req.set_timeout(timeout);
-                        client.$method(req).await.map(|resp| TmResponse::$variant(resp.into_inner()))
+                        let path = tonic::codegen::http::uri::PathAndQuery::from_static(concat!(
+                            "/tabletmanagerservice.TabletManager/",
+                            stringify!($variant)
+                        ));
+                        client
+                            .unary(req, path, super::channel::LeanCodec::<tm::$req, tm::$resp>::unary())
+                            .await
+                            .map(|resp| TmResponse::$variant(resp.into_inner()))
                     }
                 )*
             }
