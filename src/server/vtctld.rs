@@ -28,7 +28,9 @@ use tonic::codegen::{BoxFuture, Service, http};
 use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 
+use crate::analysis::durability::Durability;
 use crate::proto::logutil;
+use crate::proto::replicationdata::Status as ReplicationStatus;
 use crate::proto::topodata::{Tablet, TabletAlias, TabletType};
 use crate::proto::vtctldata::{
     self, EmergencyReparentShardRequest, EmergencyReparentShardResponse, GetCellInfoNamesRequest,
@@ -50,7 +52,7 @@ use crate::topo::{Topo, TopoError};
 pub const SERVICE_NAME: &str = "vtctlservice.Vtctld";
 
 /// The methods served; any other answers UNIMPLEMENTED.
-pub const SERVED_METHODS: [&str; 11] = [
+pub const SERVED_METHODS: [&str; 23] = [
     "PlannedReparentShard",
     "EmergencyReparentShard",
     "GetTablet",
@@ -62,6 +64,18 @@ pub const SERVED_METHODS: [&str; 11] = [
     "GetCellInfo",
     "GetFullStatus",
     "SetVtorcEmergencyReparent",
+    "FindAllShardsInKeyspace",
+    "ShardReplicationPositions",
+    "GetCellsAliases",
+    "GetSrvKeyspaces",
+    "PingTablet",
+    "RefreshState",
+    "RunHealthCheck",
+    "SetWritable",
+    "StartReplication",
+    "StopReplication",
+    "ReparentTablet",
+    "TabletExternallyReparented",
 ];
 
 /// A failed Vtctld request.
@@ -99,6 +113,10 @@ pub enum VtctldError {
     /// The server is shutting down.
     #[error("shutting down: {0}")]
     ShuttingDown(String),
+    /// The request cannot be served in the topology's current state
+    /// (vtctld's FAILED_PRECONDITION, e.g. a shard without a primary).
+    #[error("{0}")]
+    FailedPrecondition(String),
 }
 
 impl VtctldError {
@@ -110,6 +128,7 @@ impl VtctldError {
             VtctldError::Tablet { source, .. } => source.grpc_code(),
             VtctldError::Reparent(e) => e.grpc_code(),
             VtctldError::ShuttingDown(_) => tonic::Code::Unavailable,
+            VtctldError::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
         }
     }
 
@@ -121,6 +140,7 @@ impl VtctldError {
             VtctldError::Tablet { source, .. } => source.is_retryable(),
             VtctldError::Reparent(e) => e.is_retryable(),
             VtctldError::ShuttingDown(_) => true,
+            VtctldError::FailedPrecondition(_) => false,
         }
     }
 
@@ -133,6 +153,13 @@ impl VtctldError {
 
     fn topo(context: impl Into<String>, source: TopoError) -> Self {
         VtctldError::Topo {
+            context: context.into(),
+            source,
+        }
+    }
+
+    fn tablet(context: impl Into<String>, source: TabletError) -> Self {
+        VtctldError::Tablet {
             context: context.into(),
             source,
         }
@@ -388,6 +415,151 @@ impl VtctldService {
         out.sort_by(|a, b| a.alias.cmp(&b.alias));
         Ok(out)
     }
+
+    /// The topo record of the tablet named by `field` (required).
+    async fn tablet_record(&self, field: &'static str, value: Option<&TabletAlias>) -> VtctldResult<Tablet> {
+        let a = required_alias(field, value)?;
+        let tablet = self
+            .inner
+            .topo
+            .get_tablet(&a)
+            .await
+            .map_err(|e| VtctldError::topo(format!("failed to get tablet {a}"), e))?;
+        Ok(tablet.value)
+    }
+
+    /// The keyspace's durability policy (vtctld's `GetKeyspaceDurability`:
+    /// an unset policy is `none`).
+    async fn durability(&self, keyspace: &str) -> VtctldResult<Durability> {
+        let ks = self
+            .inner
+            .topo
+            .get_keyspace(keyspace)
+            .await
+            .map_err(|e| VtctldError::topo(format!("failed to read keyspace {keyspace}"), e))?;
+        match ks.value.durability_policy.as_str() {
+            "" => Ok(Durability::None),
+            name => Durability::from_name(name)
+                .map_err(|e| VtctldError::FailedPrecondition(format!("keyspace {keyspace}: {e}"))),
+        }
+    }
+
+    /// The shard primary of `tablet`'s shard, checked the way vtctld's
+    /// StartReplication and ReparentTablet check it: the shard names a
+    /// primary, its record is PRIMARY and of the same keyspace/shard.
+    async fn shard_primary_of(&self, tablet: &Tablet, what: &str) -> VtctldResult<Tablet> {
+        let topo = &self.inner.topo;
+        let shard = topo
+            .get_shard(&tablet.keyspace, &tablet.shard)
+            .await
+            .map_err(|e| {
+                VtctldError::topo(
+                    format!("failed to read shard {}/{}", tablet.keyspace, tablet.shard),
+                    e,
+                )
+            })?;
+        let Some(primary_alias) = shard.value.primary_alias.clone().filter(|a| !a.cell.is_empty()) else {
+            return Err(VtctldError::FailedPrecondition(format!(
+                "no primary tablet for shard {}/{}",
+                tablet.keyspace, tablet.shard
+            )));
+        };
+        let primary = topo.get_tablet(&primary_alias).await.map_err(|e| {
+            VtctldError::topo(
+                format!(
+                    "cannot lookup primary tablet {primary_alias} for shard {}/{}",
+                    tablet.keyspace, tablet.shard
+                ),
+                e,
+            )
+        })?;
+        let primary = primary.value;
+        if primary.r#type != TabletType::Primary as i32 {
+            return Err(VtctldError::FailedPrecondition(format!(
+                "TopologyServer has inconsistent state for shard primary {primary_alias}"
+            )));
+        }
+        if primary.keyspace != tablet.keyspace || primary.shard != tablet.shard {
+            return Err(VtctldError::FailedPrecondition(format!(
+                "primary {primary_alias} and {what} {} not in same keyspace shard ({}/{})",
+                crate::tablet::rpc::alias_of(tablet),
+                tablet.keyspace,
+                tablet.shard
+            )));
+        }
+        Ok(primary)
+    }
+
+    /// The tablets of a shard, as vtctld's `GetTabletMapForShard` finds
+    /// them: the shard record must exist; its primary and every tablet of
+    /// its replication graphs, all cells. A tablet or cell that cannot be
+    /// read fails the request (vtctld: partial result).
+    async fn shard_tablets(&self, keyspace: &str, shard: &str) -> VtctldResult<Vec<Tablet>> {
+        let topo = &self.inner.topo;
+        let record = topo
+            .get_shard(keyspace, shard)
+            .await
+            .map_err(|e| VtctldError::topo(format!("failed to read shard {keyspace}/{shard}"), e))?;
+        let listing = topo
+            .tablets_by_shard(keyspace, shard)
+            .await
+            .map_err(|e| VtctldError::topo(format!("failed to list tablets of {keyspace}/{shard}"), e))?;
+        if let Some(e) = listing.errors.into_iter().next() {
+            return Err(VtctldError::topo(
+                format!("partial result listing tablets of {keyspace}/{shard}"),
+                e,
+            ));
+        }
+        let mut tablets: Vec<Tablet> = listing.items.into_iter().map(|t| t.value).collect();
+        if let Some(p) = record.value.primary_alias.filter(|a| !a.cell.is_empty())
+            && !tablets.iter().any(|t| t.alias.as_ref() == Some(&p))
+        {
+            match topo.get_tablet(&p).await {
+                Ok(t) => tablets.push(t.value),
+                Err(TopoError::NoNode(_)) => {}
+                Err(e) => return Err(VtctldError::topo(format!("failed to read tablet {p}"), e)),
+            }
+        }
+        tablets.sort_by(|a, b| a.alias.cmp(&b.alias));
+        Ok(tablets)
+    }
+}
+
+/// The replication answer of one tablet for `ShardReplicationPositions`:
+/// `Ok(Some)` a status, `Ok(None)` the tablet timed out (an empty entry, as
+/// vtctld records), `Err` the request fails.
+async fn replication_position(
+    tmc: &dyn TabletManager,
+    tablet: &Tablet,
+) -> Result<Option<ReplicationStatus>, (String, TabletError)> {
+    let alias = crate::tablet::rpc::alias_of(tablet);
+    if tablet.r#type == TabletType::Primary as i32 {
+        match tmc.primary_position(tablet).await {
+            Ok(position) => Ok(Some(ReplicationStatus {
+                position,
+                ..Default::default()
+            })),
+            Err(TabletError::Timeout { .. }) => {
+                tracing::warn!(%alias, "ShardReplicationPositions: primary position timed out");
+                Ok(None)
+            }
+            Err(e) => Err((format!("PrimaryPosition({alias}) failed"), e)),
+        }
+    } else {
+        match tmc.replication_status(tablet).await {
+            Ok(status) => Ok(Some(status)),
+            Err(TabletError::Timeout { .. }) => {
+                tracing::warn!(%alias, "ShardReplicationPositions: replication status timed out");
+                Ok(None)
+            }
+            Err(e) => Err((format!("ReplicationStatus({alias}) failed"), e)),
+        }
+    }
+}
+
+/// REPLICA and RDONLY: the types vtctld asks for a replication status.
+fn is_replica_type(tablet: &Tablet) -> bool {
+    tablet.r#type == TabletType::Replica as i32 || tablet.r#type == TabletType::Rdonly as i32
 }
 
 fn promoted(outcome: &ReparentOutcome) -> Option<TabletAlias> {
@@ -623,6 +795,310 @@ impl Vtctld for VtctldService {
             "set vtorc emergency reparent"
         );
         Ok(Response::new(SetVtorcEmergencyReparentResponse {}))
+    }
+
+    async fn find_all_shards_in_keyspace(
+        &self,
+        request: Request<vtctldata::FindAllShardsInKeyspaceRequest>,
+    ) -> Result<Response<vtctldata::FindAllShardsInKeyspaceResponse>, Status> {
+        let keyspace = request.into_inner().keyspace;
+        required("keyspace", &keyspace)?;
+        let topo = &self.inner.topo;
+        let listing = match topo.shards_of_keyspace(&keyspace).await {
+            Ok(l) => l,
+            Err(TopoError::NoNode(_)) => Default::default(),
+            Err(e) => {
+                return Err(VtctldError::topo(format!("FindAllShardsInKeyspace({keyspace})"), e).into());
+            }
+        };
+        if let Some(e) = listing.errors.into_iter().next() {
+            return Err(VtctldError::topo(format!("FindAllShardsInKeyspace({keyspace})"), e).into());
+        }
+        if listing.items.is_empty() {
+            // No shards: vtctld answers NOT_FOUND unless the keyspace exists.
+            topo.get_keyspace(&keyspace)
+                .await
+                .map_err(|e| VtctldError::topo(format!("FindAllShardsInKeyspace({keyspace})"), e))?;
+        }
+        let shards = listing
+            .items
+            .into_iter()
+            .map(|(name, shard)| {
+                let entry = vtctldata::Shard {
+                    keyspace: keyspace.clone(),
+                    name: name.clone(),
+                    shard: Some(shard.value),
+                };
+                (name, entry)
+            })
+            .collect();
+        Ok(Response::new(vtctldata::FindAllShardsInKeyspaceResponse {
+            shards,
+        }))
+    }
+
+    async fn shard_replication_positions(
+        &self,
+        request: Request<vtctldata::ShardReplicationPositionsRequest>,
+    ) -> Result<Response<vtctldata::ShardReplicationPositionsResponse>, Status> {
+        let req = request.into_inner();
+        required("keyspace", &req.keyspace)?;
+        required("shard", &req.shard)?;
+        let tablets = self.shard_tablets(&req.keyspace, &req.shard).await?;
+        let tmc = self.inner.tmc.clone();
+        let asked: Vec<Tablet> = tablets
+            .into_iter()
+            .filter(|t| t.r#type == TabletType::Primary as i32 || is_replica_type(t))
+            .collect();
+        let answers = futures::future::join_all(asked.iter().map(|t| {
+            let tmc = tmc.clone();
+            async move { replication_position(tmc.as_ref(), t).await }
+        }))
+        .await;
+        let mut resp = vtctldata::ShardReplicationPositionsResponse::default();
+        for (tablet, answer) in asked.into_iter().zip(answers) {
+            let key = crate::tablet::rpc::alias_of(&tablet).to_string();
+            let status = answer.map_err(|(context, source)| VtctldError::tablet(context, source))?;
+            resp.replication_statuses
+                .insert(key.clone(), status.unwrap_or_default());
+            resp.tablet_map.insert(key, tablet);
+        }
+        Ok(Response::new(resp))
+    }
+
+    async fn get_cells_aliases(
+        &self,
+        _request: Request<vtctldata::GetCellsAliasesRequest>,
+    ) -> Result<Response<vtctldata::GetCellsAliasesResponse>, Status> {
+        let aliases = self
+            .inner
+            .topo
+            .cells_aliases()
+            .await
+            .map_err(|e| VtctldError::topo("failed to read cells aliases", e))?;
+        Ok(Response::new(vtctldata::GetCellsAliasesResponse {
+            aliases: aliases.into_iter().collect(),
+        }))
+    }
+
+    async fn get_srv_keyspaces(
+        &self,
+        request: Request<vtctldata::GetSrvKeyspacesRequest>,
+    ) -> Result<Response<vtctldata::GetSrvKeyspacesResponse>, Status> {
+        let req = request.into_inner();
+        required("keyspace", &req.keyspace)?;
+        let topo = &self.inner.topo;
+        let cells = if req.cells.is_empty() {
+            topo.cells()
+                .await
+                .map_err(|e| VtctldError::topo("failed to list cells", e))?
+        } else {
+            req.cells
+        };
+        let mut resp = vtctldata::GetSrvKeyspacesResponse::default();
+        for cell in cells {
+            match topo.get_srv_keyspace(&cell, &req.keyspace).await {
+                Ok(srv) => {
+                    resp.srv_keyspaces.insert(cell, srv.value);
+                }
+                // vtctld keeps the cell with an empty entry.
+                Err(TopoError::NoNode(_)) => {
+                    tracing::info!(%cell, keyspace = %req.keyspace, "GetSrvKeyspaces: no SrvKeyspace");
+                    resp.srv_keyspaces.insert(cell, Default::default());
+                }
+                Err(e) => {
+                    return Err(VtctldError::topo(
+                        format!("failed to read SrvKeyspace {} in cell {cell}", req.keyspace),
+                        e,
+                    )
+                    .into());
+                }
+            }
+        }
+        Ok(Response::new(resp))
+    }
+
+    async fn ping_tablet(
+        &self,
+        request: Request<vtctldata::PingTabletRequest>,
+    ) -> Result<Response<vtctldata::PingTabletResponse>, Status> {
+        let tablet = self
+            .tablet_record("tablet_alias", request.get_ref().tablet_alias.as_ref())
+            .await?;
+        self.inner
+            .tmc
+            .ping(&tablet)
+            .await
+            .map_err(|e| VtctldError::tablet("Ping", e))?;
+        Ok(Response::new(vtctldata::PingTabletResponse {}))
+    }
+
+    async fn refresh_state(
+        &self,
+        request: Request<vtctldata::RefreshStateRequest>,
+    ) -> Result<Response<vtctldata::RefreshStateResponse>, Status> {
+        let tablet = self
+            .tablet_record("tablet_alias", request.get_ref().tablet_alias.as_ref())
+            .await?;
+        self.inner
+            .tmc
+            .refresh_state(&tablet)
+            .await
+            .map_err(|e| VtctldError::tablet("RefreshState", e))?;
+        Ok(Response::new(vtctldata::RefreshStateResponse {}))
+    }
+
+    async fn run_health_check(
+        &self,
+        request: Request<vtctldata::RunHealthCheckRequest>,
+    ) -> Result<Response<vtctldata::RunHealthCheckResponse>, Status> {
+        let tablet = self
+            .tablet_record("tablet_alias", request.get_ref().tablet_alias.as_ref())
+            .await?;
+        self.inner
+            .tmc
+            .run_health_check(&tablet)
+            .await
+            .map_err(|e| VtctldError::tablet("RunHealthCheck", e))?;
+        Ok(Response::new(vtctldata::RunHealthCheckResponse {}))
+    }
+
+    async fn set_writable(
+        &self,
+        request: Request<vtctldata::SetWritableRequest>,
+    ) -> Result<Response<vtctldata::SetWritableResponse>, Status> {
+        let req = request.into_inner();
+        let tablet = self
+            .tablet_record("tablet_alias", req.tablet_alias.as_ref())
+            .await?;
+        let result = if req.writable {
+            self.inner.tmc.set_read_write(&tablet).await
+        } else {
+            self.inner.tmc.set_read_only(&tablet).await
+        };
+        result.map_err(|e| {
+            VtctldError::tablet(
+                if req.writable {
+                    "SetReadWrite"
+                } else {
+                    "SetReadOnly"
+                },
+                e,
+            )
+        })?;
+        Ok(Response::new(vtctldata::SetWritableResponse {}))
+    }
+
+    async fn start_replication(
+        &self,
+        request: Request<vtctldata::StartReplicationRequest>,
+    ) -> Result<Response<vtctldata::StartReplicationResponse>, Status> {
+        let tablet = self
+            .tablet_record("tablet_alias", request.get_ref().tablet_alias.as_ref())
+            .await?;
+        let primary = self.shard_primary_of(&tablet, "replica").await?;
+        let durability = self.durability(&tablet.keyspace).await?;
+        self.inner
+            .tmc
+            .start_replication(&tablet, durability.is_replica_semi_sync(&primary, &tablet))
+            .await
+            .map_err(|e| VtctldError::tablet("StartReplication", e))?;
+        Ok(Response::new(vtctldata::StartReplicationResponse {}))
+    }
+
+    async fn stop_replication(
+        &self,
+        request: Request<vtctldata::StopReplicationRequest>,
+    ) -> Result<Response<vtctldata::StopReplicationResponse>, Status> {
+        let tablet = self
+            .tablet_record("tablet_alias", request.get_ref().tablet_alias.as_ref())
+            .await?;
+        self.inner
+            .tmc
+            .stop_replication(&tablet)
+            .await
+            .map_err(|e| VtctldError::tablet("StopReplication", e))?;
+        Ok(Response::new(vtctldata::StopReplicationResponse {}))
+    }
+
+    async fn reparent_tablet(
+        &self,
+        request: Request<vtctldata::ReparentTabletRequest>,
+    ) -> Result<Response<vtctldata::ReparentTabletResponse>, Status> {
+        let tablet = self
+            .tablet_record("tablet", request.get_ref().tablet.as_ref())
+            .await?;
+        let primary = self.shard_primary_of(&tablet, "potential replica").await?;
+        if primary.alias == tablet.alias {
+            return Err(VtctldError::FailedPrecondition(format!(
+                "cannot ReparentTablet current shard primary ({}) onto itself",
+                crate::tablet::rpc::alias_of(&tablet)
+            ))
+            .into());
+        }
+        let durability = self.durability(&tablet.keyspace).await?;
+        self.inner
+            .tmc
+            .set_replication_source(
+                &tablet,
+                crate::proto::tabletmanagerdata::SetReplicationSourceRequest {
+                    parent: primary.alias.clone(),
+                    semi_sync: durability.is_replica_semi_sync(&primary, &tablet),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| VtctldError::tablet("SetReplicationSource", e))?;
+        Ok(Response::new(vtctldata::ReparentTabletResponse {
+            keyspace: tablet.keyspace,
+            shard: tablet.shard,
+            primary: primary.alias,
+        }))
+    }
+
+    async fn tablet_externally_reparented(
+        &self,
+        request: Request<vtctldata::TabletExternallyReparentedRequest>,
+    ) -> Result<Response<vtctldata::TabletExternallyReparentedResponse>, Status> {
+        let tablet = self
+            .tablet_record("tablet", request.get_ref().tablet.as_ref())
+            .await?;
+        let shard = self
+            .inner
+            .topo
+            .get_shard(&tablet.keyspace, &tablet.shard)
+            .await
+            .map_err(|e| {
+                VtctldError::topo(
+                    format!("failed to read shard {}/{}", tablet.keyspace, tablet.shard),
+                    e,
+                )
+            })?;
+        let resp = vtctldata::TabletExternallyReparentedResponse {
+            keyspace: tablet.keyspace.clone(),
+            shard: tablet.shard.clone(),
+            new_primary: tablet.alias.clone(),
+            old_primary: shard.value.primary_alias.clone(),
+        };
+        // Already PRIMARY in the topo: nothing to do (as vtctld).
+        if tablet.r#type == TabletType::Primary as i32 {
+            return Ok(Response::new(resp));
+        }
+        let durability = self.durability(&tablet.keyspace).await?;
+        tracing::info!(
+            tablet = %crate::tablet::rpc::alias_of(&tablet),
+            "TabletExternallyReparented: changing the tablet's type to PRIMARY"
+        );
+        self.inner
+            .tmc
+            .change_type(
+                &tablet,
+                TabletType::Primary,
+                durability.semi_sync_ackers(&tablet) > 0,
+            )
+            .await
+            .map_err(|e| VtctldError::tablet("ChangeType(PRIMARY)", e))?;
+        Ok(Response::new(resp))
     }
 }
 
