@@ -12,4 +12,5 @@ pub mod process;
 pub mod restore;
 pub mod sim;
 pub mod topo_conformance;
+pub mod vtadmin;
 pub mod workload;
