@@ -227,7 +227,7 @@ async fn vtctldclient_reads_and_reparents_through_our_server() {
     assert!(!shard_ers_disabled(&shard.value));
 
     // A method we do not serve says so by name.
-    let out = call(at(&["GetSrvKeyspaces", "commerce"])).await;
+    let out = call(at(&["GetVSchema", "commerce"])).await;
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("not implemented by vtorc-rs"),
