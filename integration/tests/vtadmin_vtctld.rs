@@ -240,3 +240,82 @@ async fn tablet_actions_through_vtctldclient() {
 
     server.stop().await;
 }
+
+/// A tablet that accepts connections but does not answer (its agent is
+/// SIGSTOPped): ShardReplicationPositions still answers once the tablet's
+/// call times out, with the other tablets' positions and an empty entry for
+/// it, as vtctld does (only errors other than a timeout fail the request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shard_replication_positions_keeps_a_timed_out_tablet_as_an_empty_entry() {
+    let client = vtctldclient();
+    let cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
+        .agent_mode(integration::cluster::AgentMode::Process(
+            env!("CARGO_BIN_EXE_tablet-agent").into(),
+        ))
+        .start()
+        .await
+        .expect("cluster starts");
+    let server = Server::start(&cluster, Duration::from_secs(15)).await;
+    let r2 = alias("zone1", 102);
+    cluster
+        .pause_agent(&r2)
+        .expect("SIGSTOP the agent of zone1-0000000102");
+    let started = std::time::Instant::now();
+    let out = run(
+        &client,
+        &server.address,
+        &["ShardReplicationPositions", "commerce/0"],
+    )
+    .await;
+    cluster.resume_agent(&r2).expect("SIGCONT");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "answered after the tablet's call timed out, not before ({:?})",
+        started.elapsed()
+    );
+    let text = stdout(&out);
+    let line = |uid: u32| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("zone1-0000000{uid} ")))
+            .unwrap_or_else(|| panic!("no line for {uid}: {text}"))
+            .to_string()
+    };
+    assert!(line(100).contains("MariaDB/"), "{text}");
+    assert!(line(101).contains("MariaDB/"), "{text}");
+    assert!(
+        !line(102).contains("MariaDB/"),
+        "no position for the silent tablet: {text}"
+    );
+    server.stop().await;
+}
+
+/// A shard without a primary: StartReplication and ReparentTablet refuse
+/// with FAILED_PRECONDITION (vtctld's "no primary tablet for shard"); the
+/// shard's replication positions still list its replicas.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shard_without_a_primary_refuses_replication_actions() {
+    let client = vtctldclient();
+    let cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
+        .bootstrap(false)
+        .start()
+        .await
+        .expect("cluster starts");
+    let server = Server::start(&cluster, Duration::from_secs(15)).await;
+    let at = server.address.clone();
+    for cmd in ["StartReplication", "ReparentTablet"] {
+        let out = run(&client, &at, &[cmd, "zone1-0000000101"]).await;
+        assert_fails(
+            &out,
+            &["FailedPrecondition", "no primary tablet for shard commerce/0"],
+        );
+    }
+    let out = run(&client, &at, &["FindAllShardsInKeyspace", "commerce"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        json(&out)["shards"]["0"]["shard"]["primary_alias"].is_null(),
+        "{}",
+        stdout(&out)
+    );
+    server.stop().await;
+}
