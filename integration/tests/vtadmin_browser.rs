@@ -399,6 +399,52 @@ async fn operator_fails_over_a_shard_from_vtadmin_and_vtorc_rs_performs_it() {
         "the reparent journal's newest entry"
     );
 
+    // ... and vtorc-rs's own audit has the operator's failover: one record
+    // marked as requested by an operator, with the PRS's steps and outcome.
+    let (code, body) = http_get(
+        &format!("http://{}", vtorc.http),
+        "/api/recoveries?keyspace=commerce&shard=0",
+    )
+    .await
+    .expect("vtorc /api/recoveries");
+    assert_eq!(code, 200, "{body}");
+    let records: serde_json::Value = serde_json::from_str(&body).expect("/api/recoveries is JSON");
+    let operator: Vec<&serde_json::Value> = records
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|r| r["recovery_type"] == "OperatorPlannedReparentShard")
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(operator.len(), 1, "one operator PRS audited: {body}");
+    let r = operator[0];
+    assert_eq!(r["outcome"], "Succeeded", "{r}");
+    assert_eq!(r["analysis"], "NoProblem", "{r}");
+    assert_eq!(r["detection_id"], 0, "{r}");
+    assert_eq!(
+        r["tablet_alias"], "zone1-0000000100",
+        "the primary it replaced: {r}"
+    );
+    assert_eq!(r["successor_alias"], "zone1-0000000101", "{r}");
+    assert_eq!(r["requested_by"]["method"], "PlannedReparentShard", "{r}");
+    assert_eq!(r["requested_by"]["new_primary"], "zone1-0000000101", "{r}");
+    assert!(
+        r["requested_by"]["peer"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("127.0.0.1:")),
+        "the caller (VTAdmin's API) is named by its address: {r}"
+    );
+    let steps: Vec<&str> = r["steps"]
+        .as_array()
+        .map(|s| s.iter().filter_map(|s| s["step"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        steps.iter().any(|s| s.starts_with("prs:")),
+        "the PRS's events are its steps: {steps:?}"
+    );
+    assert_eq!(steps.last(), Some(&"promoted"), "{steps:?}");
+
     // 5. The UI shows the new primary.
     browser.open(&shard_page).await.expect("open");
     browser

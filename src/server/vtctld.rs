@@ -13,6 +13,13 @@
 //! future: a client that disconnects does not cut a failover in half. The
 //! service's shutdown token cancels running reparents (ERS then restarts
 //! the replication it stopped).
+//!
+//! Every PlannedReparentShard / EmergencyReparentShard that passes
+//! validation is audited in vtorc's recovery audit like vtorc's own
+//! reparents ([`crate::recovery::run_operator_reparent`]): recovery type
+//! `OperatorPlannedReparentShard` / `OperatorEmergencyReparentShard`, its
+//! `prs:`/`ers:` steps, the outcome, and `requested_by` (the method, the
+//! caller's address, the tablets it named).
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
@@ -28,6 +35,7 @@ use tonic::codegen::{BoxFuture, Service, http};
 use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 
+use crate::analysis::RecoveryKind;
 use crate::analysis::durability::Durability;
 use crate::proto::logutil;
 use crate::proto::replicationdata::Status as ReplicationStatus;
@@ -42,6 +50,7 @@ use crate::proto::vtctldata::{
 };
 use crate::proto::vtctlservice::vtctld_server::{Vtctld, VtctldServer};
 use crate::proto::vttime;
+use crate::recovery::{AuditLog, OperatorReparent, OperatorRequest, run_operator_reparent};
 use crate::reparent::{
     EmergencyReparentOptions, EventLog, PlannedReparentOptions, ReparentError, ReparentOutcome, Reparenter,
 };
@@ -271,6 +280,8 @@ struct Inner {
     tmc: Arc<dyn TabletManager>,
     /// The reparent engine (shared with the recovery engine).
     reparenter: Arc<Reparenter>,
+    /// The recovery audit: operator-requested reparents are recorded in it.
+    audit: Arc<AuditLog>,
     /// Running reparents; dropping the service aborts them. A
     /// `std::sync::Mutex`: held to spawn or reap, never across an `.await`.
     tasks: Mutex<JoinSet<()>>,
@@ -285,12 +296,15 @@ impl std::fmt::Debug for VtctldService {
 }
 
 impl VtctldService {
-    /// A service over `topo`, `tmc` and `reparenter`; `shutdown` cancels
-    /// the reparents it runs.
+    /// A service over `topo`, `tmc` and `reparenter`, recording the
+    /// reparents operators request in `audit` (the recovery engine's, see
+    /// [`crate::recovery::RecoveryHandle::audit`]); `shutdown` cancels the
+    /// reparents it runs.
     pub fn new(
         topo: Topo,
         tmc: Arc<dyn TabletManager>,
         reparenter: Arc<Reparenter>,
+        audit: Arc<AuditLog>,
         shutdown: CancellationToken,
     ) -> Self {
         VtctldService {
@@ -298,6 +312,7 @@ impl VtctldService {
                 topo,
                 tmc,
                 reparenter,
+                audit,
                 tasks: Mutex::new(JoinSet::new()),
                 shutdown,
             }),
@@ -334,12 +349,15 @@ impl VtctldService {
     }
 
     /// Runs one reparent of `keyspace/shard` on an owned task (it finishes
-    /// even if the caller goes away) with a fresh step log; returns the
-    /// promoted primary and the log's events.
+    /// even if the caller goes away) with a fresh step log, audited as an
+    /// operator request of `kind` (see [`run_operator_reparent`]); returns
+    /// the promoted primary and the log's events.
     async fn reparent<F, Fut>(
         &self,
         keyspace: &str,
         shard: &str,
+        kind: RecoveryKind,
+        request: OperatorRequest,
         op: F,
     ) -> VtctldResult<(Option<TabletAlias>, Vec<logutil::Event>)>
     where
@@ -349,8 +367,32 @@ impl VtctldService {
         let reparenter = self.inner.reparenter.clone();
         let log = EventLog::new(reparenter.config().clock);
         let work = op(reparenter, keyspace.to_string(), shard.to_string(), log.clone());
+        let inner = Arc::clone(&self.inner);
+        let (keyspace, shard) = (keyspace.to_string(), shard.to_string());
+        let audit_log = log.clone();
         let outcome = self
-            .run_owned(async move { work.await.map_err(VtctldError::from) })
+            .run_owned(async move {
+                // The record names the tablet the reparent acts on: the
+                // shard's primary as the topo has it now (a read failure is
+                // the reparent's to report), else the requested one.
+                let current = match inner.topo.get_shard(&keyspace, &shard).await {
+                    Ok(s) => s.value.primary_alias,
+                    Err(_) => None,
+                };
+                let tablet = current
+                    .or_else(|| request.new_primary.clone())
+                    .unwrap_or_default();
+                let op = OperatorReparent {
+                    keyspace,
+                    shard,
+                    kind,
+                    tablet,
+                    request,
+                };
+                run_operator_reparent(&inner.audit, op, &audit_log, work)
+                    .await
+                    .map_err(VtctldError::from)
+            })
             .await?;
         Ok((promoted(&outcome), log.to_proto()))
     }
@@ -562,6 +604,22 @@ fn is_replica_type(tablet: &Tablet) -> bool {
     tablet.r#type == TabletType::Replica as i32 || tablet.r#type == TabletType::Rdonly as i32
 }
 
+/// Who called, for the audit: the caller's address as the gRPC server
+/// saw it (plain TCP and TLS connections alike).
+fn operator_request<T>(
+    method: &str,
+    request: &Request<T>,
+    new_primary: Option<&TabletAlias>,
+    avoid_primary: Option<&TabletAlias>,
+) -> OperatorRequest {
+    OperatorRequest {
+        method: method.to_string(),
+        peer: request.remote_addr().map(|a| a.to_string()),
+        new_primary: new_primary.cloned(),
+        avoid_primary: avoid_primary.cloned(),
+    }
+}
+
 fn promoted(outcome: &ReparentOutcome) -> Option<TabletAlias> {
     outcome.new_primary.as_ref().and_then(|t| t.alias.clone())
 }
@@ -572,13 +630,21 @@ impl Vtctld for VtctldService {
         &self,
         request: Request<PlannedReparentShardRequest>,
     ) -> Result<Response<PlannedReparentShardResponse>, Status> {
+        let mut opts = planned_options(request.get_ref())?;
+        let requester = operator_request(
+            "PlannedReparentShard",
+            &request,
+            opts.new_primary.as_ref(),
+            opts.avoid_primary.as_ref(),
+        );
         let req = request.into_inner();
-        let mut opts = planned_options(&req)?;
         opts.cancel = self.inner.shutdown.child_token();
         let (promoted_primary, events) = self
             .reparent(
                 &req.keyspace,
                 &req.shard,
+                RecoveryKind::OperatorPlannedReparentShard,
+                requester,
                 |reparenter, ks, shard, log| async move {
                     reparenter
                         .planned_reparent_shard(&ks, &shard, &opts, None, &log)
@@ -598,13 +664,21 @@ impl Vtctld for VtctldService {
         &self,
         request: Request<EmergencyReparentShardRequest>,
     ) -> Result<Response<EmergencyReparentShardResponse>, Status> {
+        let mut opts = emergency_options(request.get_ref())?;
+        let requester = operator_request(
+            "EmergencyReparentShard",
+            &request,
+            opts.new_primary.as_ref(),
+            None,
+        );
         let req = request.into_inner();
-        let mut opts = emergency_options(&req)?;
         opts.cancel = self.inner.shutdown.child_token();
         let (promoted_primary, events) = self
             .reparent(
                 &req.keyspace,
                 &req.shard,
+                RecoveryKind::OperatorEmergencyReparentShard,
+                requester,
                 |reparenter, ks, shard, log| async move {
                     reparenter
                         .emergency_reparent_shard(&ks, &shard, &opts, None, &log)
