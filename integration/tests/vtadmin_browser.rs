@@ -279,7 +279,9 @@ async fn operator_fails_over_a_shard_from_vtadmin_and_vtorc_rs_performs_it() {
         .start()
         .await
         .expect("cluster starts");
-    let vtorc = RunningVtorc::start(&cluster, &[]).await;
+    let audit_file = dir.join("audit.jsonl");
+    let audit_flag = format!("--audit-file-location={}", audit_file.display());
+    let vtorc = RunningVtorc::start(&cluster, &[audit_flag.as_str()]).await;
     let endpoint = VtctldEndpoint {
         grpc: vtorc.grpc.to_string(),
         http: vtorc.http.to_string(),
@@ -408,8 +410,8 @@ async fn operator_fails_over_a_shard_from_vtadmin_and_vtorc_rs_performs_it() {
     .await
     .expect("vtorc /api/recoveries");
     assert_eq!(code, 200, "{body}");
-    let records: serde_json::Value = serde_json::from_str(&body).expect("/api/recoveries is JSON");
-    let operator: Vec<&serde_json::Value> = records
+    let records: Value = serde_json::from_str(&body).expect("/api/recoveries is JSON");
+    let operator: Vec<&Value> = records
         .as_array()
         .map(|a| {
             a.iter()
@@ -444,6 +446,41 @@ async fn operator_fails_over_a_shard_from_vtadmin_and_vtorc_rs_performs_it() {
         "the PRS's events are its steps: {steps:?}"
     );
     assert_eq!(steps.last(), Some(&"promoted"), "{steps:?}");
+    // The audit file has it too: started, its steps, finished.
+    let id = r["recovery_id"].clone();
+    let lines: Vec<Value> = poll_until(Duration::from_secs(10), "the audit file's record", || {
+        let audit_file = audit_file.clone();
+        let id = id.clone();
+        async move {
+            let text = std::fs::read_to_string(&audit_file).unwrap_or_default();
+            let lines: Vec<Value> = text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|e| e["recovery_id"] == id)
+                .collect();
+            Ok(lines
+                .iter()
+                .any(|e| e["event"] == "RecoveryFinished")
+                .then_some(lines))
+        }
+    })
+    .await
+    .expect("the audit file records the operator's failover");
+    assert_eq!(
+        lines.first().map(|e| &e["event"]),
+        Some(&json!("RecoveryStarted"))
+    );
+    assert_eq!(lines[0]["recovery_type"], "OperatorPlannedReparentShard");
+    assert_eq!(lines[0]["requested_by"]["method"], "PlannedReparentShard");
+    assert!(
+        lines.iter().any(|e| e["event"] == "RecoveryStep"
+            && e["step"]["step"].as_str().is_some_and(|s| s.starts_with("prs:"))),
+        "{lines:?}"
+    );
+    let finished = lines.last().expect("finished");
+    assert_eq!(finished["event"], "RecoveryFinished");
+    assert_eq!(finished["outcome"], "Succeeded");
+    assert_eq!(finished["successor_alias"], "zone1-0000000101");
 
     // 5. The UI shows the new primary.
     browser.open(&shard_page).await.expect("open");
