@@ -172,6 +172,9 @@ pub struct OperatorRequest {
     /// The caller's address as vtorc's gRPC server saw it (`ip:port`; for
     /// VTAdmin this is the VTAdmin API server), if known.
     pub peer: Option<String>,
+    /// The subject of the caller's TLS client certificate (`CN=...`), when
+    /// it connected with one (`--grpc-ca`).
+    pub client_identity: Option<String>,
     /// The tablet the operator asked to promote, if one was named.
     #[serde(serialize_with = "ser_opt_alias")]
     pub new_primary: Option<TabletAlias>,
@@ -186,6 +189,9 @@ impl OperatorRequest {
         let mut text = format!("{} requested by an operator", self.method);
         if let Some(peer) = &self.peer {
             text.push_str(&format!(" from {peer}"));
+        }
+        if let Some(id) = &self.client_identity {
+            text.push_str(&format!(" ({id})"));
         }
         if let Some(a) = &self.new_primary {
             text.push_str(&format!(", new primary {a}"));
@@ -1138,6 +1144,7 @@ mod tests {
             OperatorRequest {
                 method: "PlannedReparentShard".into(),
                 peer: Some("127.0.0.1:5555".into()),
+                client_identity: None,
                 new_primary: Some(target.clone()),
                 avoid_primary: None,
             },

@@ -605,16 +605,21 @@ fn is_replica_type(tablet: &Tablet) -> bool {
 }
 
 /// Who called, for the audit: the caller's address as the gRPC server
-/// saw it (plain TCP and TLS connections alike).
+/// saw it, and on TLS connections the subject of its client certificate.
 fn operator_request<T>(
     method: &str,
     request: &Request<T>,
     new_primary: Option<&TabletAlias>,
     avoid_primary: Option<&TabletAlias>,
 ) -> OperatorRequest {
+    let tls = request.extensions().get::<crate::tls::TlsPeer>();
     OperatorRequest {
         method: method.to_string(),
-        peer: request.remote_addr().map(|a| a.to_string()),
+        peer: request
+            .remote_addr()
+            .or_else(|| tls.and_then(crate::tls::TlsPeer::remote_addr))
+            .map(|a| a.to_string()),
+        client_identity: tls.and_then(|t| t.client_identity.clone()),
         new_primary: new_primary.cloned(),
         avoid_primary: avoid_primary.cloned(),
     }

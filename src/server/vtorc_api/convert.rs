@@ -236,6 +236,7 @@ pub(super) fn recovery(r: &RecoveryRecord) -> pb::Recovery {
         requested_by: r.requested_by.as_ref().map(|o| pb::OperatorRequest {
             method: o.method.clone(),
             peer: o.peer.clone().unwrap_or_default(),
+            client_identity: o.client_identity.clone().unwrap_or_default(),
             new_primary: o.new_primary.clone(),
             avoid_primary: o.avoid_primary.clone(),
         }),
@@ -428,6 +429,7 @@ mod tests {
             OperatorRequest {
                 method: "EmergencyReparentShard".into(),
                 peer: None,
+                client_identity: Some("CN=ops".into()),
                 new_primary: Some(target.clone()),
                 avoid_primary: None,
             },
@@ -446,6 +448,7 @@ mod tests {
         let by = r.requested_by.expect("requested_by");
         assert_eq!(by.method, "EmergencyReparentShard");
         assert_eq!(by.peer, "");
+        assert_eq!(by.client_identity, "CN=ops");
         assert_eq!(by.new_primary, Some(target));
         assert_eq!(by.avoid_primary, None);
     }
