@@ -14,6 +14,11 @@ version="${VITESS_VERSION:-v0.24.4}"
 cache="${VTORC_TOOL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vtorc-rs}"
 bin="$cache/bin/$name-$version"
 if [ -x "$bin" ]; then echo "$bin"; exit 0; fi
+# One build per command at a time (tests may ask concurrently).
+mkdir -p "$cache/bin"
+exec 9>"$cache/.build-$name.lock"
+flock 9
+if [ -x "$bin" ]; then echo "$bin"; exit 0; fi
 command -v go >/dev/null 2>&1 || { echo "build-vitess-tool: go is not installed" >&2; exit 1; }
 src="$cache/$name-src"
 mkdir -p "$src" "$cache/bin"

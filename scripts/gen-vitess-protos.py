@@ -30,6 +30,10 @@ SERVICES = {
         "PlannedReparentShard", "EmergencyReparentShard", "GetTablet", "GetTablets",
         "GetShard", "GetKeyspace", "GetKeyspaces", "GetCellInfoNames", "GetCellInfo",
         "GetFullStatus", "SetVtorcEmergencyReparent",
+        # What VTAdmin's keyspace, shard and tablet pages and actions call.
+        "FindAllShardsInKeyspace", "ShardReplicationPositions", "GetCellsAliases",
+        "GetSrvKeyspaces", "PingTablet", "RefreshState", "RunHealthCheck", "SetWritable",
+        "StartReplication", "StopReplication", "ReparentTablet", "TabletExternallyReparented",
     ],
 }
 

@@ -6,6 +6,7 @@
 # removes everything. Extra arguments go to the quickstart binary, e.g.
 #   scripts/quickstart.sh --no-bootstrap     # let vtorc elect the first primary
 #   scripts/quickstart.sh --workload         # run the writer, check for lost writes on exit
+#   scripts/quickstart.sh --vtadmin          # also vtgate + VTAdmin API and web UI (prints the URL)
 # Installs the Debian packages it needs (etcd-server, mariadb-server, protoc) via scripts/setup.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -13,6 +13,9 @@ command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(maria
 command -v mariadb >/dev/null 2>&1 || need+=(mariadb-client)
 /usr/bin/python3 -c 'import google.protobuf' >/dev/null 2>&1 || need+=(python3-protobuf)
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
+# The VTAdmin browser test drives Debian's Chromium through chromedriver.
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
@@ -23,6 +26,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 command -v cargo >/dev/null 2>&1 || { echo "setup: cargo is missing (install Rust with rustup)" >&2; exit 1; }
 # Go fetches the pinned Vitess module (its .proto files are the source of the
-# wire-facts table and the golden records) and builds vtctldclient and grpcurl.
+# wire-facts table and the golden records) and builds vtctldclient, grpcurl,
+# vtgate and vtadmin; npm builds VTAdmin's web UI (scripts/build-vtadmin-web.sh).
 command -v go >/dev/null 2>&1 || { echo "setup: go is missing (install Go from https://go.dev/dl)" >&2; exit 1; }
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy >/dev/null 2>&1 || true

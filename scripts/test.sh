@@ -34,5 +34,20 @@ fi
 echo "== self-contained: wire and fixture tests in a bare copy of the checkout"
 scripts/check-self-contained.sh
 
+echo "== Vitess 24 pieces for the interop tests (cached in ~/.cache/vtorc-rs; built once)"
+# Built here, one at a time, so that no test waits on a build and a build
+# failure stops the run loudly. Cold on 2 cores: see README (VTAdmin).
+# The tests take the paths from these variables.
+built() { # NAME VAR SCRIPT ARGS...: build, export VAR=path, say how long it took
+  local name="$1" var="$2" start=$SECONDS path; shift 2
+  path="$("$@")"
+  export "$var=$path"
+  echo "   $name: $path ($((SECONDS - start)) s)"
+}
+built vtctldclient VTCTLDCLIENT scripts/build-vitess-tool.sh vtctldclient
+built vtgate VTGATE scripts/build-vitess-tool.sh vtgate
+built vtadmin VTADMIN scripts/build-vitess-tool.sh vtadmin
+built "VTAdmin web UI" VTADMIN_WEB scripts/build-vtadmin-web.sh
+
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast

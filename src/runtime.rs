@@ -151,6 +151,7 @@ pub async fn run_with_source(
                 topo.clone(),
                 Arc::clone(&tmc),
                 Arc::clone(&reparenter),
+                Arc::clone(recovery.audit()),
                 servers_stop.clone(),
             );
             let api = VtorcApi::new(ctx.clone());

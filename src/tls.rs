@@ -535,11 +535,44 @@ impl TlsConn {
     }
 }
 
+/// What the gRPC server knows of the peer of a TLS connection: tonic adds
+/// it to every request on the connection (`request.extensions()`). The
+/// TCP part is what `Request::remote_addr` gives on plaintext connections.
+#[derive(Clone, Debug)]
+pub struct TlsPeer {
+    /// The TCP addresses.
+    pub tcp: tonic::transport::server::TcpConnectInfo,
+    /// The subject of the client's certificate (`CN=...`), if it presented
+    /// one that parses.
+    pub client_identity: Option<String>,
+}
+
+impl TlsPeer {
+    /// The client's address.
+    pub fn remote_addr(&self) -> Option<std::net::SocketAddr> {
+        self.tcp.remote_addr()
+    }
+}
+
+/// The subject distinguished name of a DER certificate (`CN=good`), or
+/// `None` if it does not parse or is empty. Public data, no key material.
+pub fn certificate_subject(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject().to_string();
+    (!subject.is_empty()).then_some(subject)
+}
+
 impl tonic::transport::server::Connected for TlsConn {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+    type ConnectInfo = TlsPeer;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.get_ref().0.connect_info()
+        TlsPeer {
+            tcp: self.stream.get_ref().0.connect_info(),
+            client_identity: self
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|leaf| certificate_subject(leaf.as_ref())),
+        }
     }
 }
 

@@ -561,7 +561,12 @@ fn repair(
                 .collect();
             shard.tablets = tablets;
         }
-        RecoveryKind::None | RecoveryKind::Generic => return None,
+        // Analysis never chooses the operator kinds (only the Vtctld
+        // service's audit records carry them): nothing to repair.
+        RecoveryKind::None
+        | RecoveryKind::Generic
+        | RecoveryKind::OperatorPlannedReparentShard
+        | RecoveryKind::OperatorEmergencyReparentShard => return None,
     }
     let mut out = snapshot.clone();
     out.put_shard(shard);

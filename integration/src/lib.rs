@@ -13,4 +13,5 @@ pub mod restore;
 pub mod sim;
 pub mod testkit;
 pub mod topo_conformance;
+pub mod vtadmin;
 pub mod workload;

@@ -9,6 +9,8 @@
 //! - certificate files replaced on disk are used without a restart, on
 //!   both sides: the server presents its new certificate, and a client
 //!   whose old certificate was revoked connects with its new one;
+//! - a reparent requested over mTLS is audited with the subject of the
+//!   client's certificate;
 //! - the `vtorc` binary stops at start-up, without a panic, with an error
 //!   naming the file and the flag, when a TLS file cannot be used.
 
@@ -22,8 +24,11 @@ use api_support::*;
 use integration::pki::{CertFiles, TestPki};
 use tonic::transport::Endpoint;
 use vtorc::config::TlsFiles;
+use vtorc::proto::vtctldata::PlannedReparentShardRequest;
+use vtorc::proto::vtctlservice::vtctld_client::VtctldClient;
 use vtorc::proto::vtorc::v1 as pb;
 use vtorc::proto::vtorc::v1::vtorc_client::VtorcClient;
+use vtorc::recovery::{AuditFilter, RecoveryOutcome};
 use vtorc::tls::{ClientTls, ServerTls};
 
 /// One `GetHealth` call on a fresh connection (TLS with `tls`, else plaintext).
@@ -85,6 +90,32 @@ async fn client_certificates_are_required_and_a_crl_written_at_run_time_revokes_
     call(addr, Some(&client(&pki, Some(&good))))
         .await
         .expect("a certificate from the CA is accepted");
+    // An operator's reparent over mTLS is audited with the subject of the
+    // client certificate (the shard does not exist: a failed record).
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .expect("endpoint")
+        .timeout(Duration::from_secs(10))
+        .connect_with_connector(client(&pki, Some(&good)).connector())
+        .await
+        .expect("connect");
+    let status = VtctldClient::new(channel)
+        .planned_reparent_shard(PlannedReparentShardRequest {
+            keyspace: "ks".into(),
+            shard: "0".into(),
+            ..PlannedReparentShardRequest::default()
+        })
+        .await
+        .expect_err("no such shard");
+    let records = world.ctx.recovery.recoveries(&AuditFilter::all());
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].outcome, RecoveryOutcome::Failed, "{status:?}");
+    let by = records[0].requested_by.as_ref().expect("requested_by");
+    assert_eq!(by.method, "PlannedReparentShard");
+    assert_eq!(by.client_identity.as_deref(), Some("CN=good"), "{by:?}");
+    assert!(
+        by.peer.as_deref().is_some_and(|p| p.starts_with("127.0.0.1:")),
+        "{by:?}"
+    );
     call(addr, Some(&client(&pki, Some(&doomed))))
         .await
         .expect("not revoked yet");

@@ -16,7 +16,9 @@ use std::time::Duration;
 
 use integration::cluster::{Cluster, ClusterBuilder};
 use reparent_support::{Server, alias, topo_type, wait_replicating_from};
+use vtorc::analysis::AnalysisCode;
 use vtorc::proto::topodata::TabletType;
+use vtorc::recovery::{AuditFilter, RecoveryOutcome, RecoveryRecord};
 use vtorc::topo::shard_ers_disabled;
 
 /// The vtctldclient binary, or `None` (with the reason printed).
@@ -166,6 +168,18 @@ async fn vtctldclient_reads_and_reparents_through_our_server() {
         "{}",
         stderr(&out)
     );
+    // Refused inside the reparent (after validation): audited as failed.
+    let refused = operator_records(&server, "OperatorPlannedReparentShard");
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].outcome, RecoveryOutcome::Failed);
+    assert!(
+        refused[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("is not equal to expected alias zone1-0000000102")),
+        "{:?}",
+        refused[0].error
+    );
 
     // PRS.
     let out = call(at(&[
@@ -185,6 +199,38 @@ async fn vtctldclient_reads_and_reparents_through_our_server() {
         .await
         .expect("shard record");
     wait_replicating_from(&cluster, &alias("zone1", 100), &alias("zone1", 101)).await;
+    // The operator's PRS is in vtorc's audit: newest first, succeeded, the
+    // new primary, the PRS's events as steps, the caller's address.
+    let prs = operator_records(&server, "OperatorPlannedReparentShard");
+    assert_eq!(prs.len(), 2, "{prs:?}");
+    let prs = &prs[0];
+    assert_eq!(prs.outcome, RecoveryOutcome::Succeeded, "{prs:?}");
+    assert_eq!(prs.successor_alias, Some(alias("zone1", 101)));
+    assert_eq!(prs.tablet_alias, alias("zone1", 100), "the primary it replaced");
+    assert_eq!(prs.analysis, AnalysisCode::NoProblem);
+    assert_eq!(prs.detection_id, 0);
+    assert!(prs.duration_ms.is_some() && prs.ended_at.is_some());
+    let request = prs.requested_by.as_ref().expect("requested_by");
+    assert_eq!(request.method, "PlannedReparentShard");
+    assert_eq!(request.new_primary, Some(alias("zone1", 101)));
+    assert!(
+        request
+            .peer
+            .as_deref()
+            .is_some_and(|p| p.starts_with("127.0.0.1:")),
+        "{request:?}"
+    );
+    assert!(
+        prs.steps.iter().any(|s| s.step.starts_with("prs:")),
+        "{:?}",
+        prs.steps
+    );
+    assert_eq!(prs.steps.last().map(|s| s.step.as_str()), Some("promoted"));
+    assert_eq!(
+        prs.tablets,
+        vec![alias("zone1", 100), alias("zone1", 101)],
+        "the replaced primary, then the requested one"
+    );
 
     // ERS after kill -9 of the new primary's MariaDB.
     cluster.kill_mysql(&alias("zone1", 101)).expect("kill");
@@ -215,6 +261,16 @@ async fn vtctldclient_reads_and_reparents_through_our_server() {
     };
     assert_ne!(new, alias("zone1", 101));
     assert_eq!(topo_type(&cluster, &new).await, TabletType::Primary);
+    let ers = operator_records(&server, "OperatorEmergencyReparentShard");
+    assert_eq!(ers.len(), 1, "{ers:?}");
+    assert_eq!(ers[0].outcome, RecoveryOutcome::Succeeded, "{:?}", ers[0]);
+    assert_eq!(ers[0].successor_alias.as_ref(), Some(&new));
+    assert_eq!(ers[0].tablet_alias, alias("zone1", 101), "the dead primary");
+    assert!(
+        ers[0].steps.iter().any(|s| s.step.starts_with("ers:")),
+        "{:?}",
+        ers[0].steps
+    );
 
     // SetVtorcEmergencyReparent writes the shard's vtorc_state.
     let out = call(at(&["SetVtorcEmergencyReparent", "--disable", "commerce", "0"])).await;
@@ -227,14 +283,49 @@ async fn vtctldclient_reads_and_reparents_through_our_server() {
     assert!(!shard_ers_disabled(&shard.value));
 
     // A method we do not serve says so by name.
-    let out = call(at(&["GetSrvKeyspaces", "commerce"])).await;
+    let out = call(at(&["GetVSchema", "commerce"])).await;
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("not implemented by vtorc-rs"),
         "{}",
         stderr(&out)
     );
+
+    // An ERS to a tablet that does not exist fails, and its audit record
+    // says so (failed, the error, no successor, the requested tablet).
+    let out = call(at(&[
+        "EmergencyReparentShard",
+        "commerce/0",
+        "--new-primary",
+        "zone1-0000000999",
+        "--wait-replicas-timeout",
+        "5s",
+    ]))
+    .await;
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let ers = operator_records(&server, "OperatorEmergencyReparentShard");
+    assert_eq!(ers.len(), 2, "{ers:?}");
+    let failed = &ers[0];
+    assert_eq!(failed.outcome, RecoveryOutcome::Failed, "{failed:?}");
+    assert_eq!(failed.successor_alias, None);
+    let error = failed.error.as_deref().unwrap_or_default();
+    assert!(error.contains("zone1-0000000999"), "{error}");
+    let request = failed.requested_by.as_ref().expect("requested_by");
+    assert_eq!(request.method, "EmergencyReparentShard");
+    assert_eq!(request.new_primary, Some(alias("zone1", 999)));
+    assert_eq!(failed.tablet_alias, new, "the primary at the time of the request");
+    assert!(failed.ended_at.is_some());
     server.stop().await;
+}
+
+/// The server's audit records of `kind` (an operator kind), newest first.
+fn operator_records(server: &Server, kind: &str) -> Vec<RecoveryRecord> {
+    server
+        .audit
+        .recoveries(&AuditFilter::all())
+        .into_iter()
+        .filter(|r| r.recovery_type.name() == kind)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -61,6 +61,13 @@ pub enum RecoveryKind {
     RestartArbitraryDirectReplica,
     /// `RestartAllDirectReplicas`.
     RestartAllDirectReplicas,
+    /// Ours: a PlannedReparentShard an operator requested through the
+    /// Vtctld service (VTAdmin, `vtctldclient`). Never chosen by analysis;
+    /// only names audit records of operator-requested reparents.
+    OperatorPlannedReparentShard,
+    /// Ours: an EmergencyReparentShard an operator requested through the
+    /// Vtctld service. Never chosen by analysis.
+    OperatorEmergencyReparentShard,
 }
 
 impl RecoveryKind {
@@ -80,7 +87,18 @@ impl RecoveryKind {
             RecoveryKind::RecoverPrimaryTabletDeleted => "RecoverPrimaryTabletDeleted",
             RecoveryKind::RestartArbitraryDirectReplica => "RestartArbitraryDirectReplica",
             RecoveryKind::RestartAllDirectReplicas => "RestartAllDirectReplicas",
+            RecoveryKind::OperatorPlannedReparentShard => "OperatorPlannedReparentShard",
+            RecoveryKind::OperatorEmergencyReparentShard => "OperatorEmergencyReparentShard",
         }
+    }
+
+    /// Whether the reparent was requested by an operator through the
+    /// Vtctld service rather than run by vtorc's recovery engine.
+    pub fn is_operator_request(self) -> bool {
+        matches!(
+            self,
+            RecoveryKind::OperatorPlannedReparentShard | RecoveryKind::OperatorEmergencyReparentShard
+        )
     }
 
     /// Whether the recovery runs EmergencyReparentShard (skipped when ERS is disabled).

@@ -236,6 +236,82 @@ impl DetectionAnalysis {
         self.analyzed_keyspace_emergency_reparent_disabled || self.analyzed_shard_emergency_reparent_disabled
     }
 
+    /// The entry of an audit record of a reparent an operator requested
+    /// (`kind` is an operator kind, see [`RecoveryKind::is_operator_request`]):
+    /// no problem was detected (`NoProblem`), `alias` is the tablet the
+    /// reparent acts on, `reason` says who asked for what. Every fact field
+    /// is zero: vtorc analysed nothing.
+    pub fn operator_request(
+        keyspace: &str,
+        shard: &str,
+        alias: TabletAlias,
+        kind: RecoveryKind,
+        reason: String,
+    ) -> DetectionAnalysis {
+        DetectionAnalysis {
+            analysis: AnalysisCode::NoProblem,
+            description: String::from("Reparent requested by an operator"),
+            reason,
+            actionable: true,
+            shard_wide_action: true,
+            shard_wide_recovery: true,
+            recovery: kind,
+            analysis_matched_problems: Vec::new(),
+            structure_analysis: Vec::new(),
+            analyzed_cell: alias.cell.clone(),
+            analyzed_instance_alias: alias,
+            analyzed_instance_primary_alias: None,
+            analyzed_keyspace: keyspace.to_string(),
+            analyzed_shard: shard.to_string(),
+            tablet_type: TabletType::Unknown,
+            current_tablet_type: TabletType::Unknown,
+            primary_timestamp: None,
+            shard_primary_term_timestamp: None,
+            analyzed_keyspace_emergency_reparent_disabled: false,
+            analyzed_shard_emergency_reparent_disabled: false,
+            analyzed_instance_binlog_coordinates: BinlogCoordinates::default(),
+            is_tablet_shutdown: false,
+            is_primary: false,
+            is_cluster_primary: false,
+            last_check_valid: false,
+            last_check_partial_success: false,
+            primary_health_unhealthy: false,
+            count_replicas: 0,
+            count_valid_replicas: 0,
+            count_valid_replicating_replicas: 0,
+            count_valid_semi_sync_replicating_replicas: 0,
+            count_semi_sync_replicas_enabled: 0,
+            count_lagging_replicas: 0,
+            count_delayed_replicas: 0,
+            count_logging_replicas: 0,
+            count_statement_based_logging_replicas: 0,
+            count_mixed_based_logging_replicas: 0,
+            count_row_based_logging_replicas: 0,
+            count_distinct_major_versions_logging_replicas: 0,
+            shard_eligible_observers: 0,
+            replication_stopped: false,
+            is_read_only: false,
+            is_disk_stalled: false,
+            errant_gtid: String::new(),
+            replica_net_timeout: 0,
+            heartbeat_interval: 0.0,
+            oracle_gtid_immediate_topology: false,
+            binlog_server_immediate_topology: false,
+            semi_sync_primary_enabled: false,
+            semi_sync_primary_status: false,
+            semi_sync_primary_wait_for_replica_count: 0,
+            semi_sync_primary_clients: 0,
+            semi_sync_replica_enabled: false,
+            semi_sync_blocked: false,
+            gtid_mode: String::new(),
+            min_replica_gtid_mode: String::new(),
+            max_replica_gtid_mode: String::new(),
+            max_replica_gtid_errant: String::new(),
+            recovery_id: 0,
+            quorum_detail: None,
+        }
+    }
+
     /// Makes `code` the chosen problem (description and flags follow; the
     /// caller sets `reason`).
     pub(crate) fn choose(&mut self, code: AnalysisCode) {

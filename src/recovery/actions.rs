@@ -36,8 +36,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use rand::seq::SliceRandom;
+use tracing::Instrument;
 
-use super::audit::StepLevel;
+use super::audit::{AuditLog, OperatorRequest, StepLevel};
 use super::error::RecoveryError;
 use super::shared::Shared;
 use super::view::{direct_replicas, shard_primary};
@@ -45,7 +46,9 @@ use crate::analysis::{AnalysisCode, DetectionAnalysis, Durability, RecoveryKind}
 use crate::model::ShardState;
 use crate::proto::tabletmanagerdata::SetReplicationSourceRequest;
 use crate::proto::topodata::{Tablet, TabletAlias, TabletType};
-use crate::reparent::{EmergencyReparentOptions, EventLog, PlannedReparentOptions, ReparentError};
+use crate::reparent::{
+    EmergencyReparentOptions, EventLog, PlannedReparentOptions, ReparentError, ReparentOutcome,
+};
 use crate::tablet::{TabletError, TabletManager as _, TabletManagerExt as _};
 use crate::topo::{ShardLock, TopoError};
 
@@ -245,6 +248,12 @@ pub(crate) async fn plan(ctx: &ActionCtx<'_>) -> Result<Planned, NotAttempted> {
         RecoveryKind::None | RecoveryKind::Generic => {
             return Err(NotAttempted::NoRecoveryAction(e.analysis));
         }
+        RecoveryKind::OperatorPlannedReparentShard | RecoveryKind::OperatorEmergencyReparentShard => {
+            return Err(format!(
+                "{} runs only when an operator requests it through the Vtctld service",
+                e.recovery.name()
+            ));
+        }
         RecoveryKind::RecoverDeadPrimary => Plan::Ers { wait_all: false },
         RecoveryKind::RecoverPrimaryTabletDeleted => Plan::Ers { wait_all: true },
         RecoveryKind::RecoverIncapacitatedPrimary => {
@@ -364,8 +373,8 @@ pub(crate) async fn plan(ctx: &ActionCtx<'_>) -> Result<Planned, NotAttempted> {
 /// recovery's span, so every step line carries its keyspace, shard,
 /// analysis and recovery id).
 struct Recorder<'a> {
-    /// Engine state (audit).
-    shared: &'a Shared,
+    /// The audit the steps go to.
+    audit: &'a AuditLog,
     /// The recovery's id.
     id: u64,
 }
@@ -378,7 +387,7 @@ impl Recorder<'_> {
             StepLevel::Warning => tracing::warn!(step, "{message}"),
             StepLevel::Error => tracing::warn!(step, "{message}"),
         }
-        self.shared.audit.step(self.id, step, level, message);
+        self.audit.step(self.id, step, level, message);
     }
 
     /// Runs one tablet RPC as a step; stops at once if the lock is lost or
@@ -452,7 +461,7 @@ impl Recorder<'_> {
     fn copy(&self, prefix: &str, log: &EventLog, copied: &mut usize) {
         let events = log.events();
         for e in events.iter().skip(*copied) {
-            self.shared.audit.reparent_step(self.id, prefix, e);
+            self.audit.reparent_step(self.id, prefix, e);
         }
         *copied = events.len();
     }
@@ -465,7 +474,7 @@ pub(crate) async fn execute(
     recovery_id: u64,
 ) -> Result<Option<TabletAlias>, RecoveryError> {
     let rec = Recorder {
-        shared: ctx.shared,
+        audit: &ctx.shared.audit,
         id: recovery_id,
     };
     let cfg = ctx.shared.config.load_full();
@@ -683,6 +692,93 @@ async fn run_ers(
         .await
         .map_err(|e| reparent_error("EmergencyReparentShard", e))?;
     Ok(promoted(rec, outcome.new_primary.as_ref()))
+}
+
+/// A reparent an operator requested through the Vtctld service, for its
+/// audit record (see [`run_operator_reparent`]).
+#[derive(Clone, Debug)]
+pub struct OperatorReparent {
+    /// Keyspace.
+    pub keyspace: String,
+    /// Shard.
+    pub shard: String,
+    /// `OperatorPlannedReparentShard` or `OperatorEmergencyReparentShard`.
+    pub kind: RecoveryKind,
+    /// The tablet it acts on: the shard's primary when it has one, else the
+    /// requested new primary (the zero alias when neither is known).
+    pub tablet: TabletAlias,
+    /// Who asked, for what.
+    pub request: OperatorRequest,
+}
+
+/// Runs `reparent` (a PRS or ERS writing its events to `log`) as an audited
+/// operator-requested reparent, on the path vtorc's own ERS/PRS recoveries
+/// take: a recovery record is started, every ERS/PRS event is copied into
+/// its steps as it happens (`prs:<phase>` / `ers:<phase>`), a `promoted`
+/// step names the new primary, and the record ends with the outcome (the
+/// new primary, or the error). The record goes to the ring, the audit file
+/// and the Watch subscribers like every other. Not a vtorc recovery: no
+/// detection, no back-off, no recovery counters (the reparent's own
+/// counters still count it). Returns the reparent's result unchanged.
+pub async fn run_operator_reparent(
+    audit: &AuditLog,
+    op: OperatorReparent,
+    log: &EventLog,
+    reparent: impl Future<Output = Result<ReparentOutcome, ReparentError>>,
+) -> Result<ReparentOutcome, ReparentError> {
+    let mut tablets = vec![op.tablet.clone()];
+    tablets.extend(
+        [&op.request.new_primary, &op.request.avoid_primary]
+            .into_iter()
+            .flatten()
+            .filter(|a| **a != op.tablet)
+            .cloned(),
+    );
+    let describe = op.request.describe();
+    let recovery_id = audit.start_operator_reparent(
+        &op.keyspace,
+        &op.shard,
+        op.kind,
+        op.tablet.clone(),
+        tablets,
+        op.request,
+    );
+    let span = tracing::info_span!(
+        parent: None,
+        "recovery",
+        keyspace = %op.keyspace,
+        shard = %op.shard,
+        analysis = %crate::analysis::AnalysisCode::NoProblem,
+        recovery_id,
+    );
+    let prefix = if op.kind == RecoveryKind::OperatorEmergencyReparentShard {
+        "ers"
+    } else {
+        "prs"
+    };
+    let rec = Recorder {
+        audit,
+        id: recovery_id,
+    };
+    span.in_scope(|| tracing::info!("{describe}"));
+    let started = crate::clock::now();
+    let result = rec.reparent(prefix, log, reparent).instrument(span.clone()).await;
+    let elapsed = started.elapsed();
+    let audited = match &result {
+        Ok(outcome) => Ok(span.in_scope(|| promoted(&rec, outcome.new_primary.as_ref()))),
+        Err(e) => Err(format!("{e:#}")),
+    };
+    span.in_scope(|| match &audited {
+        Ok(successor) => tracing::info!(
+            elapsed_ms = elapsed.as_millis() as u64,
+            successor = successor.as_ref().map(ToString::to_string).unwrap_or_default(),
+            "{} succeeded",
+            op.kind.name()
+        ),
+        Err(e) => tracing::warn!("{} failed: {e}", op.kind.name()),
+    });
+    audit.finish_recovery(recovery_id, audited, elapsed);
+    result
 }
 
 /// `ReconcileStaleTopoPrimary`: the RPCs are best effort (the old primary is

@@ -162,6 +162,47 @@ pub enum RecoveryOutcome {
     Failed,
 }
 
+/// Who asked for a reparent that vtorc ran on an operator's request
+/// (`PlannedReparentShard` / `EmergencyReparentShard` through the Vtctld
+/// service, e.g. from VTAdmin or `vtctldclient`). Never holds secrets.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct OperatorRequest {
+    /// The Vtctld method called (`PlannedReparentShard`, `EmergencyReparentShard`).
+    pub method: String,
+    /// The caller's address as vtorc's gRPC server saw it (`ip:port`; for
+    /// VTAdmin this is the VTAdmin API server), if known.
+    pub peer: Option<String>,
+    /// The subject of the caller's TLS client certificate (`CN=...`), when
+    /// it connected with one (`--grpc-ca`).
+    pub client_identity: Option<String>,
+    /// The tablet the operator asked to promote, if one was named.
+    #[serde(serialize_with = "ser_opt_alias")]
+    pub new_primary: Option<TabletAlias>,
+    /// The tablet the operator asked to move the primary away from (PRS).
+    #[serde(serialize_with = "ser_opt_alias")]
+    pub avoid_primary: Option<TabletAlias>,
+}
+
+impl OperatorRequest {
+    /// One line for logs and the record's analysis reason.
+    pub fn describe(&self) -> String {
+        let mut text = format!("{} requested by an operator", self.method);
+        if let Some(peer) = &self.peer {
+            text.push_str(&format!(" from {peer}"));
+        }
+        if let Some(id) = &self.client_identity {
+            text.push_str(&format!(" ({id})"));
+        }
+        if let Some(a) = &self.new_primary {
+            text.push_str(&format!(", new primary {a}"));
+        }
+        if let Some(a) = &self.avoid_primary {
+            text.push_str(&format!(", avoiding {a}"));
+        }
+        text
+    }
+}
+
 /// One detected problem (one incident).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct DetectionRecord {
@@ -261,6 +302,12 @@ pub struct RecoveryRecord {
     /// The new primary, when the recovery promoted one.
     #[serde(serialize_with = "ser_opt_alias")]
     pub successor_alias: Option<TabletAlias>,
+    /// Set when an operator requested this reparent through the Vtctld
+    /// service (then `recovery_type` is `OperatorPlannedReparentShard` or
+    /// `OperatorEmergencyReparentShard`, `analysis` is `NoProblem` and
+    /// `detection_id` is 0). Absent from the JSON for vtorc's own recoveries.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<OperatorRequest>,
 }
 
 impl RecoveryRecord {
@@ -706,12 +753,44 @@ impl AuditLog {
     /// Starts a recovery record for `analysis` (the entry re-checked under
     /// the lock) and returns its id.
     pub fn start_recovery(&self, analysis: &DetectionAnalysis, tablets: Vec<TabletAlias>) -> u64 {
+        self.start(analysis, tablets, None)
+    }
+
+    /// Starts the record of a reparent an operator requested through the
+    /// Vtctld service and returns its id: no detection (`detection_id` 0),
+    /// `kind` an operator kind ([`RecoveryKind::is_operator_request`]),
+    /// `tablet` the one it acts on (the shard's primary when it had one),
+    /// `tablets` every tablet named (the acted-on one first).
+    pub fn start_operator_reparent(
+        &self,
+        keyspace: &str,
+        shard: &str,
+        kind: RecoveryKind,
+        tablet: TabletAlias,
+        tablets: Vec<TabletAlias>,
+        request: OperatorRequest,
+    ) -> u64 {
+        let entry = DetectionAnalysis::operator_request(keyspace, shard, tablet, kind, request.describe());
+        self.start(&entry, tablets, Some(request))
+    }
+
+    fn start(
+        &self,
+        analysis: &DetectionAnalysis,
+        tablets: Vec<TabletAlias>,
+        requested_by: Option<OperatorRequest>,
+    ) -> u64 {
         let now = self.now();
         let mut state = self.lock();
         let key = (analysis.analyzed_instance_alias.clone(), analysis.analysis);
         let id = state.next_recovery_id;
         state.next_recovery_id += 1;
-        let (detection_id, detected_at) = match state.active.get_mut(&key) {
+        let detection = if requested_by.is_some() {
+            None
+        } else {
+            state.active.get_mut(&key)
+        };
+        let (detection_id, detected_at) = match detection {
             Some(d) => {
                 d.recovery_ids.push(id);
                 (d.detection_id, d.first_detected_at)
@@ -737,6 +816,7 @@ impl AuditLog {
             outcome: RecoveryOutcome::Running,
             error: None,
             successor_alias: None,
+            requested_by,
         };
         state.recoveries.push_back(record.clone());
         while state.recoveries.len() > state.capacity {
@@ -1041,6 +1121,70 @@ mod tests {
         assert_eq!(json["tablet_alias"], "zone1-0000000101");
         assert_eq!(json["started_at"], "2023-11-14T22:13:20Z");
         assert_eq!(json["analysis_entry"]["Analysis"], "ReplicationStopped");
+    }
+
+    #[test]
+    fn an_operator_reparent_is_a_recovery_record_marked_as_requested() {
+        let (log, _) = AuditLog::new(10, "vtorc-a", fixed_clock, None).expect("no file");
+        let mut events = log.subscribe();
+        // An incident with the same key (tablet, NoProblem) is open: the
+        // operator's record does not attach to it.
+        let primary = TabletAlias::new("zone1", 100);
+        let mut p = problem(AnalysisCode::ReplicationStopped, 101);
+        p.analyzed_instance_alias = primary.clone();
+        p.choose(AnalysisCode::NoProblem);
+        let detection = log.observe(&p);
+        let target = TabletAlias::new("zone1", 101);
+        let id = log.start_operator_reparent(
+            "ks",
+            "0",
+            RecoveryKind::OperatorPlannedReparentShard,
+            primary.clone(),
+            vec![primary.clone(), target.clone()],
+            OperatorRequest {
+                method: "PlannedReparentShard".into(),
+                peer: Some("127.0.0.1:5555".into()),
+                client_identity: None,
+                new_primary: Some(target.clone()),
+                avoid_primary: None,
+            },
+        );
+        let done = log
+            .finish_recovery(id, Ok(Some(target.clone())), Duration::from_millis(7))
+            .expect("kept");
+        assert_eq!(done.detection_id, 0);
+        assert!(
+            log.active_detection(&p.analyzed_instance_alias, p.analysis)
+                .is_some_and(|d| d.detection_id == detection && d.recovery_ids.is_empty())
+        );
+        assert!(matches!(events.try_recv(), Ok(AuditEvent::DetectionOpened(_))));
+        assert!(matches!(events.try_recv(), Ok(AuditEvent::RecoveryStarted(r)) if r.recovery_id == id));
+        assert!(
+            matches!(events.try_recv(), Ok(AuditEvent::RecoveryFinished(r)) if r.successor_alias == Some(target.clone()))
+        );
+        let json = serde_json::to_value(&done).expect("serializes");
+        assert_eq!(json["recovery_type"], "OperatorPlannedReparentShard");
+        assert_eq!(json["analysis"], "NoProblem");
+        assert_eq!(json["tablet_alias"], "zone1-0000000100");
+        assert_eq!(json["successor_alias"], "zone1-0000000101");
+        assert_eq!(json["requested_by"]["method"], "PlannedReparentShard");
+        assert_eq!(json["requested_by"]["peer"], "127.0.0.1:5555");
+        assert_eq!(json["requested_by"]["new_primary"], "zone1-0000000101");
+        assert_eq!(json["requested_by"]["avoid_primary"], serde_json::Value::Null);
+        assert_eq!(
+            json["analysis_entry"]["RecoveryType"],
+            "OperatorPlannedReparentShard"
+        );
+        assert!(
+            json["analysis_entry"]["Reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("requested by an operator from 127.0.0.1:5555")),
+            "{json}"
+        );
+        // vtorc's own recoveries keep their JSON shape: no `requested_by`.
+        let own = log.start_recovery(&p, vec![]);
+        let own = serde_json::to_value(log.recovery(own).expect("kept")).expect("serializes");
+        assert!(own.get("requested_by").is_none(), "{own}");
     }
 
     #[tokio::test]

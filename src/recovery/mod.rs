@@ -27,6 +27,7 @@
 //! | `view.rs` | the [`ClusterView`] seam over discovery; the fresh-records overlay; `shard_primary`, `direct_replicas` |
 //! | `cooldown.rs` | [`CooldownMap`] (replica restarts once a minute) |
 //! | `ladder.rs` | the gate ladder as data: every gate with its verdict, shared by the engine, Explain and the audit |
+//! | `actions.rs` (also) | [`run_operator_reparent`]: the audit record of a PRS/ERS an operator requested through the Vtctld service |
 //! | `backoff.rs` | back-off of recoveries that do not clear their problem; ERS cooldown; acknowledgements |
 //!
 //! # Safety
@@ -48,6 +49,7 @@
 //!   `actions::plan` and `actions::execute`.
 
 mod actions;
+pub use actions::{OperatorReparent, run_operator_reparent};
 pub mod audit;
 pub mod backoff;
 pub mod cooldown;
@@ -67,8 +69,8 @@ use std::time::Duration;
 
 pub use actions::NotAttempted;
 pub use audit::{
-    AuditEvent, AuditFilter, AuditLog, DetectionRecord, RecoveryOutcome, RecoveryRecord, RecoveryStep,
-    SkipReason, StepLevel,
+    AuditEvent, AuditFilter, AuditLog, DetectionRecord, OperatorRequest, RecoveryOutcome, RecoveryRecord,
+    RecoveryStep, SkipReason, StepLevel,
 };
 pub use backoff::{BackoffConfig, BackoffKey};
 pub use cooldown::CooldownMap;

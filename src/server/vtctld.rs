@@ -13,6 +13,13 @@
 //! future: a client that disconnects does not cut a failover in half. The
 //! service's shutdown token cancels running reparents (ERS then restarts
 //! the replication it stopped).
+//!
+//! Every PlannedReparentShard / EmergencyReparentShard that passes
+//! validation is audited in vtorc's recovery audit like vtorc's own
+//! reparents ([`crate::recovery::run_operator_reparent`]): recovery type
+//! `OperatorPlannedReparentShard` / `OperatorEmergencyReparentShard`, its
+//! `prs:`/`ers:` steps, the outcome, and `requested_by` (the method, the
+//! caller's address, the tablets it named).
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
@@ -28,7 +35,10 @@ use tonic::codegen::{BoxFuture, Service, http};
 use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 
+use crate::analysis::RecoveryKind;
+use crate::analysis::durability::Durability;
 use crate::proto::logutil;
+use crate::proto::replicationdata::Status as ReplicationStatus;
 use crate::proto::topodata::{Tablet, TabletAlias, TabletType};
 use crate::proto::vtctldata::{
     self, EmergencyReparentShardRequest, EmergencyReparentShardResponse, GetCellInfoNamesRequest,
@@ -40,6 +50,7 @@ use crate::proto::vtctldata::{
 };
 use crate::proto::vtctlservice::vtctld_server::{Vtctld, VtctldServer};
 use crate::proto::vttime;
+use crate::recovery::{AuditLog, OperatorReparent, OperatorRequest, run_operator_reparent};
 use crate::reparent::{
     EmergencyReparentOptions, EventLog, PlannedReparentOptions, ReparentError, ReparentOutcome, Reparenter,
 };
@@ -50,7 +61,7 @@ use crate::topo::{Topo, TopoError};
 pub const SERVICE_NAME: &str = "vtctlservice.Vtctld";
 
 /// The methods served; any other answers UNIMPLEMENTED.
-pub const SERVED_METHODS: [&str; 11] = [
+pub const SERVED_METHODS: [&str; 23] = [
     "PlannedReparentShard",
     "EmergencyReparentShard",
     "GetTablet",
@@ -62,6 +73,18 @@ pub const SERVED_METHODS: [&str; 11] = [
     "GetCellInfo",
     "GetFullStatus",
     "SetVtorcEmergencyReparent",
+    "FindAllShardsInKeyspace",
+    "ShardReplicationPositions",
+    "GetCellsAliases",
+    "GetSrvKeyspaces",
+    "PingTablet",
+    "RefreshState",
+    "RunHealthCheck",
+    "SetWritable",
+    "StartReplication",
+    "StopReplication",
+    "ReparentTablet",
+    "TabletExternallyReparented",
 ];
 
 /// A failed Vtctld request.
@@ -99,6 +122,10 @@ pub enum VtctldError {
     /// The server is shutting down.
     #[error("shutting down: {0}")]
     ShuttingDown(String),
+    /// The request cannot be served in the topology's current state
+    /// (vtctld's FAILED_PRECONDITION, e.g. a shard without a primary).
+    #[error("{0}")]
+    FailedPrecondition(String),
 }
 
 impl VtctldError {
@@ -110,6 +137,7 @@ impl VtctldError {
             VtctldError::Tablet { source, .. } => source.grpc_code(),
             VtctldError::Reparent(e) => e.grpc_code(),
             VtctldError::ShuttingDown(_) => tonic::Code::Unavailable,
+            VtctldError::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
         }
     }
 
@@ -121,6 +149,7 @@ impl VtctldError {
             VtctldError::Tablet { source, .. } => source.is_retryable(),
             VtctldError::Reparent(e) => e.is_retryable(),
             VtctldError::ShuttingDown(_) => true,
+            VtctldError::FailedPrecondition(_) => false,
         }
     }
 
@@ -133,6 +162,13 @@ impl VtctldError {
 
     fn topo(context: impl Into<String>, source: TopoError) -> Self {
         VtctldError::Topo {
+            context: context.into(),
+            source,
+        }
+    }
+
+    fn tablet(context: impl Into<String>, source: TabletError) -> Self {
+        VtctldError::Tablet {
             context: context.into(),
             source,
         }
@@ -244,6 +280,8 @@ struct Inner {
     tmc: Arc<dyn TabletManager>,
     /// The reparent engine (shared with the recovery engine).
     reparenter: Arc<Reparenter>,
+    /// The recovery audit: operator-requested reparents are recorded in it.
+    audit: Arc<AuditLog>,
     /// Running reparents; dropping the service aborts them. A
     /// `std::sync::Mutex`: held to spawn or reap, never across an `.await`.
     tasks: Mutex<JoinSet<()>>,
@@ -258,12 +296,15 @@ impl std::fmt::Debug for VtctldService {
 }
 
 impl VtctldService {
-    /// A service over `topo`, `tmc` and `reparenter`; `shutdown` cancels
-    /// the reparents it runs.
+    /// A service over `topo`, `tmc` and `reparenter`, recording the
+    /// reparents operators request in `audit` (the recovery engine's, see
+    /// [`crate::recovery::RecoveryHandle::audit`]); `shutdown` cancels the
+    /// reparents it runs.
     pub fn new(
         topo: Topo,
         tmc: Arc<dyn TabletManager>,
         reparenter: Arc<Reparenter>,
+        audit: Arc<AuditLog>,
         shutdown: CancellationToken,
     ) -> Self {
         VtctldService {
@@ -271,6 +312,7 @@ impl VtctldService {
                 topo,
                 tmc,
                 reparenter,
+                audit,
                 tasks: Mutex::new(JoinSet::new()),
                 shutdown,
             }),
@@ -307,12 +349,15 @@ impl VtctldService {
     }
 
     /// Runs one reparent of `keyspace/shard` on an owned task (it finishes
-    /// even if the caller goes away) with a fresh step log; returns the
-    /// promoted primary and the log's events.
+    /// even if the caller goes away) with a fresh step log, audited as an
+    /// operator request of `kind` (see [`run_operator_reparent`]); returns
+    /// the promoted primary and the log's events.
     async fn reparent<F, Fut>(
         &self,
         keyspace: &str,
         shard: &str,
+        kind: RecoveryKind,
+        request: OperatorRequest,
         op: F,
     ) -> VtctldResult<(Option<TabletAlias>, Vec<logutil::Event>)>
     where
@@ -322,8 +367,32 @@ impl VtctldService {
         let reparenter = self.inner.reparenter.clone();
         let log = EventLog::new(reparenter.config().clock);
         let work = op(reparenter, keyspace.to_string(), shard.to_string(), log.clone());
+        let inner = Arc::clone(&self.inner);
+        let (keyspace, shard) = (keyspace.to_string(), shard.to_string());
+        let audit_log = log.clone();
         let outcome = self
-            .run_owned(async move { work.await.map_err(VtctldError::from) })
+            .run_owned(async move {
+                // The record names the tablet the reparent acts on: the
+                // shard's primary as the topo has it now (a read failure is
+                // the reparent's to report), else the requested one.
+                let current = match inner.topo.get_shard(&keyspace, &shard).await {
+                    Ok(s) => s.value.primary_alias,
+                    Err(_) => None,
+                };
+                let tablet = current
+                    .or_else(|| request.new_primary.clone())
+                    .unwrap_or_default();
+                let op = OperatorReparent {
+                    keyspace,
+                    shard,
+                    kind,
+                    tablet,
+                    request,
+                };
+                run_operator_reparent(&inner.audit, op, &audit_log, work)
+                    .await
+                    .map_err(VtctldError::from)
+            })
             .await?;
         Ok((promoted(&outcome), log.to_proto()))
     }
@@ -388,6 +457,172 @@ impl VtctldService {
         out.sort_by(|a, b| a.alias.cmp(&b.alias));
         Ok(out)
     }
+
+    /// The topo record of the tablet named by `field` (required).
+    async fn tablet_record(&self, field: &'static str, value: Option<&TabletAlias>) -> VtctldResult<Tablet> {
+        let a = required_alias(field, value)?;
+        let tablet = self
+            .inner
+            .topo
+            .get_tablet(&a)
+            .await
+            .map_err(|e| VtctldError::topo(format!("failed to get tablet {a}"), e))?;
+        Ok(tablet.value)
+    }
+
+    /// The keyspace's durability policy (vtctld's `GetKeyspaceDurability`:
+    /// an unset policy is `none`).
+    async fn durability(&self, keyspace: &str) -> VtctldResult<Durability> {
+        let ks = self
+            .inner
+            .topo
+            .get_keyspace(keyspace)
+            .await
+            .map_err(|e| VtctldError::topo(format!("failed to read keyspace {keyspace}"), e))?;
+        match ks.value.durability_policy.as_str() {
+            "" => Ok(Durability::None),
+            name => Durability::from_name(name)
+                .map_err(|e| VtctldError::FailedPrecondition(format!("keyspace {keyspace}: {e}"))),
+        }
+    }
+
+    /// The shard primary of `tablet`'s shard, checked the way vtctld's
+    /// StartReplication and ReparentTablet check it: the shard names a
+    /// primary, its record is PRIMARY and of the same keyspace/shard.
+    async fn shard_primary_of(&self, tablet: &Tablet, what: &str) -> VtctldResult<Tablet> {
+        let topo = &self.inner.topo;
+        let shard = topo
+            .get_shard(&tablet.keyspace, &tablet.shard)
+            .await
+            .map_err(|e| {
+                VtctldError::topo(
+                    format!("failed to read shard {}/{}", tablet.keyspace, tablet.shard),
+                    e,
+                )
+            })?;
+        let Some(primary_alias) = shard.value.primary_alias.clone().filter(|a| !a.cell.is_empty()) else {
+            return Err(VtctldError::FailedPrecondition(format!(
+                "no primary tablet for shard {}/{}",
+                tablet.keyspace, tablet.shard
+            )));
+        };
+        let primary = topo.get_tablet(&primary_alias).await.map_err(|e| {
+            VtctldError::topo(
+                format!(
+                    "cannot lookup primary tablet {primary_alias} for shard {}/{}",
+                    tablet.keyspace, tablet.shard
+                ),
+                e,
+            )
+        })?;
+        let primary = primary.value;
+        if primary.r#type != TabletType::Primary as i32 {
+            return Err(VtctldError::FailedPrecondition(format!(
+                "TopologyServer has inconsistent state for shard primary {primary_alias}"
+            )));
+        }
+        if primary.keyspace != tablet.keyspace || primary.shard != tablet.shard {
+            return Err(VtctldError::FailedPrecondition(format!(
+                "primary {primary_alias} and {what} {} not in same keyspace shard ({}/{})",
+                crate::tablet::rpc::alias_of(tablet),
+                tablet.keyspace,
+                tablet.shard
+            )));
+        }
+        Ok(primary)
+    }
+
+    /// The tablets of a shard, as vtctld's `GetTabletMapForShard` finds
+    /// them: the shard record must exist; its primary and every tablet of
+    /// its replication graphs, all cells. A tablet or cell that cannot be
+    /// read fails the request (vtctld: partial result).
+    async fn shard_tablets(&self, keyspace: &str, shard: &str) -> VtctldResult<Vec<Tablet>> {
+        let topo = &self.inner.topo;
+        let record = topo
+            .get_shard(keyspace, shard)
+            .await
+            .map_err(|e| VtctldError::topo(format!("failed to read shard {keyspace}/{shard}"), e))?;
+        let listing = topo
+            .tablets_by_shard(keyspace, shard)
+            .await
+            .map_err(|e| VtctldError::topo(format!("failed to list tablets of {keyspace}/{shard}"), e))?;
+        if let Some(e) = listing.errors.into_iter().next() {
+            return Err(VtctldError::topo(
+                format!("partial result listing tablets of {keyspace}/{shard}"),
+                e,
+            ));
+        }
+        let mut tablets: Vec<Tablet> = listing.items.into_iter().map(|t| t.value).collect();
+        if let Some(p) = record.value.primary_alias.filter(|a| !a.cell.is_empty())
+            && !tablets.iter().any(|t| t.alias.as_ref() == Some(&p))
+        {
+            match topo.get_tablet(&p).await {
+                Ok(t) => tablets.push(t.value),
+                Err(TopoError::NoNode(_)) => {}
+                Err(e) => return Err(VtctldError::topo(format!("failed to read tablet {p}"), e)),
+            }
+        }
+        tablets.sort_by(|a, b| a.alias.cmp(&b.alias));
+        Ok(tablets)
+    }
+}
+
+/// The replication answer of one tablet for `ShardReplicationPositions`:
+/// `Ok(Some)` a status, `Ok(None)` the tablet timed out (an empty entry, as
+/// vtctld records), `Err` the request fails.
+async fn replication_position(
+    tmc: &dyn TabletManager,
+    tablet: &Tablet,
+) -> Result<Option<ReplicationStatus>, (String, TabletError)> {
+    let alias = crate::tablet::rpc::alias_of(tablet);
+    if tablet.r#type == TabletType::Primary as i32 {
+        match tmc.primary_position(tablet).await {
+            Ok(position) => Ok(Some(ReplicationStatus {
+                position,
+                ..Default::default()
+            })),
+            Err(TabletError::Timeout { .. }) => {
+                tracing::warn!(%alias, "ShardReplicationPositions: primary position timed out");
+                Ok(None)
+            }
+            Err(e) => Err((format!("PrimaryPosition({alias}) failed"), e)),
+        }
+    } else {
+        match tmc.replication_status(tablet).await {
+            Ok(status) => Ok(Some(status)),
+            Err(TabletError::Timeout { .. }) => {
+                tracing::warn!(%alias, "ShardReplicationPositions: replication status timed out");
+                Ok(None)
+            }
+            Err(e) => Err((format!("ReplicationStatus({alias}) failed"), e)),
+        }
+    }
+}
+
+/// REPLICA and RDONLY: the types vtctld asks for a replication status.
+fn is_replica_type(tablet: &Tablet) -> bool {
+    tablet.r#type == TabletType::Replica as i32 || tablet.r#type == TabletType::Rdonly as i32
+}
+
+/// Who called, for the audit: the caller's address as the gRPC server
+/// saw it, and on TLS connections the subject of its client certificate.
+fn operator_request<T>(
+    method: &str,
+    request: &Request<T>,
+    new_primary: Option<&TabletAlias>,
+    avoid_primary: Option<&TabletAlias>,
+) -> OperatorRequest {
+    let tls = request.extensions().get::<crate::tls::TlsPeer>();
+    OperatorRequest {
+        method: method.to_string(),
+        peer: request
+            .remote_addr()
+            .or_else(|| tls.and_then(crate::tls::TlsPeer::remote_addr))
+            .map(|a| a.to_string()),
+        client_identity: tls.and_then(|t| t.client_identity.clone()),
+        new_primary: new_primary.cloned(),
+        avoid_primary: avoid_primary.cloned(),
+    }
 }
 
 fn promoted(outcome: &ReparentOutcome) -> Option<TabletAlias> {
@@ -400,13 +635,21 @@ impl Vtctld for VtctldService {
         &self,
         request: Request<PlannedReparentShardRequest>,
     ) -> Result<Response<PlannedReparentShardResponse>, Status> {
+        let mut opts = planned_options(request.get_ref())?;
+        let requester = operator_request(
+            "PlannedReparentShard",
+            &request,
+            opts.new_primary.as_ref(),
+            opts.avoid_primary.as_ref(),
+        );
         let req = request.into_inner();
-        let mut opts = planned_options(&req)?;
         opts.cancel = self.inner.shutdown.child_token();
         let (promoted_primary, events) = self
             .reparent(
                 &req.keyspace,
                 &req.shard,
+                RecoveryKind::OperatorPlannedReparentShard,
+                requester,
                 |reparenter, ks, shard, log| async move {
                     reparenter
                         .planned_reparent_shard(&ks, &shard, &opts, None, &log)
@@ -426,13 +669,21 @@ impl Vtctld for VtctldService {
         &self,
         request: Request<EmergencyReparentShardRequest>,
     ) -> Result<Response<EmergencyReparentShardResponse>, Status> {
+        let mut opts = emergency_options(request.get_ref())?;
+        let requester = operator_request(
+            "EmergencyReparentShard",
+            &request,
+            opts.new_primary.as_ref(),
+            None,
+        );
         let req = request.into_inner();
-        let mut opts = emergency_options(&req)?;
         opts.cancel = self.inner.shutdown.child_token();
         let (promoted_primary, events) = self
             .reparent(
                 &req.keyspace,
                 &req.shard,
+                RecoveryKind::OperatorEmergencyReparentShard,
+                requester,
                 |reparenter, ks, shard, log| async move {
                     reparenter
                         .emergency_reparent_shard(&ks, &shard, &opts, None, &log)
@@ -623,6 +874,310 @@ impl Vtctld for VtctldService {
             "set vtorc emergency reparent"
         );
         Ok(Response::new(SetVtorcEmergencyReparentResponse {}))
+    }
+
+    async fn find_all_shards_in_keyspace(
+        &self,
+        request: Request<vtctldata::FindAllShardsInKeyspaceRequest>,
+    ) -> Result<Response<vtctldata::FindAllShardsInKeyspaceResponse>, Status> {
+        let keyspace = request.into_inner().keyspace;
+        required("keyspace", &keyspace)?;
+        let topo = &self.inner.topo;
+        let listing = match topo.shards_of_keyspace(&keyspace).await {
+            Ok(l) => l,
+            Err(TopoError::NoNode(_)) => Default::default(),
+            Err(e) => {
+                return Err(VtctldError::topo(format!("FindAllShardsInKeyspace({keyspace})"), e).into());
+            }
+        };
+        if let Some(e) = listing.errors.into_iter().next() {
+            return Err(VtctldError::topo(format!("FindAllShardsInKeyspace({keyspace})"), e).into());
+        }
+        if listing.items.is_empty() {
+            // No shards: vtctld answers NOT_FOUND unless the keyspace exists.
+            topo.get_keyspace(&keyspace)
+                .await
+                .map_err(|e| VtctldError::topo(format!("FindAllShardsInKeyspace({keyspace})"), e))?;
+        }
+        let shards = listing
+            .items
+            .into_iter()
+            .map(|(name, shard)| {
+                let entry = vtctldata::Shard {
+                    keyspace: keyspace.clone(),
+                    name: name.clone(),
+                    shard: Some(shard.value),
+                };
+                (name, entry)
+            })
+            .collect();
+        Ok(Response::new(vtctldata::FindAllShardsInKeyspaceResponse {
+            shards,
+        }))
+    }
+
+    async fn shard_replication_positions(
+        &self,
+        request: Request<vtctldata::ShardReplicationPositionsRequest>,
+    ) -> Result<Response<vtctldata::ShardReplicationPositionsResponse>, Status> {
+        let req = request.into_inner();
+        required("keyspace", &req.keyspace)?;
+        required("shard", &req.shard)?;
+        let tablets = self.shard_tablets(&req.keyspace, &req.shard).await?;
+        let tmc = self.inner.tmc.clone();
+        let asked: Vec<Tablet> = tablets
+            .into_iter()
+            .filter(|t| t.r#type == TabletType::Primary as i32 || is_replica_type(t))
+            .collect();
+        let answers = futures::future::join_all(asked.iter().map(|t| {
+            let tmc = tmc.clone();
+            async move { replication_position(tmc.as_ref(), t).await }
+        }))
+        .await;
+        let mut resp = vtctldata::ShardReplicationPositionsResponse::default();
+        for (tablet, answer) in asked.into_iter().zip(answers) {
+            let key = crate::tablet::rpc::alias_of(&tablet).to_string();
+            let status = answer.map_err(|(context, source)| VtctldError::tablet(context, source))?;
+            resp.replication_statuses
+                .insert(key.clone(), status.unwrap_or_default());
+            resp.tablet_map.insert(key, tablet);
+        }
+        Ok(Response::new(resp))
+    }
+
+    async fn get_cells_aliases(
+        &self,
+        _request: Request<vtctldata::GetCellsAliasesRequest>,
+    ) -> Result<Response<vtctldata::GetCellsAliasesResponse>, Status> {
+        let aliases = self
+            .inner
+            .topo
+            .cells_aliases()
+            .await
+            .map_err(|e| VtctldError::topo("failed to read cells aliases", e))?;
+        Ok(Response::new(vtctldata::GetCellsAliasesResponse {
+            aliases: aliases.into_iter().collect(),
+        }))
+    }
+
+    async fn get_srv_keyspaces(
+        &self,
+        request: Request<vtctldata::GetSrvKeyspacesRequest>,
+    ) -> Result<Response<vtctldata::GetSrvKeyspacesResponse>, Status> {
+        let req = request.into_inner();
+        required("keyspace", &req.keyspace)?;
+        let topo = &self.inner.topo;
+        let cells = if req.cells.is_empty() {
+            topo.cells()
+                .await
+                .map_err(|e| VtctldError::topo("failed to list cells", e))?
+        } else {
+            req.cells
+        };
+        let mut resp = vtctldata::GetSrvKeyspacesResponse::default();
+        for cell in cells {
+            match topo.get_srv_keyspace(&cell, &req.keyspace).await {
+                Ok(srv) => {
+                    resp.srv_keyspaces.insert(cell, srv.value);
+                }
+                // vtctld keeps the cell with an empty entry.
+                Err(TopoError::NoNode(_)) => {
+                    tracing::info!(%cell, keyspace = %req.keyspace, "GetSrvKeyspaces: no SrvKeyspace");
+                    resp.srv_keyspaces.insert(cell, Default::default());
+                }
+                Err(e) => {
+                    return Err(VtctldError::topo(
+                        format!("failed to read SrvKeyspace {} in cell {cell}", req.keyspace),
+                        e,
+                    )
+                    .into());
+                }
+            }
+        }
+        Ok(Response::new(resp))
+    }
+
+    async fn ping_tablet(
+        &self,
+        request: Request<vtctldata::PingTabletRequest>,
+    ) -> Result<Response<vtctldata::PingTabletResponse>, Status> {
+        let tablet = self
+            .tablet_record("tablet_alias", request.get_ref().tablet_alias.as_ref())
+            .await?;
+        self.inner
+            .tmc
+            .ping(&tablet)
+            .await
+            .map_err(|e| VtctldError::tablet("Ping", e))?;
+        Ok(Response::new(vtctldata::PingTabletResponse {}))
+    }
+
+    async fn refresh_state(
+        &self,
+        request: Request<vtctldata::RefreshStateRequest>,
+    ) -> Result<Response<vtctldata::RefreshStateResponse>, Status> {
+        let tablet = self
+            .tablet_record("tablet_alias", request.get_ref().tablet_alias.as_ref())
+            .await?;
+        self.inner
+            .tmc
+            .refresh_state(&tablet)
+            .await
+            .map_err(|e| VtctldError::tablet("RefreshState", e))?;
+        Ok(Response::new(vtctldata::RefreshStateResponse {}))
+    }
+
+    async fn run_health_check(
+        &self,
+        request: Request<vtctldata::RunHealthCheckRequest>,
+    ) -> Result<Response<vtctldata::RunHealthCheckResponse>, Status> {
+        let tablet = self
+            .tablet_record("tablet_alias", request.get_ref().tablet_alias.as_ref())
+            .await?;
+        self.inner
+            .tmc
+            .run_health_check(&tablet)
+            .await
+            .map_err(|e| VtctldError::tablet("RunHealthCheck", e))?;
+        Ok(Response::new(vtctldata::RunHealthCheckResponse {}))
+    }
+
+    async fn set_writable(
+        &self,
+        request: Request<vtctldata::SetWritableRequest>,
+    ) -> Result<Response<vtctldata::SetWritableResponse>, Status> {
+        let req = request.into_inner();
+        let tablet = self
+            .tablet_record("tablet_alias", req.tablet_alias.as_ref())
+            .await?;
+        let result = if req.writable {
+            self.inner.tmc.set_read_write(&tablet).await
+        } else {
+            self.inner.tmc.set_read_only(&tablet).await
+        };
+        result.map_err(|e| {
+            VtctldError::tablet(
+                if req.writable {
+                    "SetReadWrite"
+                } else {
+                    "SetReadOnly"
+                },
+                e,
+            )
+        })?;
+        Ok(Response::new(vtctldata::SetWritableResponse {}))
+    }
+
+    async fn start_replication(
+        &self,
+        request: Request<vtctldata::StartReplicationRequest>,
+    ) -> Result<Response<vtctldata::StartReplicationResponse>, Status> {
+        let tablet = self
+            .tablet_record("tablet_alias", request.get_ref().tablet_alias.as_ref())
+            .await?;
+        let primary = self.shard_primary_of(&tablet, "replica").await?;
+        let durability = self.durability(&tablet.keyspace).await?;
+        self.inner
+            .tmc
+            .start_replication(&tablet, durability.is_replica_semi_sync(&primary, &tablet))
+            .await
+            .map_err(|e| VtctldError::tablet("StartReplication", e))?;
+        Ok(Response::new(vtctldata::StartReplicationResponse {}))
+    }
+
+    async fn stop_replication(
+        &self,
+        request: Request<vtctldata::StopReplicationRequest>,
+    ) -> Result<Response<vtctldata::StopReplicationResponse>, Status> {
+        let tablet = self
+            .tablet_record("tablet_alias", request.get_ref().tablet_alias.as_ref())
+            .await?;
+        self.inner
+            .tmc
+            .stop_replication(&tablet)
+            .await
+            .map_err(|e| VtctldError::tablet("StopReplication", e))?;
+        Ok(Response::new(vtctldata::StopReplicationResponse {}))
+    }
+
+    async fn reparent_tablet(
+        &self,
+        request: Request<vtctldata::ReparentTabletRequest>,
+    ) -> Result<Response<vtctldata::ReparentTabletResponse>, Status> {
+        let tablet = self
+            .tablet_record("tablet", request.get_ref().tablet.as_ref())
+            .await?;
+        let primary = self.shard_primary_of(&tablet, "potential replica").await?;
+        if primary.alias == tablet.alias {
+            return Err(VtctldError::FailedPrecondition(format!(
+                "cannot ReparentTablet current shard primary ({}) onto itself",
+                crate::tablet::rpc::alias_of(&tablet)
+            ))
+            .into());
+        }
+        let durability = self.durability(&tablet.keyspace).await?;
+        self.inner
+            .tmc
+            .set_replication_source(
+                &tablet,
+                crate::proto::tabletmanagerdata::SetReplicationSourceRequest {
+                    parent: primary.alias.clone(),
+                    semi_sync: durability.is_replica_semi_sync(&primary, &tablet),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| VtctldError::tablet("SetReplicationSource", e))?;
+        Ok(Response::new(vtctldata::ReparentTabletResponse {
+            keyspace: tablet.keyspace,
+            shard: tablet.shard,
+            primary: primary.alias,
+        }))
+    }
+
+    async fn tablet_externally_reparented(
+        &self,
+        request: Request<vtctldata::TabletExternallyReparentedRequest>,
+    ) -> Result<Response<vtctldata::TabletExternallyReparentedResponse>, Status> {
+        let tablet = self
+            .tablet_record("tablet", request.get_ref().tablet.as_ref())
+            .await?;
+        let shard = self
+            .inner
+            .topo
+            .get_shard(&tablet.keyspace, &tablet.shard)
+            .await
+            .map_err(|e| {
+                VtctldError::topo(
+                    format!("failed to read shard {}/{}", tablet.keyspace, tablet.shard),
+                    e,
+                )
+            })?;
+        let resp = vtctldata::TabletExternallyReparentedResponse {
+            keyspace: tablet.keyspace.clone(),
+            shard: tablet.shard.clone(),
+            new_primary: tablet.alias.clone(),
+            old_primary: shard.value.primary_alias.clone(),
+        };
+        // Already PRIMARY in the topo: nothing to do (as vtctld).
+        if tablet.r#type == TabletType::Primary as i32 {
+            return Ok(Response::new(resp));
+        }
+        let durability = self.durability(&tablet.keyspace).await?;
+        tracing::info!(
+            tablet = %crate::tablet::rpc::alias_of(&tablet),
+            "TabletExternallyReparented: changing the tablet's type to PRIMARY"
+        );
+        self.inner
+            .tmc
+            .change_type(
+                &tablet,
+                TabletType::Primary,
+                durability.semi_sync_ackers(&tablet) > 0,
+            )
+            .await
+            .map_err(|e| VtctldError::tablet("ChangeType(PRIMARY)", e))?;
+        Ok(Response::new(resp))
     }
 }
 

@@ -538,6 +538,9 @@ fn action_text(a: &DetectionAnalysis, key: &KeyspaceShard) -> String {
         RecoveryKind::RestartAllDirectReplicas => {
             format!("RestartReplication on every direct replica of {tablet}")
         }
+        RecoveryKind::OperatorPlannedReparentShard | RecoveryKind::OperatorEmergencyReparentShard => {
+            "nothing by itself (only an operator's request through the Vtctld service runs it)".into()
+        }
     }
 }
 

@@ -23,6 +23,12 @@ pub const CELLS_DIR: &str = "cells";
 pub const KEYSPACES_DIR: &str = "keyspaces";
 /// Directory (per cell) holding one sub-directory per tablet.
 pub const TABLETS_DIR: &str = "tablets";
+/// File name (per cell, under `keyspaces/<ks>/`) of a keyspace's serving record.
+pub const SRV_KEYSPACE_FILE: &str = "SrvKeyspace";
+/// Directory (global) holding one sub-directory per cells alias.
+pub const CELLS_ALIASES_DIR: &str = "cells_aliases";
+/// File name of a cells alias record.
+pub const CELLS_ALIAS_FILE: &str = "CellsAlias";
 /// Directory under a keyspace holding its shards.
 pub const SHARDS_DIR: &str = "shards";
 /// Directory under a lockable resource holding the lock keys.
@@ -54,6 +60,16 @@ pub fn keyspace_dir(keyspace: &str) -> String {
 /// `keyspaces/<ks>/Keyspace`.
 pub fn keyspace(keyspace: &str) -> String {
     format!("{KEYSPACES_DIR}/{keyspace}/{KEYSPACE_FILE}")
+}
+
+/// `keyspaces/<ks>/SrvKeyspace` (relative to a cell root).
+pub fn srv_keyspace(keyspace: &str) -> String {
+    format!("{KEYSPACES_DIR}/{keyspace}/{SRV_KEYSPACE_FILE}")
+}
+
+/// `cells_aliases/<name>/CellsAlias`.
+pub fn cells_alias(name: &str) -> String {
+    format!("{CELLS_ALIASES_DIR}/{name}/{CELLS_ALIAS_FILE}")
 }
 
 /// `keyspaces/<ks>/shards`: the directory listing a keyspace's shards.

@@ -22,7 +22,8 @@ use crate::config::Config;
 use crate::config::TlsFiles;
 use crate::ids::KeyspaceShard;
 use crate::proto::topodata::{
-    CellInfo, Keyspace, Shard, ShardReplication, Tablet, TabletAlias, shard_replication,
+    CellInfo, CellsAlias, Keyspace, Shard, ShardReplication, SrvKeyspace, Tablet, TabletAlias,
+    shard_replication,
 };
 use crate::proto::vtorcdata;
 
@@ -843,6 +844,41 @@ impl Topo {
             &paths::join(&c.root, &paths::shard_replication(keyspace, shard)),
         )
         .await
+    }
+
+    // ---- serving graph and cell aliases (read-only) ----
+
+    /// A keyspace's serving record in `cell` (`<cell root>/keyspaces/<ks>/SrvKeyspace`).
+    pub async fn get_srv_keyspace(&self, cell: &str, keyspace: &str) -> TopoResult<Versioned<SrvKeyspace>> {
+        check_name("cell", cell)?;
+        check_name("keyspace", keyspace)?;
+        let c = self.cell_store(cell).await?;
+        read(
+            c.store.as_ref(),
+            &paths::join(&c.root, &paths::srv_keyspace(keyspace)),
+        )
+        .await
+    }
+
+    /// Every cells alias (`cells_aliases/<name>/CellsAlias`), by name; none
+    /// when the directory does not exist.
+    pub async fn cells_aliases(&self) -> TopoResult<BTreeMap<String, CellsAlias>> {
+        let names = names_or_empty(
+            self.inner
+                .global
+                .list_dir(&self.global_key(paths::CELLS_ALIASES_DIR))
+                .await,
+        )?;
+        let mut out = BTreeMap::new();
+        for name in names {
+            let alias: Versioned<CellsAlias> = read(
+                self.inner.global.as_ref(),
+                &self.global_key(&paths::cells_alias(&name)),
+            )
+            .await?;
+            out.insert(name, alias.value);
+        }
+        Ok(out)
     }
 
     /// Read-modify-write of a `ShardReplication` record, creating it if

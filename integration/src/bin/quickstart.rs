@@ -21,6 +21,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use integration::cluster::{AgentMode, Cluster, ClusterBuilder, GLOBAL_ROOT};
 use integration::process::{ChildGuard, free_port};
+use integration::vtadmin::{VitessPieces, VtadminStack, VtctldEndpoint};
 use integration::workload::{Workload, WorkloadConfig, check_acknowledged};
 use nix::sys::signal::Signal;
 use vtorc::proto::topodata::TabletType;
@@ -60,6 +61,12 @@ struct Flags {
     /// `--vtorc-arg=--instance-poll-time=1s`.
     #[arg(long = "vtorc-arg", allow_hyphen_values = true)]
     vtorc_args: Vec<String>,
+    /// Also start a real Vitess 24 vtgate and VTAdmin (API and web UI)
+    /// with vtorc-rs as VTAdmin's vtctld, and print the UI's URL. Builds
+    /// them first if they are not cached (scripts/build-vitess-tool.sh,
+    /// scripts/build-vtadmin-web.sh; needs Go and npm).
+    #[arg(long)]
+    vtadmin: bool,
 }
 
 /// A binary next to this one.
@@ -134,6 +141,36 @@ async fn main() -> anyhow::Result<()> {
 
     print_instructions(&cluster, vtorc.as_ref(), vtorc_ports, !flags.no_bootstrap).await;
 
+    let vtadmin = if flags.vtadmin {
+        let Some((http, grpc)) = vtorc_ports else {
+            bail!("--vtadmin needs vtorc (drop --no-vtorc): vtorc-rs is VTAdmin's vtctld");
+        };
+        println!("\nbuilding (or reusing cached) vtgate, vtadmin and the VTAdmin web UI ...");
+        let pieces = tokio::task::spawn_blocking(VitessPieces::build)
+            .await
+            .context("build task")??;
+        let endpoint = VtctldEndpoint {
+            grpc: format!("127.0.0.1:{grpc}"),
+            http: format!("127.0.0.1:{http}"),
+        };
+        let stack = VtadminStack::start(&pieces, &cluster, "zone1", &endpoint, Duration::from_secs(60))
+            .await
+            .context("start vtgate and VTAdmin")?;
+        println!("\nVTAdmin: {}  (open it in a browser)", stack.web_url);
+        println!(
+            "  VTAdmin API {}  (e.g. curl -s {}/api/tablets)",
+            stack.api_url, stack.api_url
+        );
+        println!(
+            "  vtgate gRPC {}, MySQL 127.0.0.1:{} (mariadb -h127.0.0.1 -P{} -e 'SHOW vitess_tablets')",
+            stack.vtgate_grpc, stack.vtgate_mysql_port, stack.vtgate_mysql_port
+        );
+        println!("  logs and discovery file: {}", stack.dir.display());
+        Some(stack)
+    } else {
+        None
+    };
+
     let exit = wait_for_stop(&mut vtorc).await;
     println!("\nstopping ...");
     if let Some(workload) = workload {
@@ -143,6 +180,7 @@ async fn main() -> anyhow::Result<()> {
         let _ = child.signal(Signal::SIGCONT);
         let _ = child.terminate(Duration::from_secs(10)).await;
     }
+    drop(vtadmin);
     let dirs = cluster.dirs();
     drop(cluster);
     println!(

@@ -247,6 +247,7 @@ impl MemoryWorld {
             self.topo.clone(),
             Arc::clone(&self.tmc),
             Arc::clone(&self.reparenter),
+            Arc::clone(self.ctx.recovery.audit()),
             self.ctx.shutdown.clone(),
         );
         let api = VtorcApi::new(self.ctx.clone());

@@ -12,6 +12,7 @@ use integration::cluster::{Cluster, poll_until};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use vtorc::proto::topodata::{TabletAlias, TabletType};
+use vtorc::recovery::AuditLog;
 use vtorc::reparent::{ReparentConfig, Reparenter, system_wall_clock};
 use vtorc::server::{ServerError, VtctldService, serve_grpc};
 use vtorc::tablet::{GrpcTabletManager, TabletClientConfig, TabletManager};
@@ -122,6 +123,8 @@ impl ThirdPartyLock {
 pub struct Server {
     /// `127.0.0.1:<port>`.
     pub address: String,
+    /// The audit the service records operator-requested reparents in.
+    pub audit: Arc<AuditLog>,
     /// Stops the server.
     pub shutdown: CancellationToken,
     /// The server task (taken by [`Server::stop`]).
@@ -134,15 +137,19 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let address = listener.local_addr().expect("addr").to_string();
         let shutdown = CancellationToken::new();
+        let (audit, _) = AuditLog::new(100, "vtorc-test", system_wall_clock, None).expect("no audit file");
+        let audit = Arc::new(audit);
         let service = VtctldService::new(
             cluster.topo().clone(),
             tablet_client(),
             reparenter(cluster, wait),
+            Arc::clone(&audit),
             shutdown.clone(),
         );
         let task = tokio::spawn(serve_grpc(listener, service, shutdown.clone()));
         Server {
             address,
+            audit,
             shutdown,
             task: Some(task),
         }

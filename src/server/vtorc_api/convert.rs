@@ -233,6 +233,13 @@ pub(super) fn recovery(r: &RecoveryRecord) -> pb::Recovery {
         error: r.error.clone().unwrap_or_default(),
         successor_alias: r.successor_alias.clone(),
         analysis_entry: Some(analysis(&r.analysis_entry)),
+        requested_by: r.requested_by.as_ref().map(|o| pb::OperatorRequest {
+            method: o.method.clone(),
+            peer: o.peer.clone().unwrap_or_default(),
+            client_identity: o.client_identity.clone().unwrap_or_default(),
+            new_primary: o.new_primary.clone(),
+            avoid_primary: o.avoid_primary.clone(),
+        }),
     }
 }
 
@@ -396,5 +403,53 @@ pub(super) fn watch_event(e: &AuditEvent, at: SystemTime) -> pb::WatchEvent {
     pb::WatchEvent {
         at: Some(timestamp(at)),
         event: Some(event),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::UNIX_EPOCH;
+
+    use super::*;
+    use crate::analysis::RecoveryKind;
+    use crate::proto::topodata::TabletAlias;
+    use crate::recovery::{AuditLog, OperatorRequest};
+
+    #[test]
+    fn an_operator_reparent_reaches_watch_with_its_requester() {
+        let (log, _) = AuditLog::new(10, "vtorc-a", || UNIX_EPOCH, None).expect("no file");
+        let mut events = log.subscribe();
+        let target = TabletAlias::new("zone1", 101);
+        let id = log.start_operator_reparent(
+            "ks",
+            "0",
+            RecoveryKind::OperatorEmergencyReparentShard,
+            TabletAlias::new("zone1", 100),
+            vec![TabletAlias::new("zone1", 100), target.clone()],
+            OperatorRequest {
+                method: "EmergencyReparentShard".into(),
+                peer: None,
+                client_identity: Some("CN=ops".into()),
+                new_primary: Some(target.clone()),
+                avoid_primary: None,
+            },
+        );
+        log.finish_recovery(id, Err("no valid candidate".into()), Duration::from_millis(3));
+        let _started = events.try_recv().expect("started");
+        let finished = events.try_recv().expect("finished");
+        let Some(pb::watch_event::Event::RecoveryFinished(r)) = watch_event(&finished, UNIX_EPOCH).event
+        else {
+            panic!("a RecoveryFinished event: {finished:?}");
+        };
+        assert_eq!(r.recovery_type, "OperatorEmergencyReparentShard");
+        assert_eq!(r.analysis, "NoProblem");
+        assert_eq!(r.outcome, pb::RecoveryOutcome::Failed as i32);
+        assert_eq!(r.error, "no valid candidate");
+        let by = r.requested_by.expect("requested_by");
+        assert_eq!(by.method, "EmergencyReparentShard");
+        assert_eq!(by.peer, "");
+        assert_eq!(by.client_identity, "CN=ops");
+        assert_eq!(by.new_primary, Some(target));
+        assert_eq!(by.avoid_primary, None);
     }
 }
