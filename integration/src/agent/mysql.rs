@@ -200,10 +200,15 @@ impl MysqlConn {
     }
 
     async fn kill_io_thread_and_stop(&mut self, io_only: bool) -> AgentResult<()> {
+        // Only an IO thread that may be blocked on a silent source: reading
+        // (`Waiting for master to send event`) or connecting. One that waits
+        // to reconnect (its source refused or reset the connection) sleeps
+        // interruptibly, and a plain `STOP SLAVE` ends it at once.
         let ids: Vec<Row> = self
             .rows(
-                "SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND = 'Slave_IO' \
-                 OR (USER = 'system user' AND COMMAND = 'Connect')",
+                "SELECT ID FROM information_schema.PROCESSLIST \
+                 WHERE (COMMAND = 'Slave_IO' OR (USER = 'system user' AND COMMAND = 'Connect')) \
+                 AND (STATE LIKE 'Waiting for master to send event%' OR STATE LIKE 'Connecting to master%')",
             )
             .await?;
         let mut killed = Vec::new();
