@@ -207,6 +207,10 @@ pub enum NotAttempted {
         /// Replicas that still replicate from it.
         replicating: u32,
     },
+    /// A recovery kind that only an operator's request through the Vtctld
+    /// service runs (analysis never picks it).
+    #[error("{} runs only when an operator requests it through the Vtctld service", .0.name())]
+    OperatorOnly(RecoveryKind),
     /// A replica fix found no primary.
     #[error("the shard has no primary to replicate from")]
     NoPrimary,
@@ -249,10 +253,7 @@ pub(crate) async fn plan(ctx: &ActionCtx<'_>) -> Result<Planned, NotAttempted> {
             return Err(NotAttempted::NoRecoveryAction(e.analysis));
         }
         RecoveryKind::OperatorPlannedReparentShard | RecoveryKind::OperatorEmergencyReparentShard => {
-            return Err(format!(
-                "{} runs only when an operator requests it through the Vtctld service",
-                e.recovery.name()
-            ));
+            return Err(NotAttempted::OperatorOnly(e.recovery));
         }
         RecoveryKind::RecoverDeadPrimary => Plan::Ers { wait_all: false },
         RecoveryKind::RecoverPrimaryTabletDeleted => Plan::Ers { wait_all: true },
