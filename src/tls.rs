@@ -39,6 +39,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::config::TlsFiles;
 
+mod identity;
+
+pub use self::identity::{Attribute, DistinguishedName, DnSyntaxError, PeerIdentity};
+
 /// A TLS setting that cannot be used; names the file and the flag.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -511,7 +515,13 @@ impl ServerTls {
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => {
-                            let _ = tx.send(Ok(TlsConn { stream })).await;
+                            let identity = stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(PeerIdentity::from_chain)
+                                .map(Arc::new);
+                            let _ = tx.send(Ok(TlsConn { stream, identity })).await;
                         }
                         Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake refused"),
                         Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
@@ -526,6 +536,9 @@ impl ServerTls {
 /// An accepted TLS connection, for tonic's server.
 pub struct TlsConn {
     stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    /// The names of the client's (verified) certificate, read once at the
+    /// handshake; `None` without a client certificate.
+    identity: Option<Arc<PeerIdentity>>,
 }
 
 impl TlsConn {
@@ -533,13 +546,31 @@ impl TlsConn {
     pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
         self.stream.get_ref().1.peer_certificates()
     }
+
+    /// The names of the client's certificate, if it presented one.
+    pub fn identity(&self) -> Option<&Arc<PeerIdentity>> {
+        self.identity.as_ref()
+    }
+}
+
+/// What tonic puts into the extensions of every request received over a
+/// [`TlsConn`]: the TCP peer and the client certificate's names.
+#[derive(Clone, Debug)]
+pub struct TlsConnectInfo {
+    /// Addresses of the TCP connection.
+    pub tcp: tonic::transport::server::TcpConnectInfo,
+    /// The client certificate's names; `None` without a client certificate.
+    pub identity: Option<Arc<PeerIdentity>>,
 }
 
 impl tonic::transport::server::Connected for TlsConn {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+    type ConnectInfo = TlsConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.get_ref().0.connect_info()
+        TlsConnectInfo {
+            tcp: self.stream.get_ref().0.connect_info(),
+            identity: self.identity.clone(),
+        }
     }
 }
 

@@ -313,6 +313,26 @@ pub enum AuditEvent {
         /// Back-offs and cooldowns cleared.
         cleared: usize,
     },
+    /// A gRPC call was refused by the access policy (`--grpc-auth-mode`,
+    /// `--grpc-mutating-identities-file`). Names only: never a key or a
+    /// certificate.
+    AccessDenied {
+        /// When.
+        #[serde(serialize_with = "ser_time")]
+        at: SystemTime,
+        /// The vtorc instance.
+        instance: String,
+        /// The call, `service/method` (e.g. `vtctlservice.Vtctld/PlannedReparentShard`).
+        method: String,
+        /// The client's address; empty when unknown.
+        peer: String,
+        /// The client certificate's names, or why there are none.
+        identity: String,
+        /// The gRPC code returned (`PERMISSION_DENIED`, `UNAUTHENTICATED`).
+        code: String,
+        /// Why, as told to the client.
+        reason: String,
+    },
     /// vtorc is shutting down (Go audits "Triggered via SIGTERM").
     Shutdown {
         /// When.
@@ -339,7 +359,9 @@ impl AuditEvent {
             AuditEvent::Acknowledged { keyspace, shard, .. } if !keyspace.is_empty() => {
                 Some(KeyspaceShard::new(keyspace.clone(), shard.clone()))
             }
-            AuditEvent::Acknowledged { .. } | AuditEvent::Shutdown { .. } => None,
+            AuditEvent::Acknowledged { .. } | AuditEvent::Shutdown { .. } | AuditEvent::AccessDenied { .. } => {
+                None
+            }
         }
     }
 }
@@ -823,6 +845,21 @@ impl AuditLog {
         let record = r.clone();
         self.emit(AuditEvent::RecoveryFinished(record.clone()));
         Some(record)
+    }
+
+    /// Audits a refused gRPC call (see [`AuditEvent::AccessDenied`]).
+    pub fn access_denied(&self, method: &str, peer: &str, identity: &str, code: &str, reason: &str) {
+        let _state = self.lock();
+        tracing::warn!(method, peer, identity, code, "grpc call denied: {reason}");
+        self.emit(AuditEvent::AccessDenied {
+            at: self.now(),
+            instance: self.instance.clone(),
+            method: method.to_string(),
+            peer: peer.to_string(),
+            identity: identity.to_string(),
+            code: code.to_string(),
+            reason: reason.to_string(),
+        });
     }
 
     /// Audits vtorc's shutdown.
