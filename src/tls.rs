@@ -606,9 +606,113 @@ impl AsyncWrite for TlsConn {
     }
 }
 
-/// etcd-client's TLS options for `--topo-etcd-tls-*`, or `None` when none
-/// is set. The files are checked here (a broken one is an error naming it
-/// and its flag) and read once: etcd connections are long-lived.
+/// A connector to one of several TLS servers (the etcd endpoints): each
+/// new connection tries them in turn, starting with the one that answered
+/// last, and does its TLS handshake with the files as they are on disk then
+/// (see [`ClientTls`]). For [`tonic::transport::Endpoint::connect_with_connector_lazy`]
+/// with an `http://` URI (the URI is only the HTTP/2 authority: TLS is
+/// this connector's). tonic reconnects through it after a connection
+/// breaks, so replaced certificate files take effect from the next
+/// connection, as on the tablet hops.
+#[derive(Clone, Debug)]
+pub struct FailoverConnector {
+    /// The TLS settings.
+    tls: ClientTls,
+    /// `(host, port)` of every server.
+    targets: Arc<Vec<(String, u16)>>,
+    /// Index of the target to try first.
+    next: Arc<std::sync::atomic::AtomicUsize>,
+    /// Bound on each attempt (TCP and TLS).
+    attempt_timeout: Duration,
+}
+
+impl FailoverConnector {
+    /// A connector over `endpoints` (`host:port` or `https://host:port`;
+    /// port 2379 when missing).
+    pub fn new(
+        tls: ClientTls,
+        endpoints: &[String],
+        attempt_timeout: Duration,
+    ) -> Result<FailoverConnector, TlsError> {
+        let mut targets = Vec::new();
+        for e in endpoints {
+            if e.starts_with("http://") {
+                return Err(TlsError::Settings(format!(
+                    "etcd endpoint {e}: TLS is on (--{}*), so it must be https://host:port or host:port",
+                    tls.inner.names.prefix
+                )));
+            }
+            let uri: tonic::codegen::http::Uri = if e.contains("://") {
+                e.parse()
+            } else {
+                format!("https://{e}").parse()
+            }
+            .map_err(|err| TlsError::Settings(format!("etcd endpoint {e}: not an address: {err}")))?;
+            let host = uri
+                .host()
+                .ok_or_else(|| TlsError::Settings(format!("etcd endpoint {e}: no host")))?;
+            targets.push((host.to_string(), uri.port_u16().unwrap_or(2379)));
+        }
+        if targets.is_empty() {
+            return Err(TlsError::Settings("no etcd endpoint".into()));
+        }
+        Ok(FailoverConnector {
+            tls,
+            targets: Arc::new(targets),
+            next: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            attempt_timeout,
+        })
+    }
+
+    /// `http://host:port` of the first endpoint, for the channel's URI.
+    pub fn authority_uri(&self) -> String {
+        let (host, port) = &self.targets[0];
+        if host.contains(':') && !host.starts_with('[') {
+            format!("http://[{host}]:{port}")
+        } else {
+            format!("http://{host}:{port}")
+        }
+    }
+}
+
+impl tower::Service<tonic::codegen::http::Uri> for FailoverConnector {
+    type Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn std::future::Future<Output = io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: tonic::codegen::http::Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            use std::sync::atomic::Ordering;
+            let n = this.targets.len();
+            let first = this.next.load(Ordering::Relaxed) % n;
+            let mut errors = Vec::new();
+            for i in 0..n {
+                let index = (first + i) % n;
+                let (host, port) = &this.targets[index];
+                match tokio::time::timeout(this.attempt_timeout, this.tls.connect(host, *port)).await {
+                    Ok(Ok(stream)) => {
+                        this.next.store(index, Ordering::Relaxed);
+                        return Ok(hyper_util::rt::TokioIo::new(stream));
+                    }
+                    Ok(Err(e)) => errors.push(format!("{host}:{port}: {e}")),
+                    Err(_) => errors.push(format!("{host}:{port}: timed out")),
+                }
+            }
+            Err(io::Error::other(errors.join("; ")))
+        })
+    }
+}
+
+/// etcd-client's own TLS options for `--topo-etcd-tls-*`, or `None` when
+/// none is set. The files are checked here (a broken one is an error naming
+/// it and its flag) and read once; vtorc's topology connections use a
+/// [`FailoverConnector`] instead, which re-reads them (the test world's
+/// raw etcd clients use these).
 pub fn etcd_tls_options(files: &TlsFiles) -> Result<Option<etcd_client::TlsOptions>, TlsError> {
     if !files.enabled() {
         return Ok(None);
