@@ -1033,7 +1033,8 @@ impl Config {
             "" => {
                 if substrings.is_some() {
                     notes.push(
-                        "--grpc-auth-mtls-allowed-substrings has no effect without --grpc-auth-mode=mtls".into(),
+                        "--grpc-auth-mtls-allowed-substrings has no effect without --grpc-auth-mode=mtls"
+                            .into(),
                     );
                 }
                 GrpcAuthMode::None
@@ -1081,9 +1082,7 @@ impl Config {
                 });
             }
             if grpc_port.is_none() {
-                notes.push(
-                    "--grpc-mutating-identities-file has nothing to guard without --grpc-port".into(),
-                );
+                notes.push("--grpc-mutating-identities-file has nothing to guard without --grpc-port".into());
             }
             if port.is_some() && security_policy == SecurityPolicy::AllowAll {
                 notes.push(
@@ -1421,6 +1420,83 @@ mod tests {
             let err = load(args).expect_err("must be rejected");
             assert!(err.contains(option), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn grpc_access_flags_keep_vtctld_meaning_and_refuse_what_cannot_be_enforced() {
+        let tls = [
+            "--grpc-cert=/server.pem",
+            "--grpc-key=/server-key.pem",
+            "--grpc-ca=/clients-ca.pem",
+        ];
+        let with_tls = |extra: &[&str]| {
+            let mut args = tls.to_vec();
+            args.extend_from_slice(extra);
+            load(&args)
+        };
+        let c = with_tls(&[
+            "--grpc_auth_mode=mtls",
+            "--grpc-auth-mtls-allowed-substrings=OU=ops:CN=ci-",
+            "--grpc-mutating-identities-file=/etc/vtorc/ids",
+            "--grpc-port=15999",
+            "--port=15000",
+        ])
+        .expect("valid");
+        assert_eq!(
+            c.grpc_auth,
+            GrpcAuthMode::Mtls {
+                allowed_substrings: vec!["OU=ops".into(), "CN=ci-".into()]
+            }
+        );
+        assert_eq!(
+            c.grpc_mutating_identities_file.as_deref(),
+            Some(Path::new("/etc/vtorc/ids"))
+        );
+        // The HTTP API's mutating endpoints stay open: said at start-up.
+        assert!(
+            c.notes.iter().any(|n| n.contains("--security-policy=read-only")),
+            "{:?}",
+            c.notes
+        );
+        let c = with_tls(&[
+            "--grpc-mutating-identities-file=/ids",
+            "--grpc-port=15999",
+            "--port=15000",
+            "--security-policy=read-only",
+        ])
+        .expect("valid");
+        assert!(c.notes.is_empty(), "{:?}", c.notes);
+        assert_eq!(c.grpc_auth, GrpcAuthMode::None);
+        // An empty flag is one empty substring (any certificate), as in Go.
+        let c = with_tls(&["--grpc-auth-mode=mtls"]).expect("valid");
+        assert_eq!(
+            c.grpc_auth,
+            GrpcAuthMode::Mtls {
+                allowed_substrings: vec![String::new()]
+            }
+        );
+        for (args, needle) in [
+            (
+                &["--grpc-mutating-identities-file=/ids", "--grpc-port=1"][..],
+                "--grpc-ca",
+            ),
+            (
+                &[
+                    "--grpc-cert=/s.pem",
+                    "--grpc-key=/k.pem",
+                    "--grpc-mutating-identities-file=/ids",
+                ][..],
+                "--grpc-mutating-identities-file",
+            ),
+            (&["--grpc-auth-mode=mtls"][..], "--grpc-auth-mode"),
+            (&["--grpc-auth-mode=static"][..], "static"),
+            (&["--grpc-auth-mode=oauth"][..], "expected empty or mtls"),
+        ] {
+            let err = load(args).expect_err("must be refused");
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+        let c = load(&["--grpc-auth-mtls-allowed-substrings=x"]).expect("valid");
+        assert!(c.notes.iter().any(|n| n.contains("no effect")), "{:?}", c.notes);
     }
 
     #[test]

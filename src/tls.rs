@@ -1,5 +1,8 @@
 //! TLS and mutual TLS for every hop: the tablet clients (tablet manager and
-//! health streams), our gRPC server and the test world's tablet agent.
+//! health streams), the etcd client ([`FailoverConnector`]), our gRPC server
+//! (which also reads the client certificate's names, [`PeerIdentity`], for
+//! the access policy of `crate::server::auth`) and the test world's tablet
+//! agent.
 //!
 //! Semantics follow Vitess's `vttls`:
 //! - a client uses TLS when a CA, a certificate (with its key) or a CRL is

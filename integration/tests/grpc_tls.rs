@@ -303,8 +303,14 @@ async fn etcd_certificate_files_replaced_on_disk_are_used_from_the_next_connecti
     let dir = tempfile::tempdir().expect("dir");
     let one = TestPki::new(&dir.path().join("one"), "one").expect("CA one");
     let two = TestPki::new(&dir.path().join("two"), "two").expect("CA two");
-    let (etcd_one, client_one) = (one.issue("etcd").expect("cert"), one.issue("vtorc").expect("cert"));
-    let (etcd_two, client_two) = (two.issue("etcd").expect("cert"), two.issue("vtorc").expect("cert"));
+    let (etcd_one, client_one) = (
+        one.issue("etcd").expect("cert"),
+        one.issue("vtorc").expect("cert"),
+    );
+    let (etcd_two, client_two) = (
+        two.issue("etcd").expect("cert"),
+        two.issue("vtorc").expect("cert"),
+    );
     // vtorc's --topo-etcd-tls-* files, at fixed paths.
     let files = TlsFiles {
         ca: Some(dir.path().join("etcd-ca.pem")),
@@ -374,7 +380,10 @@ async fn etcd_certificate_files_replaced_on_disk_are_used_from_the_next_connecti
         .expect_err("the control, with the files it read at start, is refused");
 
     // A broken replacement (half a certificate) keeps the last good files.
-    replace_file(files.cert.as_ref().expect("cert"), b"-----BEGIN CERTIFICATE-----\ntrunc");
+    replace_file(
+        files.cert.as_ref().expect("cert"),
+        b"-----BEGIN CERTIFICATE-----\ntrunc",
+    );
     etcd.restart_with_tls(Some(etcd_tls(&two, &etcd_two, &client_two)))
         .await
         .expect("etcd restarts");
@@ -403,7 +412,11 @@ async fn vtctld_client(
     vtorc::proto::vtctlservice::vtctld_client::VtctldClient::new(channel)
 }
 
-async fn vtorc_api_client(addr: SocketAddr, pki: &TestPki, own: &CertFiles) -> VtorcClient<tonic::transport::Channel> {
+async fn vtorc_api_client(
+    addr: SocketAddr,
+    pki: &TestPki,
+    own: &CertFiles,
+) -> VtorcClient<tonic::transport::Channel> {
     let channel = Endpoint::from_shared(format!("http://{addr}"))
         .expect("uri")
         .connect_timeout(Duration::from_secs(3))
@@ -429,7 +442,8 @@ fn vtctldclient() -> Option<std::path::PathBuf> {
     if let Ok(path) = std::env::var("VTCTLDCLIENT") {
         return Some(path.into());
     }
-    let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-vtctldclient.sh");
+    let script =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-vtctldclient.sh");
     let found = std::process::Command::new("bash")
         .arg(&script)
         .output()
@@ -503,7 +517,9 @@ async fn mutating_calls_need_a_listed_certificate_identity_reads_do_not_and_the_
         .expect_err("the reader may not reparent");
     assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
     assert!(
-        denied.message().contains("vtctlservice.Vtctld/PlannedReparentShard")
+        denied
+            .message()
+            .contains("vtctlservice.Vtctld/PlannedReparentShard")
             && denied.message().contains("CN=reader"),
         "{}",
         denied.message()
@@ -513,7 +529,11 @@ async fn mutating_calls_need_a_listed_certificate_identity_reads_do_not_and_the_
         .await
         .expect_err("the reader may not switch recoveries off");
     assert_eq!(denied.code(), tonic::Code::PermissionDenied);
-    assert!(denied.message().contains("vtorc.v1.Vtorc/DisableGlobalRecoveries"));
+    assert!(
+        denied
+            .message()
+            .contains("vtorc.v1.Vtorc/DisableGlobalRecoveries")
+    );
     assert_eq!(
         cluster.primary_alias(KS, "0").await.expect("shard"),
         Some(alias(100)),
@@ -528,19 +548,23 @@ async fn mutating_calls_need_a_listed_certificate_identity_reads_do_not_and_the_
 
     // The refusals are audited (file) and counted (metric).
     let audited = poll_until(Duration::from_secs(5), "the denial in the audit file", || async {
-        Ok(vtorc
-            .audit()
-            .into_iter()
-            .find(|e| e["event"] == "AccessDenied" && e["method"] == "vtctlservice.Vtctld/PlannedReparentShard"))
+        Ok(vtorc.audit().into_iter().find(|e| {
+            e["event"] == "AccessDenied" && e["method"] == "vtctlservice.Vtctld/PlannedReparentShard"
+        }))
     })
     .await
     .expect("audited");
     assert_eq!(audited["code"], "PERMISSION_DENIED");
     assert!(
-        audited["identity"].as_str().is_some_and(|i| i.contains("CN=reader")),
+        audited["identity"]
+            .as_str()
+            .is_some_and(|i| i.contains("CN=reader")),
         "{audited}"
     );
-    assert!(!audited["peer"].as_str().unwrap_or_default().is_empty(), "{audited}");
+    assert!(
+        !audited["peer"].as_str().unwrap_or_default().is_empty(),
+        "{audited}"
+    );
     let audit_text = std::fs::read_to_string(&vtorc.audit_path).expect("audit file");
     assert!(!audit_text.contains("PRIVATE KEY") && !audit_text.contains("BEGIN CERTIFICATE"));
     let metrics = get_ok(http_addr, "/metrics").await;

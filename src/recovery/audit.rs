@@ -359,9 +359,9 @@ impl AuditEvent {
             AuditEvent::Acknowledged { keyspace, shard, .. } if !keyspace.is_empty() => {
                 Some(KeyspaceShard::new(keyspace.clone(), shard.clone()))
             }
-            AuditEvent::Acknowledged { .. } | AuditEvent::Shutdown { .. } | AuditEvent::AccessDenied { .. } => {
-                None
-            }
+            AuditEvent::Acknowledged { .. }
+            | AuditEvent::Shutdown { .. }
+            | AuditEvent::AccessDenied { .. } => None,
         }
     }
 }

@@ -394,7 +394,12 @@ impl GrpcAccess {
 
     /// The decision for a call of `path` (`/service/method`) from `peer`
     /// with client certificate `identity`; a refusal is audited and counted.
-    pub fn check(&self, path: &str, peer: Option<SocketAddr>, identity: Option<&PeerIdentity>) -> Result<(), Status> {
+    pub fn check(
+        &self,
+        path: &str,
+        peer: Option<SocketAddr>,
+        identity: Option<&PeerIdentity>,
+    ) -> Result<(), Status> {
         let (service, method) = split_path(path);
         let Err((reason, status)) = self.decide(service, method, identity) else {
             return Ok(());
@@ -420,7 +425,9 @@ impl GrpcAccess {
         let full = format!("{service}/{method}");
         match &self.audit {
             Some(audit) => audit.access_denied(&full, &peer, &who, code, status.message()),
-            None => tracing::warn!(method = %full, %peer, identity = %who, code, "grpc call denied: {}", status.message()),
+            None => {
+                tracing::warn!(method = %full, %peer, identity = %who, code, "grpc call denied: {}", status.message())
+            }
         }
         Err(status)
     }
@@ -433,9 +440,11 @@ impl GrpcAccess {
     ) -> Result<(), (DenyReason, Status)> {
         if let GrpcAuthMode::Mtls { allowed_substrings } = &self.mode {
             let ok = identity.is_some_and(|id| {
-                allowed_substrings
-                    .iter()
-                    .any(|s| id.chain_subjects.iter().any(|subject| subject.contains(s.as_str())))
+                allowed_substrings.iter().any(|s| {
+                    id.chain_subjects
+                        .iter()
+                        .any(|subject| subject.contains(s.as_str()))
+                })
             });
             if !ok {
                 let why = if identity.is_some() {
@@ -630,7 +639,11 @@ uri:spiffe://example.org/ns/ops/sa/bot
             // A name in the wrong place: CN is not a DNS name, DNS not a URI.
             id("CN=bot.ops.example.com", &[], &[]),
             id("CN=z", &["spiffe://example.org/ns/ops/sa/bot"], &[]),
-            id("CN=z", &["ops.example.com"], &["spiffe://example.org/ns/ops/sa/bot2"]),
+            id(
+                "CN=z",
+                &["ops.example.com"],
+                &["spiffe://example.org/ns/ops/sa/bot2"],
+            ),
         ];
         for r in &refused {
             assert!(list.allows(r).is_none(), "{r}");
@@ -658,7 +671,14 @@ uri:spiffe://example.org/ns/ops/sa/bot
         }
         assert_eq!(IdentityList::parse("# nobody\n\n").expect("ok").patterns.len(), 0);
         // Whatever bytes come in: an answer, never a panic.
-        for junk in ["\u{0}:\u{0}", ":", "subject:\\", "subject:CN=\\zz", "uri::", "\r\n\r\n"] {
+        for junk in [
+            "\u{0}:\u{0}",
+            ":",
+            "subject:\\",
+            "subject:CN=\\zz",
+            "uri::",
+            "\r\n\r\n",
+        ] {
             let _ = IdentityList::parse(junk);
         }
     }
@@ -666,7 +686,8 @@ uri:spiffe://example.org/ns/ops/sa/bot
     #[test]
     fn every_rpc_of_our_services_is_classified_as_read_or_mutating() {
         use prost::Message;
-        let set = prost_types::FileDescriptorSet::decode(crate::proto::FILE_DESCRIPTOR_SET).expect("descriptors");
+        let set =
+            prost_types::FileDescriptorSet::decode(crate::proto::FILE_DESCRIPTOR_SET).expect("descriptors");
         let mut seen = 0;
         for file in &set.file {
             for service in &file.service {
@@ -685,7 +706,10 @@ uri:spiffe://example.org/ns/ops/sa/bot
                 }
             }
         }
-        assert!(seen >= 17, "the vtorc.v1.Vtorc service was found ({seen} methods)");
+        assert!(
+            seen >= 17,
+            "the vtorc.v1.Vtorc service was found ({seen} methods)"
+        );
         for m in crate::server::SERVED_METHODS {
             let pair = (crate::server::SERVICE_NAME, m);
             assert!(
@@ -693,7 +717,10 @@ uri:spiffe://example.org/ns/ops/sa/bot
                 "vtctld {m} must be classified"
             );
         }
-        assert!(!is_read("vtctlservice.Vtctld", "DeleteTablets"), "unknown = mutating");
+        assert!(
+            !is_read("vtctlservice.Vtctld", "DeleteTablets"),
+            "unknown = mutating"
+        );
         assert!(is_read("grpc.health.v1.Health", "Check"));
     }
 
@@ -714,16 +741,25 @@ uri:spiffe://example.org/ns/ops/sa/bot
         let e = a.check(prs, None, Some(&reader)).expect_err("refused");
         assert_eq!(e.code(), tonic::Code::PermissionDenied);
         assert!(
-            e.message().contains("vtctlservice.Vtctld/PlannedReparentShard") && e.message().contains("CN=reader"),
+            e.message().contains("vtctlservice.Vtctld/PlannedReparentShard")
+                && e.message().contains("CN=reader"),
             "{}",
             e.message()
         );
-        let e = a.check("/vtorc.v1.Vtorc/AckRecovery", None, None).expect_err("no cert");
+        let e = a
+            .check("/vtorc.v1.Vtorc/AckRecovery", None, None)
+            .expect_err("no cert");
         assert_eq!(e.code(), tonic::Code::PermissionDenied);
-        assert!(a.check("/vtctlservice.Vtctld/GetTablets", None, Some(&reader)).is_ok());
+        assert!(
+            a.check("/vtctlservice.Vtctld/GetTablets", None, Some(&reader))
+                .is_ok()
+        );
         assert!(a.check("/vtorc.v1.Vtorc/Watch", None, None).is_ok());
         // An unknown method is mutating, and counted as "unknown".
-        assert!(a.check("/vtctlservice.Vtctld/DeleteTablets", None, Some(&reader)).is_err());
+        assert!(
+            a.check("/vtctlservice.Vtctld/DeleteTablets", None, Some(&reader))
+                .is_err()
+        );
         let denied = a.denied();
         assert_eq!(
             denied.get(&(
@@ -760,7 +796,10 @@ uri:spiffe://example.org/ns/ops/sa/bot
             None,
         );
         let get = "/vtorc.v1.Vtorc/GetHealth";
-        assert!(a.check(get, None, Some(&id("CN=a,OU=ops,O=Example", &[], &[]))).is_ok());
+        assert!(
+            a.check(get, None, Some(&id("CN=a,OU=ops,O=Example", &[], &[])))
+                .is_ok()
+        );
         assert!(a.check(get, None, Some(&id("CN=ci-runner", &[], &[]))).is_ok());
         let e = a
             .check(get, None, Some(&id("CN=a,OU=dev", &[], &[])))
@@ -795,7 +834,9 @@ uri:spiffe://example.org/ns/ops/sa/bot
         let missing = dir.path().join("missing");
         let e = IdentitiesFile::load(&missing).expect_err("missing").to_string();
         assert!(
-            e.contains("--grpc-mutating-identities-file") && e.contains("missing") && e.contains("cannot read"),
+            e.contains("--grpc-mutating-identities-file")
+                && e.contains("missing")
+                && e.contains("cannot read"),
             "{e}"
         );
         let bad = dir.path().join("bad");

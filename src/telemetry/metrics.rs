@@ -38,6 +38,8 @@
 //! | `vtorc_audit_dropped_lines` | counter | – | audit file lines dropped |
 //! | `vtorc_emergency_reparent_counts`, `vtorc_planned_reparent_counts` | counter | keyspace, shard, result | reparents |
 //! | `vtorc_reparent_shard_operation_timings` | summary (s) | operation | reparents |
+//! | `vtorc_grpc_calls_denied` | counter | method, reason | gRPC access policy refusals ([`crate::server::auth`]) |
+//! | `vtorc_grpc_mutating_identities`, `vtorc_grpc_mutating_identities_reloads` | gauge, counter | –, result | `--grpc-mutating-identities-file` |
 
 use std::collections::BTreeMap;
 use std::fmt::{Display, Write as _};

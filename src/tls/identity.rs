@@ -343,7 +343,16 @@ mod tests {
     #[test]
     fn malformed_distinguished_names_are_errors_not_panics() {
         for bad in [
-            "", "CN", "=x", "CN=", "CN=a,", "CN=a\\", "CN=a\\4", "CN=a\\zz,O=", "C N=x", "CN=\\ff",
+            "",
+            "CN",
+            "=x",
+            "CN=",
+            "CN=a,",
+            "CN=a\\",
+            "CN=a\\4",
+            "CN=a\\zz,O=",
+            "C N=x",
+            "CN=\\ff",
         ] {
             let e = DistinguishedName::parse(bad);
             assert!(e.is_err(), "{bad:?} parsed as {e:?}");
@@ -353,13 +362,15 @@ mod tests {
     #[test]
     fn a_certificate_s_subject_and_alternative_names_are_read() {
         let mut params = CertificateParams::new(vec!["bot.ops.example.com".to_string()]).expect("params");
-        params
-            .subject_alt_names
-            .push(SanType::URI("spiffe://example.org/ns/ops/sa/bot".try_into().expect("uri")));
+        params.subject_alt_names.push(SanType::URI(
+            "spiffe://example.org/ns/ops/sa/bot".try_into().expect("uri"),
+        ));
         // (rcgen starts with a CN of its own; the subject is built anew.)
         params.distinguished_name = rcgen::DistinguishedName::new();
         params.distinguished_name.push(DnType::CountryName, "US");
-        params.distinguished_name.push(DnType::OrganizationName, "Example, Inc.");
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "Example, Inc.");
         params.distinguished_name.push(DnType::CommonName, "reparent-bot");
         let key = KeyPair::generate().expect("key");
         let cert = params.self_signed(&key).expect("cert");
