@@ -580,6 +580,24 @@ async fn mutating_calls_need_a_listed_certificate_identity_reads_do_not_and_the_
             .join("\n")
     );
     assert!(metrics.contains("vtorc_grpc_mutating_identities 1"));
+    // The HTTP API's mutations are closed by --security-policy=read-only
+    // (the file guards gRPC only), and that refusal is audited too.
+    let r = api_support::http(http_addr, "GET", "/api/ack-all-recoveries?comment=x")
+        .await
+        .expect("HTTP");
+    assert_eq!(r.status, 403, "{}", r.body);
+    poll_until(
+        Duration::from_secs(5),
+        "the HTTP denial in the audit file",
+        || async {
+            Ok(vtorc
+                .audit()
+                .into_iter()
+                .find(|e| e["event"] == "AccessDenied" && e["method"] == "HTTP GET /api/ack-all-recoveries"))
+        },
+    )
+    .await
+    .expect("audited");
 
     // The listed identity reparents: through the real vtctldclient when it
     // can be had, else through our client.

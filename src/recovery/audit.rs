@@ -313,8 +313,9 @@ pub enum AuditEvent {
         /// Back-offs and cooldowns cleared.
         cleared: usize,
     },
-    /// A gRPC call was refused by the access policy (`--grpc-auth-mode`,
-    /// `--grpc-mutating-identities-file`). Names only: never a key or a
+    /// A call was refused by an access policy: a gRPC call by
+    /// `--grpc-auth-mode` or `--grpc-mutating-identities-file`, an HTTP
+    /// request by `--security-policy`. Names only: never a key or a
     /// certificate.
     AccessDenied {
         /// When.
@@ -322,13 +323,16 @@ pub enum AuditEvent {
         at: SystemTime,
         /// The vtorc instance.
         instance: String,
-        /// The call, `service/method` (e.g. `vtctlservice.Vtctld/PlannedReparentShard`).
+        /// The call: `service/method` for gRPC (e.g.
+        /// `vtctlservice.Vtctld/PlannedReparentShard`), `HTTP <verb> <path>`.
         method: String,
         /// The client's address; empty when unknown.
         peer: String,
-        /// The client certificate's names, or why there are none.
+        /// The client certificate's names, or why there are none (empty
+        /// for HTTP).
         identity: String,
-        /// The gRPC code returned (`PERMISSION_DENIED`, `UNAUTHENTICATED`).
+        /// What was answered: the gRPC code (`PERMISSION_DENIED`,
+        /// `UNAUTHENTICATED`) or the HTTP status (`403 Forbidden`).
         code: String,
         /// Why, as told to the client.
         reason: String,
@@ -847,10 +851,10 @@ impl AuditLog {
         Some(record)
     }
 
-    /// Audits a refused gRPC call (see [`AuditEvent::AccessDenied`]).
+    /// Audits a refused call (see [`AuditEvent::AccessDenied`]).
     pub fn access_denied(&self, method: &str, peer: &str, identity: &str, code: &str, reason: &str) {
         let _state = self.lock();
-        tracing::warn!(method, peer, identity, code, "grpc call denied: {reason}");
+        tracing::warn!(method, peer, identity, code, "call denied: {reason}");
         self.emit(AuditEvent::AccessDenied {
             at: self.now(),
             instance: self.instance.clone(),
