@@ -101,13 +101,14 @@ pub async fn serve_grpc_guarded(
     let watch_identities = {
         let access = access.clone();
         async move {
+            let Some(access) = access else {
+                return std::future::pending::<std::convert::Infallible>().await;
+            };
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                if let Some(access) = &access {
-                    access.refresh();
-                }
+                access.refresh();
             }
         }
     };

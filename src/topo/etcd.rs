@@ -135,7 +135,9 @@ impl EtcdStore {
                             .map_err(|e| TopoError::Invalid(e.to_string()))?;
                     let channel = tonic::transport::Endpoint::from_shared(connector.authority_uri())
                         .map_err(|e| TopoError::Invalid(format!("etcd endpoint {endpoints:?}: {e}")))?
-                        .connect_timeout(options.connect_timeout)
+                        // (No connect timeout here: it would cover every
+                        // endpoint's attempt together; the connector bounds
+                        // each attempt by options.connect_timeout.)
                         .http2_keep_alive_interval(Duration::from_secs(10))
                         .keep_alive_timeout(Duration::from_secs(5))
                         .keep_alive_while_idle(true)
