@@ -346,6 +346,15 @@ async fn etcd_certificate_files_replaced_on_disk_are_used_from_the_next_connecti
         .create("/rotation/key", b"1", 0)
         .await
         .expect("a write over the first CA's certificates");
+    // Several endpoints: a dead one first is skipped.
+    let dead = format!("127.0.0.1:{}", integration::process::free_port().expect("port"));
+    let failover = EtcdStore::connect(&[dead, etcd.address()], &options)
+        .await
+        .expect("connect");
+    failover
+        .get("/rotation/key")
+        .await
+        .expect("read through the second endpoint");
     // The control: etcd-client's own TLS, which reads the same files once.
     let mut control = etcd_client::Client::connect(
         [etcd.endpoint()],
