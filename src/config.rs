@@ -576,12 +576,15 @@ pub struct Options {
     /// Access to the HTTP API: empty (all), read-only (no mutating calls) or deny-all [default: empty].
     #[arg(long, env = "VTORC_SECURITY_POLICY")]
     pub security_policy: Option<String>,
-    /// Authentication of every call on --grpc-port, as vtctld's flag: empty (none) or mtls (a client certificate whose subject, or that of a certificate of its chain, contains one of --grpc-auth-mtls-allowed-substrings; needs --grpc-ca) [default: empty].
+    /// Authentication of every call on --grpc-port, as vtctld's flag: empty (none), mtls (a client certificate whose subject, or that of a certificate of its chain, contains one of --grpc-auth-mtls-allowed-substrings; needs --grpc-ca) or static (username and password metadata checked against --grpc-auth-static-password-file) [default: empty].
     #[arg(long, env = "VTORC_GRPC_AUTH_MODE")]
     pub grpc_auth_mode: Option<String>,
     /// With --grpc-auth-mode=mtls: substrings separated by colons; a client is let in when the subject of one of its certificates contains one (vtctld's flag).
     #[arg(long, env = "VTORC_GRPC_AUTH_MTLS_ALLOWED_SUBSTRINGS")]
     pub grpc_auth_mtls_allowed_substrings: Option<String>,
+    /// With --grpc-auth-mode=static: JSON list of {"Username": ..., "Password": ...} (vtctld's flag); read at start-up.
+    #[arg(long, env = "VTORC_GRPC_AUTH_STATIC_PASSWORD_FILE", value_name = "FILE")]
+    pub grpc_auth_static_password_file: Option<PathBuf>,
     /// Client-certificate identities allowed to make mutating gRPC calls (reparents, recovery switches, AckRecovery): one `subject:<DN>`, `cn:<name>`, `dns:<name>` or `uri:<URI>` per line; re-read when it changes; needs --grpc-ca. Reads stay open to every client.
     #[arg(long, env = "VTORC_GRPC_MUTATING_IDENTITIES_FILE", value_name = "FILE")]
     pub grpc_mutating_identities_file: Option<PathBuf>,
@@ -671,7 +674,7 @@ pub enum SecurityPolicy {
 }
 
 /// Authentication of every call on the gRPC port (vtctld's
-/// `--grpc-auth-mode`; its `static` plugin is not offered).
+/// `--grpc-auth-mode`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "mode")]
 pub enum GrpcAuthMode {
@@ -684,6 +687,12 @@ pub enum GrpcAuthMode {
     Mtls {
         /// `--grpc-auth-mtls-allowed-substrings`, split at colons.
         allowed_substrings: Vec<String>,
+    },
+    /// `username` and `password` metadata that match an entry of the file
+    /// (read at start-up; the passwords never enter the configuration).
+    Static {
+        /// `--grpc-auth-static-password-file`.
+        password_file: PathBuf,
     },
 }
 
@@ -1029,7 +1038,14 @@ impl Config {
         let mut notes = Vec::new();
         let client_certificates = grpc_tls.ca.is_some();
         let substrings = pick!(grpc_auth_mtls_allowed_substrings);
-        let grpc_auth = match pick!(grpc_auth_mode).as_deref().unwrap_or("") {
+        let password_file = pick!(grpc_auth_static_password_file).filter(|p| !p.as_os_str().is_empty());
+        let mode = pick!(grpc_auth_mode).unwrap_or_default();
+        if password_file.is_some() && mode != "static" {
+            notes.push(
+                "--grpc-auth-static-password-file has no effect without --grpc-auth-mode=static".into(),
+            );
+        }
+        let grpc_auth = match mode.as_str() {
             "" => {
                 if substrings.is_some() {
                     notes.push(
@@ -1053,18 +1069,21 @@ impl Config {
                     .map(String::from)
                     .collect(),
             },
-            "static" => {
-                return Err(ConfigError::InvalidValue {
-                    option: "grpc-auth-mode",
-                    value: "static".into(),
-                    reason: "vtorc-rs does not offer static (password) authentication; use mtls".into(),
-                });
-            }
+            "static" => match password_file {
+                Some(password_file) => GrpcAuthMode::Static { password_file },
+                None => {
+                    return Err(ConfigError::InvalidValue {
+                        option: "grpc-auth-mode",
+                        value: "static".into(),
+                        reason: "needs --grpc-auth-static-password-file".into(),
+                    });
+                }
+            },
             other => {
                 return Err(ConfigError::InvalidValue {
                     option: "grpc-auth-mode",
                     value: other.into(),
-                    reason: "expected empty or mtls".into(),
+                    reason: "expected empty, mtls or static".into(),
                 });
             }
         };
@@ -1489,14 +1508,29 @@ mod tests {
                 "--grpc-mutating-identities-file",
             ),
             (&["--grpc-auth-mode=mtls"][..], "--grpc-auth-mode"),
-            (&["--grpc-auth-mode=static"][..], "static"),
-            (&["--grpc-auth-mode=oauth"][..], "expected empty or mtls"),
+            (
+                &["--grpc-auth-mode=static"][..],
+                "--grpc-auth-static-password-file",
+            ),
+            (&["--grpc-auth-mode=oauth"][..], "expected empty, mtls or static"),
         ] {
             let err = load(args).expect_err("must be refused");
             assert!(err.contains(needle), "{args:?}: {err}");
         }
         let c = load(&["--grpc-auth-mtls-allowed-substrings=x"]).expect("valid");
         assert!(c.notes.iter().any(|n| n.contains("no effect")), "{:?}", c.notes);
+        // Static passwords need no TLS (as in Go); the file is only a path here.
+        let c = load(&[
+            "--grpc-auth-mode=static",
+            "--grpc-auth-static-password-file=/etc/vtorc/users.json",
+        ])
+        .expect("valid");
+        assert_eq!(
+            c.grpc_auth,
+            GrpcAuthMode::Static {
+                password_file: PathBuf::from("/etc/vtorc/users.json")
+            }
+        );
     }
 
     #[test]

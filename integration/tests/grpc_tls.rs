@@ -699,3 +699,87 @@ async fn mutating_calls_need_a_listed_certificate_identity_reads_do_not_and_the_
         .expect_err("dropped from the list");
     assert_eq!(denied.code(), tonic::Code::PermissionDenied);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_password_mode_as_vtctld_with_the_real_vtctldclient() {
+    use vtorc::server::auth::{Authentication, GrpcAccess, load_static_users};
+
+    let dir = tempfile::tempdir().expect("dir");
+    let users = dir.path().join("users.json");
+    std::fs::write(&users, r#"[{"Username": "ops", "Password": "s3cret"}]"#).expect("write");
+    let access = GrpcAccess::new(
+        Authentication::Static {
+            users: load_static_users(&users).expect("Go's format"),
+        },
+        None,
+    );
+    let mut world = MemoryWorld::new();
+    world.start_discovery();
+    let (addr, _task) = world
+        .serve_grpc_guarded(None, Some(std::sync::Arc::new(access)))
+        .await;
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut api = VtorcClient::new(channel);
+    let e = api
+        .get_health(pb::GetHealthRequest {})
+        .await
+        .expect_err("no credentials");
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    let with = |user: &str, password: &str| {
+        let mut r = tonic::Request::new(pb::GetHealthRequest {});
+        r.metadata_mut().insert("username", user.parse().expect("ascii"));
+        r.metadata_mut()
+            .insert("password", password.parse().expect("ascii"));
+        r
+    };
+    let e = api
+        .get_health(with("ops", "wrong"))
+        .await
+        .expect_err("wrong password");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    api.get_health(with("ops", "s3cret"))
+        .await
+        .expect("right password");
+
+    // Vitess's client with its --grpc-auth-static-client-creds file.
+    if let Some(bin) = vtctldclient() {
+        let run = |creds: Option<&str>| {
+            let creds_file = dir.path().join("creds.json");
+            let mut cmd = tokio::process::Command::new(&bin);
+            cmd.arg(format!("--server={addr}"));
+            if let Some(creds) = creds {
+                std::fs::write(&creds_file, creds).expect("write");
+                cmd.arg(format!(
+                    "--grpc-auth-static-client-creds={}",
+                    creds_file.display()
+                ));
+            }
+            cmd.arg("GetCellInfoNames").kill_on_drop(true);
+            async move { cmd.output().await.expect("run vtctldclient") }
+        };
+        let out = run(Some(r#"{"Username": "ops", "Password": "s3cret"}"#)).await;
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = run(None).await;
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && text.contains("Unauthenticated"),
+            "{text}"
+        );
+        let out = run(Some(r#"{"Username": "ops", "Password": "nope"}"#)).await;
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && text.contains("PermissionDenied"),
+            "{text}"
+        );
+    }
+    world.stop().await;
+}

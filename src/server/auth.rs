@@ -5,7 +5,12 @@
 //!    `mtls`, the subject of a certificate the client presented must contain
 //!    one of `--grpc-auth-mtls-allowed-substrings` (colon-separated; Go
 //!    looks at every certificate of the presented chain, and an empty
-//!    substring matches any certificate). Refused: `UNAUTHENTICATED`, as Go.
+//!    substring matches any certificate); refused: `UNAUTHENTICATED`, as
+//!    Go. With `static`, the call's `username` and `password` metadata must
+//!    match an entry of `--grpc-auth-static-password-file` (Go's JSON list
+//!    of `{"Username", "Password"}`, read at start-up, compared in constant
+//!    time); missing: `UNAUTHENTICATED`, wrong: `PERMISSION_DENIED`, as Go.
+//!    Passwords are never logged, audited or shown in the configuration.
 //! 2. **Authorization of mutating calls**, ours:
 //!    `--grpc-mutating-identities-file` lists the client-certificate
 //!    identities that may call a method that changes state (a reparent,
@@ -125,6 +130,83 @@ pub enum AccessError {
         path: PathBuf,
         /// What is wrong (with the line number for a bad line).
         reason: String,
+    },
+    /// The static password file cannot be read or parsed.
+    #[error("--grpc-auth-static-password-file {}: {reason}", path.display())]
+    PasswordFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (never its content).
+        reason: String,
+    },
+}
+
+/// One entry of `--grpc-auth-static-password-file` (Go's field names; Go's
+/// JSON decoding also takes them in lower case).
+#[derive(Clone, serde::Deserialize)]
+pub struct StaticUser {
+    /// The user name.
+    #[serde(rename = "Username", alias = "username")]
+    pub username: String,
+    /// The password.
+    #[serde(rename = "Password", alias = "password")]
+    password: String,
+}
+
+impl std::fmt::Debug for StaticUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticUser")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+impl StaticUser {
+    /// A user `username` with `password`.
+    pub fn new(username: impl Into<String>, password: impl Into<String>) -> StaticUser {
+        StaticUser {
+            username: username.into(),
+            password: password.into(),
+        }
+    }
+}
+
+/// Reads the static password file; errors never quote its content.
+pub fn load_static_users(path: &Path) -> Result<Vec<StaticUser>, AccessError> {
+    let bad = |reason: String| AccessError::PasswordFile {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read it: {e}")))?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        bad(format!(
+            "not a JSON list of {{\"Username\": ..., \"Password\": ...}} (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })
+}
+
+/// Equality of two byte strings in time that depends only on their lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// How every call is authenticated (see the module doc).
+#[derive(Clone, Debug, Default)]
+pub enum Authentication {
+    /// Not at all (beyond TLS).
+    #[default]
+    None,
+    /// A presented certificate's subject contains one of the substrings.
+    Mtls {
+        /// The substrings; an empty one matches any certificate.
+        allowed_substrings: Vec<String>,
+    },
+    /// `username`/`password` metadata match one of the users.
+    Static {
+        /// The users.
+        users: Vec<StaticUser>,
     },
 }
 
@@ -343,7 +425,7 @@ impl DenyReason {
 #[derive(Debug)]
 pub struct GrpcAccess {
     /// `--grpc-auth-mode`.
-    mode: GrpcAuthMode,
+    mode: Authentication,
     /// `--grpc-mutating-identities-file`.
     identities: Option<IdentitiesFile>,
     /// Where refusals are audited (`None` in tests without an engine).
@@ -362,14 +444,23 @@ impl GrpcAccess {
             .as_deref()
             .map(IdentitiesFile::load)
             .transpose()?;
-        if identities.is_none() && config.grpc_auth == GrpcAuthMode::None {
+        let mode = match &config.grpc_auth {
+            GrpcAuthMode::None => Authentication::None,
+            GrpcAuthMode::Mtls { allowed_substrings } => Authentication::Mtls {
+                allowed_substrings: allowed_substrings.clone(),
+            },
+            GrpcAuthMode::Static { password_file } => Authentication::Static {
+                users: load_static_users(password_file)?,
+            },
+        };
+        if identities.is_none() && matches!(mode, Authentication::None) {
             return Ok(None);
         }
-        Ok(Some(GrpcAccess::new(config.grpc_auth.clone(), identities)))
+        Ok(Some(GrpcAccess::new(mode, identities)))
     }
 
     /// A policy of `mode` and `identities`.
-    pub fn new(mode: GrpcAuthMode, identities: Option<IdentitiesFile>) -> GrpcAccess {
+    pub fn new(mode: Authentication, identities: Option<IdentitiesFile>) -> GrpcAccess {
         GrpcAccess {
             mode,
             identities,
@@ -393,15 +484,17 @@ impl GrpcAccess {
     }
 
     /// The decision for a call of `path` (`/service/method`) from `peer`
-    /// with client certificate `identity`; a refusal is audited and counted.
+    /// with client certificate `identity` and request `metadata`; a refusal
+    /// is audited and counted.
     pub fn check(
         &self,
         path: &str,
         peer: Option<SocketAddr>,
         identity: Option<&PeerIdentity>,
+        metadata: &axum::http::HeaderMap,
     ) -> Result<(), Status> {
         let (service, method) = split_path(path);
-        let Err((reason, status)) = self.decide(service, method, identity) else {
+        let Err((reason, status)) = self.decide(service, method, identity, metadata) else {
             return Ok(());
         };
         let known = is_read(service, method) || MUTATING_METHODS.contains(&(service, method));
@@ -416,7 +509,12 @@ impl GrpcAccess {
             .unwrap_or_else(|p| p.into_inner())
             .entry((label, reason))
             .or_default() += 1;
-        let who = identity.map_or_else(|| "no client certificate".to_string(), |id| id.to_string());
+        let mut who = identity.map_or_else(|| "no client certificate".to_string(), |id| id.to_string());
+        if let Authentication::Static { .. } = self.mode
+            && let Some(user) = metadata.get("username").and_then(|v| v.to_str().ok())
+        {
+            who = format!("user {user:?}, {who}");
+        }
         let peer = peer.map(|p| p.to_string()).unwrap_or_default();
         let code = match status.code() {
             tonic::Code::Unauthenticated => "UNAUTHENTICATED",
@@ -437,8 +535,34 @@ impl GrpcAccess {
         service: &str,
         method: &str,
         identity: Option<&PeerIdentity>,
+        metadata: &axum::http::HeaderMap,
     ) -> Result<(), (DenyReason, Status)> {
-        if let GrpcAuthMode::Mtls { allowed_substrings } = &self.mode {
+        if let Authentication::Static { users } = &self.mode {
+            let value = |key: &str| metadata.get(key).map(|v| v.as_bytes());
+            let (Some(user), Some(password)) = (value("username"), value("password")) else {
+                return Err((
+                    DenyReason::Unauthenticated,
+                    Status::unauthenticated(format!(
+                        "{service}/{method}: username and password must be provided"
+                    )),
+                ));
+            };
+            // Every entry is compared, so the time does not tell which matched.
+            let matched = users.iter().fold(false, |found, u| {
+                let ok = u.username.as_bytes() == user && constant_time_eq(u.password.as_bytes(), password);
+                found | ok
+            });
+            if !matched {
+                return Err((
+                    DenyReason::Unauthenticated,
+                    Status::permission_denied(format!(
+                        "{service}/{method}: auth failure: caller {:?} provided invalid credentials",
+                        String::from_utf8_lossy(user)
+                    )),
+                ));
+            }
+        }
+        if let Authentication::Mtls { allowed_substrings } = &self.mode {
             let ok = identity.is_some_and(|id| {
                 allowed_substrings.iter().any(|s| {
                     id.chain_subjects
@@ -585,7 +709,7 @@ where
                 None,
             ),
         };
-        match access.check(req.uri().path(), peer, identity.as_deref()) {
+        match access.check(req.uri().path(), peer, identity.as_deref(), req.headers()) {
             Ok(()) => Either::Left(self.inner.call(req)),
             Err(status) => Either::Right(std::future::ready(Ok(status.into_http()))),
         }
@@ -595,6 +719,9 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    static NO_METADATA: std::sync::LazyLock<axum::http::HeaderMap> =
+        std::sync::LazyLock::new(axum::http::HeaderMap::new);
 
     fn id(subject: &str, dns: &[&str], uris: &[&str]) -> PeerIdentity {
         let subject = DistinguishedName::parse(subject).expect("DN");
@@ -724,7 +851,7 @@ uri:spiffe://example.org/ns/ops/sa/bot
         assert!(is_read("grpc.health.v1.Health", "Check"));
     }
 
-    fn access(mode: GrpcAuthMode, file: Option<&Path>) -> GrpcAccess {
+    fn access(mode: Authentication, file: Option<&Path>) -> GrpcAccess {
         GrpcAccess::new(mode, file.map(|p| IdentitiesFile::load(p).expect("loads")))
     }
 
@@ -733,12 +860,14 @@ uri:spiffe://example.org/ns/ops/sa/bot
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("ids");
         std::fs::write(&path, "cn:admin\n").expect("write");
-        let a = access(GrpcAuthMode::None, Some(&path));
+        let a = access(Authentication::None, Some(&path));
         let admin = id("CN=admin", &[], &[]);
         let reader = id("CN=reader", &[], &[]);
         let prs = "/vtctlservice.Vtctld/PlannedReparentShard";
-        assert!(a.check(prs, None, Some(&admin)).is_ok());
-        let e = a.check(prs, None, Some(&reader)).expect_err("refused");
+        assert!(a.check(prs, None, Some(&admin), &NO_METADATA).is_ok());
+        let e = a
+            .check(prs, None, Some(&reader), &NO_METADATA)
+            .expect_err("refused");
         assert_eq!(e.code(), tonic::Code::PermissionDenied);
         assert!(
             e.message().contains("vtctlservice.Vtctld/PlannedReparentShard")
@@ -747,18 +876,28 @@ uri:spiffe://example.org/ns/ops/sa/bot
             e.message()
         );
         let e = a
-            .check("/vtorc.v1.Vtorc/AckRecovery", None, None)
+            .check("/vtorc.v1.Vtorc/AckRecovery", None, None, &NO_METADATA)
             .expect_err("no cert");
         assert_eq!(e.code(), tonic::Code::PermissionDenied);
         assert!(
-            a.check("/vtctlservice.Vtctld/GetTablets", None, Some(&reader))
-                .is_ok()
+            a.check(
+                "/vtctlservice.Vtctld/GetTablets",
+                None,
+                Some(&reader),
+                &NO_METADATA
+            )
+            .is_ok()
         );
-        assert!(a.check("/vtorc.v1.Vtorc/Watch", None, None).is_ok());
+        assert!(a.check("/vtorc.v1.Vtorc/Watch", None, None, &NO_METADATA).is_ok());
         // An unknown method is mutating, and counted as "unknown".
         assert!(
-            a.check("/vtctlservice.Vtctld/DeleteTablets", None, Some(&reader))
-                .is_err()
+            a.check(
+                "/vtctlservice.Vtctld/DeleteTablets",
+                None,
+                Some(&reader),
+                &NO_METADATA
+            )
+            .is_err()
         );
         let denied = a.denied();
         assert_eq!(
@@ -775,57 +914,132 @@ uri:spiffe://example.org/ns/ops/sa/bot
 
         // Edited: the reader is added; a broken edit keeps the last good list.
         std::fs::write(&path, "cn:admin\ncn:reader\n").expect("write");
-        assert!(a.check(prs, None, Some(&reader)).is_ok(), "reloaded");
+        assert!(
+            a.check(prs, None, Some(&reader), &NO_METADATA).is_ok(),
+            "reloaded"
+        );
         std::fs::write(&path, "cn:admin\nthis is not an identity\n").expect("write");
-        assert!(a.check(prs, None, Some(&reader)).is_ok(), "last good list kept");
+        assert!(
+            a.check(prs, None, Some(&reader), &NO_METADATA).is_ok(),
+            "last good list kept"
+        );
         std::fs::remove_file(&path).expect("rm");
-        assert!(a.check(prs, None, Some(&reader)).is_ok(), "kept when deleted");
+        assert!(
+            a.check(prs, None, Some(&reader), &NO_METADATA).is_ok(),
+            "kept when deleted"
+        );
         let file = a.identities.as_ref().expect("file");
         assert_eq!(file.reloads.load(Ordering::Relaxed), 1);
         assert_eq!(file.reload_errors.load(Ordering::Relaxed), 2);
         std::fs::write(&path, "cn:admin\n").expect("write");
-        assert!(a.check(prs, None, Some(&reader)).is_err(), "removed again");
+        assert!(
+            a.check(prs, None, Some(&reader), &NO_METADATA).is_err(),
+            "removed again"
+        );
     }
 
     #[test]
     fn mtls_mode_lets_in_a_certificate_whose_chain_names_a_substring_as_vitess_does() {
         let a = access(
-            GrpcAuthMode::Mtls {
+            Authentication::Mtls {
                 allowed_substrings: vec!["OU=ops".into(), "CN=ci-".into()],
             },
             None,
         );
         let get = "/vtorc.v1.Vtorc/GetHealth";
         assert!(
-            a.check(get, None, Some(&id("CN=a,OU=ops,O=Example", &[], &[])))
+            a.check(
+                get,
+                None,
+                Some(&id("CN=a,OU=ops,O=Example", &[], &[])),
+                &NO_METADATA
+            )
+            .is_ok()
+        );
+        assert!(
+            a.check(get, None, Some(&id("CN=ci-runner", &[], &[])), &NO_METADATA)
                 .is_ok()
         );
-        assert!(a.check(get, None, Some(&id("CN=ci-runner", &[], &[]))).is_ok());
         let e = a
-            .check(get, None, Some(&id("CN=a,OU=dev", &[], &[])))
+            .check(get, None, Some(&id("CN=a,OU=dev", &[], &[])), &NO_METADATA)
             .expect_err("no substring");
         assert_eq!(e.code(), tonic::Code::Unauthenticated);
         assert_eq!(
-            a.check(get, None, None).expect_err("no cert").code(),
+            a.check(get, None, None, &NO_METADATA)
+                .expect_err("no cert")
+                .code(),
             tonic::Code::Unauthenticated
         );
         // Go looks at every certificate of the chain the client sent.
         let via_ca = access(
-            GrpcAuthMode::Mtls {
+            Authentication::Mtls {
                 allowed_substrings: vec!["ops CA".into()],
             },
             None,
         );
-        assert!(via_ca.check(get, None, Some(&id("CN=anyone", &[], &[]))).is_ok());
+        assert!(
+            via_ca
+                .check(get, None, Some(&id("CN=anyone", &[], &[])), &NO_METADATA)
+                .is_ok()
+        );
         // An empty substring (an empty flag) lets any certificate in, as in Go.
         let any = access(
-            GrpcAuthMode::Mtls {
+            Authentication::Mtls {
                 allowed_substrings: vec![String::new()],
             },
             None,
         );
-        assert!(any.check(get, None, Some(&id("CN=anyone", &[], &[]))).is_ok());
-        assert!(any.check(get, None, None).is_err());
+        assert!(
+            any.check(get, None, Some(&id("CN=anyone", &[], &[])), &NO_METADATA)
+                .is_ok()
+        );
+        assert!(any.check(get, None, None, &NO_METADATA).is_err());
+    }
+
+    #[test]
+    fn static_mode_checks_username_and_password_metadata_as_vitess_does() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("users.json");
+        std::fs::write(
+            &path,
+            r#"[{"Username": "ops", "Password": "s3cret"}, {"username": "ci", "password": "other"}]"#,
+        )
+        .expect("write");
+        let users = load_static_users(&path).expect("Go's format loads");
+        assert_eq!(users.len(), 2);
+        assert!(!format!("{users:?}").contains("s3cret"), "Debug hides passwords");
+        let a = access(Authentication::Static { users }, None);
+        let md = |user: &str, password: &str| {
+            let mut m = axum::http::HeaderMap::new();
+            m.insert("username", user.parse().expect("value"));
+            m.insert("password", password.parse().expect("value"));
+            m
+        };
+        let get = "/vtorc.v1.Vtorc/GetHealth";
+        assert!(a.check(get, None, None, &md("ops", "s3cret")).is_ok());
+        assert!(a.check(get, None, None, &md("ci", "other")).is_ok());
+        let e = a.check(get, None, None, &NO_METADATA).expect_err("none given");
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        let e = a.check(get, None, None, &md("ops", "other")).expect_err("wrong");
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert!(
+            e.message().contains("\"ops\"") && !e.message().contains("other"),
+            "{}",
+            e.message()
+        );
+        assert!(a.check(get, None, None, &md("nobody", "s3cret")).is_err());
+        // A broken file is an error that never quotes it.
+        std::fs::write(&path, r#"[{"Username": "ops", "Password": 12345678}]"#).expect("write");
+        let e = load_static_users(&path).expect_err("a number").to_string();
+        assert!(
+            e.contains("--grpc-auth-static-password-file") && !e.contains("12345678"),
+            "{e}"
+        );
+        assert!(
+            constant_time_eq(b"abc", b"abc")
+                && !constant_time_eq(b"abc", b"abd")
+                && !constant_time_eq(b"ab", b"abc")
+        );
     }
 
     #[test]
