@@ -11,7 +11,11 @@
 //!   whose old certificate was revoked connects with its new one;
 //! - the `vtorc` binary stops at start-up, without a panic, with an error
 //!   naming the file and the flag, when a TLS file cannot be used, and
-//!   when `--grpc-mutating-identities-file` cannot be used or enforced;
+//!   when `--grpc-mutating-identities-file` cannot be used or enforced, or
+//!   `--grpc-auth-static-password-file` cannot be read as Go's JSON;
+//! - `--grpc-auth-mode=static` as vtctld: no credentials UNAUTHENTICATED,
+//!   a wrong password PERMISSION_DENIED, with our client and with the real
+//!   `vtctldclient --grpc-auth-static-client-creds`;
 //! - etcd's client files (`--topo-etcd-tls-*`) replaced on disk are used
 //!   from the next connection (a CA rotation with etcd restarted), a
 //!   broken replacement keeps the previous ones;
@@ -239,6 +243,15 @@ async fn vtorc_stops_at_start_up_naming_an_unusable_tls_file_and_its_flag() {
         (
             vec![format!("--grpc-mutating-identities-file={}", garbage.display())],
             "--grpc-mutating-identities-file",
+            &garbage,
+        ),
+        // Static passwords: a file that is not Go's JSON list.
+        (
+            vec![
+                "--grpc-auth-mode=static".to_string(),
+                format!("--grpc-auth-static-password-file={}", garbage.display()),
+            ],
+            "--grpc-auth-static-password-file",
             &garbage,
         ),
         // With them, a file that does not parse.
