@@ -12,8 +12,8 @@ use std::time::{Duration, Instant as WallClock};
 
 use tokio::time::Instant;
 use vtorc::analysis::{AnalysisConfig, analyze};
-use vtorc::model::fixtures::{TabletFixture, large_snapshot};
 use vtorc::model::{ClusterSnapshot, ShardState};
+use vtorc::testkit::{TabletFixture, large_snapshot};
 
 const RUNS: usize = 30;
 const WARMUP: usize = 3;

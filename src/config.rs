@@ -1861,7 +1861,7 @@ change-tablets-with-errant-gtid-to-drained: false
         // `extraFlags` of k8s/vitess-operator.yaml become `--key=value`.
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("k8s/vitess-operator.yaml");
         let text = std::fs::read_to_string(&manifest).expect("read the manifest");
-        let doc: serde_yaml::Value = serde_yaml::from_str(&text).expect("YAML");
+        let doc: serde_norway::Value = serde_norway::from_str(&text).expect("YAML");
         let spec = &doc["spec"];
         assert_eq!(spec["images"]["vtorc"].as_str(), Some("vtorc-rs:latest"));
         let flags = spec["keyspaces"][0]["vitessOrchestrator"]["extraFlags"]

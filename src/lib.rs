@@ -17,5 +17,7 @@ pub mod runtime;
 pub mod server;
 pub mod tablet;
 pub mod telemetry;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 pub mod tls;
 pub mod topo;

@@ -129,16 +129,17 @@ pub async fn run_with_source(
     let mut servers: JoinSet<anyhow::Result<()>> = JoinSet::new();
     if config.grpc_port.is_some() || config.port.is_some() {
         let grpc_access = grpc_access.map(|a| Arc::new(a.with_audit(Arc::clone(recovery.audit()))));
-        let mut metrics = MetricsRegistry::for_vtorc(
+        let metrics = metrics_registry(
             &discovery_handle,
             config.discovery_workers,
             &recovery,
-            reparenter.metrics(),
-        );
+            &reparenter.metrics(),
+        )
+        .context("register the metrics")?;
         if let Some(access) = &grpc_access {
-            metrics.register(crate::server::auth::AccessSource {
-                access: Arc::clone(access),
-            });
+            access
+                .register_metrics(&metrics)
+                .context("register the gRPC access metrics")?;
         }
         let ctx = ApiContext {
             discovery: discovery_handle.clone(),
@@ -229,4 +230,20 @@ pub async fn run_with_source(
     discovery_task.shutdown().await;
     tracing::info!("vtorc stopped");
     outcome
+}
+
+/// The metrics registry of a running vtorc: discovery (counters and the
+/// snapshot's gauges), the recovery engine and the reparent engine, each
+/// registering its own families.
+pub fn metrics_registry(
+    discovery: &crate::discovery::DiscoveryHandle,
+    discovery_workers: usize,
+    recovery: &crate::recovery::RecoveryHandle,
+    reparent: &crate::reparent::ReparentMetrics,
+) -> Result<MetricsRegistry, crate::telemetry::metrics::Error> {
+    let registry = MetricsRegistry::new();
+    discovery.register_metrics(&registry, discovery_workers)?;
+    recovery.register_metrics(&registry)?;
+    reparent.register(&registry)?;
+    Ok(registry)
 }

@@ -13,9 +13,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use vtorc::analysis::{AnalysisCode as C, AnalysisConfig, StructureWarning as W};
-use vtorc::model::fixtures::{MYSQL_PORT, ShardBuilder, TabletFixture, gtids, mysql_host};
 use vtorc::model::{PeerHealthReport, PeerPing, TopoTime};
 use vtorc::proto::topodata::{TabletAlias, TabletType};
+use vtorc::testkit::{MYSQL_PORT, ShardBuilder, TabletFixture, gtids, mysql_host};
 
 mod analysis_support;
 

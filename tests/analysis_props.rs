@@ -36,14 +36,12 @@ use vtorc::analysis::{
     AnalysisCode, AnalysisConfig, DetectionAnalysis, Durability, PromotionRule, RecoveryKind, analyze,
     analyze_shard,
 };
-use vtorc::model::fixtures::{
-    MYSQL_PORT, PRIMARY_TERM_SECONDS, ShardBuilder, TabletFixture, gtids, mysql_host,
-};
 use vtorc::model::{
     ClusterSnapshot, Observation, PeerHealthReport, PeerPing, ShardState, TabletState, ThreadState, TopoTime,
 };
 use vtorc::mysql::Position;
 use vtorc::proto::topodata::{TabletAlias, TabletType};
+use vtorc::testkit::{MYSQL_PORT, PRIMARY_TERM_SECONDS, ShardBuilder, TabletFixture, gtids, mysql_host};
 
 /// Random shards per property.
 const CASES: u32 = 3_000;

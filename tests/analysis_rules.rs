@@ -10,8 +10,8 @@ use vtorc::analysis::{
     sort_analyses, sort_codes,
 };
 use vtorc::ids::KeyspaceShard;
-use vtorc::model::fixtures::{ShardBuilder, TabletFixture, gtids};
 use vtorc::proto::topodata::KeyspaceType;
+use vtorc::testkit::{ShardBuilder, TabletFixture, gtids};
 
 // ---------------------------------------------------------------- ordering
 

@@ -11,5 +11,6 @@ pub mod pki;
 pub mod process;
 pub mod restore;
 pub mod sim;
+pub mod testkit;
 pub mod topo_conformance;
 pub mod workload;

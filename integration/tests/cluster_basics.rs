@@ -2,9 +2,10 @@
 //! start-up shape, topology records, replication bootstrap, several cells,
 //! keyspaces and shards, and clean teardown (also after a panic).
 
+use std::path::PathBuf;
+
 use integration::cluster::{AgentMode, Cluster, ClusterBuilder, KeyspaceSpec, ShardSpec, TabletSpec};
 use mysql_async::prelude::Queryable;
-use std::path::PathBuf;
 use vtorc::proto::topodata::{TabletAlias, TabletType};
 
 /// Replication state value Vitess uses for a running thread.

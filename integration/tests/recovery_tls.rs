@@ -86,17 +86,11 @@ async fn dead_primary_is_failed_over_with_mutual_tls_on_every_hop() {
         .await;
     cluster.kill_mysql(&alias(100)).expect("kill -9");
     let record = vtorc
-        .wait_for_recovery(
+        .wait_for_success(
             vtorc::analysis::RecoveryKind::RecoverDeadPrimary,
             Duration::from_secs(30),
         )
         .await;
-    assert_eq!(
-        record.outcome,
-        vtorc::recovery::RecoveryOutcome::Succeeded,
-        "{}",
-        vtorc.audit_dump()
-    );
     let successor = record.successor_alias.clone().expect("a successor is recorded");
     assert_clean_promotion(&record, &successor);
     assert_serving_primary(

@@ -17,6 +17,7 @@
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
+use AnalysisCode as C;
 use tokio::time::Instant;
 
 use super::AnalysisConfig;
@@ -28,8 +29,6 @@ use super::record::{BinlogCoordinates, DetectionAnalysis, MatchedProblem};
 use crate::model::{KeyspaceInfo, Observation, ShardState, TabletState, TopoTime};
 use crate::mysql::Position;
 use crate::proto::topodata::{TabletAlias, TabletType};
-
-use AnalysisCode as C;
 
 /// Everything one shard's analysis reads.
 pub(crate) struct ShardInput<'a> {

@@ -21,13 +21,12 @@ pub mod record;
 use std::fmt;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 pub use codes::{AnalysisCode, Priority, RecoveryKind, StructureWarning};
 pub use detect::{is_replica_type, sort_analyses, sort_codes};
 pub use durability::{Durability, DurabilityError, PromotionRule};
 pub use quorum::{QuorumConfig, QuorumResult};
 pub use record::{DetectionAnalysis, MatchedProblem};
+use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::ids::KeyspaceShard;

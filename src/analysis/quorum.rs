@@ -226,8 +226,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::model::fixtures::ShardBuilder;
     use crate::model::{PeerHealthReport, PeerPing};
+    use crate::testkit::ShardBuilder;
 
     fn report(
         now: Instant,

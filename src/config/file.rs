@@ -201,7 +201,7 @@ pub fn parse(text: &str, spec: &FileSpec, notes: &mut Vec<String>) -> Result<Opt
         serde_json::Value::Object(Default::default())
     } else {
         match spec.file_type {
-            FileType::Yaml => serde_yaml::from_str(text).map_err(|e| file_err(e.to_string()))?,
+            FileType::Yaml => serde_norway::from_str(text).map_err(|e| file_err(e.to_string()))?,
             FileType::Json => serde_json::from_str(text).map_err(|e| file_err(e.to_string()))?,
             FileType::Toml => toml::from_str(text).map_err(|e| file_err(e.message().to_string()))?,
         }

@@ -1,16 +1,20 @@
 //! Discovery's counters: plain atomics the owner task updates and anyone can
-//! read (a later exporter maps them to Prometheus). Labels are fixed sets
-//! ([`TabletErrorKind`]), never tablet names.
+//! read, the poll latency histogram, and the gauges computed from the
+//! latest snapshot; [`DiscoveryHandle::register_metrics`] registers them all.
+//! Labels are fixed sets ([`TabletErrorKind`]), never tablet names.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Duration,
-};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
+use prometheus::core::Metric as _;
+use prometheus::{Histogram, HistogramOpts};
+
+use super::DiscoveryHandle;
+use crate::model::ClusterSnapshot;
 use crate::tablet::{HealthStreamMetrics, TabletErrorKind};
+use crate::telemetry::metrics::{FamilyCollector, MetricType, MetricsRegistry, Series, single};
 
 /// Upper bounds of the poll latency buckets, in microseconds (the last
 /// bucket, above the largest bound, is implicit).
@@ -19,41 +23,61 @@ pub const LATENCY_BUCKETS_US: [u64; 14] = [
     15_000_000,
 ];
 
-/// A fixed-bucket latency histogram.
-#[derive(Debug, Default)]
+/// The poll latency histogram: `vtorc_discovery_instance_timings{action="Instance"}`,
+/// in seconds, with the bounds of [`LATENCY_BUCKETS_US`].
+#[derive(Clone, Debug)]
 pub struct LatencyHistogram {
-    /// Count per bucket: `buckets[i]` counts values `<= LATENCY_BUCKETS_US[i]`
-    /// (and above the previous bound); the last slot counts larger values.
-    buckets: [AtomicU64; LATENCY_BUCKETS_US.len() + 1],
-    /// Sum of all values, in microseconds.
-    sum_us: AtomicU64,
-    /// Number of values.
-    count: AtomicU64,
+    /// The histogram.
+    inner: Histogram,
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        let opts = HistogramOpts::new(
+            "vtorc_discovery_instance_timings",
+            "Latency of completed tablet polls, in seconds",
+        )
+        .const_label("action", "Instance")
+        .buckets(LATENCY_BUCKETS_US.iter().map(|us| *us as f64 / 1e6).collect());
+        LatencyHistogram {
+            inner: Histogram::with_opts(opts).expect("a valid name and increasing bounds"),
+        }
+    }
 }
 
 impl LatencyHistogram {
     /// Records one value.
     pub fn record(&self, value: Duration) {
-        let us = u64::try_from(value.as_micros()).unwrap_or(u64::MAX);
-        let i = LATENCY_BUCKETS_US.partition_point(|bound| *bound < us);
-        self.buckets[i].fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(us, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
+        self.inner.observe(value.as_secs_f64());
     }
 
     /// Number of values recorded.
     pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
+        self.inner.get_sample_count()
     }
 
     /// Sum of the values recorded.
     pub fn sum(&self) -> Duration {
-        Duration::from_micros(self.sum_us.load(Ordering::Relaxed))
+        Duration::try_from_secs_f64(self.inner.get_sample_sum()).unwrap_or_default()
     }
 
-    /// Count per bucket (see [`LATENCY_BUCKETS_US`]).
+    /// Count per bucket (see [`LATENCY_BUCKETS_US`]), not cumulative; the
+    /// last slot counts values above the largest bound.
     pub fn buckets(&self) -> Vec<u64> {
-        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect()
+        let metric = self.inner.metric();
+        let h = metric.get_histogram();
+        let mut previous = 0;
+        let mut out: Vec<u64> = h
+            .get_bucket()
+            .iter()
+            .map(|b| {
+                let n = b.cumulative_count().saturating_sub(previous);
+                previous = b.cumulative_count();
+                n
+            })
+            .collect();
+        out.push(h.get_sample_count().saturating_sub(previous));
+        out
     }
 
     /// The bucket bound below which at least `q` (0..=1) of the values lie;
@@ -137,6 +161,262 @@ impl DiscoveryMetrics {
     /// Duration of the last completed discovery round.
     pub fn last_round(&self) -> Duration {
         Duration::from_micros(self.last_round_us.load(Ordering::Relaxed))
+    }
+}
+
+/// The counter families of [`DiscoveryMetrics`]: name, help, value.
+fn counters(m: &DiscoveryMetrics) -> Vec<(&'static str, &'static str, MetricType, f64)> {
+    use MetricType::{COUNTER, GAUGE};
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+    let failures: u64 = TabletErrorKind::ALL.iter().map(|k| m.poll_failures(*k)).sum();
+    vec![
+        (
+            "vtorc_discoveries_attempt",
+            "Tablet polls (FullStatus) started",
+            COUNTER,
+            load(&m.polls_started),
+        ),
+        (
+            "vtorc_discoveries_fail",
+            "Tablet polls that failed",
+            COUNTER,
+            failures as f64,
+        ),
+        (
+            "vtorc_discoveries_instance_poll_seconds_exceeded",
+            "Tablet polls that ran past the slow-poll threshold",
+            COUNTER,
+            load(&m.polls_slow),
+        ),
+        (
+            "vtorc_discovery_polls_succeeded",
+            "Tablet polls that returned a full status",
+            COUNTER,
+            load(&m.polls_succeeded),
+        ),
+        (
+            "vtorc_discovery_polls_triggered",
+            "Tablet polls triggered by a health event",
+            COUNTER,
+            load(&m.polls_triggered),
+        ),
+        (
+            "vtorc_discovery_rounds",
+            "Completed discovery rounds",
+            COUNTER,
+            load(&m.rounds),
+        ),
+        (
+            "vtorc_discovery_topo_events",
+            "Topology events applied",
+            COUNTER,
+            load(&m.topo_events),
+        ),
+        (
+            "vtorc_discovery_topo_resyncs",
+            "Full topology loads applied",
+            COUNTER,
+            load(&m.topo_resyncs),
+        ),
+        (
+            "vtorc_discovery_topo_relist_failures",
+            "Safety-net topology re-lists that failed",
+            COUNTER,
+            load(&m.topo_relist_failures),
+        ),
+        (
+            "vtorc_discovery_health_events",
+            "Health stream events handled",
+            COUNTER,
+            load(&m.health_events),
+        ),
+        (
+            "vtorc_discovery_snapshots_published",
+            "Cluster snapshots published",
+            COUNTER,
+            load(&m.snapshots_published),
+        ),
+        (
+            "vtorc_discovery_shard_notifications",
+            "Shard-changed notifications sent",
+            COUNTER,
+            load(&m.shard_notifications),
+        ),
+        (
+            "vtorc_health_stream_subscriptions",
+            "Health stream subscriptions started",
+            COUNTER,
+            load(&m.streams.subscriptions),
+        ),
+        (
+            "vtorc_health_stream_connects",
+            "Health streams opened",
+            COUNTER,
+            load(&m.streams.connects),
+        ),
+        (
+            "vtorc_health_stream_reconnects",
+            "Health streams reopened after a break",
+            COUNTER,
+            load(&m.streams.reconnects),
+        ),
+        (
+            "vtorc_health_stream_breaks",
+            "Health stream outages",
+            COUNTER,
+            load(&m.streams.breaks),
+        ),
+        (
+            "vtorc_health_stream_failed_attempts",
+            "Failed attempts to open a health stream",
+            COUNTER,
+            load(&m.streams.failed_attempts),
+        ),
+        (
+            "vtorc_health_stream_messages",
+            "Health messages received",
+            COUNTER,
+            load(&m.streams.messages),
+        ),
+        (
+            "vtorc_discovery_last_round_seconds",
+            "Duration of the last completed discovery round, in seconds",
+            GAUGE,
+            m.last_round().as_secs_f64(),
+        ),
+    ]
+}
+
+/// The gauges computed from a snapshot, in the order of [`SNAPSHOT_FAMILIES`].
+fn snapshot_series(snapshot: &ClusterSnapshot, ready: bool) -> Vec<Series> {
+    let mut by_cell: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut errant = 0u32;
+    let mut by_shard = Vec::new();
+    let mut disabled_by_shard = Vec::new();
+    for shard in snapshot.shards.values() {
+        for t in &shard.tablets {
+            *by_cell.entry(t.alias().cell.as_str()).or_default() += 1;
+            if t.observation.as_ref().is_some_and(|o| !o.errant_gtids.is_empty()) {
+                errant += 1;
+            }
+        }
+        let disabled = shard.emergency_reparent_disabled
+            || snapshot
+                .keyspaces
+                .get(&shard.keyspace)
+                .is_some_and(|k| k.emergency_reparent_disabled);
+        let names = vec![shard.keyspace.clone(), shard.shard.clone()];
+        let mut with_flag = names.clone();
+        with_flag.push(disabled.to_string());
+        by_shard.push((with_flag, shard.tablets.len() as f64));
+        disabled_by_shard.push((names, f64::from(u8::from(disabled))));
+    }
+    vec![
+        single(u8::from(ready)),
+        by_cell
+            .into_iter()
+            .map(|(cell, n)| (vec![cell.to_string()], n as f64))
+            .collect(),
+        by_shard,
+        disabled_by_shard,
+        single(errant),
+    ]
+}
+
+/// The snapshot's gauge families: name, help, label names.
+const SNAPSHOT_FAMILIES: [(&str, &str, MetricType, &[&str]); 5] = [
+    (
+        "vtorc_ready",
+        "1 once the topology was loaded and one discovery round completed",
+        MetricType::GAUGE,
+        &[],
+    ),
+    (
+        "vtorc_tablets_watched_by_cell",
+        "Tablets watched, by cell",
+        MetricType::GAUGE,
+        &["cell"],
+    ),
+    (
+        "vtorc_tablets_watched_by_shard",
+        "Tablets watched, by shard (ers_disabled: ERS disabled for the keyspace or shard)",
+        MetricType::GAUGE,
+        &["keyspace", "shard", "ers_disabled"],
+    ),
+    (
+        "vtorc_emergency_reparent_shard_disabled",
+        "1 when EmergencyReparentShard is disabled for the shard (keyspace or shard record)",
+        MetricType::GAUGE,
+        &["keyspace", "shard"],
+    ),
+    (
+        "vtorc_errant_gtid_tablet_count",
+        "Tablets whose MySQL has errant GTIDs",
+        MetricType::GAUGE,
+        &[],
+    ),
+];
+
+/// Registers discovery's families: its counters, the poll latency
+/// histogram, and the gauges of `snapshot` and `ready` (read when
+/// collected); `workers` is `--discovery-workers`.
+pub fn register(
+    registry: &MetricsRegistry,
+    metrics: &Arc<DiscoveryMetrics>,
+    workers: usize,
+    snapshot: impl Fn() -> Arc<ClusterSnapshot> + Send + Sync + 'static,
+    ready: impl Fn() -> bool + Send + Sync + 'static,
+) -> Result<(), crate::telemetry::metrics::Error> {
+    registry.register(metrics.poll_latency.inner.clone())?;
+    let mut specs: Vec<(&str, &str, MetricType, &[&str])> = counters(metrics)
+        .into_iter()
+        .map(|(name, help, kind, _)| (name, help, kind, &[] as &[&str]))
+        .collect();
+    specs.push((
+        "vtorc_discovery_workers",
+        "Tablet polls allowed at once (--discovery-workers)",
+        MetricType::GAUGE,
+        &[],
+    ));
+    specs.push((
+        "vtorc_discovery_poll_failures",
+        "Failed tablet polls by error kind",
+        MetricType::COUNTER,
+        &["kind"],
+    ));
+    specs.extend(SNAPSHOT_FAMILIES);
+    let m = Arc::clone(metrics);
+    registry.register(FamilyCollector::new(&specs, move || {
+        let mut series: Vec<Series> = counters(&m).into_iter().map(|(_, _, _, v)| single(v)).collect();
+        series.push(single(workers as f64));
+        series.push(
+            TabletErrorKind::ALL
+                .iter()
+                .map(|k| (vec![k.as_str().to_string()], m.poll_failures(*k) as f64))
+                .collect(),
+        );
+        series.extend(snapshot_series(&snapshot(), ready()));
+        series
+    })?)
+}
+
+impl DiscoveryHandle {
+    /// Registers discovery's families (see [`register`]) for this handle's
+    /// counters, snapshots and readiness.
+    pub fn register_metrics(
+        &self,
+        registry: &MetricsRegistry,
+        workers: usize,
+    ) -> Result<(), crate::telemetry::metrics::Error> {
+        let snapshots = self.clone();
+        let ready = self.clone();
+        register(
+            registry,
+            self.metrics(),
+            workers,
+            move || snapshots.snapshot(),
+            move || ready.is_ready(),
+        )
     }
 }
 

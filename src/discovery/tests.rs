@@ -14,16 +14,14 @@ use futures::StreamExt;
 
 use super::*;
 use crate::{
-    model::{
-        Reachability,
-        fixtures::{MYSQL_PORT, mysql_host, server_uuid, tablet_record},
-    },
+    model::Reachability,
     proto::{
         replicationdata::{FullStatus, PrimaryStatus, Status},
         tabletmanagerdata::FullStatusResponse,
         topodata::{Keyspace, Shard, Tablet, TabletType},
     },
     tablet::{HealthSource, HealthStream, TabletError, TabletManager, TmRequest, TmResponse},
+    testkit::{MYSQL_PORT, mysql_host, server_uuid, tablet_record},
     topo::Topo,
 };
 

@@ -101,9 +101,9 @@ impl ShardState {
 
 #[cfg(test)]
 mod tests {
-    use crate::model::fixtures::{MYSQL_PORT, ShardBuilder, TabletFixture, gtids};
     use crate::mysql::Position;
     use crate::proto::topodata::TabletAlias;
+    use crate::testkit::{MYSQL_PORT, ShardBuilder, TabletFixture, gtids};
 
     #[test]
     fn replica_with_local_writes_has_errant_gtids() {

@@ -22,7 +22,6 @@
 //! vttablets) are [`TopoTime`].
 
 mod errant;
-pub mod fixtures;
 mod health;
 mod observation;
 mod tablet;

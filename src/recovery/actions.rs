@@ -39,9 +39,9 @@ use rand::seq::SliceRandom;
 
 use super::audit::StepLevel;
 use super::error::RecoveryError;
-use super::gate::{Shared, direct_replicas};
-use super::view::shard_primary;
-use crate::analysis::{DetectionAnalysis, Durability, RecoveryKind};
+use super::shared::Shared;
+use super::view::{direct_replicas, shard_primary};
+use crate::analysis::{AnalysisCode, DetectionAnalysis, Durability, RecoveryKind};
 use crate::model::ShardState;
 use crate::proto::tabletmanagerdata::SetReplicationSourceRequest;
 use crate::proto::topodata::{Tablet, TabletAlias, TabletType};
@@ -136,16 +136,11 @@ pub(crate) struct Planned {
 }
 
 impl ActionCtx<'_> {
-    fn analyzed(&self) -> Result<Tablet, String> {
+    fn analyzed(&self) -> Result<Tablet, NotAttempted> {
         self.shard
             .tablet(&self.entry.analyzed_instance_alias)
             .map(|t| t.tablet.clone())
-            .ok_or_else(|| {
-                format!(
-                    "tablet {} is no longer in the topo",
-                    self.entry.analyzed_instance_alias
-                )
-            })
+            .ok_or_else(|| NotAttempted::TabletGone(self.entry.analyzed_instance_alias.clone()))
     }
 
     fn all_tablets(&self) -> Vec<TabletAlias> {
@@ -183,18 +178,72 @@ fn needs_reachable_tablet(kind: RecoveryKind) -> bool {
     )
 }
 
-/// Decides what to do; `Err(reason)` = not attempted.
-pub(crate) async fn plan(ctx: &ActionCtx<'_>) -> Result<Planned, String> {
+/// Why a recovery function decided not to act.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NotAttempted {
+    /// The tablet did not answer its last poll.
+    #[error("{0} did not answer its last poll; its last known state is not worth acting on")]
+    Unpolled(TabletAlias),
+    /// The analysis has no recovery.
+    #[error("{0} has no recovery action")]
+    NoRecoveryAction(AnalysisCode),
+    /// The analysed tablet left the topology.
+    #[error("tablet {0} is no longer in the topo")]
+    TabletGone(TabletAlias),
+    /// An incapacitated primary vtorc cannot ping that others may still hear.
+    #[error(
+        "primary {primary} does not answer Ping ({error}); {}: not failing over \
+         (see --heartbeat-silence-threshold and --primary-tablet-down-grace)",
+        why_not_dead(*.replicating)
+    )]
+    PrimaryMayBeAlive {
+        /// The primary.
+        primary: TabletAlias,
+        /// The ping's error.
+        error: String,
+        /// Replicas that still replicate from it.
+        replicating: u32,
+    },
+    /// A replica fix found no primary.
+    #[error("the shard has no primary to replicate from")]
+    NoPrimary,
+    /// A restart of direct replicas found none.
+    #[error("{0} has no direct replica to restart")]
+    NoDirectReplica(TabletAlias),
+    /// Every direct replica was restarted within the cooldown.
+    #[error("every direct replica of {primary} had its replication restarted within the last {cooldown:?}")]
+    RestartCooldown {
+        /// The primary.
+        primary: TabletAlias,
+        /// `--restart-replica-cooldown` (the period of one restart per replica).
+        cooldown: Duration,
+    },
+}
+
+/// Why an unanswered ping is not a dead primary: had the replicas stopped
+/// hearing it, or had its tablet server been refusing connections past the
+/// grace, the analysis would be DeadPrimary (analysis::evidence).
+fn why_not_dead(replicating: u32) -> String {
+    if replicating > 0 {
+        format!(
+            "{replicating} of its replicas still replicate from it and show no sign of having stopped hearing it, \
+             so vtorc alone may be cut off from it"
+        )
+    } else {
+        "no replica confirms it is gone".to_string()
+    }
+}
+
+/// Decides what to do, or why not.
+pub(crate) async fn plan(ctx: &ActionCtx<'_>) -> Result<Planned, NotAttempted> {
     let e = ctx.entry;
     let alias = e.analyzed_instance_alias.clone();
     if needs_reachable_tablet(e.recovery) && !e.last_check_valid {
-        return Err(format!(
-            "{alias} did not answer its last poll; its last known state is not worth acting on"
-        ));
+        return Err(NotAttempted::Unpolled(alias));
     }
     let plan = match e.recovery {
         RecoveryKind::None | RecoveryKind::Generic => {
-            return Err(format!("{} has no recovery action", e.analysis));
+            return Err(NotAttempted::NoRecoveryAction(e.analysis));
         }
         RecoveryKind::RecoverDeadPrimary => Plan::Ers { wait_all: false },
         RecoveryKind::RecoverPrimaryTabletDeleted => Plan::Ers { wait_all: true },
@@ -202,22 +251,11 @@ pub(crate) async fn plan(ctx: &ActionCtx<'_>) -> Result<Planned, String> {
             let primary = ctx.analyzed()?;
             let timeout = ctx.shared.config.load().incapacitated_ping_timeout;
             if let Err(err) = ctx.shared.tmc.with_timeout(timeout).ping(&primary).await {
-                // Had the replicas stopped hearing it, or had its tablet
-                // server been refusing connections past the grace, the
-                // analysis would be DeadPrimary (analysis::evidence).
-                let hearing = e.count_valid_replicating_replicas;
-                let why = if e.count_valid_replicating_replicas > 0 {
-                    format!(
-                        "{hearing} of its replicas still replicate from it and show no sign of having stopped hearing it, \
-                         so vtorc alone may be cut off from it"
-                    )
-                } else {
-                    "no replica confirms it is gone".to_string()
-                };
-                return Err(format!(
-                    "primary {alias} does not answer Ping ({err}); {why}: not failing over \
-                     (see --heartbeat-silence-threshold and --primary-tablet-down-grace)"
-                ));
+                return Err(NotAttempted::PrimaryMayBeAlive {
+                    primary: alias,
+                    error: err.to_string(),
+                    replicating: e.count_valid_replicating_replicas,
+                });
             }
             Plan::Incapacitated {
                 primary: alias.clone(),
@@ -232,9 +270,7 @@ pub(crate) async fn plan(ctx: &ActionCtx<'_>) -> Result<Planned, String> {
         }
         RecoveryKind::FixReplica => {
             let replica = ctx.analyzed()?;
-            let primary = ctx
-                .other_primary()
-                .ok_or_else(|| "the shard has no primary to replicate from".to_string())?;
+            let primary = ctx.other_primary().ok_or(NotAttempted::NoPrimary)?;
             let semi_sync = ctx.durability.is_replica_semi_sync(&primary, &replica);
             let heartbeat = f64::from(e.replica_net_timeout.max(0)) / 2.0;
             Plan::FixReplica {
@@ -270,7 +306,7 @@ pub(crate) async fn plan(ctx: &ActionCtx<'_>) -> Result<Planned, String> {
                 .map(|t| t.tablet.clone())
                 .collect();
             if candidates.is_empty() {
-                return Err(format!("{alias} has no direct replica to restart"));
+                return Err(NotAttempted::NoDirectReplica(alias));
             }
             candidates.shuffle(&mut rand::rng());
             let limit = if e.recovery == RecoveryKind::RestartArbitraryDirectReplica {
@@ -296,10 +332,10 @@ pub(crate) async fn plan(ctx: &ActionCtx<'_>) -> Result<Planned, String> {
                 }
             }
             if chosen.is_empty() {
-                return Err(format!(
-                    "every direct replica of {alias} had its replication restarted within the last {:?}",
-                    ctx.shared.config.load().restart_replica_cooldown
-                ));
+                return Err(NotAttempted::RestartCooldown {
+                    primary: alias,
+                    cooldown: ctx.shared.config.load().restart_replica_cooldown,
+                });
             }
             let semi_sync = chosen
                 .iter()

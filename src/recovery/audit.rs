@@ -973,8 +973,8 @@ fn ser_opt_time<S: Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::fixtures::{ShardBuilder, TabletFixture};
     use crate::reparent::system_wall_clock;
+    use crate::testkit::{ShardBuilder, TabletFixture};
 
     fn fixed_clock() -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(1_700_000_000)

@@ -34,9 +34,10 @@ use super::audit::{
     AuditFileWriter, AuditFilter, AuditLog, DetectionRecord, RecoveryRecord, Scope, SkipReason,
 };
 use super::error::RecoveryError;
-use super::gate::{self, Shared};
+use super::gate;
 use super::ladder::{self, GateResult, Verdict};
 use super::metrics::RecoveryMetrics;
+use super::shared::Shared;
 use super::view::ClusterView;
 use super::{RecoveryConfig, cooldown::CooldownMap};
 use crate::analysis::{self, AnalysisCode, DetectionAnalysis, RecoveryKind};

@@ -32,30 +32,24 @@
 //! the lock (Go lets them fail `TryLockShard` and retry a tick later).
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::RecoveryConfig;
-use super::actions::{self, ActionCtx};
-use super::audit::{AuditLog, SkipReason};
-use super::backoff::{Backoff, BackoffKey};
-use super::cooldown::CooldownMap;
+use super::actions::{self, ActionCtx, NotAttempted};
+use super::audit::SkipReason;
+use super::backoff::BackoffKey;
 use super::error::RecoveryError;
 use super::ladder::{self, Gate, GateResult, Verdict};
-use super::metrics::{LockAction, RecoveryMetrics};
-use super::view::{ClusterView, FreshRecords, overlay_records, shard_primary};
+use super::metrics::LockAction;
+use super::shared::Shared;
+use super::view::{FreshRecords, direct_replicas, overlay_records, shard_primary};
 use crate::analysis::{self, AnalysisCode, DetectionAnalysis, Durability, RecoveryKind};
 use crate::ids::KeyspaceShard;
-use crate::model::{ClusterSnapshot, ShardState};
+use crate::model::ClusterSnapshot;
 use crate::proto::topodata::TabletAlias;
-use crate::reparent::Reparenter;
-use crate::tablet::TabletManager;
-use crate::topo::{ShardLock, Topo};
+use crate::topo::ShardLock;
 
 /// Longest a gate waits to re-poll a tablet whose last check already
 /// failed (see `Shared::refresh`).
@@ -69,9 +63,9 @@ pub enum GateOutcome {
     /// The shard lock could not be taken (held elsewhere, or shutting down).
     LockRefused(String),
     /// A refresh or read the gate needs failed; nothing was changed.
-    Aborted(String),
+    Aborted(AbortReason),
     /// The recovery function decided not to act (no counters).
-    NotAttempted(String),
+    NotAttempted(NotAttempted),
     /// The recovery function ran.
     Recovered {
         /// Its audit id.
@@ -81,60 +75,39 @@ pub enum GateOutcome {
     },
 }
 
-/// Everything the gates and recoveries share; owned by the engine behind an `Arc`.
-pub(crate) struct Shared {
-    /// Settings; the dynamic ones are replaced when the config file
-    /// changes ([`super::RecoveryHandle::apply_dynamic`]).
-    pub(crate) config: arc_swap::ArcSwap<RecoveryConfig>,
-    /// Global recoveries switch (`--allow-recovery`, toggled by the API).
-    pub(crate) recoveries_enabled: AtomicBool,
-    /// Global ERS switch (`--allow-emergency-reparent`, toggled by the API).
-    pub(crate) ers_allowed: AtomicBool,
-    /// Whether `--cells-no-recovery` was validated against the topology
-    /// (always true when the list is empty).
-    pub(crate) cells_validated: AtomicBool,
-    /// The topology (records, shard locks).
-    pub(crate) topo: Topo,
-    /// Tablet RPCs of the fixes.
-    pub(crate) tmc: Arc<dyn TabletManager>,
-    /// Discovery.
-    pub(crate) cluster: Arc<dyn ClusterView>,
-    /// ERS and PRS.
-    pub(crate) reparenter: Arc<Reparenter>,
-    /// Detections and recoveries.
-    pub(crate) audit: Arc<AuditLog>,
-    /// Metrics.
-    pub(crate) metrics: Arc<RecoveryMetrics>,
-    /// Global cap on gate runs past the cheap gates (`--max-concurrent-recoveries`).
-    pub(crate) permits: Semaphore,
-    /// Replica restarts: once per tablet per period. A `std::sync::Mutex`,
-    /// held only to test-and-set, never across an `.await`.
-    pub(crate) restart_cooldown: std::sync::Mutex<CooldownMap<TabletAlias>>,
-    /// Back-off of recoveries that do not clear their problem, and the ERS
-    /// cooldown. A `std::sync::Mutex`, never held across an `.await`.
-    pub(crate) backoff: std::sync::Mutex<Backoff>,
-    /// Fired on SIGTERM: no new shard lock is taken.
-    pub(crate) draining: CancellationToken,
-    /// Fired when the shutdown wait is over: running recoveries stop.
-    pub(crate) cancel: CancellationToken,
+/// Why a pass through the gates stopped without changing anything.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AbortReason {
+    /// The engine is closing its permits.
+    #[error("recovery permits closed")]
+    PermitsClosed,
+    /// Re-polling the primary failed.
+    #[error("{0}")]
+    PrimaryRecheck(String),
+    /// Reading the keyspace and shard records failed.
+    #[error("read keyspace/shard records: {0}")]
+    ReadRecords(String),
+    /// Listing the shard's tablets failed.
+    #[error("read the shard's tablets: {0}")]
+    ReadTablets(String),
+    /// The shard is not (any more) among the watched ones.
+    #[error("the shard is not watched")]
+    ShardNotWatched,
+    /// Re-polling the tablets involved failed.
+    #[error("{0}")]
+    Refresh(String),
+    /// A non-shard-wide recovery found no primary.
+    #[error("the shard has no primary")]
+    NoPrimary,
+    /// The keyspace's durability policy is not one we know.
+    #[error("durability policy: {0}")]
+    DurabilityPolicy(String),
+    /// The keyspace has no record.
+    #[error("no keyspace record")]
+    NoKeyspaceRecord,
 }
 
 impl Shared {
-    /// The anti-flapping state (poison is ignored: the state stays usable).
-    pub(crate) fn backoff(&self) -> std::sync::MutexGuard<'_, Backoff> {
-        self.backoff.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Whether global recoveries are enabled.
-    pub(crate) fn recoveries_enabled(&self) -> bool {
-        self.recoveries_enabled.load(Ordering::SeqCst)
-    }
-
-    /// Whether ERS may run for this analysis (global, keyspace, shard).
-    pub(crate) fn ers_enabled_for(&self, a: &DetectionAnalysis) -> bool {
-        self.ers_allowed.load(Ordering::SeqCst) && !a.emergency_reparent_disabled()
-    }
-
     /// Step 1: the skip code of an analysis.
     pub(crate) fn skip_code(&self, a: &DetectionAnalysis) -> Option<SkipReason> {
         match a.recovery {
@@ -297,28 +270,6 @@ fn excludes_dead_primary_from_refresh(code: AnalysisCode) -> bool {
     )
 }
 
-/// Tablets of `shard` whose MySQL replicates from `primary`'s MySQL.
-pub(crate) fn direct_replicas<'a>(
-    shard: &'a ShardState,
-    primary: &TabletAlias,
-) -> Vec<&'a Arc<crate::model::TabletState>> {
-    let Some(p) = shard.tablet(primary) else {
-        return Vec::new();
-    };
-    let (host, port) = (p.tablet.mysql_hostname.as_str(), p.tablet.mysql_port);
-    shard
-        .tablets
-        .iter()
-        .filter(|t| t.alias() != primary)
-        .filter(|t| {
-            t.observation
-                .as_ref()
-                .and_then(|o| o.replication.as_ref())
-                .is_some_and(|r| r.source_host == host && r.source_port == port)
-        })
-        .collect()
-}
-
 /// Step 5: re-poll the shard primary (and, for an unreachable primary, its
 /// direct replicas) and re-run analysis. `Ok(false)` = the analysed tablet
 /// no longer has this problem: primary mitigation comes first.
@@ -379,7 +330,7 @@ pub(crate) async fn check_and_recover(
     let _permit = tokio::select! {
         permit = shared.permits.acquire() => match permit {
             Ok(p) => p,
-            Err(_) => return shared.stop(&a, Gate::PrimaryRecheck, GateOutcome::Aborted("recovery permits closed".into()), run),
+            Err(_) => return shared.stop(&a, Gate::PrimaryRecheck, GateOutcome::Aborted(AbortReason::PermitsClosed), run),
         },
         _ = shared.draining.cancelled() => {
             return shared.stop(&a, Gate::ShardLock, GateOutcome::LockRefused("vtorc is shutting down".into()), run);
@@ -419,7 +370,7 @@ pub(crate) async fn check_and_recover(
                 return shared.stop(
                     &a,
                     Gate::PrimaryRecheck,
-                    GateOutcome::Aborted(format!("{e:#}")),
+                    GateOutcome::Aborted(AbortReason::PrimaryRecheck(format!("{e:#}"))),
                     run,
                 );
             }
@@ -478,7 +429,7 @@ async fn under_lock(
     lock: &ShardLock,
     mut run: Vec<GateResult>,
 ) -> GateOutcome {
-    let fresh_stop = |run: Vec<GateResult>, what: String| {
+    let fresh_stop = |run: Vec<GateResult>, what: AbortReason| {
         shared.stop(a, Gate::FreshAnalysis, GateOutcome::Aborted(what), run)
     };
     let key = a.keyspace_shard();
@@ -494,7 +445,7 @@ async fn under_lock(
                 fresh.keyspace = Some(ks.value);
                 fresh.shard = Some(shard.value);
             }
-            Err(e) => return fresh_stop(run, format!("read keyspace/shard records: {e}")),
+            Err(e) => return fresh_stop(run, AbortReason::ReadRecords(e.to_string())),
         }
     }
     // 8 / 9. Tablet records, then polls.
@@ -503,11 +454,11 @@ async fn under_lock(
             fresh.tablets_complete = listing.errors.is_empty();
             fresh.tablets = Some(listing.items.into_iter().map(|t| t.value).collect());
         }
-        Err(e) => return fresh_stop(run, format!("read the shard's tablets: {e}")),
+        Err(e) => return fresh_stop(run, AbortReason::ReadTablets(e.to_string())),
     }
     let overlay = overlay_records(&shared.cluster.snapshot(), &key, &fresh);
     let Some(shard) = overlay.shard(&key).cloned() else {
-        return fresh_stop(run, "the shard is not watched".into());
+        return fresh_stop(run, AbortReason::ShardNotWatched);
     };
     if a.shard_wide_recovery {
         if a.analysis == AnalysisCode::ClusterHasNoPrimary
@@ -532,18 +483,18 @@ async fn under_lock(
             })
             .collect();
         if let Err(e) = shared.refresh(&targets).await {
-            return fresh_stop(run, format!("{e:#}"));
+            return fresh_stop(run, AbortReason::Refresh(format!("{e:#}")));
         }
     } else {
         let Some(primary) = shard_primary(&shard).map(|t| t.alias().clone()) else {
-            return fresh_stop(run, "the shard has no primary".into());
+            return fresh_stop(run, AbortReason::NoPrimary);
         };
         let mut targets = vec![a.analyzed_instance_alias.clone()];
         if primary != a.analyzed_instance_alias {
             targets.push(primary);
         }
         if let Err(e) = shared.refresh(&targets).await {
-            return fresh_stop(run, format!("{e:#}"));
+            return fresh_stop(run, AbortReason::Refresh(format!("{e:#}")));
         }
     }
     // 10. Re-run analysis on the refreshed state.
@@ -591,7 +542,7 @@ async fn under_lock(
         return shared.stop(
             a,
             Gate::Plan,
-            GateOutcome::Aborted("the shard is not watched".into()),
+            GateOutcome::Aborted(AbortReason::ShardNotWatched),
             run,
         );
     };
@@ -605,7 +556,7 @@ async fn under_lock(
             return shared.stop(
                 a,
                 Gate::Plan,
-                GateOutcome::Aborted(format!("durability policy: {e}")),
+                GateOutcome::Aborted(AbortReason::DurabilityPolicy(e.to_string())),
                 run,
             );
         }
@@ -613,7 +564,7 @@ async fn under_lock(
             return shared.stop(
                 a,
                 Gate::Plan,
-                GateOutcome::Aborted("no keyspace record".into()),
+                GateOutcome::Aborted(AbortReason::NoKeyspaceRecord),
                 run,
             );
         }

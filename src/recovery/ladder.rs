@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::audit::SkipReason;
 use super::backoff::BackoffKey;
-use super::gate::Shared;
+use super::shared::Shared;
 use crate::analysis::{AnalysisCode, DetectionAnalysis, RecoveryKind};
 
 /// One gate of the recovery path.

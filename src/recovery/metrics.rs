@@ -1,6 +1,6 @@
-//! Recovery metrics with Go VTOrc's names (reference §10), in a small
-//! registry this module owns; [`RecoveryMetrics::render_prometheus`] writes
-//! them in the Prometheus text format (prefix `vtorc_`, labels in
+//! Recovery metrics with Go VTOrc's names (reference §10), on
+//! the `prometheus` crate's types, registered by
+//! [`RecoveryHandle::register_metrics`] (prefix `vtorc_`, labels in
 //! snake_case as Vitess's Prometheus backend writes them).
 //!
 //! | Go name | Type | Labels |
@@ -16,15 +16,17 @@
 //! (STYLE rule 12's exception); its series are removed when the problem
 //! goes away, so the set stays as large as the set of current problems.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::collections::BTreeSet;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts};
+
+use super::RecoveryHandle;
 use super::audit::SkipReason;
 use crate::analysis::{AnalysisCode, DetectionAnalysis, RecoveryKind};
 use crate::ids::KeyspaceShard;
+use crate::telemetry::metrics::{Error, FamilyCollector, MetricType, MetricsRegistry, single};
 
 /// Upper bounds (seconds) of the `ShardLockTimings` histogram buckets.
 const LOCK_BUCKETS: [f64; 10] = [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0];
@@ -47,90 +49,118 @@ impl LockAction {
     }
 }
 
-/// A histogram of durations.
-#[derive(Clone, Debug, Default)]
-struct Histogram {
-    /// Observations per bucket of [`LOCK_BUCKETS`] (not cumulative), plus +Inf.
-    buckets: [u64; LOCK_BUCKETS.len() + 1],
-    /// Number of observations.
-    count: u64,
-    /// Sum of observations in seconds.
-    sum: f64,
-}
-
-impl Histogram {
-    fn observe(&mut self, d: Duration) {
-        let secs = d.as_secs_f64();
-        let i = LOCK_BUCKETS
-            .iter()
-            .position(|b| secs <= *b)
-            .unwrap_or(LOCK_BUCKETS.len());
-        self.buckets[i] += 1;
-        self.count += 1;
-        self.sum += secs;
-    }
-}
-
-/// `(RecoveryType, Keyspace, Shard)`.
-type RecoveryKey = (&'static str, String, String);
-
-/// The labelled series; behind a mutex.
-#[derive(Debug, Default)]
-struct Series {
-    /// `DetectedProblems`: `(Analysis, TabletAlias, Keyspace, Shard)` present = 1.
-    detected: BTreeMap<(String, String, String, String), ()>,
-    /// `RecoveriesCount`.
-    recoveries: BTreeMap<RecoveryKey, u64>,
-    /// `SuccessfulRecoveries`.
-    successful: BTreeMap<RecoveryKey, u64>,
-    /// `FailedRecoveries`.
-    failed: BTreeMap<RecoveryKey, u64>,
-    /// `SkippedRecoveries` by `(RecoveryType, Keyspace, Shard, Reason)`.
-    skipped: BTreeMap<(&'static str, String, String, &'static str), u64>,
-    /// `ShardLockTimings{Action=Lock}`.
-    lock: Histogram,
-    /// `ShardLockTimings{Action=Unlock}`.
-    unlock: Histogram,
-}
+/// `DetectedProblems` label values: (Analysis, TabletAlias, Keyspace, Shard).
+type ProblemKey = [String; 4];
 
 /// The recovery engine's metrics; shared by the engine and the API.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RecoveryMetrics {
     /// `PendingRecoveries`: gate runs in progress.
-    pending: AtomicI64,
+    pending: IntGauge,
     /// `ShardLocksActive`: shard locks this process holds.
-    locks_active: AtomicI64,
-    /// Labelled series. A `std::sync::Mutex`, held only to update or copy.
-    series: Mutex<Series>,
+    locks_active: IntGauge,
+    /// `DetectedProblems`: 1 per current problem.
+    detected: IntGaugeVec,
+    /// The label values of the `detected` series, to replace one shard's.
+    /// A `std::sync::Mutex`, held only to update or copy.
+    detected_keys: Mutex<BTreeSet<ProblemKey>>,
+    /// `RecoveriesCount`.
+    recoveries: IntCounterVec,
+    /// `SuccessfulRecoveries`.
+    successful: IntCounterVec,
+    /// `FailedRecoveries`.
+    failed: IntCounterVec,
+    /// `SkippedRecoveries`.
+    skipped: IntCounterVec,
+    /// `ShardLockTimings{Action}`.
+    lock_timings: HistogramVec,
+}
+
+impl Default for RecoveryMetrics {
+    fn default() -> Self {
+        const RECOVERY: &[&str] = &["recovery_type", "keyspace", "shard"];
+        let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("a valid name");
+        let counters = |name: &str, help: &str, labels: &[&str]| {
+            IntCounterVec::new(Opts::new(name, help), labels).expect("a valid name and labels")
+        };
+        let lock_timings = HistogramVec::new(
+            HistogramOpts::new("vtorc_shard_lock_timings", "Time to take and release shard locks")
+                .buckets(LOCK_BUCKETS.to_vec()),
+            &["action"],
+        )
+        .expect("a valid name and increasing bounds");
+        for action in [LockAction::Lock, LockAction::Unlock] {
+            // Both series from the start, as Go's timings show them.
+            lock_timings.with_label_values(&[action.as_str()]);
+        }
+        RecoveryMetrics {
+            pending: gauge("vtorc_pending_recoveries", "Recoveries being evaluated or run"),
+            locks_active: gauge("vtorc_shard_locks_active", "Shard locks held by this process"),
+            detected: IntGaugeVec::new(
+                Opts::new(
+                    "vtorc_detected_problems",
+                    "Problems currently detected (1 per tablet and analysis)",
+                ),
+                &["analysis", "tablet_alias", "keyspace", "shard"],
+            )
+            .expect("a valid name and labels"),
+            detected_keys: Mutex::default(),
+            recoveries: counters("vtorc_recoveries_count", "Recoveries run", RECOVERY),
+            successful: counters(
+                "vtorc_successful_recoveries",
+                "Recoveries that succeeded",
+                RECOVERY,
+            ),
+            failed: counters("vtorc_failed_recoveries", "Recoveries that failed", RECOVERY),
+            skipped: counters(
+                "vtorc_skipped_recoveries",
+                "Recoveries skipped, by reason",
+                &["recovery_type", "keyspace", "shard", "reason"],
+            ),
+            lock_timings,
+        }
+    }
 }
 
 /// Decrements a gauge when dropped.
 #[derive(Debug)]
 pub struct GaugeGuard<'a> {
     /// The gauge.
-    gauge: &'a AtomicI64,
+    gauge: &'a IntGauge,
 }
 
 impl Drop for GaugeGuard<'_> {
     fn drop(&mut self) {
-        self.gauge.fetch_sub(1, Ordering::Relaxed);
+        self.gauge.dec();
     }
 }
 
-impl RecoveryMetrics {
-    fn series(&self) -> std::sync::MutexGuard<'_, Series> {
-        self.series.lock().unwrap_or_else(|p| p.into_inner())
-    }
+/// The value of the series of `vec` with these label values (in the order
+/// of its label names), 0 when it has none; never creates the series.
+fn value_of(vec: &impl prometheus::core::Collector, values: &[&str]) -> u64 {
+    vec.collect()
+        .iter()
+        .flat_map(|f| f.get_metric())
+        .find(|m| {
+            let mut mine: Vec<&str> = m.get_label().iter().map(|l| l.value()).collect();
+            let mut wanted = values.to_vec();
+            mine.sort_unstable();
+            wanted.sort_unstable();
+            mine == wanted
+        })
+        .map_or(0, |m| m.get_counter().get_value() as u64)
+}
 
+impl RecoveryMetrics {
     /// `PendingRecoveries` +1 until the guard drops.
     pub fn pending_guard(&self) -> GaugeGuard<'_> {
-        self.pending.fetch_add(1, Ordering::Relaxed);
+        self.pending.inc();
         GaugeGuard { gauge: &self.pending }
     }
 
     /// `ShardLocksActive` +1 until the guard drops.
     pub fn lock_guard(&self) -> GaugeGuard<'_> {
-        self.locks_active.fetch_add(1, Ordering::Relaxed);
+        self.locks_active.inc();
         GaugeGuard {
             gauge: &self.locks_active,
         }
@@ -138,228 +168,153 @@ impl RecoveryMetrics {
 
     /// Current `PendingRecoveries`.
     pub fn pending(&self) -> i64 {
-        self.pending.load(Ordering::Relaxed)
+        self.pending.get()
     }
 
     /// Current `ShardLocksActive`.
     pub fn shard_locks_active(&self) -> i64 {
-        self.locks_active.load(Ordering::Relaxed)
+        self.locks_active.get()
     }
 
     /// Replaces the `DetectedProblems` series of one shard (`Some`) or of
     /// all shards (`None`) with `problems` (rows that only carry structure
     /// warnings, `NoProblem`, are not problems and get no series).
     pub fn set_detected(&self, shard: Option<&KeyspaceShard>, problems: &[DetectionAnalysis]) {
-        let mut s = self.series();
-        match shard {
-            None => s.detected.clear(),
-            Some(key) => s
-                .detected
-                .retain(|(_, _, ks, sh), _| !(ks == &key.keyspace && sh == &key.shard)),
+        let mut keys = self.detected_keys.lock().unwrap_or_else(|p| p.into_inner());
+        let gone: Vec<ProblemKey> = keys
+            .iter()
+            .filter(|[_, _, ks, sh]| shard.is_none_or(|key| ks == &key.keyspace && sh == &key.shard))
+            .cloned()
+            .collect();
+        for key in gone {
+            let values: Vec<&str> = key.iter().map(String::as_str).collect();
+            // The series exists: it was added with these values.
+            let _ = self.detected.remove_label_values(&values);
+            keys.remove(&key);
         }
         for p in problems.iter().filter(|p| p.analysis != AnalysisCode::NoProblem) {
-            s.detected.insert(
-                (
-                    p.analysis.name().to_string(),
-                    p.analyzed_instance_alias.to_string(),
-                    p.analyzed_keyspace.clone(),
-                    p.analyzed_shard.clone(),
-                ),
-                (),
-            );
+            let key = [
+                p.analysis.name().to_string(),
+                p.analyzed_instance_alias.to_string(),
+                p.analyzed_keyspace.clone(),
+                p.analyzed_shard.clone(),
+            ];
+            let values: Vec<&str> = key.iter().map(String::as_str).collect();
+            self.detected.with_label_values(&values).set(1);
+            keys.insert(key);
         }
     }
 
     /// The current `DetectedProblems` series: (analysis, alias, keyspace, shard).
     pub fn detected_problems(&self) -> Vec<(String, String, String, String)> {
-        self.series().detected.keys().cloned().collect()
+        self.detected_keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|[a, t, k, s]| (a.clone(), t.clone(), k.clone(), s.clone()))
+            .collect()
     }
 
     /// `SkippedRecoveries` +1.
     pub fn skipped(&self, kind: RecoveryKind, key: &KeyspaceShard, reason: SkipReason) {
-        let mut s = self.series();
-        *s.skipped
-            .entry((
-                kind.name(),
-                key.keyspace.clone(),
-                key.shard.clone(),
-                reason.as_str(),
-            ))
-            .or_default() += 1;
+        self.skipped
+            .with_label_values(&[kind.name(), &key.keyspace, &key.shard, reason.as_str()])
+            .inc();
     }
 
     /// `RecoveriesCount` +1 and `SuccessfulRecoveries` or `FailedRecoveries` +1.
     pub fn recovered(&self, kind: RecoveryKind, key: &KeyspaceShard, success: bool) {
-        let k = (kind.name(), key.keyspace.clone(), key.shard.clone());
-        let mut s = self.series();
-        *s.recoveries.entry(k.clone()).or_default() += 1;
+        let values = [kind.name(), key.keyspace.as_str(), key.shard.as_str()];
+        self.recoveries.with_label_values(&values).inc();
         if success {
-            *s.successful.entry(k).or_default() += 1;
+            self.successful.with_label_values(&values).inc();
         } else {
-            *s.failed.entry(k).or_default() += 1;
+            self.failed.with_label_values(&values).inc();
         }
     }
 
     /// `ShardLockTimings{Action}` observation.
     pub fn lock_timing(&self, action: LockAction, d: Duration) {
-        let mut s = self.series();
-        match action {
-            LockAction::Lock => s.lock.observe(d),
-            LockAction::Unlock => s.unlock.observe(d),
-        }
+        self.lock_timings
+            .with_label_values(&[action.as_str()])
+            .observe(d.as_secs_f64());
     }
 
     /// `SkippedRecoveries{RecoveryType,Keyspace,Shard,Reason}`.
     pub fn skipped_count(&self, kind: RecoveryKind, key: &KeyspaceShard, reason: SkipReason) -> u64 {
-        self.series()
-            .skipped
-            .get(&(
-                kind.name(),
-                key.keyspace.clone(),
-                key.shard.clone(),
-                reason.as_str(),
-            ))
-            .copied()
-            .unwrap_or(0)
+        value_of(
+            &self.skipped,
+            &[kind.name(), &key.keyspace, &key.shard, reason.as_str()],
+        )
     }
 
     /// (`RecoveriesCount`, `SuccessfulRecoveries`, `FailedRecoveries`) of one series.
     pub fn recovery_counts(&self, kind: RecoveryKind, key: &KeyspaceShard) -> (u64, u64, u64) {
-        let k = (kind.name(), key.keyspace.clone(), key.shard.clone());
-        let s = self.series();
-        let get = |m: &BTreeMap<RecoveryKey, u64>| m.get(&k).copied().unwrap_or(0);
-        (get(&s.recoveries), get(&s.successful), get(&s.failed))
+        let values = [kind.name(), key.keyspace.as_str(), key.shard.as_str()];
+        (
+            value_of(&self.recoveries, &values),
+            value_of(&self.successful, &values),
+            value_of(&self.failed, &values),
+        )
     }
 
     /// Number of `ShardLockTimings` observations of `action`.
     pub fn lock_timing_count(&self, action: LockAction) -> u64 {
-        let s = self.series();
-        match action {
-            LockAction::Lock => s.lock.count,
-            LockAction::Unlock => s.unlock.count,
-        }
+        self.lock_timings
+            .with_label_values(&[action.as_str()])
+            .get_sample_count()
     }
 
-    /// All metrics in the Prometheus text exposition format.
-    pub fn render_prometheus(&self) -> String {
-        let s = self.series();
-        let mut out = String::new();
-        gauge(
-            &mut out,
-            "vtorc_pending_recoveries",
-            "Recoveries being evaluated or run",
-            self.pending(),
-        );
-        header(
-            &mut out,
-            "vtorc_detected_problems",
-            "gauge",
-            "Problems currently detected (1 per tablet and analysis)",
-        );
-        for (analysis, alias, ks, shard) in s.detected.keys() {
-            let _ = writeln!(
-                out,
-                "vtorc_detected_problems{{analysis=\"{}\",keyspace=\"{}\",shard=\"{}\",tablet_alias=\"{}\"}} 1",
-                esc(analysis),
-                esc(ks),
-                esc(shard),
-                esc(alias)
-            );
-        }
-        for (name, help, map) in [
-            ("vtorc_recoveries_count", "Recoveries run", &s.recoveries),
-            (
-                "vtorc_successful_recoveries",
-                "Recoveries that succeeded",
-                &s.successful,
-            ),
-            ("vtorc_failed_recoveries", "Recoveries that failed", &s.failed),
-        ] {
-            header(&mut out, name, "counter", help);
-            for ((kind, ks, shard), v) in map {
-                let _ = writeln!(
-                    out,
-                    "{name}{{keyspace=\"{}\",recovery_type=\"{}\",shard=\"{}\"}} {v}",
-                    esc(ks),
-                    esc(kind),
-                    esc(shard)
-                );
-            }
-        }
-        header(
-            &mut out,
-            "vtorc_skipped_recoveries",
-            "counter",
-            "Recoveries skipped, by reason",
-        );
-        for ((kind, ks, shard, reason), v) in &s.skipped {
-            let _ = writeln!(
-                out,
-                "vtorc_skipped_recoveries{{keyspace=\"{}\",reason=\"{}\",recovery_type=\"{}\",shard=\"{}\"}} {v}",
-                esc(ks),
-                esc(reason),
-                esc(kind),
-                esc(shard)
-            );
-        }
-        gauge(
-            &mut out,
-            "vtorc_shard_locks_active",
-            "Shard locks held by this process",
-            self.shard_locks_active(),
-        );
-        header(
-            &mut out,
-            "vtorc_shard_lock_timings",
-            "histogram",
-            "Time to take and release shard locks",
-        );
-        for (action, h) in [(LockAction::Lock, &s.lock), (LockAction::Unlock, &s.unlock)] {
-            let mut cumulative = 0;
-            for (i, bound) in LOCK_BUCKETS.iter().enumerate() {
-                cumulative += h.buckets[i];
-                let _ = writeln!(
-                    out,
-                    "vtorc_shard_lock_timings_bucket{{action=\"{}\",le=\"{bound}\"}} {cumulative}",
-                    action.as_str()
-                );
-            }
-            let _ = writeln!(
-                out,
-                "vtorc_shard_lock_timings_bucket{{action=\"{}\",le=\"+Inf\"}} {}",
-                action.as_str(),
-                h.count
-            );
-            let _ = writeln!(
-                out,
-                "vtorc_shard_lock_timings_sum{{action=\"{}\"}} {}",
-                action.as_str(),
-                h.sum
-            );
-            let _ = writeln!(
-                out,
-                "vtorc_shard_lock_timings_count{{action=\"{}\"}} {}",
-                action.as_str(),
-                h.count
-            );
-        }
-        out
+    /// These families alone, in the Prometheus text format (for tests).
+    #[cfg(test)]
+    pub(crate) fn render_prometheus(&self) -> String {
+        let registry = MetricsRegistry::new();
+        self.register(&registry).expect("names registered once");
+        registry.render()
+    }
+
+    /// Registers the families above.
+    pub fn register(&self, registry: &MetricsRegistry) -> Result<(), Error> {
+        registry.register(self.pending.clone())?;
+        registry.register(self.locks_active.clone())?;
+        registry.register(self.detected.clone())?;
+        registry.register(self.recoveries.clone())?;
+        registry.register(self.successful.clone())?;
+        registry.register(self.failed.clone())?;
+        registry.register(self.skipped.clone())?;
+        registry.register(self.lock_timings.clone())
     }
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-fn gauge(out: &mut String, name: &str, help: &str, value: i64) {
-    header(out, name, "gauge", help);
-    let _ = writeln!(out, "{name} {value}");
-}
-
-/// Escapes a label value (backslash, quote, newline).
-fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+impl RecoveryHandle {
+    /// Registers the engine's families: [`RecoveryMetrics`], the global
+    /// switch and the audit's dropped lines (read when collected).
+    pub fn register_metrics(&self, registry: &MetricsRegistry) -> Result<(), Error> {
+        self.metrics().register(registry)?;
+        let handle = self.clone();
+        registry.register(FamilyCollector::new(
+            &[
+                (
+                    "vtorc_global_recoveries_enabled",
+                    "1 when recoveries are globally enabled",
+                    MetricType::GAUGE,
+                    &[],
+                ),
+                (
+                    "vtorc_audit_dropped_lines",
+                    "Audit file lines dropped because the writer fell behind",
+                    MetricType::COUNTER,
+                    &[],
+                ),
+            ],
+            move || {
+                vec![
+                    single(u8::from(handle.global_recoveries_enabled())),
+                    single(handle.audit().dropped_lines() as f64),
+                ]
+            },
+        )?)
+    }
 }
 
 #[cfg(test)]
@@ -402,19 +357,19 @@ mod tests {
     fn detected_problems_of_one_shard_are_replaced_without_touching_others() {
         let m = RecoveryMetrics::default();
         let now = crate::clock::now();
-        let mut snapshot = crate::model::fixtures::ShardBuilder::new("ks", "0", "none", now)
+        let mut snapshot = crate::testkit::ShardBuilder::new("ks", "0", "none", now)
             .primary("zone1", 100)
             .replica("zone1", 101)
             .edit("zone1", 101, |t| {
-                use crate::model::fixtures::TabletFixture;
+                use crate::testkit::TabletFixture;
                 t.stop_replication();
             })
             .build();
-        crate::model::fixtures::ShardBuilder::new("ks", "1", "none", now)
+        crate::testkit::ShardBuilder::new("ks", "1", "none", now)
             .primary("zone1", 200)
             .replica("zone1", 201)
             .edit("zone1", 201, |t| {
-                use crate::model::fixtures::TabletFixture;
+                use crate::testkit::TabletFixture;
                 t.stop_replication();
             })
             .add_to(&mut snapshot);

@@ -19,11 +19,12 @@
 //! | File | What |
 //! |---|---|
 //! | `engine.rs` | the loop, scheduling, [`RecoveryHandle`] (toggles, audit, metrics, explain), shutdown |
-//! | `gate.rs` | the exact gate order of one recovery (reference §6.2) |
-//! | `actions.rs` | what each recovery does (reference §6.4) |
+//! | `gate.rs` | the exact gate order of one recovery (reference §6.2), [`GateOutcome`], [`AbortReason`] |
+//! | `shared.rs` | the state the gates and the recovery functions share (so `actions.rs` does not import `gate.rs`) |
+//! | `actions.rs` | what each recovery does (reference §6.4); [`NotAttempted`] |
 //! | `audit.rs` | detections and recoveries: ring, JSON-lines file, broadcast |
-//! | `metrics.rs` | Go VTOrc's recovery metrics and their Prometheus text |
-//! | `view.rs` | the [`ClusterView`] seam over discovery; the fresh-records overlay |
+//! | `metrics.rs` | Go VTOrc's recovery metrics on the `prometheus` crate |
+//! | `view.rs` | the [`ClusterView`] seam over discovery; the fresh-records overlay; `shard_primary`, `direct_replicas` |
 //! | `cooldown.rs` | [`CooldownMap`] (replica restarts once a minute) |
 //! | `ladder.rs` | the gate ladder as data: every gate with its verdict, shared by the engine, Explain and the audit |
 //! | `backoff.rs` | back-off of recoveries that do not clear their problem; ERS cooldown; acknowledgements |
@@ -55,6 +56,7 @@ pub mod error;
 mod gate;
 pub mod ladder;
 pub mod metrics;
+mod shared;
 pub mod view;
 
 #[cfg(test)]
@@ -63,6 +65,7 @@ mod tests;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use actions::NotAttempted;
 pub use audit::{
     AuditEvent, AuditFilter, AuditLog, DetectionRecord, RecoveryOutcome, RecoveryRecord, RecoveryStep,
     SkipReason, StepLevel,
@@ -71,7 +74,7 @@ pub use backoff::{BackoffConfig, BackoffKey};
 pub use cooldown::CooldownMap;
 pub use engine::{Decision, Explanation, RecoveryDeps, RecoveryEngine, RecoveryHandle, RecoveryTask};
 pub use error::RecoveryError;
-pub use gate::GateOutcome;
+pub use gate::{AbortReason, GateOutcome};
 pub use ladder::{Gate, GateResult, LADDER, Verdict};
 pub use metrics::{LockAction, RecoveryMetrics};
 pub use view::ClusterView;

@@ -19,7 +19,6 @@ use super::*;
 use crate::analysis::{AnalysisCode, DetectionAnalysis, RecoveryKind};
 use crate::discovery::{ChangeCause, DiscoveryError, ShardChange};
 use crate::ids::KeyspaceShard;
-use crate::model::fixtures::{ShardBuilder, TabletFixture};
 use crate::model::{ClusterSnapshot, TabletState};
 use crate::proto::tabletmanagerdata as tm;
 use crate::proto::topodata::{Keyspace, Shard, Tablet, TabletAlias};
@@ -27,6 +26,7 @@ use crate::proto::vtorcdata;
 use crate::reparent::{ReparentConfig, Reparenter, system_wall_clock};
 use crate::tablet::rpc::alias_of;
 use crate::tablet::{TabletError, TabletManager, TmRequest, TmResponse};
+use crate::testkit::{ShardBuilder, TabletFixture};
 use crate::topo::Topo;
 
 /// A discovery stand-in: a snapshot the test sets, change notifications
@@ -449,7 +449,7 @@ async fn errant_gtids_are_drained_only_with_the_flag() {
     let now = crate::clock::now();
     let snapshot = healthy(now)
         .edit("zone1", 102, |t| {
-            t.obs().errant_gtids = crate::model::fixtures::gtids(102, 3);
+            t.obs().errant_gtids = crate::testkit::gtids(102, 3);
         })
         .build();
     let off = world(snapshot.clone(), RecoveryConfig::default()).await;
@@ -746,7 +746,7 @@ async fn stale_topo_primary_is_demoted_best_effort_and_made_replica_in_the_topo(
         .edit("zone1", 102, |t| {
             t.tablet.r#type = crate::proto::topodata::TabletType::Primary as i32;
             t.tablet.primary_term_start_time = Some(crate::proto::vttime::Time {
-                seconds: crate::model::fixtures::PRIMARY_TERM_SECONDS - 100,
+                seconds: crate::testkit::PRIMARY_TERM_SECONDS - 100,
                 nanoseconds: 0,
             });
         })
@@ -1165,7 +1165,7 @@ fn diverged_replica(now: Instant) -> ClusterSnapshot {
         .edit("zone1", 101, |t| {
             t.stop_replication();
             let o = t.obs();
-            o.errant_gtids = crate::model::fixtures::gtids(101, 1);
+            o.errant_gtids = crate::testkit::gtids(101, 1);
             if let Some(r) = o.replication.as_mut() {
                 r.last_sql_error = "An attempt was made to binlog GTID 0-100-7 which would create an out-of-order \
                                     sequence number with existing GTID 0-101-1, and gtid strict mode is enabled"

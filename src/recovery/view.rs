@@ -137,11 +137,33 @@ pub fn shard_primary(shard: &ShardState) -> Option<&Arc<TabletState>> {
         .max_by_key(|t| t.primary_term_start().unwrap_or(TopoTime::default()))
 }
 
+/// Tablets of `shard` whose MySQL replicates from `primary`'s MySQL.
+pub(crate) fn direct_replicas<'a>(
+    shard: &'a ShardState,
+    primary: &TabletAlias,
+) -> Vec<&'a Arc<crate::model::TabletState>> {
+    let Some(p) = shard.tablet(primary) else {
+        return Vec::new();
+    };
+    let (host, port) = (p.tablet.mysql_hostname.as_str(), p.tablet.mysql_port);
+    shard
+        .tablets
+        .iter()
+        .filter(|t| t.alias() != primary)
+        .filter(|t| {
+            t.observation
+                .as_ref()
+                .and_then(|o| o.replication.as_ref())
+                .is_some_and(|r| r.source_host == host && r.source_port == port)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::fixtures::ShardBuilder;
     use crate::proto::topodata::TabletType;
+    use crate::testkit::ShardBuilder;
 
     #[test]
     fn overlay_replaces_records_keeps_polls_and_drops_deleted_tablets() {
@@ -219,7 +241,7 @@ mod tests {
             .edit("zone1", 101, |t| {
                 t.tablet.r#type = TabletType::Primary as i32;
                 t.tablet.primary_term_start_time = Some(crate::proto::vttime::Time {
-                    seconds: crate::model::fixtures::PRIMARY_TERM_SECONDS + 10,
+                    seconds: crate::testkit::PRIMARY_TERM_SECONDS + 10,
                     nanoseconds: 0,
                 });
             })

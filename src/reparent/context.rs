@@ -233,7 +233,7 @@ impl Deadline {
 
 /// What a reparent reads about the shard before acting.
 #[derive(Clone, Debug)]
-pub(crate) struct ShardState {
+pub(crate) struct ShardTopology {
     /// The shard record.
     pub shard: Shard,
     /// Its durability policy (`none` when unset, as vtctld does).
@@ -242,7 +242,7 @@ pub(crate) struct ShardState {
     pub tablets: BTreeMap<String, Tablet>,
 }
 
-impl ShardState {
+impl ShardTopology {
     /// The shard record's primary alias.
     pub(crate) fn primary_alias(&self) -> Option<&TabletAlias> {
         self.shard.primary_alias.as_ref()
@@ -252,12 +252,12 @@ impl ShardState {
 /// Reads the shard, its keyspace's durability policy and all its tablets. A
 /// tablet record that cannot be read fails the reparent: deciding without
 /// it could miss the most advanced tablet.
-pub(crate) async fn read_shard_state(
+pub(crate) async fn read_shard_topology(
     topo: &Topo,
     keyspace: &str,
     shard: &str,
     timeout: Duration,
-) -> ReparentResult<ShardState> {
+) -> ReparentResult<ShardTopology> {
     let within = |what: String| ReparentError::Timeout(format!("{what} took longer than {timeout:?}"));
     let shard_record = tokio::time::timeout(timeout, topo.get_shard(keyspace, shard))
         .await
@@ -295,7 +295,7 @@ pub(crate) async fn read_shard_state(
             Some((alias.to_string(), t.value))
         })
         .collect();
-    Ok(ShardState {
+    Ok(ShardTopology {
         shard: shard_record.value,
         durability,
         tablets,

@@ -59,7 +59,7 @@ use tracing::Instrument;
 pub use self::error::{ReparentError, ReparentResult};
 pub use self::ers::ErsPhase;
 pub use self::events::{EventLevel, EventLog, ReparentEvent, WallClock, system_wall_clock};
-pub use self::metrics::{Operation, ReparentCount, ReparentMetrics};
+pub use self::metrics::{Operation, ReparentMetrics};
 pub use self::options::{EmergencyReparentOptions, PlannedReparentOptions, ers_lock_action, prs_lock_action};
 pub use self::prs::PrsPhase;
 use crate::config::Config;

@@ -60,7 +60,9 @@ use tonic::transport::server::TcpConnectInfo;
 
 use crate::config::{Config, GrpcAuthMode};
 use crate::recovery::AuditLog;
-use crate::telemetry::metrics::{MetricKind, MetricSource, PromText};
+use crate::telemetry::metrics::{
+    Error as MetricsError, FamilyCollector, MetricType, MetricsRegistry, Series, single,
+};
 use crate::tls::{DistinguishedName, PeerIdentity, TlsConnectInfo};
 
 /// Methods that change state: refused to clients not in
@@ -612,50 +614,66 @@ impl GrpcAccess {
     }
 }
 
-/// The policy's metrics.
-pub struct AccessSource {
-    /// The policy.
-    pub access: Arc<GrpcAccess>,
-}
-
-impl MetricSource for AccessSource {
-    fn render(&self, out: &mut PromText) {
-        out.family(
-            "vtorc_grpc_calls_denied",
-            MetricKind::Counter,
-            "gRPC calls refused by --grpc-auth-mode (unauthenticated) or --grpc-mutating-identities-file (not_allowed_to_mutate)",
-        );
-        for ((method, reason), n) in self.access.denied() {
-            out.sample(
+impl GrpcAccess {
+    /// Registers the policy's families, read when collected:
+    /// `vtorc_grpc_calls_denied{method,reason}` and, with
+    /// `--grpc-mutating-identities-file`, `vtorc_grpc_mutating_identities`
+    /// and `vtorc_grpc_mutating_identities_reloads{result}` (collecting
+    /// looks at the file, as a call does).
+    pub fn register_metrics(self: &Arc<Self>, registry: &MetricsRegistry) -> Result<(), MetricsError> {
+        let access = Arc::clone(self);
+        registry.register(FamilyCollector::new(
+            &[(
                 "vtorc_grpc_calls_denied",
-                &[("method", &method), ("reason", reason.as_str())],
-                n,
-            );
+                "gRPC calls refused by --grpc-auth-mode (unauthenticated) or --grpc-mutating-identities-file (not_allowed_to_mutate)",
+                MetricType::COUNTER,
+                &["method", "reason"],
+            )],
+            move || {
+                let denied: Series = access
+                    .denied()
+                    .into_iter()
+                    .map(|((method, reason), n)| (vec![method, reason.as_str().to_string()], n as f64))
+                    .collect();
+                vec![denied]
+            },
+        )?)?;
+        if self.identities.is_none() {
+            return Ok(());
         }
-        if let Some(file) = &self.access.identities {
-            let list = file.current();
-            out.single(
-                "vtorc_grpc_mutating_identities",
-                MetricKind::Gauge,
-                "Identities in --grpc-mutating-identities-file (the last good version)",
-                list.patterns.len(),
-            );
-            out.family(
-                "vtorc_grpc_mutating_identities_reloads",
-                MetricKind::Counter,
-                "Re-reads of --grpc-mutating-identities-file after it changed, by result (error: the previous list was kept)",
-            );
-            out.sample(
-                "vtorc_grpc_mutating_identities_reloads",
-                &[("result", "ok")],
-                file.reloads.load(Ordering::Relaxed),
-            );
-            out.sample(
-                "vtorc_grpc_mutating_identities_reloads",
-                &[("result", "error")],
-                file.reload_errors.load(Ordering::Relaxed),
-            );
-        }
+        let access = Arc::clone(self);
+        registry.register(FamilyCollector::new(
+            &[
+                (
+                    "vtorc_grpc_mutating_identities",
+                    "Identities in --grpc-mutating-identities-file (the last good version)",
+                    MetricType::GAUGE,
+                    &[],
+                ),
+                (
+                    "vtorc_grpc_mutating_identities_reloads",
+                    "Re-reads of --grpc-mutating-identities-file after it changed, by result (error: the previous list was kept)",
+                    MetricType::COUNTER,
+                    &["result"],
+                ),
+            ],
+            move || {
+                let Some(file) = &access.identities else {
+                    return Vec::new();
+                };
+                let list = file.current();
+                vec![
+                    single(list.patterns.len() as f64),
+                    vec![
+                        (vec!["ok".to_string()], file.reloads.load(Ordering::Relaxed) as f64),
+                        (
+                            vec!["error".to_string()],
+                            file.reload_errors.load(Ordering::Relaxed) as f64,
+                        ),
+                    ],
+                ]
+            },
+        )?)
     }
 }
 
@@ -1060,5 +1078,44 @@ uri:spiffe://example.org/ns/ops/sa/bot
         std::fs::write(&bad, [0xff, 0xfe]).expect("write");
         let e = IdentitiesFile::load(&bad).expect_err("binary").to_string();
         assert!(e.contains("UTF-8"), "{e}");
+    }
+
+    #[test]
+    fn the_policy_registers_its_families_with_the_names_types_and_labels_of_before() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("ids");
+        std::fs::write(&path, "cn:admin\ncn:ops\n").expect("write");
+        let a = Arc::new(access(Authentication::None, Some(&path)));
+        let registry = MetricsRegistry::new();
+        a.register_metrics(&registry).expect("registered once");
+        assert!(a.register_metrics(&registry).is_err(), "names registered once");
+        let reader = id("CN=reader", &[], &[]);
+        let prs = "/vtctlservice.Vtctld/PlannedReparentShard";
+        assert!(a.check(prs, None, Some(&reader), &NO_METADATA).is_err());
+        let text = registry.render();
+        for line in [
+            "# TYPE vtorc_grpc_calls_denied counter\n",
+            "vtorc_grpc_calls_denied{method=\"vtctlservice.Vtctld/PlannedReparentShard\",reason=\"not_allowed_to_mutate\"} 1\n",
+            "# TYPE vtorc_grpc_mutating_identities gauge\n",
+            "vtorc_grpc_mutating_identities 2\n",
+            "# TYPE vtorc_grpc_mutating_identities_reloads counter\n",
+            "vtorc_grpc_mutating_identities_reloads{result=\"ok\"} 0\n",
+            "vtorc_grpc_mutating_identities_reloads{result=\"error\"} 0\n",
+        ] {
+            assert!(text.contains(line), "{line:?} missing from {text}");
+        }
+
+        // Without an identities file, only the refusals.
+        let registry = MetricsRegistry::new();
+        Arc::new(access(
+            Authentication::Mtls {
+                allowed_substrings: vec!["x".to_string()],
+            },
+            None,
+        ))
+        .register_metrics(&registry)
+        .expect("registered once");
+        let names: Vec<String> = registry.families().iter().map(|f| f.name().to_string()).collect();
+        assert_eq!(names, ["vtorc_grpc_calls_denied"]);
     }
 }

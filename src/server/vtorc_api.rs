@@ -974,7 +974,7 @@ fn age(now: Instant, then: Instant) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::fixtures::{ShardBuilder, TabletFixture};
+    use crate::testkit::{ShardBuilder, TabletFixture};
 
     fn config() -> Config {
         Config::load([

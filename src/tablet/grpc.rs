@@ -25,7 +25,7 @@ use tracing::Instrument as _;
 use super::{
     error::TabletError,
     health::{HealthSource, HealthStream},
-    rpc::{TabletManager, TmRequest, TmResponse, alias_of, dispatch},
+    rpc::{TabletManager, TmRequest, TmResponse, alias_of, dispatch, tablet_address},
 };
 use crate::{
     config::{Config, TlsFiles},
@@ -251,33 +251,6 @@ impl GrpcTabletManager {
                 .keep_alive_while_idle(true);
         }
         Ok(endpoint)
-    }
-}
-
-/// `host:port` of a tablet's gRPC server: `hostname` and `port_map["grpc"]`
-/// (IPv6 literals bracketed).
-pub fn tablet_address(tablet: &Tablet) -> Result<String, TabletError> {
-    let no_address = |reason: &str| TabletError::NoAddress {
-        alias: alias_of(tablet),
-        reason: reason.into(),
-    };
-    if tablet.hostname.is_empty() {
-        return Err(no_address("the tablet record has no hostname"));
-    }
-    let port = tablet
-        .port_map
-        .get("grpc")
-        .copied()
-        .ok_or_else(|| no_address("the tablet record has no grpc port"))?;
-    let port = u16::try_from(port).map_err(|_| no_address("the grpc port is out of range"))?;
-    if port == 0 {
-        return Err(no_address("the grpc port is 0"));
-    }
-    let host = &tablet.hostname;
-    if host.contains(':') && !host.starts_with('[') {
-        Ok(format!("[{host}]:{port}"))
-    } else {
-        Ok(format!("{host}:{port}"))
     }
 }
 

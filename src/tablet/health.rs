@@ -236,7 +236,7 @@ impl HealthStreams {
     /// false (and does nothing) for a record without alias or gRPC address.
     pub fn subscribe(&mut self, tablet: &Tablet) -> bool {
         self.reap();
-        let (Some(alias), Ok(address)) = (tablet.alias.as_ref(), super::grpc::tablet_address(tablet)) else {
+        let (Some(alias), Ok(address)) = (tablet.alias.as_ref(), super::rpc::tablet_address(tablet)) else {
             return false;
         };
         if let Some(existing) = self.subscriptions.get(alias) {

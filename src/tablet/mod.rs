@@ -15,9 +15,9 @@ pub mod health;
 pub mod rpc;
 
 pub use error::{CallOutcome, TabletError, TabletErrorKind};
-pub use grpc::{GrpcTabletManager, TabletClientConfig, tablet_address};
+pub use grpc::{GrpcTabletManager, TabletClientConfig};
 pub use health::{
     Backoff, HealthEvent, HealthEventKind, HealthSource, HealthStream, HealthStreamConfig,
     HealthStreamMetrics, HealthStreams,
 };
-pub use rpc::{TabletManager, TabletManagerExt, TmRequest, TmResponse, WithTimeout};
+pub use rpc::{TabletManager, TabletManagerExt, TmRequest, TmResponse, WithTimeout, tablet_address};

@@ -120,6 +120,33 @@ pub fn alias_of(tablet: &Tablet) -> TabletAlias {
     tablet.alias.clone().unwrap_or_default()
 }
 
+/// `host:port` of a tablet's gRPC server: `hostname` and `port_map["grpc"]`
+/// (IPv6 literals bracketed).
+pub fn tablet_address(tablet: &Tablet) -> Result<String, TabletError> {
+    let no_address = |reason: &str| TabletError::NoAddress {
+        alias: alias_of(tablet),
+        reason: reason.into(),
+    };
+    if tablet.hostname.is_empty() {
+        return Err(no_address("the tablet record has no hostname"));
+    }
+    let port = tablet
+        .port_map
+        .get("grpc")
+        .copied()
+        .ok_or_else(|| no_address("the tablet record has no grpc port"))?;
+    let port = u16::try_from(port).map_err(|_| no_address("the grpc port is out of range"))?;
+    if port == 0 {
+        return Err(no_address("the grpc port is 0"));
+    }
+    let host = &tablet.hostname;
+    if host.contains(':') && !host.starts_with('[') {
+        Ok(format!("[{host}]:{port}"))
+    } else {
+        Ok(format!("{host}:{port}"))
+    }
+}
+
 /// Unpacks the expected response variant, or reports a mismatch.
 macro_rules! expect_response {
     ($tablet:expr, $resp:expr, $variant:ident) => {

@@ -22,11 +22,12 @@
 //!
 //! # Metrics ([`metrics`])
 //!
-//! One approach for the whole project: every module keeps its own counters
-//! (atomics, or small maps behind a mutex for labelled series) and exposes
-//! them read-only; [`metrics::MetricsRegistry`] holds the sources and renders
-//! them in the Prometheus text format when `/metrics` is scraped. Nothing
-//! is global, so tests build their own registry and assert on it.
+//! One approach for the whole project, on the `prometheus` crate: every
+//! module owns its metrics (the crate's types, or its own atomics read by a
+//! [`metrics::FamilyCollector`]) and registers them in a
+//! [`metrics::MetricsRegistry`], which renders `/metrics` with the crate's
+//! text encoder and hands `/debug/vars` the typed families. Nothing is
+//! global, so tests build their own registry and assert on it.
 
 pub mod metrics;
 pub mod otel;

@@ -1059,8 +1059,8 @@ pub type ByName<T> = BTreeMap<String, Versioned<T>>;
 #[cfg(test)]
 mod unknown_enum_tests {
     use super::*;
-    use crate::model::fixtures::tablet_record;
     use crate::proto::topodata::TabletType;
+    use crate::testkit::tablet_record;
 
     #[tokio::test]
     async fn a_tablet_record_with_an_unknown_type_is_read_as_unknown() {

@@ -7,8 +7,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 use vtorc::analysis::{AnalysisCode as C, AnalysisConfig, AnalysisOutput, analyze};
 use vtorc::model::TopoTime;
-use vtorc::model::fixtures::{ShardBuilder, TabletFixture};
 use vtorc::proto::topodata::TabletType;
+use vtorc::testkit::{ShardBuilder, TabletFixture};
 
 /// The healthy fixture shard: `ks/0`, primary `zone1-100`, replicas `zone1-101`, `zone1-102`.
 pub fn base(policy: &str, now: Instant) -> ShardBuilder {

@@ -190,7 +190,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let health = DiskHealth::new(dir.path(), Duration::from_millis(50), "test");
         assert!(health.start_write());
-        crate::cluster::poll_until(Duration::from_secs(5), "the write to return", || async {
+        crate::testkit::poll_until(Duration::from_secs(5), "the write to return", || async {
             Ok((!health.write_in_flight()).then_some(()))
         })
         .await
@@ -216,7 +216,7 @@ mod tests {
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(health.start_write());
-        crate::cluster::poll_until(Duration::from_secs(5), "the disk to count as stalled", || async {
+        crate::testkit::poll_until(Duration::from_secs(5), "the disk to count as stalled", || async {
             Ok(health.is_stalled().then_some(()))
         })
         .await
@@ -228,7 +228,7 @@ mod tests {
             .write(true)
             .open(health.path())
             .expect("open the FIFO");
-        crate::cluster::poll_until(Duration::from_secs(5), "the blocked write to return", || async {
+        crate::testkit::poll_until(Duration::from_secs(5), "the blocked write to return", || async {
             Ok((!health.write_in_flight()).then_some(()))
         })
         .await
@@ -245,7 +245,7 @@ mod tests {
         let missing = dir.path().join("missing");
         let health = DiskHealth::new(&missing, Duration::from_millis(1), "test");
         assert!(health.start_write());
-        crate::cluster::poll_until(Duration::from_secs(5), "the write to return", || async {
+        crate::testkit::poll_until(Duration::from_secs(5), "the write to return", || async {
             Ok((!health.write_in_flight()).then_some(()))
         })
         .await

@@ -92,9 +92,17 @@ use vtorc::{config::TlsFiles, tls::ServerTls};
 
 use self::error::{AgentError, AgentResult};
 use self::mysql::Mysql;
+pub use self::service::{QueryService, TabletManagerService};
 use self::topo_sync::TabletTopo;
 
-pub use self::service::{QueryService, TabletManagerService};
+/// The application user (vttablet's `--db_app_user` default here; the
+/// cluster harness creates it on every server, host `127.0.0.1`): DML and
+/// DDL, but neither `SUPER` nor `READ ONLY ADMIN`, so `read_only=ON` refuses
+/// its writes. The workload writer uses it.
+pub const APP_USER: &str = "app";
+
+/// The application user's password.
+pub const APP_PASSWORD: &str = "apppw";
 
 /// Everything one agent needs. [`AgentConfig::new`] fills the defaults.
 #[derive(Clone, Debug)]
@@ -216,7 +224,7 @@ impl AgentConfig {
             mysql_user: "root".to_string(),
             mysql_password: String::new(),
             db_name: String::new(),
-            app_user: crate::cluster::APP_USER.to_string(),
+            app_user: APP_USER.to_string(),
             replication_user: crate::mariadb::REPL_USER.to_string(),
             replication_password: crate::mariadb::REPL_PASSWORD.to_string(),
             replication_connect_retry: Duration::from_secs(1),

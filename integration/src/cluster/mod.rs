@@ -46,11 +46,10 @@ mod bootstrap;
 mod spec;
 mod tablet;
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
 use tempfile::TempDir;
@@ -66,17 +65,13 @@ pub use self::spec::{
     DEFAULT_SLAVE_NET_TIMEOUT, GLOBAL_ROOT, KeyspaceSpec, ShardSpec, TabletSpec, VITESS_SEMI_SYNC_TIMEOUT,
 };
 pub use self::tablet::ClusterTablet;
+/// The application user every server gets; defined by the agent (its
+/// default `app_user`), created here.
+pub use crate::agent::{APP_PASSWORD, APP_USER};
 use crate::etcd::{EtcdServer, EtcdTls};
 use crate::mariadb::{MariaDbOptions, MariaDbServer};
 use crate::pki::TestPki;
-
-/// The application user every server gets (host `127.0.0.1`): DML and DDL,
-/// but neither `SUPER` nor `READ ONLY ADMIN`, so `read_only=ON` refuses
-/// its writes. The workload writer uses it.
-pub const APP_USER: &str = "app";
-
-/// The application user's password.
-pub const APP_PASSWORD: &str = "apppw";
+pub use crate::testkit::poll_until;
 
 /// Bound on RPCs the harness itself sends (FullStatus, ...).
 const RPC_TIMEOUT: Duration = Duration::from_secs(10);
@@ -514,28 +509,5 @@ impl Drop for Cluster {
         }
         let _ = self.etcd.kill();
         // The TempDirs (ours and etcd's) are removed when the fields drop.
-    }
-}
-
-/// Polls `check` until it yields `Some`, or fails after `timeout` with the
-/// last error. `check` returning `Err` counts as "not yet".
-pub async fn poll_until<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> anyhow::Result<T>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = anyhow::Result<Option<T>>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        let last = match tokio::time::timeout(remaining.max(Duration::from_millis(100)), check()).await {
-            Ok(Ok(Some(value))) => return Ok(value),
-            Ok(Ok(None)) => "condition not met".to_string(),
-            Ok(Err(e)) => format!("{e:#}"),
-            Err(_) => "check timed out".to_string(),
-        };
-        if Instant::now() >= deadline {
-            bail!("timed out after {timeout:?} waiting for {what} (last: {last})");
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }

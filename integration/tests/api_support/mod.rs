@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use integration::cluster::{Cluster, GLOBAL_ROOT, poll_until};
+use integration::cluster::{Cluster, poll_until};
 use integration::process::free_port;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
@@ -24,7 +24,6 @@ use vtorc::recovery::{RecoveryConfig, RecoveryDeps, RecoveryEngine, RecoveryHand
 use vtorc::reparent::{ReparentConfig, Reparenter, system_wall_clock};
 use vtorc::server::{ApiContext, VtctldService, VtorcApi};
 use vtorc::tablet::{GrpcTabletManager, TabletClientConfig, TabletManager};
-use vtorc::telemetry::metrics::MetricsRegistry;
 use vtorc::topo::Topo;
 
 /// The keyspace of the test clusters.
@@ -32,28 +31,18 @@ pub const KS: &str = "commerce";
 
 /// Alias of tablet `uid` in cell `zone1`.
 pub fn alias(uid: u32) -> TabletAlias {
-    TabletAlias::new("zone1", uid)
+    integration::testkit::zone1(uid)
 }
 
 /// vtorc's flags for `cluster` (quicker than Go's defaults) with its servers
 /// on `grpc_port` and `http_port`, plus `extra`.
 pub fn config(cluster: &Cluster, grpc_port: u16, http_port: u16, extra: &[&str]) -> Config {
-    let mut args = vec![
-        "vtorc".to_string(),
-        format!("--topo-global-server-address={}", cluster.topo_address()),
-        format!("--topo-global-root={GLOBAL_ROOT}"),
-        "--cell=zone1".to_string(),
-        "--instance-poll-time=1s".to_string(),
-        "--recovery-poll-duration=500ms".to_string(),
-        "--wait-replicas-timeout=10s".to_string(),
-        "--remote-operation-timeout=5s".to_string(),
-        "--topo-etcd-lease-ttl=5".to_string(),
-        "--lock-timeout=10s".to_string(),
-        "--shutdown-wait-time=10s".to_string(),
+    let mut args = integration::testkit::vtorc_flags(cluster);
+    args.extend([
         "--bind-address=127.0.0.1".to_string(),
         format!("--grpc-port={grpc_port}"),
         format!("--port={http_port}"),
-    ];
+    ]);
     args.extend(extra.iter().map(|s| s.to_string()));
     Config::load(args).expect("test flags are valid")
 }
@@ -190,8 +179,13 @@ impl MemoryWorld {
             },
         )
         .expect("no audit file");
-        let metrics =
-            MetricsRegistry::for_vtorc(&handle, config.discovery_workers, &recovery, reparenter.metrics());
+        let metrics = vtorc::runtime::metrics_registry(
+            &handle,
+            config.discovery_workers,
+            &recovery,
+            &reparenter.metrics(),
+        )
+        .expect("metrics registered once");
         let ctx = ApiContext {
             discovery: handle,
             recovery,

@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::Context;
-use integration::cluster::{Cluster, GLOBAL_ROOT, poll_until};
+use integration::cluster::{Cluster, poll_until};
 use mysql_async::prelude::Queryable;
 use vtorc::analysis::{AnalysisCode, RecoveryKind};
 use vtorc::config::Config;
@@ -25,25 +25,12 @@ use vtorc::tablet::{GrpcTabletManager, TabletClientConfig, TabletManager};
 
 /// Alias of tablet `uid` in cell `zone1`.
 pub fn alias(uid: u32) -> TabletAlias {
-    TabletAlias::new("zone1", uid)
+    integration::testkit::zone1(uid)
 }
 
-/// Flags every test vtorc gets (faster than Go's defaults so tests are
-/// quick; each test adds its own).
+/// Flags every test vtorc gets (each test adds its own).
 pub fn base_flags(cluster: &Cluster) -> Vec<String> {
-    vec![
-        "vtorc".to_string(),
-        format!("--topo-global-server-address={}", cluster.topo_address()),
-        format!("--topo-global-root={GLOBAL_ROOT}"),
-        "--cell=zone1".to_string(),
-        "--instance-poll-time=1s".to_string(),
-        "--recovery-poll-duration=500ms".to_string(),
-        "--wait-replicas-timeout=10s".to_string(),
-        "--remote-operation-timeout=5s".to_string(),
-        "--topo-etcd-lease-ttl=5".to_string(),
-        "--lock-timeout=10s".to_string(),
-        "--shutdown-wait-time=10s".to_string(),
-    ]
+    integration::testkit::vtorc_flags(cluster)
 }
 
 /// A vtorc configuration for `cluster` with `extra` flags.
@@ -148,6 +135,19 @@ impl Vtorc {
         })
         .await
         .unwrap_or_else(|e| panic!("{e:#}; audit: {}", self.audit_dump()))
+    }
+
+    /// Waits for a finished recovery of `kind`, asserts it succeeded (the
+    /// audit in the message otherwise) and returns it.
+    pub async fn wait_for_success(&self, kind: RecoveryKind, timeout: Duration) -> RecoveryRecord {
+        let record = self.wait_for_recovery(kind, timeout).await;
+        assert_eq!(
+            record.outcome,
+            RecoveryOutcome::Succeeded,
+            "{}",
+            self.audit_dump()
+        );
+        record
     }
 
     /// Waits for a successful recovery of `kind` on `tablet` and returns it.

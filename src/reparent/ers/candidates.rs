@@ -2,7 +2,6 @@
 //! waits, the errant-GTID filter, the most advanced tablet and the final
 //! candidate filters. Everything but the two waits is synchronous and pure.
 
-use crate::tablet::TabletManager as _;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,6 +15,7 @@ use crate::analysis::durability::{Durability, PromotionRule};
 use crate::mysql::Position;
 use crate::proto::replicationdata::StopReplicationStatus;
 use crate::proto::topodata::{Tablet, TabletAlias, TabletType};
+use crate::tablet::TabletManager as _;
 
 /// One tablet that may become the intermediate source or the new primary.
 #[derive(Clone, Debug)]

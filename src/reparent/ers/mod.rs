@@ -32,7 +32,7 @@ use tracing::Instrument;
 use self::candidates::{Candidate, ErrantFilter};
 use self::promote::{Promotion, Repoint};
 use self::stop::{StopPlan, StopSnapshot};
-use super::context::{LockRef, Run, ShardState, acquire_lock, read_shard_state, read_tablet};
+use super::context::{LockRef, Run, ShardTopology, acquire_lock, read_shard_topology, read_tablet};
 use super::error::{ReparentError, ReparentResult};
 use super::events::EventLog;
 use super::options::{EmergencyReparentOptions, alias_string, ers_lock_action};
@@ -137,29 +137,49 @@ impl Reparenter {
             lock_token: lock.token(),
             cancel: opts.cancel.clone(),
         };
-        let mut ers = Ers {
+        let ers = Ers {
             reparenter: self,
             run,
             opts,
             keyspace,
             shard,
             action,
-            state: None,
-            prev_primary: None,
-            snapshot: None,
-            restart: true,
         };
         let result = ers.reparent_locked(&lock).await;
-        let result = match result {
-            Ok(t) => Ok(t),
-            Err(e) => ers.abort(&lock, e).await,
-        };
         lock.release(log).await;
         result.map(Some)
     }
 }
 
-/// One ERS in progress.
+/// What `ReadShard` returns.
+struct ShardRead {
+    /// The shard record, durability policy and tablets.
+    topology: ShardTopology,
+    /// The shard record's primary tablet, if it still exists.
+    prev_primary: Option<Tablet>,
+}
+
+/// What `FindCandidates` returns.
+struct Found {
+    /// The reached tablets of promotable types, with their positions.
+    candidates: Vec<Candidate>,
+    /// Whether positions are GTID-based.
+    gtid: bool,
+    /// Leading candidates with incomparable positions (a suspected split brain).
+    suspects: Vec<String>,
+}
+
+/// What `ElectIntermediateSource` returns.
+struct Election {
+    /// The most advanced candidate.
+    source: Candidate,
+    /// The candidates that may be promoted.
+    valid: Vec<Candidate>,
+    /// Whether `source` is also the candidate to promote.
+    ideal: bool,
+}
+
+/// One ERS in progress. Each phase takes what the previous ones returned.
 struct Ers<'a> {
     /// Owner of the client, topo and background calls.
     reparenter: &'a Reparenter,
@@ -173,159 +193,156 @@ struct Ers<'a> {
     shard: &'a str,
     /// The lock action (also the journal's `action_name`).
     action: String,
-    /// What was read in `ReadShard`.
-    state: Option<ShardState>,
-    /// The shard record's primary tablet, if it still exists.
-    prev_primary: Option<Tablet>,
-    /// What `StopReplication` found.
-    snapshot: Option<StopSnapshot>,
-    /// Whether a failure should restart the replication ERS stopped; false
-    /// once repointing starts.
-    restart: bool,
 }
 
 impl Ers<'_> {
-    async fn reparent_locked(&mut self, lock: &LockRef<'_>) -> ReparentResult<Tablet> {
+    async fn reparent_locked(&self, lock: &LockRef<'_>) -> ReparentResult<Tablet> {
         let log = self.run.log;
         log.info(format!(
             "will initiate emergency reparent shard in keyspace - {}, shard - {}",
             self.keyspace, self.shard
         ));
-        phase(log, ErsPhase::ReadShard, self.read_shard()).await?;
-        let state = self
-            .state
-            .clone()
-            .ok_or_else(|| ReparentError::Internal("shard state missing".into()))?;
-
-        phase(log, ErsPhase::StopReplication, self.stop_replication(&state)).await?;
-        self.run.check_lock(lock).await?;
-        let snapshot = self.snapshot.clone().unwrap_or_default();
-
-        let (candidates, gtid, suspects) = phase(
+        let read = phase(log, ErsPhase::ReadShard, self.read_shard()).await?;
+        let (snapshot, stopped) = phase(
             log,
-            ErsPhase::FindCandidates,
-            self.find_candidates(&snapshot, &state),
+            ErsPhase::StopReplication,
+            self.stop_replication(&read.topology),
         )
-        .await?;
-
-        phase(
-            log,
-            ErsPhase::WaitForRelayLogs,
-            candidates::wait_for_relay_logs(&self.run, &candidates),
-        )
-        .await?;
-
-        let filtered = phase(
-            log,
-            ErsPhase::FilterErrantGtids,
-            self.filter_errant(candidates, gtid, &suspects),
-        )
-        .await?;
-
-        let (source, valid) = phase(log, ErsPhase::ElectIntermediateSource, async {
-            self.elect(filtered, &snapshot, &state)
-        })
-        .await?;
-        let ideal = candidates::identify_primary_candidate(
-            &source,
-            &valid,
-            self.opts.new_primary.as_ref(),
-            state.durability,
-        )?
-        .alias
-            == source.alias;
-        log.info(format!("intermediate source is ideal candidate - {ideal}"));
-
-        self.run.check_lock(lock).await?;
+        .await;
+        let elected = match stopped {
+            Ok(()) => self.elect_before_repointing(lock, &read, &snapshot).await,
+            Err(e) => Err(e),
+        };
+        let election = match elected {
+            Ok(election) => election,
+            Err(e) => return self.abort(lock, &read, &snapshot, e).await,
+        };
         // From here on replicas are repointed, so a failure no longer
         // restarts the old replication.
-        self.restart = false;
-
-        let mut new_primary = source.clone();
-        if !ideal {
+        let mut new_primary = election.source.clone();
+        if !election.ideal {
             new_primary = phase(
                 log,
                 ErsPhase::RepointToIntermediateSource,
-                self.via_intermediate_source(&source, &valid, &snapshot, &state),
+                self.via_intermediate_source(&election, &snapshot, &read.topology),
             )
             .await?;
             self.run.check_lock(lock).await?;
         }
-
         phase(
             log,
             ErsPhase::Promote,
-            self.promote(&new_primary, &snapshot, &state),
+            self.promote(&new_primary, &snapshot, &read.topology),
         )
         .await?;
         Ok(new_primary.tablet)
     }
 
-    async fn read_shard(&mut self) -> ReparentResult<()> {
-        let state =
-            read_shard_state(self.run.topo, self.keyspace, self.shard, self.run.bounds.remote).await?;
+    /// The phases after stopping replication and before repointing: a
+    /// failure here restarts the replication ERS stopped.
+    async fn elect_before_repointing(
+        &self,
+        lock: &LockRef<'_>,
+        read: &ShardRead,
+        snapshot: &StopSnapshot,
+    ) -> ReparentResult<Election> {
+        let log = self.run.log;
+        self.run.check_lock(lock).await?;
+        let found = phase(
+            log,
+            ErsPhase::FindCandidates,
+            self.find_candidates(snapshot, &read.topology),
+        )
+        .await?;
+        phase(
+            log,
+            ErsPhase::WaitForRelayLogs,
+            candidates::wait_for_relay_logs(&self.run, &found.candidates),
+        )
+        .await?;
+        let filtered = phase(log, ErsPhase::FilterErrantGtids, self.filter_errant(found)).await?;
+        let election = phase(log, ErsPhase::ElectIntermediateSource, async {
+            self.elect(filtered, snapshot, read)
+        })
+        .await?;
+        log.info(format!(
+            "intermediate source is ideal candidate - {}",
+            election.ideal
+        ));
+        self.run.check_lock(lock).await?;
+        Ok(election)
+    }
+
+    async fn read_shard(&self) -> ReparentResult<ShardRead> {
+        let topology =
+            read_shard_topology(self.run.topo, self.keyspace, self.shard, self.run.bounds.remote).await?;
         if let Some(expected) = &self.opts.expected_primary
-            && state.primary_alias() != Some(expected)
+            && topology.primary_alias() != Some(expected)
         {
             return Err(ReparentError::ExpectedPrimaryMismatch {
                 expected: expected.to_string(),
-                actual: alias_string(state.primary_alias()),
+                actual: alias_string(topology.primary_alias()),
             });
         }
         self.run.log.info(format!(
             "durability policy {}, shard primary {}, {} tablet(s)",
-            state.durability,
-            alias_string(state.primary_alias()),
-            state.tablets.len()
+            topology.durability,
+            alias_string(topology.primary_alias()),
+            topology.tablets.len()
         ));
-        if let Some(alias) = state.primary_alias() {
-            self.prev_primary = read_tablet(self.run.topo, alias, self.run.bounds.remote).await?;
-            if self.prev_primary.is_none() {
+        let mut prev_primary = None;
+        if let Some(alias) = topology.primary_alias() {
+            prev_primary = read_tablet(self.run.topo, alias, self.run.bounds.remote).await?;
+            if prev_primary.is_none() {
                 self.run.log.warn(format!(
                     "the previous primary {alias} has no tablet record any more"
                 ));
             }
         }
         if let Some(requested) = &self.opts.new_primary
-            && !state.tablets.contains_key(&requested.to_string())
+            && !topology.tablets.contains_key(&requested.to_string())
         {
             return Err(ReparentError::FailedPrecondition(format!(
                 "primary-elect tablet {requested} is not in the shard"
             )));
         }
-        self.state = Some(state);
-        Ok(())
+        Ok(ShardRead {
+            topology,
+            prev_primary,
+        })
     }
 
-    async fn stop_replication(&mut self, state: &ShardState) -> ReparentResult<()> {
+    /// What replication was stopped on (also when stopping failed, for the
+    /// abort path), and whether enough of it was.
+    async fn stop_replication(&self, topology: &ShardTopology) -> (StopSnapshot, ReparentResult<()>) {
         let plan = StopPlan {
-            shard_primary: state.primary_alias(),
+            shard_primary: topology.primary_alias(),
             ignore: &self.opts.ignore_replicas,
             must_wait_for: self.opts.new_primary.as_ref(),
             wait_for_all: self.opts.wait_for_all_tablets,
-            durability: state.durability,
+            durability: topology.durability,
         };
         let (snapshot, result) =
-            stop::stop_replication_and_build_status_maps(&self.run, &state.tablets, &plan).await;
-        self.snapshot = Some(snapshot);
-        result.map_err(|e| match e {
+            stop::stop_replication_and_build_status_maps(&self.run, &topology.tablets, &plan).await;
+        let result = result.map_err(|e| match e {
             e @ (ReparentError::NotEnoughTabletsReached { .. }
             | ReparentError::LockLost(_)
             | ReparentError::Cancelled(_)) => e,
             e => ReparentError::FailedPrecondition(format!(
                 "failed to stop replication and build status maps: {e}"
             )),
-        })
+        });
+        (snapshot, result)
     }
 
     async fn find_candidates(
         &self,
         snapshot: &StopSnapshot,
-        state: &ShardState,
-    ) -> ReparentResult<(Vec<Candidate>, bool, Vec<String>)> {
-        let mariadb = candidates::mariadb_replicas(snapshot, &state.tablets);
+        topology: &ShardTopology,
+    ) -> ReparentResult<Found> {
+        let mariadb = candidates::mariadb_replicas(snapshot, &topology.tablets);
         let binlog = candidates::read_binlog_positions(&self.run, &mariadb).await?;
-        let (candidates, gtid) = candidates::build_candidates(snapshot, &state.tablets, &binlog)?;
+        let (candidates, gtid) = candidates::build_candidates(snapshot, &topology.tablets, &binlog)?;
         if candidates.is_empty() {
             return Err(ReparentError::NoValidCandidates {
                 operation: "emergency reparent",
@@ -353,15 +370,19 @@ impl Ers<'_> {
                 candidates::describe(&leaders)
             ));
         }
-        Ok((candidates, gtid, suspects))
+        Ok(Found {
+            candidates,
+            gtid,
+            suspects,
+        })
     }
 
-    async fn filter_errant(
-        &self,
-        candidates: Vec<Candidate>,
-        gtid: bool,
-        suspects: &[String],
-    ) -> ReparentResult<ErrantFilter> {
+    async fn filter_errant(&self, found: Found) -> ReparentResult<ErrantFilter> {
+        let Found {
+            candidates,
+            gtid,
+            suspects,
+        } = found;
         let filtered = if gtid {
             let journal = candidates::read_journal_lengths(&self.run, &candidates).await?;
             let all = candidates.clone();
@@ -417,9 +438,10 @@ impl Ers<'_> {
         &self,
         mut filtered: ErrantFilter,
         snapshot: &StopSnapshot,
-        state: &ShardState,
-    ) -> ReparentResult<(Candidate, Vec<Candidate>)> {
-        candidates::sort_candidates(&mut filtered.kept, state.durability)?;
+        read: &ShardRead,
+    ) -> ReparentResult<Election> {
+        let topology = &read.topology;
+        candidates::sort_candidates(&mut filtered.kept, topology.durability)?;
         for c in &filtered.kept {
             self.run.log.info(format!(
                 "finding intermediate source - sorted replica: {}",
@@ -436,15 +458,15 @@ impl Ers<'_> {
             .log
             .info(format!("intermediate source selected - {}", source.alias));
         let non_ackers = candidates::non_ackers(snapshot);
-        let ackers = candidates::ackers(snapshot, &state.tablets, &non_ackers);
+        let ackers = candidates::ackers(snapshot, &topology.tablets, &non_ackers);
         let valid = candidates::filter_valid_candidates(
             &filtered.kept,
             &candidates::FilterInputs {
                 ackers: &ackers,
-                prev_primary: self.prev_primary.as_ref(),
+                prev_primary: read.prev_primary.as_ref(),
                 new_primary: self.opts.new_primary.as_ref(),
                 prevent_cross_cell: self.opts.prevent_cross_cell_promotion,
-                durability: state.durability,
+                durability: topology.durability,
                 backup_running: &snapshot.backup_running,
             },
             self.run.log,
@@ -466,16 +488,24 @@ impl Ers<'_> {
             "valid candidates for promotion: {}",
             candidates::aliases(&valid).join(", ")
         ));
-        Ok((source, valid))
+        let ideal = candidates::identify_primary_candidate(
+            &source,
+            &valid,
+            self.opts.new_primary.as_ref(),
+            topology.durability,
+        )?
+        .alias
+            == source.alias;
+        Ok(Election { source, valid, ideal })
     }
 
     async fn via_intermediate_source(
         &self,
-        source: &Candidate,
-        valid: &[Candidate],
+        election: &Election,
         snapshot: &StopSnapshot,
-        state: &ShardState,
+        topology: &ShardTopology,
     ) -> ReparentResult<Candidate> {
+        let Election { source, valid, .. } = election;
         let mut to_repoint = std::collections::BTreeMap::new();
         for c in valid {
             to_repoint.insert(c.alias.clone(), c.tablet.clone());
@@ -488,9 +518,9 @@ impl Ers<'_> {
                 source: &source.tablet,
                 tablets: &to_repoint,
                 status: &snapshot.status,
-                durability: state.durability,
+                durability: topology.durability,
                 promotion: None,
-                shard_size: state.tablets.len(),
+                shard_size: topology.tablets.len(),
             },
         )
         .await?;
@@ -503,7 +533,7 @@ impl Ers<'_> {
             source,
             &reachable,
             self.opts.new_primary.as_ref(),
-            state.durability,
+            topology.durability,
         )?
         .clone();
         self.run
@@ -519,9 +549,9 @@ impl Ers<'_> {
         &self,
         new_primary: &Candidate,
         snapshot: &StopSnapshot,
-        state: &ShardState,
+        topology: &ShardTopology,
     ) -> ReparentResult<()> {
-        let tablets: std::collections::BTreeMap<String, Tablet> = state
+        let tablets: std::collections::BTreeMap<String, Tablet> = topology
             .tablets
             .iter()
             .filter(|(_, t)| {
@@ -539,12 +569,12 @@ impl Ers<'_> {
                 source: &new_primary.tablet,
                 tablets: &tablets,
                 status: &snapshot.status,
-                durability: state.durability,
+                durability: topology.durability,
                 promotion: Some(Promotion {
                     action: self.action.clone(),
-                    init: state.primary_alias().is_none(),
+                    init: topology.primary_alias().is_none(),
                 }),
-                shard_size: state.tablets.len(),
+                shard_size: topology.tablets.len(),
             },
         )
         .await?;
@@ -556,11 +586,14 @@ impl Ers<'_> {
 
     /// On failure before repointing: restart the replication ERS stopped
     /// (after confirming the lock), and report both failures if that fails too.
-    async fn abort(&self, lock: &LockRef<'_>, error: ReparentError) -> ReparentResult<Tablet> {
-        let (Some(snapshot), Some(state), true) = (&self.snapshot, &self.state, self.restart) else {
-            return Err(error);
-        };
-        let replicas = snapshot.replicas_with_stopped_io(&state.tablets);
+    async fn abort(
+        &self,
+        lock: &LockRef<'_>,
+        read: &ShardRead,
+        snapshot: &StopSnapshot,
+        error: ReparentError,
+    ) -> ReparentResult<Tablet> {
+        let replicas = snapshot.replicas_with_stopped_io(&read.topology.tablets);
         if replicas.is_empty() {
             return Err(error);
         }
@@ -571,8 +604,8 @@ impl Ers<'_> {
             &self.run,
             lock_ok,
             &replicas,
-            self.prev_primary.as_ref(),
-            state.durability,
+            read.prev_primary.as_ref(),
+            read.topology.durability,
         )
         .instrument(tracing::info_span!(
             "ers_phase",

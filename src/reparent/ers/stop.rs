@@ -1,7 +1,6 @@
 //! ERS step 4–5: stop replication everywhere, collect the statuses, and
 //! prove that no tablet can still accept writes (revocation).
 
-use crate::tablet::TabletManager as _;
 use std::collections::BTreeMap;
 
 use futures::StreamExt;
@@ -12,6 +11,7 @@ use super::super::error::{ReparentError, ReparentResult};
 use crate::analysis::durability::Durability;
 use crate::proto::replicationdata::{PrimaryStatus, Status, StopReplicationMode, StopReplicationStatus};
 use crate::proto::topodata::{Tablet, TabletAlias};
+use crate::tablet::TabletManager as _;
 
 /// `replicationdata` thread state `Running`.
 pub(crate) const THREAD_RUNNING: i32 = 3;

@@ -1,7 +1,6 @@
 //! PRS step 3–4: electing the primary-elect (`ElectNewPrimary`) and finding
 //! the current primary (`FindCurrentPrimary`).
 
-use crate::tablet::TabletManager as _;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -15,6 +14,7 @@ use crate::analysis::durability::Durability;
 use crate::mysql::Position;
 use crate::proto::topodata::{Tablet, TabletAlias, TabletType};
 use crate::proto::vttime;
+use crate::tablet::TabletManager as _;
 
 /// Inputs of the election.
 pub(crate) struct Election<'a> {

@@ -19,7 +19,6 @@ mod elect;
 #[cfg(test)]
 mod tests;
 
-use crate::tablet::TabletManager as _;
 use std::collections::BTreeMap;
 use std::future::Future;
 
@@ -28,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use self::elect::{Election, elect_new_primary, find_current_primary};
-use super::context::{Deadline, LockRef, Run, ShardState, acquire_lock, read_shard_state};
+use super::context::{Deadline, LockRef, Run, ShardTopology, acquire_lock, read_shard_topology};
 use super::error::{ReparentError, ReparentResult};
 use super::events::EventLog;
 use super::options::{PlannedReparentOptions, alias_string, prs_lock_action};
@@ -37,6 +36,7 @@ use super::{Operation, ReparentOutcome, Reparenter};
 use crate::mysql::Position;
 use crate::proto::tabletmanagerdata as tm;
 use crate::proto::topodata::{Tablet, TabletAlias};
+use crate::tablet::TabletManager as _;
 use crate::topo::ShardLock;
 
 /// The named phases of a PRS (the `phase` of its events and spans).
@@ -194,9 +194,9 @@ impl Prs<'_> {
         Ok(Some(elect))
     }
 
-    async fn read_shard(&self) -> ReparentResult<ShardState> {
+    async fn read_shard(&self) -> ReparentResult<ShardTopology> {
         let state =
-            read_shard_state(self.run.topo, self.keyspace, self.shard, self.run.bounds.remote).await?;
+            read_shard_topology(self.run.topo, self.keyspace, self.shard, self.run.bounds.remote).await?;
         if let Some(expected) = &self.opts.expected_primary
             && state.primary_alias() != Some(expected)
         {
@@ -217,7 +217,7 @@ impl Prs<'_> {
     /// Step 3–4: `None` when there is nothing to do.
     async fn preflight(
         &self,
-        state: &ShardState,
+        state: &ShardTopology,
         avoid: Option<&TabletAlias>,
     ) -> ReparentResult<Option<(Tablet, Path)>> {
         let log = self.run.log;
@@ -281,7 +281,7 @@ impl Prs<'_> {
     async fn promote(
         &self,
         lock: &LockRef<'_>,
-        state: &ShardState,
+        state: &ShardTopology,
         elect: &Tablet,
         path: Path,
     ) -> ReparentResult<(String, bool)> {
@@ -333,7 +333,7 @@ impl Prs<'_> {
     async fn potential_promotion(
         &self,
         lock: &LockRef<'_>,
-        state: &ShardState,
+        state: &ShardTopology,
         elect: &Tablet,
     ) -> ReparentResult<String> {
         let run = &self.run;
@@ -404,7 +404,7 @@ impl Prs<'_> {
     async fn graceful_promotion(
         &self,
         lock: &LockRef<'_>,
-        state: &ShardState,
+        state: &ShardTopology,
         current: &Tablet,
         elect: &Tablet,
     ) -> ReparentResult<String> {
@@ -495,7 +495,7 @@ impl Prs<'_> {
     /// every other tablet (which waits for the journal row); all must succeed.
     async fn reparent_tablets(
         &self,
-        state: &ShardState,
+        state: &ShardTopology,
         elect: &Tablet,
         position: &str,
     ) -> ReparentResult<()> {

@@ -532,8 +532,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::model::fixtures::{ShardBuilder, TabletFixture};
     use crate::proto::topodata::{KeyRange, TabletAlias, TabletType};
+    use crate::testkit::{ShardBuilder, TabletFixture};
 
     fn rows<'a>(tables: &'a [Table], name: &str) -> &'a [Row] {
         tables

@@ -5,7 +5,8 @@
 //!
 //! The page is Go's expvar handler output: `{`, one `"Name": value` per
 //! line sorted by name, `}`; values are compact JSON, HTML-escaped like Go's
-//! `json.Marshal`. Each Prometheus family of `/metrics` becomes one variable:
+//! `json.Marshal`. Each family of the metrics registry (the typed families
+//! `/metrics` encodes, plus those without series yet) becomes one variable:
 //!
 //! - **name**: Go VTOrc's expvar name where Go has the metric (reference
 //!   §10, e.g. `vtorc_recoveries_count` → `RecoveriesCount`,
@@ -43,7 +44,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::ser::CompactFormatter;
 
 use super::{DebugState, go_json_with};
-use crate::telemetry::metrics::{Family, MetricKind, Sample, SampleSeries};
+use crate::telemetry::metrics::{Metric, MetricFamily, MetricType, label};
 
 /// Go VTOrc's expvar name and label order of the families Go has
 /// (reference §10), by Prometheus family name.
@@ -203,19 +204,18 @@ fn go_name(family: &str) -> (String, &'static [&'static str]) {
 }
 
 /// The key of a labelled series: label values in `order` (then any other
-/// label, as written; `le` never), `.` inside a value written as `_`,
-/// joined with `.`.
-fn series_key(sample: &Sample, order: &[&str]) -> String {
+/// label, by name), `.` inside a value written as `_`, joined with `.`.
+fn series_key(metric: &Metric, order: &[&str]) -> String {
     let mut values: Vec<String> = order
         .iter()
-        .map(|name| sample.label(name).unwrap_or("").replace('.', "_"))
+        .map(|name| label(metric, name).unwrap_or("").replace('.', "_"))
         .collect();
     values.extend(
-        sample
-            .labels
+        metric
+            .get_label()
             .iter()
-            .filter(|(k, _)| k != "le" && !order.contains(&k.as_str()))
-            .map(|(_, v)| v.replace('.', "_")),
+            .filter(|l| !order.contains(&l.name()))
+            .map(|l| l.value().replace('.', "_")),
     );
     values.join(".")
 }
@@ -226,93 +226,84 @@ fn nanos(seconds: f64) -> i64 {
     (seconds * 1e9).round() as i64
 }
 
-/// A bucket's bound as Go labels it: nanoseconds, or `inf`.
-fn bound_label(le: &str) -> String {
-    match le.parse::<f64>() {
-        Ok(v) if v.is_finite() => nanos(v).to_string(),
-        _ => "inf".to_string(),
-    }
-}
-
-/// One timings series being assembled.
-#[derive(Default)]
-struct Timing {
-    /// (bound label, cumulative count), in order.
-    buckets: Vec<(String, f64)>,
-    /// `_count`.
-    count: f64,
-    /// `_sum`, seconds.
-    sum: f64,
-}
-
 /// A histogram or summary family as Go's `stats.Timings`.
-fn timings(family: &Family, order: &[&str]) -> Var {
-    let mut series: BTreeMap<String, Timing> = BTreeMap::new();
-    for s in &family.samples {
-        let t = series.entry(series_key(s, order)).or_default();
-        match s.series {
-            SampleSeries::Bucket => {
-                t.buckets
-                    .push((bound_label(s.label("le").unwrap_or("+Inf")), s.value));
-            }
-            SampleSeries::Count => t.count = s.value,
-            SampleSeries::Sum => t.sum = s.value,
-            SampleSeries::Value => {}
-        }
-    }
-    let mut total_count = 0i64;
+fn timings(family: &MetricFamily, order: &[&str]) -> Var {
+    let mut series: BTreeMap<String, Var> = BTreeMap::new();
+    let mut total_count = 0u64;
     let mut total_time = 0i64;
-    let mut histograms = Vec::with_capacity(series.len());
-    for (key, t) in series {
-        let mut entries = Vec::with_capacity(t.buckets.len() + 2);
-        let mut previous = 0.0;
-        for (label, cumulative) in &t.buckets {
-            entries.push((label.clone(), Var::number((cumulative - previous).max(0.0))));
-            previous = *cumulative;
-        }
-        let count = Var::number(t.count);
-        let time = nanos(t.sum);
-        if let Var::Int(n) = count {
-            total_count = total_count.saturating_add(n);
-        }
+    for m in family.get_metric() {
+        let mut entries = Vec::new();
+        let (count, sum) = if family.get_field_type() == MetricType::HISTOGRAM {
+            let h = m.get_histogram();
+            let mut previous = 0;
+            for b in h.get_bucket() {
+                let n = b.cumulative_count().saturating_sub(previous);
+                previous = b.cumulative_count();
+                entries.push((nanos(b.upper_bound()).to_string(), Var::number(n as f64)));
+            }
+            let above = h.get_sample_count().saturating_sub(previous);
+            entries.push(("inf".to_string(), Var::number(above as f64)));
+            (h.get_sample_count(), h.get_sample_sum())
+        } else {
+            let s = m.get_summary();
+            (s.sample_count(), s.sample_sum())
+        };
+        let time = nanos(sum);
+        total_count = total_count.saturating_add(count);
         total_time = total_time.saturating_add(time);
-        entries.push(("Count".to_string(), count));
+        entries.push(("Count".to_string(), Var::number(count as f64)));
         entries.push(("Time".to_string(), Var::Int(time)));
-        histograms.push((key, Var::Object(entries)));
+        series.insert(series_key(m, order), Var::Object(entries));
     }
     Var::Object(vec![
-        ("TotalCount".to_string(), Var::Int(total_count)),
+        (
+            "TotalCount".to_string(),
+            Var::Int(i64::try_from(total_count).unwrap_or(i64::MAX)),
+        ),
         ("TotalTime".to_string(), Var::Int(total_time)),
-        ("Histograms".to_string(), Var::Object(histograms)),
+        (
+            "Histograms".to_string(),
+            Var::Object(series.into_iter().collect()),
+        ),
     ])
 }
 
+/// A counter's or gauge's value.
+fn value(family: &MetricFamily, m: &Metric) -> f64 {
+    if family.get_field_type() == MetricType::COUNTER {
+        m.get_counter().get_value()
+    } else {
+        m.get_gauge().get_value()
+    }
+}
+
 /// A counter or gauge family: a number, or an object by series key.
-fn values(family: &Family, order: &[&str]) -> Var {
-    let unlabelled = family.samples.iter().find(|s| s.labels.is_empty());
-    if let (Some(s), true) = (unlabelled, family.samples.len() == 1) {
-        return Var::number(s.value);
+fn values(family: &MetricFamily, order: &[&str]) -> Var {
+    if let [m] = family.get_metric()
+        && m.get_label().is_empty()
+    {
+        return Var::number(value(family, m));
     }
     let mut by_key: BTreeMap<String, f64> = BTreeMap::new();
-    for s in &family.samples {
-        *by_key.entry(series_key(s, order)).or_default() += s.value;
+    for m in family.get_metric() {
+        *by_key.entry(series_key(m, order)).or_default() += value(family, m);
     }
     Var::Object(by_key.into_iter().map(|(k, v)| (k, Var::number(v))).collect())
 }
 
 /// The expvar variable of one family.
-fn family_var(family: &Family) -> (String, Var) {
-    let (name, order) = go_name(&family.name);
-    let var = match family.kind {
-        MetricKind::Counter | MetricKind::Gauge => values(family, order),
-        MetricKind::Histogram | MetricKind::Summary => timings(family, order),
+fn family_var(family: &MetricFamily) -> (String, Var) {
+    let (name, order) = go_name(family.name());
+    let var = match family.get_field_type() {
+        MetricType::HISTOGRAM | MetricType::SUMMARY => timings(family, order),
+        _ => values(family, order),
     };
     (name, var)
 }
 
 /// The page: `families` plus `extra` variables, sorted by name (a family
 /// whose name is already taken is left out).
-pub(super) fn render(families: &[Family], extra: Vec<(String, Var)>) -> String {
+pub(super) fn render(families: &[MetricFamily], extra: Vec<(String, Var)>) -> String {
     let mut vars: BTreeMap<String, Var> = extra.into_iter().collect();
     for family in families {
         let (name, var) = family_var(family);
@@ -362,45 +353,79 @@ pub(super) async fn handler(State(state): State<DebugState>) -> Response {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::telemetry::metrics::{MetricKind, PromText, parse_exposition};
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
 
-    fn page(text: &str) -> serde_json::Value {
-        let out = render(&parse_exposition(text), vec![("cmdline".into(), cmdline())]);
+    use super::*;
+    use crate::analysis::RecoveryKind;
+    use crate::discovery::DiscoveryMetrics;
+    use crate::ids::KeyspaceShard;
+    use crate::model::ClusterSnapshot;
+    use crate::recovery::{LockAction, RecoveryMetrics};
+    use crate::reparent::{Operation, ReparentMetrics};
+    use crate::telemetry::metrics::{FamilyCollector, MetricsRegistry, Series, single};
+
+    fn page(registry: &MetricsRegistry) -> serde_json::Value {
+        let out = render(&registry.families(), vec![("cmdline".into(), cmdline())]);
         assert!(out.starts_with("{\n") && out.ends_with("\n}\n"), "{out}");
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("valid JSON ({e}): {out}"))
     }
 
+    fn registry_of(
+        specs: &'static [(&'static str, &'static str, MetricType, &'static [&'static str])],
+        series: impl Fn() -> Vec<Series> + Send + Sync + 'static,
+    ) -> MetricsRegistry {
+        let registry = MetricsRegistry::new();
+        registry
+            .register(FamilyCollector::new(specs, series).expect("valid names"))
+            .expect("registered once");
+        registry
+    }
+
+    fn row(values: &[&str], v: f64) -> (Vec<String>, f64) {
+        (values.iter().map(|s| (*s).to_string()).collect(), v)
+    }
+
     #[test]
     fn plain_counters_are_numbers_and_labelled_ones_objects_keyed_in_go_label_order() {
-        let mut t = PromText::default();
-        t.single("vtorc_discoveries_attempt", MetricKind::Counter, "h", 5);
-        t.single("vtorc_discovery_last_round_seconds", MetricKind::Gauge, "h", 0.25);
-        t.family("vtorc_recoveries_count", MetricKind::Counter, "h");
-        t.sample(
-            "vtorc_recoveries_count",
+        use MetricType::{COUNTER, GAUGE};
+        let registry = registry_of(
             &[
-                ("keyspace", "commerce"),
-                ("recovery_type", "FixReplica"),
-                ("shard", "-80"),
+                ("vtorc_discoveries_attempt", "h", COUNTER, &[]),
+                ("vtorc_discovery_last_round_seconds", "h", GAUGE, &[]),
+                (
+                    "vtorc_recoveries_count",
+                    "h",
+                    COUNTER,
+                    &["recovery_type", "keyspace", "shard"],
+                ),
+                (
+                    "vtorc_skipped_recoveries",
+                    "h",
+                    COUNTER,
+                    &["recovery_type", "keyspace", "shard", "reason"],
+                ),
+                (
+                    "vtorc_failed_recoveries",
+                    "h",
+                    COUNTER,
+                    &["recovery_type", "keyspace", "shard"],
+                ),
+                ("vtorc_discovery_poll_failures", "h", COUNTER, &["kind"]),
             ],
-            2,
+            || {
+                vec![
+                    single(5u32),
+                    single(0.25),
+                    vec![row(&["FixReplica", "commerce", "-80"], 2.0)],
+                    vec![row(&["FixReplica", "ks.x", "0", "StaleAnalysis"], 1.0)],
+                    Vec::new(),
+                    vec![row(&["timeout"], 3.0)],
+                ]
+            },
         );
-        t.family("vtorc_skipped_recoveries", MetricKind::Counter, "h");
-        t.sample(
-            "vtorc_skipped_recoveries",
-            &[
-                ("keyspace", "ks.x"),
-                ("reason", "StaleAnalysis"),
-                ("recovery_type", "FixReplica"),
-                ("shard", "0"),
-            ],
-            1,
-        );
-        t.family("vtorc_failed_recoveries", MetricKind::Counter, "h");
-        t.family("vtorc_discovery_poll_failures", MetricKind::Counter, "h");
-        t.sample("vtorc_discovery_poll_failures", &[("kind", "timeout")], 3);
-        let v = page(&t.finish());
+        let v = page(&registry);
         assert_eq!(v["DiscoveriesAttempt"], 5);
         assert!(v["DiscoveriesAttempt"].is_i64(), "an integer, not 5.0");
         assert_eq!(v["DiscoveryLastRoundSeconds"], 0.25);
@@ -409,38 +434,35 @@ mod tests {
             v["SkippedRecoveries"]["FixReplica.ks_x.0.StaleAnalysis"], 1,
             "Go order, '.' in a value written as '_': {v}"
         );
-        assert_eq!(v["FailedRecoveries"], serde_json::json!({}));
+        assert_eq!(v["FailedRecoveries"], serde_json::json!({}), "no series yet: {v}");
         assert_eq!(v["DiscoveryPollFailures"]["timeout"], 3);
         assert!(v["cmdline"].as_array().is_some_and(|a| !a.is_empty()));
     }
 
     #[test]
     fn histograms_become_go_timings_with_per_bucket_counts_in_nanoseconds() {
-        let text = "# TYPE vtorc_shard_lock_timings histogram\n\
-            vtorc_shard_lock_timings_bucket{action=\"Lock\",le=\"0.0005\"} 1\n\
-            vtorc_shard_lock_timings_bucket{action=\"Lock\",le=\"0.001\"} 3\n\
-            vtorc_shard_lock_timings_bucket{action=\"Lock\",le=\"+Inf\"} 4\n\
-            vtorc_shard_lock_timings_sum{action=\"Lock\"} 2.5\n\
-            vtorc_shard_lock_timings_count{action=\"Lock\"} 4\n\
-            vtorc_shard_lock_timings_bucket{action=\"Unlock\",le=\"0.0005\"} 0\n\
-            vtorc_shard_lock_timings_bucket{action=\"Unlock\",le=\"0.001\"} 0\n\
-            vtorc_shard_lock_timings_bucket{action=\"Unlock\",le=\"+Inf\"} 0\n\
-            vtorc_shard_lock_timings_sum{action=\"Unlock\"} 0\n\
-            vtorc_shard_lock_timings_count{action=\"Unlock\"} 0\n\
-            # TYPE vtorc_reparent_shard_operation_timings summary\n\
-            vtorc_reparent_shard_operation_timings_sum{operation=\"EmergencyReparentShard\"} 1.5\n\
-            vtorc_reparent_shard_operation_timings_count{operation=\"EmergencyReparentShard\"} 1\n";
-        let out = render(&parse_exposition(text), Vec::new());
+        let recovery = RecoveryMetrics::default();
+        for ms in [0.4, 0.7, 0.9, 2000.0] {
+            recovery.lock_timing(LockAction::Lock, Duration::from_secs_f64(ms / 1000.0));
+        }
+        let reparent = ReparentMetrics::default();
+        reparent.record(Operation::Emergency, "ks", "0", true, Duration::from_millis(1500));
+        let registry = MetricsRegistry::new();
+        recovery.register(&registry).expect("registered once");
+        reparent.register(&registry).expect("registered once");
+        let out = render(&registry.families(), Vec::new());
         assert!(
             out.contains(
-                "\"Lock\": {\"500000\": 1, \"1000000\": 2, \"inf\": 1, \"Count\": 4, \"Time\": 2500000000}"
+                "\"Lock\": {\"500000\": 1, \"1000000\": 2, \"5000000\": 0, \"10000000\": 0, \"50000000\": 0, \
+                 \"100000000\": 0, \"500000000\": 0, \"1000000000\": 0, \"5000000000\": 1, \"10000000000\": 0, \
+                 \"inf\": 0, \"Count\": 4, \"Time\": 2002000000}"
             ),
             "bucket order kept, per-bucket counts: {out}"
         );
         let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
         let lock = &v["ShardLockTimings"];
         assert_eq!(lock["TotalCount"], 4);
-        assert_eq!(lock["TotalTime"], 2_500_000_000i64);
+        assert_eq!(lock["TotalTime"], 2_002_000_000i64);
         assert_eq!(lock["Histograms"]["Unlock"]["Count"], 0);
         let ers = &v["reparent_shard_operation_timings"];
         assert_eq!(
@@ -452,20 +474,24 @@ mod tests {
 
     #[test]
     fn detected_problems_keys_follow_go_and_strings_are_html_escaped() {
-        let mut t = PromText::default();
-        t.family("vtorc_detected_problems", MetricKind::Gauge, "h");
-        t.sample(
-            "vtorc_detected_problems",
+        let registry = registry_of(
             &[
-                ("analysis", "ReplicationStopped"),
-                ("keyspace", "<ks>"),
-                ("shard", "0"),
-                ("tablet_alias", "zone1-0000000101"),
+                (
+                    "vtorc_detected_problems",
+                    "h",
+                    MetricType::GAUGE,
+                    &["analysis", "keyspace", "shard", "tablet_alias"],
+                ),
+                ("vtorc_weird", "h", MetricType::GAUGE, &[]),
             ],
-            1,
+            || {
+                vec![
+                    vec![row(&["ReplicationStopped", "<ks>", "0", "zone1-0000000101"], 1.0)],
+                    single(f64::NAN),
+                ]
+            },
         );
-        t.single("vtorc_weird", MetricKind::Gauge, "h", f64::NAN);
-        let out = render(&parse_exposition(&t.finish()), Vec::new());
+        let out = render(&registry.families(), Vec::new());
         assert!(
             out.contains("\"ReplicationStopped.zone1-0000000101.\\u003cks\\u003e.0\": 1"),
             "{out}"
@@ -474,34 +500,57 @@ mod tests {
         assert!(v["Weird"].is_null(), "NaN is null: {out}");
     }
 
-    /// The recovery engine's families, as `RecoverySource` writes them.
-    struct RecoveryText(std::sync::Arc<crate::recovery::RecoveryMetrics>);
+    /// The registry of every source with one fixed state.
+    fn fixed_state() -> MetricsRegistry {
+        use crate::recovery::audit::SkipReason;
+        use crate::tablet::TabletErrorKind;
+        use crate::testkit::{ShardBuilder, TabletFixture};
 
-    impl crate::telemetry::metrics::MetricSource for RecoveryText {
-        fn render(&self, out: &mut PromText) {
-            out.raw(&self.0.render_prometheus());
+        let now = crate::clock::now();
+        let mut snapshot = ShardBuilder::new("commerce", "0", "semi_sync", now)
+            .primary("zone1", 100)
+            .replica("zone1", 101)
+            .replica("zone2", 200)
+            .edit("zone2", 200, |t| {
+                t.obs().errant_gtids =
+                    crate::mysql::Position::parse("MySQL56/00000000-0000-0000-0000-000000000009:1")
+                        .expect("valid");
+            })
+            .edit("zone1", 101, |t| t.stop_replication())
+            .build();
+        ShardBuilder::new("customer", "-80", "none", now)
+            .primary("zone1", 300)
+            .replica("zone2", 301)
+            .add_to(&mut snapshot);
+        if let Some(shard) = snapshot.shards.get_mut(&KeyspaceShard::new("customer", "-80")) {
+            Arc::make_mut(shard).emergency_reparent_disabled = true;
         }
-    }
+        let analysed = crate::analysis::analyze(&snapshot, &crate::analysis::AnalysisConfig::default(), now);
+        let snapshot: Arc<ClusterSnapshot> = Arc::new(snapshot);
 
-    #[test]
-    fn every_family_of_the_real_sources_becomes_a_variable() {
-        use std::sync::Arc;
-        use std::time::Duration;
-
-        use crate::analysis::RecoveryKind;
-        use crate::discovery::DiscoveryMetrics;
-        use crate::ids::KeyspaceShard;
-        use crate::recovery::{LockAction, RecoveryMetrics};
-        use crate::reparent::{Operation, ReparentMetrics};
-        use crate::telemetry::metrics::{DiscoverySource, MetricsRegistry, ReparentSource};
+        let discovery = Arc::new(DiscoveryMetrics::default());
+        discovery.polls_started.fetch_add(9, Ordering::Relaxed);
+        discovery.polls_succeeded.fetch_add(6, Ordering::Relaxed);
+        discovery.rounds.fetch_add(2, Ordering::Relaxed);
+        discovery.streams.connects.fetch_add(4, Ordering::Relaxed);
+        discovery.poll_failed(TabletErrorKind::Timeout);
+        discovery.poll_failed(TabletErrorKind::Unreachable);
+        discovery.poll_latency.record(Duration::from_micros(100));
+        discovery.poll_latency.record(Duration::from_millis(3));
+        discovery.poll_latency.record(Duration::from_secs(20));
+        discovery.last_round_us.store(1_250_000, Ordering::Relaxed);
 
         let recovery = Arc::new(RecoveryMetrics::default());
-        let key = KeyspaceShard::new("commerce".to_string(), "0".to_string());
+        let key = KeyspaceShard::new("commerce", "0");
+        recovery.set_detected(None, &analysed.problems);
         recovery.recovered(RecoveryKind::FixReplica, &key, true);
+        recovery.recovered(RecoveryKind::RecoverDeadPrimary, &key, false);
+        recovery.skipped(RecoveryKind::FixReplica, &key, SkipReason::NoRecoveryAction);
         recovery.lock_timing(LockAction::Lock, Duration::from_millis(2));
-        let discovery = Arc::new(DiscoveryMetrics::default());
-        discovery.poll_latency.record(Duration::from_millis(3));
-        let reparent = Arc::new(ReparentMetrics::default());
+        recovery.lock_timing(LockAction::Unlock, Duration::from_micros(300));
+        std::mem::forget(recovery.pending_guard());
+
+        let reparent = ReparentMetrics::default();
         reparent.record(
             Operation::Emergency,
             "commerce",
@@ -509,27 +558,41 @@ mod tests {
             true,
             Duration::from_secs(1),
         );
-        let mut registry = MetricsRegistry::new();
+        reparent.record(
+            Operation::Planned,
+            "customer",
+            "-80",
+            false,
+            Duration::from_millis(250),
+        );
+
+        let registry = MetricsRegistry::new();
+        crate::discovery::metrics::register(&registry, &discovery, 3, move || Arc::clone(&snapshot), || true)
+            .expect("registered once");
+        recovery.register(&registry).expect("registered once");
+        reparent.register(&registry).expect("registered once");
         registry
-            .register(DiscoverySource {
-                metrics: discovery,
-                workers: 3,
-            })
-            .register(RecoveryText(recovery))
-            .register(ReparentSource { metrics: reparent });
+    }
+
+    #[test]
+    fn every_family_of_the_real_sources_becomes_a_variable() {
+        let registry = fixed_state();
         let families = registry.families();
-        let declared = registry.render().matches("# TYPE ").count();
-        assert_eq!(families.len(), declared, "every family read back");
         let out = render(&families, Vec::new());
         let v: serde_json::Value = serde_json::from_str(&out).expect("JSON");
-        assert_eq!(v.as_object().map(|o| o.len()), Some(declared), "{out}");
+        assert_eq!(v.as_object().map(|o| o.len()), Some(families.len()), "{out}");
+        assert_eq!(
+            registry.render().matches("# TYPE ").count(),
+            families.len(),
+            "every family has a series in this state"
+        );
         assert_eq!(v["RecoveriesCount"]["FixReplica.commerce.0"], 1);
         assert_eq!(v["SuccessfulRecoveries"]["FixReplica.commerce.0"], 1);
-        assert_eq!(v["ShardLockTimings"]["TotalCount"], 1);
+        assert_eq!(v["ShardLockTimings"]["TotalCount"], 2);
         assert_eq!(v["ShardLockTimings"]["Histograms"]["Lock"]["5000000"], 1);
         assert_eq!(
             v["DiscoveryInstanceTimings"]["Histograms"]["Instance"]["Count"],
-            1
+            3
         );
         assert_eq!(v["DiscoveryWorkers"], 3);
         assert_eq!(v["EmergencyReparentCounts"]["commerce.0.success"], 1);
@@ -537,6 +600,31 @@ mod tests {
             v["reparent_shard_operation_timings"]["Histograms"]["EmergencyReparentShard"]["Time"],
             1_000_000_000i64
         );
+    }
+
+    /// `/metrics` and `/debug/vars` for one fixed state of every source,
+    /// compared with the files in `testdata/`; `VTORC_UPDATE_GOLDEN=1`
+    /// rewrites them (review the diff).
+    #[test]
+    fn metrics_and_debug_vars_of_a_fixed_state_match_the_golden_files() {
+        let registry = fixed_state();
+        let metrics = registry.render();
+        let vars = render(&registry.families(), Vec::new());
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/server/http/testdata");
+        for (file, got) in [
+            ("metrics.golden.txt", &metrics),
+            ("debug_vars.golden.json", &vars),
+        ] {
+            let path = dir.join(file);
+            if std::env::var_os("VTORC_UPDATE_GOLDEN").is_some() {
+                std::fs::create_dir_all(&dir).expect("create testdata");
+                std::fs::write(&path, got).expect("write golden file");
+                continue;
+            }
+            let want =
+                std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+            assert_eq!(got, &want, "{file} differs from the golden file");
+        }
     }
 
     #[test]

@@ -1,4 +1,8 @@
-//! Builders for snapshots in tests and benchmarks (not used by the service).
+//! Builders for snapshots in tests and benchmarks; compiled for the crate's
+//! unit tests and with the `testkit` feature (the crate's own tests,
+//! benchmarks and the `integration` crate enable it), never into the service.
+//! It sits above `model` and `analysis` (it uses durability policies), so
+//! `model` does not import `analysis`.
 //!
 //! [`ShardBuilder`] starts from a *healthy* shard: every tablet was polled a
 //! second before `now`, replicas replicate from the primary with both threads
@@ -14,10 +18,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{
+use crate::analysis::durability::Durability;
+use crate::model::{
     ClusterSnapshot, KeyspaceInfo, Observation, ReplicationObservation, ShardState, TabletState, TopoTime,
 };
-use crate::analysis::durability::Durability;
 use crate::mysql::Position;
 use crate::mysql::mysql56::{Interval, Mysql56GtidSet, Sid};
 use crate::proto::topodata::{KeyspaceType, Tablet, TabletAlias, TabletType};
@@ -97,8 +101,8 @@ impl TabletFixture for TabletState {
 
     fn stop_replication(&mut self) {
         if let Some(r) = self.obs().replication.as_mut() {
-            r.io_thread = super::ThreadState::Stopped;
-            r.sql_thread = super::ThreadState::Stopped;
+            r.io_thread = crate::model::ThreadState::Stopped;
+            r.sql_thread = crate::model::ThreadState::Stopped;
         }
     }
 
@@ -109,8 +113,8 @@ impl TabletFixture for TabletState {
             .get_or_insert_with(ReplicationObservation::default);
         r.source_host = host.to_string();
         r.source_port = port;
-        r.io_thread = super::ThreadState::Running;
-        r.sql_thread = super::ThreadState::Running;
+        r.io_thread = crate::model::ThreadState::Running;
+        r.sql_thread = crate::model::ThreadState::Running;
         r.lag_seconds = Some(0);
     }
 
@@ -221,8 +225,8 @@ impl ShardBuilder {
                     .map_or(String::new(), |o| o.server_uuid.clone()),
                 source_server_id: primary.observation.as_ref().map_or(0, |o| o.server_id),
                 source_user: "vt_repl".into(),
-                io_thread: super::ThreadState::Running,
-                sql_thread: super::ThreadState::Running,
+                io_thread: crate::model::ThreadState::Running,
+                sql_thread: crate::model::ThreadState::Running,
                 position: obs.executed_position.clone(),
                 relay_log_position: obs.executed_position.clone(),
                 lag_seconds: Some(0),
