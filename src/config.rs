@@ -576,6 +576,18 @@ pub struct Options {
     /// Access to the HTTP API: empty (all), read-only (no mutating calls) or deny-all [default: empty].
     #[arg(long, env = "VTORC_SECURITY_POLICY")]
     pub security_policy: Option<String>,
+    /// Authentication of every call on --grpc-port, as vtctld's flag: empty (none), mtls (a client certificate whose subject, or that of a certificate of its chain, contains one of --grpc-auth-mtls-allowed-substrings; needs --grpc-ca) or static (username and password metadata checked against --grpc-auth-static-password-file) [default: empty].
+    #[arg(long, env = "VTORC_GRPC_AUTH_MODE")]
+    pub grpc_auth_mode: Option<String>,
+    /// With --grpc-auth-mode=mtls: substrings separated by colons; a client is let in when the subject of one of its certificates contains one (vtctld's flag).
+    #[arg(long, env = "VTORC_GRPC_AUTH_MTLS_ALLOWED_SUBSTRINGS")]
+    pub grpc_auth_mtls_allowed_substrings: Option<String>,
+    /// With --grpc-auth-mode=static: JSON list of {"Username": ..., "Password": ...} (vtctld's flag); read at start-up.
+    #[arg(long, env = "VTORC_GRPC_AUTH_STATIC_PASSWORD_FILE", value_name = "FILE")]
+    pub grpc_auth_static_password_file: Option<PathBuf>,
+    /// Client-certificate identities allowed to make mutating gRPC calls (reparents, recovery switches, AckRecovery): one `subject:<DN>`, `cn:<name>`, `dns:<name>` or `uri:<URI>` per line; re-read when it changes; needs --grpc-ca. Reads stay open to every client.
+    #[arg(long, env = "VTORC_GRPC_MUTATING_IDENTITIES_FILE", value_name = "FILE")]
+    pub grpc_mutating_identities_file: Option<PathBuf>,
     /// After SIGTERM, keep the servers up at least this long [default: 50ms].
     #[arg(long, env = "VTORC_LAMEDUCK_PERIOD")]
     pub lameduck_period: Option<GoDuration>,
@@ -659,6 +671,29 @@ pub enum SecurityPolicy {
     ReadOnly,
     /// Every guarded endpoint refused.
     DenyAll,
+}
+
+/// Authentication of every call on the gRPC port (vtctld's
+/// `--grpc-auth-mode`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "mode")]
+pub enum GrpcAuthMode {
+    /// No authentication beyond TLS (empty mode).
+    #[default]
+    None,
+    /// A client certificate whose subject (or the subject of another
+    /// certificate of the chain it presented) contains one of the
+    /// substrings; an empty substring lets every certificate in, as in Go.
+    Mtls {
+        /// `--grpc-auth-mtls-allowed-substrings`, split at colons.
+        allowed_substrings: Vec<String>,
+    },
+    /// `username` and `password` metadata that match an entry of the file
+    /// (read at start-up; the passwords never enter the configuration).
+    Static {
+        /// `--grpc-auth-static-password-file`.
+        password_file: PathBuf,
+    },
 }
 
 /// vtorc's validated configuration. Field docs give the flag and its meaning.
@@ -767,6 +802,12 @@ pub struct Config {
     pub grpc_initial_window_size: Option<u32>,
     /// `--security-policy`.
     pub security_policy: SecurityPolicy,
+    /// `--grpc-auth-mode` and `--grpc-auth-mtls-allowed-substrings`:
+    /// authentication of every gRPC call.
+    pub grpc_auth: GrpcAuthMode,
+    /// `--grpc-mutating-identities-file`: who may make mutating gRPC calls;
+    /// `None` = every client that passes TLS and `--grpc-auth-mode`.
+    pub grpc_mutating_identities_file: Option<PathBuf>,
     /// `--lameduck-period`.
     pub lameduck_period: Duration,
     /// `--onterm-timeout`.
@@ -807,6 +848,7 @@ impl Config {
         let spec = file::locate(&cli, &mut notes).map_err(LoadError::Config)?;
         let source = ConfigSource { cli, file: spec };
         let mut config = source.resolve(&mut notes).map_err(LoadError::Config)?;
+        notes.append(&mut config.notes);
         config.notes = notes;
         Ok((config, source))
     }
@@ -993,6 +1035,83 @@ impl Config {
                 });
             }
         };
+        let mut notes = Vec::new();
+        let client_certificates = grpc_tls.ca.is_some();
+        let substrings = pick!(grpc_auth_mtls_allowed_substrings);
+        let password_file = pick!(grpc_auth_static_password_file).filter(|p| !p.as_os_str().is_empty());
+        let mode = pick!(grpc_auth_mode).unwrap_or_default();
+        if password_file.is_some() && mode != "static" {
+            notes.push(
+                "--grpc-auth-static-password-file has no effect without --grpc-auth-mode=static".into(),
+            );
+        }
+        let grpc_auth = match mode.as_str() {
+            "" => {
+                if substrings.is_some() {
+                    notes.push(
+                        "--grpc-auth-mtls-allowed-substrings has no effect without --grpc-auth-mode=mtls"
+                            .into(),
+                    );
+                }
+                GrpcAuthMode::None
+            }
+            "mtls" if !client_certificates => {
+                return Err(ConfigError::InvalidValue {
+                    option: "grpc-auth-mode",
+                    value: "mtls".into(),
+                    reason: "needs client certificates: give --grpc-cert, --grpc-key and --grpc-ca".into(),
+                });
+            }
+            "mtls" => GrpcAuthMode::Mtls {
+                allowed_substrings: substrings
+                    .unwrap_or_default()
+                    .split(':')
+                    .map(String::from)
+                    .collect(),
+            },
+            "static" => match password_file {
+                Some(password_file) => GrpcAuthMode::Static { password_file },
+                None => {
+                    return Err(ConfigError::InvalidValue {
+                        option: "grpc-auth-mode",
+                        value: "static".into(),
+                        reason: "needs --grpc-auth-static-password-file".into(),
+                    });
+                }
+            },
+            other => {
+                return Err(ConfigError::InvalidValue {
+                    option: "grpc-auth-mode",
+                    value: other.into(),
+                    reason: "expected empty, mtls or static".into(),
+                });
+            }
+        };
+        let grpc_mutating_identities_file =
+            pick!(grpc_mutating_identities_file).filter(|p| !p.as_os_str().is_empty());
+        if let Some(path) = &grpc_mutating_identities_file {
+            // A policy that cannot be enforced must not look enforced.
+            if !client_certificates {
+                return Err(ConfigError::InvalidValue {
+                    option: "grpc-mutating-identities-file",
+                    value: path.display().to_string(),
+                    reason: "identities are read from client certificates, which are only required with \
+                             TLS and a client CA: give --grpc-cert, --grpc-key and --grpc-ca"
+                        .into(),
+                });
+            }
+            if grpc_port.is_none() {
+                notes.push("--grpc-mutating-identities-file has nothing to guard without --grpc-port".into());
+            }
+            if port.is_some() && security_policy == SecurityPolicy::AllowAll {
+                notes.push(
+                    "--grpc-mutating-identities-file guards gRPC only: the HTTP API on --port still \
+                     serves its mutating endpoints (/api/disable-global-recoveries, /api/ack-recovery, ...) \
+                     to anyone; set --security-policy=read-only to close them"
+                        .into(),
+                );
+            }
+        }
         let tablet_manager_grpc_concurrency = pick!(tablet_manager_grpc_concurrency).unwrap_or(8);
         let topo_read_concurrency = pick!(topo_read_concurrency).unwrap_or(32);
         let grpc_max_message_size = pick!(grpc_max_message_size).unwrap_or(16 * 1024 * 1024);
@@ -1094,12 +1213,14 @@ impl Config {
             grpc_initial_conn_window_size: pick!(grpc_initial_conn_window_size).filter(|w| *w != 0),
             grpc_initial_window_size: pick!(grpc_initial_window_size).filter(|w| *w != 0),
             security_policy,
+            grpc_auth,
+            grpc_mutating_identities_file,
             lameduck_period: dur(pick!(lameduck_period), Duration::from_millis(50)),
             onterm_timeout: dur(pick!(onterm_timeout), Duration::from_secs(10)),
             onclose_timeout: dur(pick!(onclose_timeout), Duration::from_secs(10)),
             pid_file: pick!(pid_file).filter(|p| !p.as_os_str().is_empty()),
             config_file: None,
-            notes: Vec::new(),
+            notes,
         })
     }
 }
@@ -1318,6 +1439,98 @@ mod tests {
             let err = load(args).expect_err("must be rejected");
             assert!(err.contains(option), "{args:?}: {err}");
         }
+    }
+
+    #[test]
+    fn grpc_access_flags_keep_vtctld_meaning_and_refuse_what_cannot_be_enforced() {
+        let tls = [
+            "--grpc-cert=/server.pem",
+            "--grpc-key=/server-key.pem",
+            "--grpc-ca=/clients-ca.pem",
+        ];
+        let with_tls = |extra: &[&str]| {
+            let mut args = tls.to_vec();
+            args.extend_from_slice(extra);
+            load(&args)
+        };
+        let c = with_tls(&[
+            "--grpc_auth_mode=mtls",
+            "--grpc-auth-mtls-allowed-substrings=OU=ops:CN=ci-",
+            "--grpc-mutating-identities-file=/etc/vtorc/ids",
+            "--grpc-port=15999",
+            "--port=15000",
+        ])
+        .expect("valid");
+        assert_eq!(
+            c.grpc_auth,
+            GrpcAuthMode::Mtls {
+                allowed_substrings: vec!["OU=ops".into(), "CN=ci-".into()]
+            }
+        );
+        assert_eq!(
+            c.grpc_mutating_identities_file.as_deref(),
+            Some(Path::new("/etc/vtorc/ids"))
+        );
+        // The HTTP API's mutating endpoints stay open: said at start-up.
+        assert!(
+            c.notes.iter().any(|n| n.contains("--security-policy=read-only")),
+            "{:?}",
+            c.notes
+        );
+        let c = with_tls(&[
+            "--grpc-mutating-identities-file=/ids",
+            "--grpc-port=15999",
+            "--port=15000",
+            "--security-policy=read-only",
+        ])
+        .expect("valid");
+        assert!(c.notes.is_empty(), "{:?}", c.notes);
+        assert_eq!(c.grpc_auth, GrpcAuthMode::None);
+        // An empty flag is one empty substring (any certificate), as in Go.
+        let c = with_tls(&["--grpc-auth-mode=mtls"]).expect("valid");
+        assert_eq!(
+            c.grpc_auth,
+            GrpcAuthMode::Mtls {
+                allowed_substrings: vec![String::new()]
+            }
+        );
+        for (args, needle) in [
+            (
+                &["--grpc-mutating-identities-file=/ids", "--grpc-port=1"][..],
+                "--grpc-ca",
+            ),
+            (
+                &[
+                    "--grpc-cert=/s.pem",
+                    "--grpc-key=/k.pem",
+                    "--grpc-mutating-identities-file=/ids",
+                ][..],
+                "--grpc-mutating-identities-file",
+            ),
+            (&["--grpc-auth-mode=mtls"][..], "--grpc-auth-mode"),
+            (
+                &["--grpc-auth-mode=static"][..],
+                "--grpc-auth-static-password-file",
+            ),
+            (&["--grpc-auth-mode=oauth"][..], "expected empty, mtls or static"),
+        ] {
+            let err = load(args).expect_err("must be refused");
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+        let c = load(&["--grpc-auth-mtls-allowed-substrings=x"]).expect("valid");
+        assert!(c.notes.iter().any(|n| n.contains("no effect")), "{:?}", c.notes);
+        // Static passwords need no TLS (as in Go); the file is only a path here.
+        let c = load(&[
+            "--grpc-auth-mode=static",
+            "--grpc-auth-static-password-file=/etc/vtorc/users.json",
+        ])
+        .expect("valid");
+        assert_eq!(
+            c.grpc_auth,
+            GrpcAuthMode::Static {
+                password_file: PathBuf::from("/etc/vtorc/users.json")
+            }
+        );
     }
 
     #[test]

@@ -57,7 +57,9 @@ pub async fn run_with_source(
     // vtorc with an error naming the file and its flag.
     let tablet_clients = TabletClientConfig::from_config(&config).context("tablet client TLS")?;
     let grpc_tls = crate::tls::ServerTls::from_files(&config.grpc_tls, "grpc-").context("gRPC server TLS")?;
-    crate::tls::etcd_tls_options(&config.topo_etcd_tls).context("etcd TLS")?;
+    crate::tls::ClientTls::from_files(&config.topo_etcd_tls, "topo-etcd-tls-").context("etcd TLS")?;
+    // The gRPC access policy, its identities file read now.
+    let grpc_access = crate::server::auth::GrpcAccess::from_config(&config).context("gRPC access policy")?;
     let topo = Topo::connect_etcd(
         &config.topo_global_server_address.join(","),
         &config.topo_global_root,
@@ -126,18 +128,25 @@ pub async fn run_with_source(
     let servers_stop = CancellationToken::new();
     let mut servers: JoinSet<anyhow::Result<()>> = JoinSet::new();
     if config.grpc_port.is_some() || config.port.is_some() {
+        let grpc_access = grpc_access.map(|a| Arc::new(a.with_audit(Arc::clone(recovery.audit()))));
+        let metrics = metrics_registry(
+            &discovery_handle,
+            config.discovery_workers,
+            &recovery,
+            &reparenter.metrics(),
+        )
+        .context("register the metrics")?;
+        if let Some(access) = &grpc_access {
+            access
+                .register_metrics(&metrics)
+                .context("register the gRPC access metrics")?;
+        }
         let ctx = ApiContext {
             discovery: discovery_handle.clone(),
             recovery: recovery.clone(),
             topo: topo.clone(),
             config: Arc::clone(&config),
-            metrics: metrics_registry(
-                &discovery_handle,
-                config.discovery_workers,
-                &recovery,
-                &reparenter.metrics(),
-            )
-            .context("register the metrics")?,
+            metrics,
             hostname,
             clock: system_wall_clock,
             shutdown: servers_stop.clone(),
@@ -157,8 +166,9 @@ pub async fn run_with_source(
             let api = VtorcApi::new(ctx.clone());
             let stop = servers_stop.clone();
             let tls = grpc_tls.clone();
+            let access = grpc_access.clone();
             servers.spawn(async move {
-                crate::server::serve_grpc_tls(listener, vtctld, Some(api), tls, stop)
+                crate::server::serve_grpc_guarded(listener, vtctld, Some(api), tls, access, stop)
                     .await
                     .context("gRPC server")
             });

@@ -1,5 +1,8 @@
 //! TLS and mutual TLS for every hop: the tablet clients (tablet manager and
-//! health streams), our gRPC server and the test world's tablet agent.
+//! health streams), the etcd client ([`FailoverConnector`]), our gRPC server
+//! (which also reads the client certificate's names, [`PeerIdentity`], for
+//! the access policy of `crate::server::auth`) and the test world's tablet
+//! agent.
 //!
 //! Semantics follow Vitess's `vttls`:
 //! - a client uses TLS when a CA, a certificate (with its key) or a CRL is
@@ -38,6 +41,10 @@ use rustls::{
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::config::TlsFiles;
+
+mod identity;
+
+pub use self::identity::{Attribute, DistinguishedName, DnSyntaxError, PeerIdentity};
 
 /// A TLS setting that cannot be used; names the file and the flag.
 #[derive(Debug, thiserror::Error)]
@@ -511,7 +518,13 @@ impl ServerTls {
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => {
-                            let _ = tx.send(Ok(TlsConn { stream })).await;
+                            let identity = stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(PeerIdentity::from_chain)
+                                .map(Arc::new);
+                            let _ = tx.send(Ok(TlsConn { stream, identity })).await;
                         }
                         Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake refused"),
                         Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
@@ -526,6 +539,9 @@ impl ServerTls {
 /// An accepted TLS connection, for tonic's server.
 pub struct TlsConn {
     stream: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
+    /// The names of the client's (verified) certificate, read once at the
+    /// handshake; `None` without a client certificate.
+    identity: Option<Arc<PeerIdentity>>,
 }
 
 impl TlsConn {
@@ -533,45 +549,30 @@ impl TlsConn {
     pub fn peer_certificates(&self) -> Option<&[CertificateDer<'static>]> {
         self.stream.get_ref().1.peer_certificates()
     }
-}
 
-/// What the gRPC server knows of the peer of a TLS connection: tonic adds
-/// it to every request on the connection (`request.extensions()`). The
-/// TCP part is what `Request::remote_addr` gives on plaintext connections.
-#[derive(Clone, Debug)]
-pub struct TlsPeer {
-    /// The TCP addresses.
-    pub tcp: tonic::transport::server::TcpConnectInfo,
-    /// The subject of the client's certificate (`CN=...`), if it presented
-    /// one that parses.
-    pub client_identity: Option<String>,
-}
-
-impl TlsPeer {
-    /// The client's address.
-    pub fn remote_addr(&self) -> Option<std::net::SocketAddr> {
-        self.tcp.remote_addr()
+    /// The names of the client's certificate, if it presented one.
+    pub fn identity(&self) -> Option<&Arc<PeerIdentity>> {
+        self.identity.as_ref()
     }
 }
 
-/// The subject distinguished name of a DER certificate (`CN=good`), or
-/// `None` if it does not parse or is empty. Public data, no key material.
-pub fn certificate_subject(der: &[u8]) -> Option<String> {
-    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let subject = cert.subject().to_string();
-    (!subject.is_empty()).then_some(subject)
+/// What tonic puts into the extensions of every request received over a
+/// [`TlsConn`]: the TCP peer and the client certificate's names.
+#[derive(Clone, Debug)]
+pub struct TlsConnectInfo {
+    /// Addresses of the TCP connection.
+    pub tcp: tonic::transport::server::TcpConnectInfo,
+    /// The client certificate's names; `None` without a client certificate.
+    pub identity: Option<Arc<PeerIdentity>>,
 }
 
 impl tonic::transport::server::Connected for TlsConn {
-    type ConnectInfo = TlsPeer;
+    type ConnectInfo = TlsConnectInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        TlsPeer {
+        TlsConnectInfo {
             tcp: self.stream.get_ref().0.connect_info(),
-            client_identity: self
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .and_then(|leaf| certificate_subject(leaf.as_ref())),
+            identity: self.identity.clone(),
         }
     }
 }
@@ -608,9 +609,113 @@ impl AsyncWrite for TlsConn {
     }
 }
 
-/// etcd-client's TLS options for `--topo-etcd-tls-*`, or `None` when none
-/// is set. The files are checked here (a broken one is an error naming it
-/// and its flag) and read once: etcd connections are long-lived.
+/// A connector to one of several TLS servers (the etcd endpoints): each
+/// new connection tries them in turn, starting with the one that answered
+/// last, and does its TLS handshake with the files as they are on disk then
+/// (see [`ClientTls`]). For [`tonic::transport::Endpoint::connect_with_connector_lazy`]
+/// with an `http://` URI (the URI is only the HTTP/2 authority: TLS is
+/// this connector's). tonic reconnects through it after a connection
+/// breaks, so replaced certificate files take effect from the next
+/// connection, as on the tablet hops.
+#[derive(Clone, Debug)]
+pub struct FailoverConnector {
+    /// The TLS settings.
+    tls: ClientTls,
+    /// `(host, port)` of every server.
+    targets: Arc<Vec<(String, u16)>>,
+    /// Index of the target to try first.
+    next: Arc<std::sync::atomic::AtomicUsize>,
+    /// Bound on each attempt (TCP and TLS).
+    attempt_timeout: Duration,
+}
+
+impl FailoverConnector {
+    /// A connector over `endpoints` (`host:port` or `https://host:port`;
+    /// port 2379 when missing).
+    pub fn new(
+        tls: ClientTls,
+        endpoints: &[String],
+        attempt_timeout: Duration,
+    ) -> Result<FailoverConnector, TlsError> {
+        let mut targets = Vec::new();
+        for e in endpoints {
+            if e.starts_with("http://") {
+                return Err(TlsError::Settings(format!(
+                    "etcd endpoint {e}: TLS is on (--{}*), so it must be https://host:port or host:port",
+                    tls.inner.names.prefix
+                )));
+            }
+            let uri: tonic::codegen::http::Uri = if e.contains("://") {
+                e.parse()
+            } else {
+                format!("https://{e}").parse()
+            }
+            .map_err(|err| TlsError::Settings(format!("etcd endpoint {e}: not an address: {err}")))?;
+            let host = uri
+                .host()
+                .ok_or_else(|| TlsError::Settings(format!("etcd endpoint {e}: no host")))?;
+            targets.push((host.to_string(), uri.port_u16().unwrap_or(2379)));
+        }
+        if targets.is_empty() {
+            return Err(TlsError::Settings("no etcd endpoint".into()));
+        }
+        Ok(FailoverConnector {
+            tls,
+            targets: Arc::new(targets),
+            next: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            attempt_timeout,
+        })
+    }
+
+    /// `http://host:port` of the first endpoint, for the channel's URI.
+    pub fn authority_uri(&self) -> String {
+        let (host, port) = &self.targets[0];
+        if host.contains(':') && !host.starts_with('[') {
+            format!("http://[{host}]:{port}")
+        } else {
+            format!("http://{host}:{port}")
+        }
+    }
+}
+
+impl tower::Service<tonic::codegen::http::Uri> for FailoverConnector {
+    type Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn std::future::Future<Output = io::Result<Self::Response>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: tonic::codegen::http::Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            use std::sync::atomic::Ordering;
+            let n = this.targets.len();
+            let first = this.next.load(Ordering::Relaxed) % n;
+            let mut errors = Vec::new();
+            for i in 0..n {
+                let index = (first + i) % n;
+                let (host, port) = &this.targets[index];
+                match tokio::time::timeout(this.attempt_timeout, this.tls.connect(host, *port)).await {
+                    Ok(Ok(stream)) => {
+                        this.next.store(index, Ordering::Relaxed);
+                        return Ok(hyper_util::rt::TokioIo::new(stream));
+                    }
+                    Ok(Err(e)) => errors.push(format!("{host}:{port}: {e}")),
+                    Err(_) => errors.push(format!("{host}:{port}: timed out")),
+                }
+            }
+            Err(io::Error::other(errors.join("; ")))
+        })
+    }
+}
+
+/// etcd-client's own TLS options for `--topo-etcd-tls-*`, or `None` when
+/// none is set. The files are checked here (a broken one is an error naming
+/// it and its flag) and read once; vtorc's topology connections use a
+/// [`FailoverConnector`] instead, which re-reads them (the test world's
+/// raw etcd clients use these).
 pub fn etcd_tls_options(files: &TlsFiles) -> Result<Option<etcd_client::TlsOptions>, TlsError> {
     if !files.enabled() {
         return Ok(None);

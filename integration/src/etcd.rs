@@ -259,6 +259,19 @@ impl EtcdServer {
             )
         })
     }
+
+    /// [`EtcdServer::restart`] serving with `tls` from now on (a rotation
+    /// of its certificate or of the CA it trusts).
+    pub async fn restart_with_tls(&mut self, tls: Option<EtcdTls>) -> anyhow::Result<()> {
+        self.kill()?;
+        self.tls = tls;
+        self.launch().await.with_context(|| {
+            format!(
+                "etcd restart with new TLS settings failed; log tail:\n{}",
+                self.log_tail(LOG_TAIL_LINES)
+            )
+        })
+    }
 }
 
 /// A fresh temporary directory, on tmpfs when available.

@@ -12,7 +12,20 @@
 //! - a reparent requested over mTLS is audited with the subject of the
 //!   client's certificate;
 //! - the `vtorc` binary stops at start-up, without a panic, with an error
-//!   naming the file and the flag, when a TLS file cannot be used.
+//!   naming the file and the flag, when a TLS file cannot be used, and
+//!   when `--grpc-mutating-identities-file` cannot be used or enforced, or
+//!   `--grpc-auth-static-password-file` cannot be read as Go's JSON;
+//! - `--grpc-auth-mode=static` as vtctld: no credentials UNAUTHENTICATED,
+//!   a wrong password PERMISSION_DENIED, with our client and with the real
+//!   `vtctldclient --grpc-auth-static-client-creds`;
+//! - etcd's client files (`--topo-etcd-tls-*`) replaced on disk are used
+//!   from the next connection (a CA rotation with etcd restarted), a
+//!   broken replacement keeps the previous ones;
+//! - with `--grpc-mutating-identities-file`, a listed certificate
+//!   reparents (the real `vtctldclient` when it can be built), another
+//!   one of the same CA reads but is refused PERMISSION_DENIED naming the
+//!   method, audited and counted; editing the file takes effect without a
+//!   restart, a bad edit keeps the last good list.
 
 mod api_support;
 mod recovery_support;
@@ -21,6 +34,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use api_support::*;
+use integration::cluster::poll_until;
 use integration::pki::{CertFiles, TestPki};
 use tonic::transport::Endpoint;
 use vtorc::config::TlsFiles;
@@ -256,6 +270,32 @@ async fn vtorc_stops_at_start_up_naming_an_unusable_tls_file_and_its_flag() {
             "--tablet-grpc-crl",
             &garbage,
         ),
+        // An identities file without client certificates cannot be enforced.
+        (
+            vec![format!("--grpc-mutating-identities-file={}", garbage.display())],
+            "--grpc-mutating-identities-file",
+            &garbage,
+        ),
+        // Static passwords: a file that is not Go's JSON list.
+        (
+            vec![
+                "--grpc-auth-mode=static".to_string(),
+                format!("--grpc-auth-static-password-file={}", garbage.display()),
+            ],
+            "--grpc-auth-static-password-file",
+            &garbage,
+        ),
+        // With them, a file that does not parse.
+        (
+            vec![
+                format!("--grpc-cert={}", cert.cert.display()),
+                format!("--grpc-key={}", cert.key.display()),
+                format!("--grpc-ca={}", pki.ca_path().display()),
+                format!("--grpc-mutating-identities-file={}", garbage.display()),
+            ],
+            "--grpc-mutating-identities-file",
+            &garbage,
+        ),
     ];
     let binary = recovery_support::vtorc_binary();
     for (flags, flag, file) in cases {
@@ -285,4 +325,505 @@ async fn vtorc_stops_at_start_up_naming_an_unusable_tls_file_and_its_flag() {
         );
         assert!(!text.contains("panicked"), "{text}");
     }
+}
+
+/// Writes `bytes` over `path` by a rename, as a renewal tool or a
+/// ConfigMap update does (a reader never sees half a file).
+fn replace_file(path: &std::path::Path, bytes: &[u8]) {
+    let tmp = path.with_extension("replacing");
+    std::fs::write(&tmp, bytes).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+fn read(path: &std::path::Path) -> Vec<u8> {
+    std::fs::read(path).expect("read")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_certificate_files_replaced_on_disk_are_used_from_the_next_connection() {
+    use integration::etcd::{EtcdServer, EtcdTls};
+    use vtorc::topo::{EtcdOptions, EtcdStore, TopoStore};
+
+    let dir = tempfile::tempdir().expect("dir");
+    let one = TestPki::new(&dir.path().join("one"), "one").expect("CA one");
+    let two = TestPki::new(&dir.path().join("two"), "two").expect("CA two");
+    let (etcd_one, client_one) = (
+        one.issue("etcd").expect("cert"),
+        one.issue("vtorc").expect("cert"),
+    );
+    let (etcd_two, client_two) = (
+        two.issue("etcd").expect("cert"),
+        two.issue("vtorc").expect("cert"),
+    );
+    // vtorc's --topo-etcd-tls-* files, at fixed paths.
+    let files = TlsFiles {
+        ca: Some(dir.path().join("etcd-ca.pem")),
+        cert: Some(dir.path().join("etcd-client.pem")),
+        key: Some(dir.path().join("etcd-client-key.pem")),
+        crl: None,
+        server_name: None,
+    };
+    let install = |ca: &std::path::Path, own: &CertFiles| {
+        replace_file(files.ca.as_ref().expect("ca"), &read(ca));
+        replace_file(files.key.as_ref().expect("key"), &read(&own.key));
+        replace_file(files.cert.as_ref().expect("cert"), &read(&own.cert));
+    };
+    install(&one.ca_path(), &client_one);
+    let etcd_tls = |pki: &TestPki, server: &CertFiles, client: &CertFiles| EtcdTls {
+        server: server.clone(),
+        ca: pki.ca_path(),
+        client_cert_auth: true,
+        client: pki.tls_files(client),
+    };
+    let mut etcd = EtcdServer::start_with(Some(etcd_tls(&one, &etcd_one, &client_one)))
+        .await
+        .expect("etcd with client-certificate auth");
+    let options = EtcdOptions {
+        operation_timeout: Duration::from_secs(3),
+        connect_timeout: Duration::from_secs(3),
+        tls: files.clone(),
+    };
+    let store = EtcdStore::connect(&[etcd.address()], &options)
+        .await
+        .expect("connect over TLS");
+    store
+        .create("/rotation/key", b"1", 0)
+        .await
+        .expect("a write over the first CA's certificates");
+    // Several endpoints: a dead one first is skipped.
+    let dead = format!("127.0.0.1:{}", integration::process::free_port().expect("port"));
+    let failover = EtcdStore::connect(&[dead, etcd.address()], &options)
+        .await
+        .expect("connect");
+    failover
+        .get("/rotation/key")
+        .await
+        .expect("read through the second endpoint");
+    // The control: etcd-client's own TLS, which reads the same files once.
+    let mut control = etcd_client::Client::connect(
+        [etcd.endpoint()],
+        Some(
+            etcd_client::ConnectOptions::new()
+                .with_tls(vtorc::tls::etcd_tls_options(&files).expect("files").expect("TLS"))
+                .with_connect_timeout(Duration::from_secs(2))
+                .with_timeout(Duration::from_secs(2)),
+        ),
+    )
+    .await
+    .expect("control client");
+    control.get("/rotation/key", None).await.expect("control reads");
+
+    // Rotate to the second CA: new client files on disk, etcd restarted
+    // with a certificate of the second CA that trusts only it.
+    install(&two.ca_path(), &client_two);
+    etcd.restart_with_tls(Some(etcd_tls(&two, &etcd_two, &client_two)))
+        .await
+        .expect("etcd restarts with the second CA");
+    let value = poll_until(
+        Duration::from_secs(20),
+        "the same store reads over the second CA",
+        || async { Ok(store.get("/rotation/key").await.ok().map(|kv| kv.value)) },
+    )
+    .await
+    .expect("the store reconnects with the replaced files, without a restart");
+    assert_eq!(value, b"1");
+    control
+        .get("/rotation/key", None)
+        .await
+        .expect_err("the control, with the files it read at start, is refused");
+
+    // A broken replacement (half a certificate) keeps the last good files.
+    replace_file(
+        files.cert.as_ref().expect("cert"),
+        b"-----BEGIN CERTIFICATE-----\ntrunc",
+    );
+    etcd.restart_with_tls(Some(etcd_tls(&two, &etcd_two, &client_two)))
+        .await
+        .expect("etcd restarts");
+    poll_until(
+        Duration::from_secs(20),
+        "the store reads after the broken replacement",
+        || async { Ok(store.get("/rotation/key").await.ok().map(|_| ())) },
+    )
+    .await
+    .expect("the previous files are kept");
+}
+
+/// A Vtctld client over mTLS with `own`'s certificate.
+async fn vtctld_client(
+    addr: SocketAddr,
+    pki: &TestPki,
+    own: &CertFiles,
+) -> vtorc::proto::vtctlservice::vtctld_client::VtctldClient<tonic::transport::Channel> {
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(60))
+        .connect_with_connector(client(pki, Some(own)).connector())
+        .await
+        .expect("mTLS connection");
+    vtorc::proto::vtctlservice::vtctld_client::VtctldClient::new(channel)
+}
+
+async fn vtorc_api_client(
+    addr: SocketAddr,
+    pki: &TestPki,
+    own: &CertFiles,
+) -> VtorcClient<tonic::transport::Channel> {
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(10))
+        .connect_with_connector(client(pki, Some(own)).connector())
+        .await
+        .expect("mTLS connection");
+    VtorcClient::new(channel)
+}
+
+fn prs_to(uid: u32) -> vtorc::proto::vtctldata::PlannedReparentShardRequest {
+    vtorc::proto::vtctldata::PlannedReparentShardRequest {
+        keyspace: KS.to_string(),
+        shard: "0".to_string(),
+        new_primary: Some(alias(uid)),
+        ..Default::default()
+    }
+}
+
+/// Go VTOrc's real `vtctldclient`, when `scripts/build-vtctldclient.sh`
+/// can provide it (cached build), else `None` with the reason printed.
+fn vtctldclient() -> Option<std::path::PathBuf> {
+    if let Ok(path) = std::env::var("VTCTLDCLIENT") {
+        return Some(path.into());
+    }
+    let script =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-vtctldclient.sh");
+    let found = std::process::Command::new("bash")
+        .arg(&script)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| std::path::PathBuf::from(s.trim()))
+        .filter(|p| p.is_file());
+    if found.is_none() {
+        let msg = "the vtctldclient leg DID NOT RUN: scripts/build-vtctldclient.sh could not build it";
+        eprintln!("{msg}");
+        assert!(std::env::var_os("CI").is_none(), "{msg} (CI is set)");
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutating_calls_need_a_listed_certificate_identity_reads_do_not_and_the_list_reloads() {
+    use integration::cluster::ClusterBuilder;
+    use integration::process::free_port;
+
+    let cluster = ClusterBuilder::three_tablets(KS, "semi_sync")
+        .start()
+        .await
+        .expect("cluster starts");
+    let dir = tempfile::tempdir().expect("dir");
+    let pki = TestPki::new(dir.path(), "clients").expect("CA");
+    let server = pki.issue("server").expect("cert");
+    let admin = pki.issue("admin").expect("cert");
+    let reader = pki.issue("reader").expect("cert");
+    let identities = dir.path().join("mutating-identities");
+    replace_file(&identities, b"# who may change things\ncn:admin\n");
+    let (grpc_port, http_port) = (free_port().expect("port"), free_port().expect("port"));
+    let flags = [
+        format!("--grpc-port={grpc_port}"),
+        format!("--port={http_port}"),
+        "--bind-address=127.0.0.1".to_string(),
+        format!("--grpc-cert={}", server.cert.display()),
+        format!("--grpc-key={}", server.key.display()),
+        format!("--grpc-ca={}", pki.ca_path().display()),
+        format!("--grpc-mutating-identities-file={}", identities.display()),
+        "--security-policy=read-only".to_string(),
+    ];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let vtorc = recovery_support::VtorcProcess::start(&cluster, dir.path(), 1, &flags).await;
+    let grpc = SocketAddr::from(([127, 0, 0, 1], grpc_port));
+    let http_addr = SocketAddr::from(([127, 0, 0, 1], http_port));
+    let log = || std::fs::read_to_string(&vtorc.log_path).unwrap_or_default();
+
+    // Reads: open to any certificate of the CA.
+    let mut as_reader = vtctld_client(grpc, &pki, &reader).await;
+    let tablets = as_reader
+        .get_tablets(vtorc::proto::vtctldata::GetTabletsRequest {
+            keyspace: KS.to_string(),
+            ..Default::default()
+        })
+        .await
+        .expect("the reader may read")
+        .into_inner();
+    assert_eq!(tablets.tablets.len(), 3);
+    let mut api_reader = vtorc_api_client(grpc, &pki, &reader).await;
+    api_reader
+        .get_health(pb::GetHealthRequest {})
+        .await
+        .expect("the reader may read the VTOrc API");
+
+    // Mutations: refused to the reader, naming the method; nothing changes.
+    let denied = as_reader
+        .planned_reparent_shard(prs_to(101))
+        .await
+        .expect_err("the reader may not reparent");
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied:?}");
+    assert!(
+        denied
+            .message()
+            .contains("vtctlservice.Vtctld/PlannedReparentShard")
+            && denied.message().contains("CN=reader"),
+        "{}",
+        denied.message()
+    );
+    let denied = api_reader
+        .disable_global_recoveries(pb::DisableGlobalRecoveriesRequest {})
+        .await
+        .expect_err("the reader may not switch recoveries off");
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+    assert!(
+        denied
+            .message()
+            .contains("vtorc.v1.Vtorc/DisableGlobalRecoveries")
+    );
+    assert_eq!(
+        cluster.primary_alias(KS, "0").await.expect("shard"),
+        Some(alias(100)),
+        "the refused PRS changed nothing"
+    );
+    let health = api_reader
+        .get_health(pb::GetHealthRequest {})
+        .await
+        .expect("health")
+        .into_inner();
+    assert!(health.recoveries_enabled, "the refused switch changed nothing");
+
+    // The refusals are audited (file) and counted (metric).
+    let audited = poll_until(Duration::from_secs(5), "the denial in the audit file", || async {
+        Ok(vtorc.audit().into_iter().find(|e| {
+            e["event"] == "AccessDenied" && e["method"] == "vtctlservice.Vtctld/PlannedReparentShard"
+        }))
+    })
+    .await
+    .expect("audited");
+    assert_eq!(audited["code"], "PERMISSION_DENIED");
+    assert!(
+        audited["identity"]
+            .as_str()
+            .is_some_and(|i| i.contains("CN=reader")),
+        "{audited}"
+    );
+    assert!(
+        !audited["peer"].as_str().unwrap_or_default().is_empty(),
+        "{audited}"
+    );
+    let audit_text = std::fs::read_to_string(&vtorc.audit_path).expect("audit file");
+    assert!(!audit_text.contains("PRIVATE KEY") && !audit_text.contains("BEGIN CERTIFICATE"));
+    let metrics = get_ok(http_addr, "/metrics").await;
+    assert!(
+        metrics.contains(
+            "vtorc_grpc_calls_denied{method=\"vtctlservice.Vtctld/PlannedReparentShard\",reason=\"not_allowed_to_mutate\"} 1"
+        ),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("grpc"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(metrics.contains("vtorc_grpc_mutating_identities 1"));
+    // The HTTP API's mutations are closed by --security-policy=read-only
+    // (the file guards gRPC only), and that refusal is audited too.
+    let r = api_support::http(http_addr, "GET", "/api/ack-all-recoveries?comment=x")
+        .await
+        .expect("HTTP");
+    assert_eq!(r.status, 403, "{}", r.body);
+    poll_until(
+        Duration::from_secs(5),
+        "the HTTP denial in the audit file",
+        || async {
+            Ok(vtorc
+                .audit()
+                .into_iter()
+                .find(|e| e["event"] == "AccessDenied" && e["method"] == "HTTP GET /api/ack-all-recoveries"))
+        },
+    )
+    .await
+    .expect("audited");
+
+    // The listed identity reparents: through the real vtctldclient when it
+    // can be had, else through our client.
+    match vtctldclient() {
+        Some(bin) => {
+            let out = tokio::process::Command::new(&bin)
+                .args([
+                    format!("--server=127.0.0.1:{grpc_port}"),
+                    format!("--vtctld-grpc-ca={}", pki.ca_path().display()),
+                    format!("--vtctld-grpc-cert={}", admin.cert.display()),
+                    format!("--vtctld-grpc-key={}", admin.key.display()),
+                    "--vtctld-grpc-server-name=localhost".to_string(),
+                    "PlannedReparentShard".to_string(),
+                    format!("{KS}/0"),
+                    "--new-primary=zone1-0000000101".to_string(),
+                ])
+                .kill_on_drop(true)
+                .output()
+                .await
+                .expect("run vtctldclient");
+            assert!(
+                out.status.success(),
+                "vtctldclient PRS as admin: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            // And refuses the reader with PermissionDenied, as our client saw.
+            let out = tokio::process::Command::new(&bin)
+                .args([
+                    format!("--server=127.0.0.1:{grpc_port}"),
+                    format!("--vtctld-grpc-ca={}", pki.ca_path().display()),
+                    format!("--vtctld-grpc-cert={}", reader.cert.display()),
+                    format!("--vtctld-grpc-key={}", reader.key.display()),
+                    "--vtctld-grpc-server-name=localhost".to_string(),
+                    "PlannedReparentShard".to_string(),
+                    format!("{KS}/0"),
+                    "--new-primary=zone1-0000000100".to_string(),
+                ])
+                .kill_on_drop(true)
+                .output()
+                .await
+                .expect("run vtctldclient");
+            let text = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{text}");
+            assert!(text.contains("PermissionDenied"), "{text}");
+        }
+        None => {
+            vtctld_client(grpc, &pki, &admin)
+                .await
+                .planned_reparent_shard(prs_to(101))
+                .await
+                .expect("the admin reparents");
+        }
+    }
+    assert_eq!(
+        cluster.primary_alias(KS, "0").await.expect("shard"),
+        Some(alias(101))
+    );
+
+    // Add the reader to the file: let through without a restart.
+    replace_file(&identities, b"cn:admin\ncn:reader\n");
+    as_reader
+        .planned_reparent_shard(prs_to(100))
+        .await
+        .expect("the reader, now listed, reparents");
+    assert_eq!(
+        cluster.primary_alias(KS, "0").await.expect("shard"),
+        Some(alias(100))
+    );
+    // A bad edit keeps the last good list, and the log says why.
+    replace_file(&identities, b"cn:admin\nreader\n");
+    api_reader
+        .disable_global_recoveries(pb::DisableGlobalRecoveriesRequest {})
+        .await
+        .expect("the last good list still has the reader");
+    api_reader
+        .enable_global_recoveries(pb::EnableGlobalRecoveriesRequest {})
+        .await
+        .expect("and switches them back on");
+    let logged = log();
+    assert!(
+        logged.contains("keeping the previous identities") && logged.contains("line 2"),
+        "{logged}"
+    );
+    // A good edit that drops the reader closes the door again.
+    replace_file(&identities, b"cn:admin\n");
+    let denied = api_reader
+        .ack_recovery(pb::AckRecoveryRequest::default())
+        .await
+        .expect_err("dropped from the list");
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_password_mode_as_vtctld_with_the_real_vtctldclient() {
+    use vtorc::server::auth::{Authentication, GrpcAccess, load_static_users};
+
+    let dir = tempfile::tempdir().expect("dir");
+    let users = dir.path().join("users.json");
+    std::fs::write(&users, r#"[{"Username": "ops", "Password": "s3cret"}]"#).expect("write");
+    let access = GrpcAccess::new(
+        Authentication::Static {
+            users: load_static_users(&users).expect("Go's format"),
+        },
+        None,
+    );
+    let mut world = MemoryWorld::new();
+    world.start_discovery();
+    let (addr, _task) = world
+        .serve_grpc_guarded(None, Some(std::sync::Arc::new(access)))
+        .await;
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connect");
+    let mut api = VtorcClient::new(channel);
+    let e = api
+        .get_health(pb::GetHealthRequest {})
+        .await
+        .expect_err("no credentials");
+    assert_eq!(e.code(), tonic::Code::Unauthenticated);
+    let with = |user: &str, password: &str| {
+        let mut r = tonic::Request::new(pb::GetHealthRequest {});
+        r.metadata_mut().insert("username", user.parse().expect("ascii"));
+        r.metadata_mut()
+            .insert("password", password.parse().expect("ascii"));
+        r
+    };
+    let e = api
+        .get_health(with("ops", "wrong"))
+        .await
+        .expect_err("wrong password");
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    api.get_health(with("ops", "s3cret"))
+        .await
+        .expect("right password");
+
+    // Vitess's client with its --grpc-auth-static-client-creds file.
+    if let Some(bin) = vtctldclient() {
+        let run = |creds: Option<&str>| {
+            let creds_file = dir.path().join("creds.json");
+            let mut cmd = tokio::process::Command::new(&bin);
+            cmd.arg(format!("--server={addr}"));
+            if let Some(creds) = creds {
+                std::fs::write(&creds_file, creds).expect("write");
+                cmd.arg(format!(
+                    "--grpc-auth-static-client-creds={}",
+                    creds_file.display()
+                ));
+            }
+            cmd.arg("GetCellInfoNames").kill_on_drop(true);
+            async move { cmd.output().await.expect("run vtctldclient") }
+        };
+        let out = run(Some(r#"{"Username": "ops", "Password": "s3cret"}"#)).await;
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = run(None).await;
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && text.contains("Unauthenticated"),
+            "{text}"
+        );
+        let out = run(Some(r#"{"Username": "ops", "Password": "nope"}"#)).await;
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && text.contains("PermissionDenied"),
+            "{text}"
+        );
+    }
+    world.stop().await;
 }

@@ -78,7 +78,8 @@ const NO_STATS_PUSH: &str =
 const STDERR_LOGS: &str = "vtorc-rs logs to standard output only (text or JSON, --log-format); there are no log files to rotate or purge";
 const GLOG: &str = "glog flag: Go VTOrc v24 ignores it too while --log-structured is on (its default); vtorc-rs always logs to standard output";
 const TM_TLS: &str = "TLS of tablet-manager calls (and of health streams unless --tablet-grpc-* is set); files re-read when they change on disk";
-const ETCD_TLS: &str = "TLS towards etcd (etcd-client with rustls); read at start-up";
+const ETCD_TLS: &str =
+    "TLS towards etcd (rustls); files re-read when they change on disk, from the next connection";
 const NO_PPROF: &str = "Go runtime profiling; not applicable to vtorc-rs";
 
 /// Every flag of Go VTOrc v24 (`vtorc --help`, plus the hidden glog flags

@@ -360,6 +360,30 @@ pub enum AuditEvent {
         /// Back-offs and cooldowns cleared.
         cleared: usize,
     },
+    /// A call was refused by an access policy: a gRPC call by
+    /// `--grpc-auth-mode` or `--grpc-mutating-identities-file`, an HTTP
+    /// request by `--security-policy`. Names only: never a key or a
+    /// certificate.
+    AccessDenied {
+        /// When.
+        #[serde(serialize_with = "ser_time")]
+        at: SystemTime,
+        /// The vtorc instance.
+        instance: String,
+        /// The call: `service/method` for gRPC (e.g.
+        /// `vtctlservice.Vtctld/PlannedReparentShard`), `HTTP <verb> <path>`.
+        method: String,
+        /// The client's address; empty when unknown.
+        peer: String,
+        /// The client certificate's names, or why there are none (empty
+        /// for HTTP).
+        identity: String,
+        /// What was answered: the gRPC code (`PERMISSION_DENIED`,
+        /// `UNAUTHENTICATED`) or the HTTP status (`403 Forbidden`).
+        code: String,
+        /// Why, as told to the client.
+        reason: String,
+    },
     /// vtorc is shutting down (Go audits "Triggered via SIGTERM").
     Shutdown {
         /// When.
@@ -386,7 +410,9 @@ impl AuditEvent {
             AuditEvent::Acknowledged { keyspace, shard, .. } if !keyspace.is_empty() => {
                 Some(KeyspaceShard::new(keyspace.clone(), shard.clone()))
             }
-            AuditEvent::Acknowledged { .. } | AuditEvent::Shutdown { .. } => None,
+            AuditEvent::Acknowledged { .. }
+            | AuditEvent::Shutdown { .. }
+            | AuditEvent::AccessDenied { .. } => None,
         }
     }
 }
@@ -903,6 +929,21 @@ impl AuditLog {
         let record = r.clone();
         self.emit(AuditEvent::RecoveryFinished(record.clone()));
         Some(record)
+    }
+
+    /// Audits a refused call (see [`AuditEvent::AccessDenied`]).
+    pub fn access_denied(&self, method: &str, peer: &str, identity: &str, code: &str, reason: &str) {
+        let _state = self.lock();
+        tracing::warn!(method, peer, identity, code, "call denied: {reason}");
+        self.emit(AuditEvent::AccessDenied {
+            at: self.now(),
+            instance: self.instance.clone(),
+            method: method.to_string(),
+            peer: peer.to_string(),
+            identity: identity.to_string(),
+            code: code.to_string(),
+            reason: reason.to_string(),
+        });
     }
 
     /// Audits vtorc's shutdown.

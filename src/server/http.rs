@@ -25,8 +25,8 @@
 //! empty lets everything through; `read-only` refuses ADMIN paths;
 //! `deny-all` refuses every guarded path (MONITORING, ADMIN, DEBUGGING —
 //! including `/debug/health`, as in Go). A refusal is a 403 with Go's text
-//! (`Access denied: not allowed: read-only security-policy enforced`) and a
-//! warning in the log. `/api/recoveries` (ours) is MONITORING; the servenv
+//! (`Access denied: not allowed: read-only security-policy enforced`), a
+//! warning in the log and an `AccessDenied` record in the audit. `/api/recoveries` (ours) is MONITORING; the servenv
 //! pages (`/debug/liveness`, `/debug/status`, `/debug/vars`, `/metrics`)
 //! are not guarded.
 //!
@@ -36,6 +36,7 @@
 //! list is `null`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::Router;
@@ -98,7 +99,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .with_state(ctx.clone())
         .merge(debug_pages)
         .layer(axum::middleware::from_fn_with_state(
-            ctx.config.security_policy,
+            (ctx.config.security_policy, Arc::clone(ctx.recovery.audit())),
             access_guard,
         ))
 }
@@ -106,7 +107,10 @@ pub fn router(ctx: ApiContext) -> Router {
 /// Go's ACL levels of a path; `None` = not guarded.
 fn access_level(path: &str) -> Option<&'static str> {
     match path {
-        "/api/disable-global-recoveries" | "/api/enable-global-recoveries" => Some("ADMIN"),
+        "/api/disable-global-recoveries"
+        | "/api/enable-global-recoveries"
+        | "/api/ack-recovery"
+        | "/api/ack-all-recoveries" => Some("ADMIN"),
         "/debug/config" => Some("DEBUGGING"),
         p if p.starts_with("/api/") => Some("MONITORING"),
         "/debug/health" => Some("MONITORING"),
@@ -116,7 +120,7 @@ fn access_level(path: &str) -> Option<&'static str> {
 
 /// `--security-policy` on the HTTP API (see the module docs).
 async fn access_guard(
-    State(policy): State<SecurityPolicy>,
+    State((policy, audit)): State<(SecurityPolicy, Arc<crate::recovery::AuditLog>)>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
@@ -134,6 +138,14 @@ async fn access_guard(
                 method = %request.method(),
                 level = access_level(path).unwrap_or_default(),
                 "HTTP request denied by --security-policy"
+            );
+            // Audited like a refused gRPC call.
+            audit.access_denied(
+                &format!("HTTP {} {path}", request.method()),
+                "",
+                "",
+                "403 Forbidden",
+                &format!("{reason} (--security-policy)"),
             );
             text(StatusCode::FORBIDDEN, format!("Access denied: {reason}\n"))
         }
@@ -718,6 +730,22 @@ impl InstanceJson {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_mutating_endpoint_is_admin_so_read_only_refuses_it() {
+        for path in [
+            "/api/disable-global-recoveries",
+            "/api/enable-global-recoveries",
+            "/api/ack-recovery",
+            "/api/ack-all-recoveries",
+        ] {
+            assert_eq!(access_level(path), Some("ADMIN"), "{path}");
+        }
+        for path in ["/api/problems", "/api/recoveries", "/api/config", "/debug/health"] {
+            assert_eq!(access_level(path), Some("MONITORING"), "{path}");
+        }
+        assert_eq!(access_level("/metrics"), None);
+    }
 
     #[test]
     fn go_json_indents_with_one_space_and_escapes_html() {

@@ -5,6 +5,7 @@
 //! shared with the recovery engine, a [`VtctldService`], bind a listener and
 //! run [`serve_grpc`] until the process's shutdown token fires.
 
+pub mod auth;
 pub mod grpc_only;
 pub mod http;
 pub mod vtctld;
@@ -82,6 +83,35 @@ pub async fn serve_grpc_tls(
     tls: Option<crate::tls::ServerTls>,
     shutdown: CancellationToken,
 ) -> Result<(), ServerError> {
+    serve_grpc_guarded(listener, vtctld, vtorc, tls, None, shutdown).await
+}
+
+/// [`serve_grpc_tls`] with an access policy (`--grpc-auth-mode`,
+/// `--grpc-mutating-identities-file`; see [`auth`]) checked before every
+/// call. The identities file is also looked at every second, so a bad edit
+/// is logged at once.
+pub async fn serve_grpc_guarded(
+    listener: TcpListener,
+    vtctld: VtctldService,
+    vtorc: Option<VtorcApi>,
+    tls: Option<crate::tls::ServerTls>,
+    access: Option<std::sync::Arc<auth::GrpcAccess>>,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
+    let watch_identities = {
+        let access = access.clone();
+        async move {
+            let Some(access) = access else {
+                return std::future::pending::<std::convert::Infallible>().await;
+            };
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                access.refresh();
+            }
+        }
+    };
     let (health, health_service) = tonic_health::server::health_reporter();
     let readiness = vtorc_api::report_readiness(
         vtorc.as_ref().map(|v| v.context().discovery.clone()),
@@ -109,8 +139,12 @@ pub async fn serve_grpc_tls(
             tracing::info!("grpc server stopping");
         }
     };
+    if access.is_some() {
+        tracing::info!("grpc access policy on (--grpc-auth-mode / --grpc-mutating-identities-file)");
+    }
     let router = tonic::transport::Server::builder()
         .layer(grpc_only::GrpcOnlyLayer)
+        .layer(auth::GrpcAccessLayer { access })
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -131,6 +165,7 @@ pub async fn serve_grpc_tls(
     tokio::select! {
         served = server => served?,
         never = readiness => match never {},
+        never = watch_identities => match never {},
     }
     Ok(())
 }

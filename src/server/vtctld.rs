@@ -612,14 +612,18 @@ fn operator_request<T>(
     new_primary: Option<&TabletAlias>,
     avoid_primary: Option<&TabletAlias>,
 ) -> OperatorRequest {
-    let tls = request.extensions().get::<crate::tls::TlsPeer>();
+    let tls = request.extensions().get::<crate::tls::TlsConnectInfo>();
     OperatorRequest {
         method: method.to_string(),
         peer: request
             .remote_addr()
-            .or_else(|| tls.and_then(crate::tls::TlsPeer::remote_addr))
+            .or_else(|| tls.and_then(|t| t.tcp.remote_addr()))
             .map(|a| a.to_string()),
-        client_identity: tls.and_then(|t| t.client_identity.clone()),
+        client_identity: tls
+            .and_then(|t| t.identity.as_ref())
+            .filter(|id| id.error.is_none())
+            .map(|id| id.subject.to_string())
+            .filter(|subject| !subject.is_empty()),
         new_primary: new_primary.cloned(),
         avoid_primary: avoid_primary.cloned(),
     }

@@ -6,7 +6,8 @@
 //! - Each module owns and registers its own families
 //!   ([`crate::discovery::DiscoveryHandle::register_metrics`],
 //!   [`crate::recovery::RecoveryHandle::register_metrics`],
-//!   [`crate::reparent::ReparentMetrics::register`]): the crate's metric
+//!   [`crate::reparent::ReparentMetrics::register`],
+//!   [`crate::server::auth::GrpcAccess::register_metrics`]): the crate's metric
 //!   types where the module updates a metric in place (counter vectors,
 //!   histograms), or a [`FamilyCollector`] that reads the module's own
 //!   atomics or snapshot when `/metrics` is scraped. This module imports no
@@ -47,6 +48,8 @@
 //! | `vtorc_audit_dropped_lines` | counter | – | recovery (audit file lines dropped) |
 //! | `vtorc_emergency_reparent_counts`, `vtorc_planned_reparent_counts` | counter | keyspace, shard, result | reparent |
 //! | `vtorc_reparent_shard_operation_timings` | summary (s) | operation | reparent |
+//! | `vtorc_grpc_calls_denied` | counter | method, reason | `server::auth` (gRPC access policy refusals; with a policy) |
+//! | `vtorc_grpc_mutating_identities`, `vtorc_grpc_mutating_identities_reloads` | gauge, counter | –, result | `server::auth` (`--grpc-mutating-identities-file`) |
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -122,15 +122,38 @@ impl EtcdStore {
             // watch; etcd refuses pings more often than every 5 s.
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
             .with_keep_alive_while_idle(true);
-        let connect = match crate::tls::etcd_tls_options(&options.tls) {
-            Ok(Some(tls)) => connect.with_tls(tls),
-            Ok(None) => connect,
-            Err(e) => return Err(TopoError::Invalid(e.to_string())),
+        // With TLS the channel is ours: its connector re-reads the
+        // certificate files when they change (etcd-client's own TLS reads
+        // them once) and fails over between the endpoints.
+        let tls = crate::tls::ClientTls::from_files(&options.tls, "topo-etcd-tls-")
+            .map_err(|e| TopoError::Invalid(e.to_string()))?;
+        let connecting = async {
+            match tls {
+                Some(tls) => {
+                    let connector =
+                        crate::tls::FailoverConnector::new(tls, endpoints, options.connect_timeout)
+                            .map_err(|e| TopoError::Invalid(e.to_string()))?;
+                    let channel = tonic::transport::Endpoint::from_shared(connector.authority_uri())
+                        .map_err(|e| TopoError::Invalid(format!("etcd endpoint {endpoints:?}: {e}")))?
+                        // (No connect timeout here: it would cover every
+                        // endpoint's attempt together; the connector bounds
+                        // each attempt by options.connect_timeout.)
+                        .http2_keep_alive_interval(Duration::from_secs(10))
+                        .keep_alive_timeout(Duration::from_secs(5))
+                        .keep_alive_while_idle(true)
+                        .connect_with_connector_lazy(connector);
+                    Client::from_channel(etcd_client::Channel::Tonic(channel), Some(connect))
+                        .await
+                        .map_err(|e| etcd_error(&format!("connect to etcd {endpoints:?}"), e))
+                }
+                None => Client::connect(endpoints, Some(connect))
+                    .await
+                    .map_err(|e| etcd_error(&format!("connect to etcd {endpoints:?}"), e)),
+            }
         };
-        let client = tokio::time::timeout(options.connect_timeout, Client::connect(endpoints, Some(connect)))
+        let client = tokio::time::timeout(options.connect_timeout, connecting)
             .await
-            .map_err(|_| TopoError::Timeout(format!("connect to etcd {endpoints:?}")))?
-            .map_err(|e| etcd_error(&format!("connect to etcd {endpoints:?}"), e))?;
+            .map_err(|_| TopoError::Timeout(format!("connect to etcd {endpoints:?}")))??;
         Ok(Self::from_client(
             client,
             endpoints.to_vec(),

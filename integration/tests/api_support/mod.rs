@@ -241,6 +241,18 @@ impl MemoryWorld {
         SocketAddr,
         tokio::task::JoinHandle<Result<(), vtorc::server::ServerError>>,
     ) {
+        self.serve_grpc_guarded(tls, None).await
+    }
+
+    /// [`MemoryWorld::serve_grpc_tls`] with an access policy.
+    pub async fn serve_grpc_guarded(
+        &self,
+        tls: Option<vtorc::tls::ServerTls>,
+        access: Option<Arc<vtorc::server::auth::GrpcAccess>>,
+    ) -> (
+        SocketAddr,
+        tokio::task::JoinHandle<Result<(), vtorc::server::ServerError>>,
+    ) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let vtctld = VtctldService::new(
@@ -251,11 +263,12 @@ impl MemoryWorld {
             self.ctx.shutdown.clone(),
         );
         let api = VtorcApi::new(self.ctx.clone());
-        let task = tokio::spawn(vtorc::server::serve_grpc_tls(
+        let task = tokio::spawn(vtorc::server::serve_grpc_guarded(
             listener,
             vtctld,
             Some(api),
             tls,
+            access,
             self.ctx.shutdown.clone(),
         ));
         (addr, task)

@@ -393,6 +393,22 @@ pub(super) fn watch_event(e: &AuditEvent, at: SystemTime) -> pb::WatchEvent {
             shard: shard.clone(),
             comment: comment.clone(),
         }),
+        AuditEvent::AccessDenied {
+            instance,
+            method,
+            peer,
+            identity,
+            code,
+            reason,
+            ..
+        } => Event::AccessDenied(pb::AccessDeniedEvent {
+            instance: instance.clone(),
+            method: method.clone(),
+            peer: peer.clone(),
+            identity: identity.clone(),
+            code: code.clone(),
+            reason: reason.clone(),
+        }),
         AuditEvent::Shutdown {
             instance, message, ..
         } => Event::Shutdown(pb::ShutdownEvent {
