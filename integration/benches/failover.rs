@@ -176,13 +176,31 @@ fn recovery_duration(running: &Running, go_log: &std::path::Path) -> Option<Dura
     }
 }
 
-/// The time of day of a glog line (`I1207 09:30:01.123456 ...`).
+/// The time of day of a log line: glog (`I1207 09:30:01.123456 ...`) or
+/// Vitess's structured logging (`"time":"2026-12-07T09:30:01.123456789Z"`,
+/// `time=2026-12-07T09:30:01.123Z`).
 fn glog_time(line: &str) -> Option<Duration> {
-    let time = line.split_whitespace().nth(1)?;
-    let (hms, micros) = time.split_once('.')?;
+    let time = match structured_time(line) {
+        Some(t) => t,
+        None => line.split_whitespace().nth(1)?,
+    };
+    let (hms, fraction) = time.split_once('.')?;
     let mut parts = hms.split(':').map(|p| p.parse::<u64>().ok());
     let (h, m, s) = (parts.next()??, parts.next()??, parts.next()??);
-    Some(Duration::from_secs(h * 3600 + m * 60 + s) + Duration::from_micros(micros.parse().ok()?))
+    let digits: String = fraction.chars().take_while(char::is_ascii_digit).take(9).collect();
+    let nanos = format!("{digits:0<9}").parse::<u64>().ok()?;
+    Some(Duration::from_secs(h * 3600 + m * 60 + s) + Duration::from_nanos(nanos))
+}
+
+/// `HH:MM:SS.fff...` after the date of a structured log line's time.
+fn structured_time(line: &str) -> Option<&str> {
+    let at = line.find("time")?;
+    let rest = &line[at..];
+    let t = rest.find('T')?;
+    let time = &rest[t + 1..];
+    time.get(..8)
+        .filter(|hms| hms.as_bytes()[2] == b':' && hms.as_bytes()[5] == b':')?;
+    Some(time)
 }
 
 fn parse_duration(s: &str) -> anyhow::Result<Duration> {
