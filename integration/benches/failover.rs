@@ -187,7 +187,11 @@ fn glog_time(line: &str) -> Option<Duration> {
     let (hms, fraction) = time.split_once('.')?;
     let mut parts = hms.split(':').map(|p| p.parse::<u64>().ok());
     let (h, m, s) = (parts.next()??, parts.next()??, parts.next()??);
-    let digits: String = fraction.chars().take_while(char::is_ascii_digit).take(9).collect();
+    let digits: String = fraction
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .take(9)
+        .collect();
     let nanos = format!("{digits:0<9}").parse::<u64>().ok()?;
     Some(Duration::from_secs(h * 3600 + m * 60 + s) + Duration::from_nanos(nanos))
 }

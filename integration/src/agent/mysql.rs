@@ -185,10 +185,7 @@ impl MysqlConn {
     ///
     /// The relay log and GTID state are the same as after a plain `STOP SLAVE`.
     pub async fn stop_slave(&mut self, io_only: bool) -> AgentResult<()> {
-        let semi_sync_replica = self
-            .text("SELECT @@GLOBAL.rpl_semi_sync_slave_enabled")
-            .await?
-            == "1";
+        let semi_sync_replica = self.text("SELECT @@GLOBAL.rpl_semi_sync_slave_enabled").await? == "1";
         if semi_sync_replica {
             self.exec("SET GLOBAL rpl_semi_sync_slave_enabled = OFF").await?;
         }
