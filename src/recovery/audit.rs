@@ -688,8 +688,18 @@ impl AuditLog {
             .iter()
             .map(|p| (&p.analyzed_instance_alias, p.analysis))
             .collect();
-        let gone: Vec<(TabletAlias, AnalysisCode)> = {
+        // An incident whose recovery still runs stays open (the recovery's
+        // end resolves it); one a recovery of its own fixed is "recovered"
+        // even when a pass sees it gone before the recovery says so.
+        let gone: Vec<(TabletAlias, AnalysisCode, &str)> = {
             let state = self.lock();
+            let outcome_of = |id: &u64| {
+                state
+                    .recoveries
+                    .iter()
+                    .find(|r| r.recovery_id == *id)
+                    .map(|r| r.outcome)
+            };
             state
                 .active
                 .iter()
@@ -698,11 +708,27 @@ impl AuditLog {
                     Scope::Shard(key) => d.keyspace == key.keyspace && d.shard == key.shard,
                 })
                 .filter(|((alias, code), _)| !present.contains(&(alias, *code)))
-                .map(|(k, _)| k.clone())
+                .filter(|(_, d)| {
+                    !d.recovery_ids
+                        .iter()
+                        .any(|id| outcome_of(id) == Some(RecoveryOutcome::Running))
+                })
+                .map(|(k, d)| {
+                    let recovered = d
+                        .recovery_ids
+                        .iter()
+                        .any(|id| outcome_of(id) == Some(RecoveryOutcome::Succeeded));
+                    let why = if recovered {
+                        "recovered"
+                    } else {
+                        "no longer detected"
+                    };
+                    (k.0.clone(), k.1, why)
+                })
                 .collect()
         };
-        for (alias, code) in gone {
-            self.resolve(&alias, code, "no longer detected");
+        for (alias, code, why) in gone {
+            self.resolve(&alias, code, why);
         }
     }
 
