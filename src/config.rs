@@ -44,6 +44,7 @@ pub enum ConfigError {
     NotFound { reason: String },
 }
 
+pub mod defaults;
 pub mod dynamic;
 pub mod file;
 pub mod goflags;
@@ -90,6 +91,14 @@ impl Serialize for GoDuration {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)
     }
+}
+
+/// Serializes a [`Duration`] field as the Go duration string it is
+/// configured with (`5s`, `500ms`, `1m30s`): `#[serde(serialize_with =
+/// "go_duration")]`, so what `/api/config` and `/debug/config` show reads
+/// like a flag value, not serde's `{secs, nanos}`.
+pub(crate) fn go_duration<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&GoDuration(*d))
 }
 
 /// Parses Go's `time.ParseDuration` syntax, without negative values.
@@ -361,7 +370,7 @@ pub struct Options {
     #[arg(long, env = "VT_CONFIG_PATH")]
     #[serde(skip)]
     pub config_path: Option<CommaList>,
-    /// Name of the config file to search for, without extension [default: vtconfig].
+    /// Name of the config file to search for, without extension.
     #[arg(long, env = "VT_CONFIG_NAME")]
     #[serde(skip)]
     pub config_name: Option<String>,
@@ -369,12 +378,12 @@ pub struct Options {
     #[arg(long, env = "VT_CONFIG_TYPE")]
     #[serde(skip)]
     pub config_type: Option<String>,
-    /// When no config file is found: ignore, warn, error or exit [default: warn].
+    /// When no config file is found: ignore, warn, error or exit.
     #[arg(long)]
     #[serde(skip)]
     pub config_file_not_found_handling: Option<String>,
 
-    /// Topology server implementation; only etcd2 is supported [default: etcd2].
+    /// Topology server implementation; only etcd2 is supported.
     #[arg(long, env = "VTORC_TOPO_IMPLEMENTATION")]
     pub topo_implementation: Option<String>,
     /// Address(es) of the global topology server, comma-separated (host:port).
@@ -383,7 +392,7 @@ pub struct Options {
     /// Root path of the global topology, e.g. /vitess/global.
     #[arg(long, env = "VTORC_TOPO_GLOBAL_ROOT")]
     pub topo_global_root: Option<String>,
-    /// TTL of the etcd lease behind each shard lock, in seconds [default: 30].
+    /// TTL of the etcd lease behind each shard lock, in seconds.
     #[arg(long, env = "VTORC_TOPO_ETCD_LEASE_TTL")]
     pub topo_etcd_lease_ttl: Option<u64>,
     /// Cell this vtorc runs in.
@@ -396,112 +405,112 @@ pub struct Options {
     #[arg(long, env = "VTORC_CELLS_NO_RECOVERY")]
     pub cells_no_recovery: Option<CommaList>,
 
-    /// Minimum interval between FullStatus polls of a tablet [default: 5s].
+    /// Minimum interval between FullStatus polls of a tablet.
     #[arg(long, env = "VTORC_INSTANCE_POLL_TIME")]
     pub instance_poll_time: Option<GoDuration>,
-    /// Interval of the periodic detection and recovery pass [default: 1s].
+    /// Interval of the periodic detection and recovery pass.
     #[arg(long, env = "VTORC_RECOVERY_POLL_DURATION")]
     pub recovery_poll_duration: Option<GoDuration>,
-    /// Interval of the safety-net full topology re-read (watches deliver changes at once) [default: 15s].
+    /// Interval of the safety-net full topology re-read (watches deliver changes at once).
     #[arg(long, env = "VTORC_TOPO_INFORMATION_REFRESH_DURATION")]
     pub topo_information_refresh_duration: Option<GoDuration>,
-    /// How long ERS/PRS wait for replicas to catch up or respond [default: 30s].
+    /// How long ERS/PRS wait for replicas to catch up or respond.
     #[arg(long, env = "VTORC_WAIT_REPLICAS_TIMEOUT")]
     pub wait_replicas_timeout: Option<GoDuration>,
-    /// Maximum replication lag of a PRS candidate; 0 = no limit [default: 0s].
+    /// Maximum replication lag of a PRS candidate; 0 = no limit.
     #[arg(long, env = "VTORC_TOLERABLE_REPLICATION_LAG")]
     pub tolerable_replication_lag: Option<GoDuration>,
-    /// Replication lag above which a replica counts as lagging [default: 10s].
+    /// Replication lag above which a replica counts as lagging.
     #[arg(long, env = "VTORC_REASONABLE_REPLICATION_LAG")]
     pub reasonable_replication_lag: Option<GoDuration>,
-    /// Maximum wait to acquire a topology lock [default: 45s].
+    /// Maximum wait to acquire a topology lock.
     #[arg(long, env = "VTORC_LOCK_TIMEOUT")]
     pub lock_timeout: Option<GoDuration>,
-    /// Timeout of each tablet RPC and topology operation [default: 15s].
+    /// Timeout of each tablet RPC and topology operation.
     #[arg(long, env = "VTORC_REMOTE_OPERATION_TIMEOUT")]
     pub remote_operation_timeout: Option<GoDuration>,
-    /// Sliding window of primary poll outcomes for IncapacitatedPrimary; 0 disables [default: 30s].
+    /// Sliding window of primary poll outcomes for IncapacitatedPrimary; 0 disables.
     #[arg(long, env = "VTORC_PRIMARY_HEALTHCHECK_TIMEOUT_WINDOW")]
     pub primary_healthcheck_timeout_window: Option<GoDuration>,
     /// Ping the shard primaries' tablets this often (deadline: the same); a
     /// failed ping makes vtorc ask the replicas whether they still hear the
-    /// primary; 0 disables [default: 1s].
+    /// primary; 0 disables.
     #[arg(long, env = "VTORC_PRIMARY_PING_INTERVAL")]
     pub primary_ping_interval: Option<GoDuration>,
     /// A replica whose heartbeat lag (vttablet `--heartbeat-enable`) reached
     /// this after vtorc lost its primary has stopped hearing the primary; set
     /// it to at least 2 x vttablet's `--heartbeat-interval`; 0 disables the
-    /// heartbeat evidence [default: 2s].
+    /// heartbeat evidence.
     #[arg(long, env = "VTORC_HEARTBEAT_SILENCE_THRESHOLD")]
     pub heartbeat_silence_threshold: Option<GoDuration>,
     /// A primary whose tablet server refuses connections while its MySQL
     /// still replicates to the replicas is failed over after this long (the
     /// shard takes no writes without its vttablet); 0 never fails over for
-    /// that alone [default: 30s].
+    /// that alone.
     #[arg(long, env = "VTORC_PRIMARY_TABLET_DOWN_GRACE")]
     pub primary_tablet_down_grace: Option<GoDuration>,
-    /// On SIGTERM, how long to wait for held shard locks to be released [default: 30s].
+    /// On SIGTERM, how long to wait for held shard locks to be released.
     #[arg(long, env = "VTORC_SHUTDOWN_WAIT_TIME")]
     pub shutdown_wait_time: Option<GoDuration>,
 
-    /// ERS may only promote a tablet in the previous primary's cell [default: false].
+    /// ERS may only promote a tablet in the previous primary's cell.
     #[arg(long, env = "VTORC_PREVENT_CROSS_CELL_FAILOVER", num_args = 0..=1, default_missing_value = "true")]
     pub prevent_cross_cell_failover: Option<bool>,
-    /// Allow EmergencyReparentShard as a recovery [default: true].
+    /// Allow EmergencyReparentShard as a recovery.
     #[arg(long, env = "VTORC_ALLOW_EMERGENCY_REPARENT", num_args = 0..=1, default_missing_value = "true")]
     pub allow_emergency_reparent: Option<bool>,
-    /// Run recoveries; false starts with global recoveries disabled [default: true].
+    /// Run recoveries; false starts with global recoveries disabled.
     #[arg(long, env = "VTORC_ALLOW_RECOVERY", num_args = 0..=1, default_missing_value = "true")]
     pub allow_recovery: Option<bool>,
-    /// Change tablets with errant GTIDs to DRAINED [default: false].
+    /// Change tablets with errant GTIDs to DRAINED.
     #[arg(long, env = "VTORC_CHANGE_TABLETS_WITH_ERRANT_GTID_TO_DRAINED", num_args = 0..=1, default_missing_value = "true")]
     pub change_tablets_with_errant_gtid_to_drained: Option<bool>,
-    /// Treat a primary whose disk is stalled as dead (ERS) [default: false].
+    /// Treat a primary whose disk is stalled as dead (ERS).
     #[arg(long, env = "VTORC_ENABLE_PRIMARY_DISK_STALLED_RECOVERY", num_args = 0..=1, default_missing_value = "true")]
     pub enable_primary_disk_stalled_recovery: Option<bool>,
 
     // Anti-flapping (issue #14): back-off and ERS cooldown.
     /// After vtorc promoted a new primary by EmergencyReparentShard, skip
     /// another vtorc ERS of that shard for this long (Go's deprecated flag,
-    /// orchestrator's RecoveryPeriodBlockSeconds); 0 disables [default: 30s].
+    /// orchestrator's RecoveryPeriodBlockSeconds); 0 disables.
     #[arg(long, env = "VTORC_RECOVERY_PERIOD_BLOCK_DURATION")]
     pub recovery_period_block_duration: Option<GoDuration>,
     /// First wait before re-running a recovery whose problem came back; it
-    /// doubles each time, up to --recovery-backoff-max; 0 disables [default: 1s].
+    /// doubles each time, up to --recovery-backoff-max; 0 disables.
     #[arg(long, env = "VTORC_RECOVERY_BACKOFF_INITIAL")]
     pub recovery_backoff_initial: Option<GoDuration>,
-    /// Longest wait between recoveries of a problem they do not clear [default: 5m].
+    /// Longest wait between recoveries of a problem they do not clear.
     #[arg(long, env = "VTORC_RECOVERY_BACKOFF_MAX")]
     pub recovery_backoff_max: Option<GoDuration>,
     /// Recoveries that did not clear their problem before it is reported as
-    /// RecoveryNotClearingProblem; 0 never reports it [default: 3].
+    /// RecoveryNotClearingProblem; 0 never reports it.
     #[arg(long, env = "VTORC_RECOVERY_NOT_CLEARING_THRESHOLD")]
     pub recovery_not_clearing_threshold: Option<u32>,
 
-    /// Maximum number of tablet polls in flight at once [default: 300].
+    /// Maximum number of tablet polls in flight at once.
     #[arg(long, env = "VTORC_DISCOVERY_WORKERS")]
     pub discovery_workers: Option<usize>,
-    /// Maximum number of recoveries running at once, across all shards [default: 32].
+    /// Maximum number of recoveries running at once, across all shards.
     #[arg(long, env = "VTORC_MAX_CONCURRENT_RECOVERIES")]
     pub max_concurrent_recoveries: Option<usize>,
     /// Append every detection and recovery as a JSON line to this file; empty = off.
     #[arg(long, env = "VTORC_AUDIT_FILE_LOCATION", value_name = "FILE")]
     pub audit_file_location: Option<PathBuf>,
 
-    /// HTTP port (API, /debug/health, /metrics); 0 = no HTTP server [default: 0].
+    /// HTTP port (API, /debug/health, /metrics); 0 = no HTTP server.
     #[arg(long, env = "VTORC_PORT")]
     pub port: Option<u16>,
-    /// gRPC port (VTOrc API, vtctld reparent API, reflection, health); 0 = no gRPC server [default: 0].
+    /// gRPC port (VTOrc API, vtctld reparent API, reflection, health); 0 = no gRPC server.
     #[arg(long, env = "VTORC_GRPC_PORT")]
     pub grpc_port: Option<u16>,
-    /// Address the HTTP and gRPC servers bind to [default: 0.0.0.0].
+    /// Address the HTTP and gRPC servers bind to.
     #[arg(long, env = "VTORC_BIND_ADDRESS")]
     pub bind_address: Option<String>,
 
-    /// Protocol of the tablet-manager client; only grpc [default: grpc].
+    /// Protocol of the tablet-manager client; only grpc.
     #[arg(long, env = "VTORC_TABLET_MANAGER_PROTOCOL")]
     pub tablet_manager_protocol: Option<String>,
-    /// Most tablet-manager calls in flight to one tablet [default: 8].
+    /// Most tablet-manager calls in flight to one tablet.
     #[arg(long, env = "VTORC_TABLET_MANAGER_GRPC_CONCURRENCY")]
     pub tablet_manager_grpc_concurrency: Option<usize>,
     /// CA bundle (PEM) to verify tablets' gRPC certificates with; enables TLS towards tablets [default: system roots when TLS is on].
@@ -555,28 +564,28 @@ pub struct Options {
     /// Private key (PEM) of --topo-etcd-tls-cert.
     #[arg(long, env = "VTORC_TOPO_ETCD_TLS_KEY", value_name = "FILE")]
     pub topo_etcd_tls_key: Option<PathBuf>,
-    /// Topology reads in flight per cell [default: 32].
+    /// Topology reads in flight per cell.
     #[arg(long, env = "VTORC_TOPO_READ_CONCURRENCY")]
     pub topo_read_concurrency: Option<usize>,
-    /// Keep-alive ping interval of the tablet clients [default: 10s].
+    /// Keep-alive ping interval of the tablet clients.
     #[arg(long, env = "VTORC_GRPC_KEEPALIVE_TIME")]
     pub grpc_keepalive_time: Option<GoDuration>,
-    /// How long a keep-alive ping may go unanswered [default: 10s].
+    /// How long a keep-alive ping may go unanswered.
     #[arg(long, env = "VTORC_GRPC_KEEPALIVE_TIMEOUT")]
     pub grpc_keepalive_timeout: Option<GoDuration>,
-    /// Largest gRPC message the tablet clients send or accept, in bytes [default: 16777216].
+    /// Largest gRPC message the tablet clients send or accept, in bytes.
     #[arg(long, env = "VTORC_GRPC_MAX_MESSAGE_SIZE")]
     pub grpc_max_message_size: Option<usize>,
-    /// HTTP/2 connection window of the tablet clients; 0 = 1 MiB [default: 0].
+    /// HTTP/2 connection window of the tablet clients; 0 = 1 MiB.
     #[arg(long, env = "VTORC_GRPC_INITIAL_CONN_WINDOW_SIZE")]
     pub grpc_initial_conn_window_size: Option<u32>,
-    /// HTTP/2 stream window of the tablet clients; 0 = 256 KiB [default: 0].
+    /// HTTP/2 stream window of the tablet clients; 0 = 256 KiB.
     #[arg(long, env = "VTORC_GRPC_INITIAL_WINDOW_SIZE")]
     pub grpc_initial_window_size: Option<u32>,
-    /// Access to the HTTP API: empty (all), read-only (no mutating calls) or deny-all [default: empty].
+    /// Access to the HTTP API: empty (all), read-only (no mutating calls) or deny-all.
     #[arg(long, env = "VTORC_SECURITY_POLICY")]
     pub security_policy: Option<String>,
-    /// Authentication of every call on --grpc-port, as vtctld's flag: empty (none), mtls (a client certificate whose subject, or that of a certificate of its chain, contains one of --grpc-auth-mtls-allowed-substrings; needs --grpc-ca) or static (username and password metadata checked against --grpc-auth-static-password-file) [default: empty].
+    /// Authentication of every call on --grpc-port, as vtctld's flag: empty (none), mtls (a client certificate whose subject, or that of a certificate of its chain, contains one of --grpc-auth-mtls-allowed-substrings; needs --grpc-ca) or static (username and password metadata checked against --grpc-auth-static-password-file).
     #[arg(long, env = "VTORC_GRPC_AUTH_MODE")]
     pub grpc_auth_mode: Option<String>,
     /// With --grpc-auth-mode=mtls: substrings separated by colons; a client is let in when the subject of one of its certificates contains one (vtctld's flag).
@@ -588,27 +597,27 @@ pub struct Options {
     /// Client-certificate identities allowed to make mutating gRPC calls (reparents, recovery switches, AckRecovery): one `subject:<DN>`, `cn:<name>`, `dns:<name>` or `uri:<URI>` per line; re-read when it changes; needs --grpc-ca. Reads stay open to every client.
     #[arg(long, env = "VTORC_GRPC_MUTATING_IDENTITIES_FILE", value_name = "FILE")]
     pub grpc_mutating_identities_file: Option<PathBuf>,
-    /// After SIGTERM, keep the servers up at least this long [default: 50ms].
+    /// After SIGTERM, keep the servers up at least this long.
     #[arg(long, env = "VTORC_LAMEDUCK_PERIOD")]
     pub lameduck_period: Option<GoDuration>,
-    /// At SIGTERM, the most the wait for running recoveries may take [default: 10s].
+    /// At SIGTERM, the most the wait for running recoveries may take.
     #[arg(long, env = "VTORC_ONTERM_TIMEOUT")]
     pub onterm_timeout: Option<GoDuration>,
-    /// At the end of a graceful stop, how long the servers get to finish in-flight calls [default: 10s].
+    /// At the end of a graceful stop, how long the servers get to finish in-flight calls.
     #[arg(long, env = "VTORC_ONCLOSE_TIMEOUT")]
     pub onclose_timeout: Option<GoDuration>,
     /// Write the process id to this file at start; removed at a graceful stop.
     #[arg(long, env = "VTORC_PID_FILE", value_name = "FILE")]
     pub pid_file: Option<PathBuf>,
 
-    /// Log level: error, warn, info, debug or trace (or a tracing filter) [default: info].
+    /// Log level: error, warn, info, debug or trace (or a tracing filter).
     #[arg(long, env = "VTORC_LOG_LEVEL")]
     pub log_level: Option<String>,
-    /// Log format: text or json [default: text].
+    /// Log format: text or json.
     #[arg(long, env = "VTORC_LOG_FORMAT")]
     pub log_format: Option<String>,
     /// OTLP/gRPC collector to export traces to, e.g. http://127.0.0.1:4317;
-    /// empty = no export (log lines still carry trace ids) [default: empty].
+    /// empty = no export (log lines still carry trace ids).
     #[arg(long, env = "VTORC_OTLP_ENDPOINT", value_name = "URL")]
     pub otlp_endpoint: Option<String>,
 }
@@ -705,6 +714,7 @@ pub struct Config {
     /// `--topo-global-root`: key prefix of the global topology, e.g. `/vitess/global`.
     pub topo_global_root: String,
     /// `--topo-etcd-lease-ttl`: lease TTL of shard locks; a dead holder loses its lock after it.
+    #[serde(serialize_with = "go_duration")]
     pub topo_etcd_lease_ttl: Duration,
     /// `--cell`: the cell vtorc runs in (informational; empty = not set).
     pub cell: String,
@@ -713,32 +723,45 @@ pub struct Config {
     /// `--cells-no-recovery`: cells whose tablets are never the subject of a recovery.
     pub cells_no_recovery: Vec<String>,
     /// `--instance-poll-time`: FullStatus interval per tablet.
+    #[serde(serialize_with = "go_duration")]
     pub instance_poll_time: Duration,
     /// `--recovery-poll-duration`: periodic detection pass interval.
+    #[serde(serialize_with = "go_duration")]
     pub recovery_poll_duration: Duration,
     /// `--topo-information-refresh-duration`: safety-net full topology re-read.
+    #[serde(serialize_with = "go_duration")]
     pub topo_information_refresh_duration: Duration,
     /// `--wait-replicas-timeout`: ERS/PRS replica waits.
+    #[serde(serialize_with = "go_duration")]
     pub wait_replicas_timeout: Duration,
     /// `--tolerable-replication-lag`: PRS candidate lag limit; zero = none.
+    #[serde(serialize_with = "go_duration")]
     pub tolerable_replication_lag: Duration,
     /// `--reasonable-replication-lag`: lag that counts as lagging.
+    #[serde(serialize_with = "go_duration")]
     pub reasonable_replication_lag: Duration,
     /// `--lock-timeout`: maximum wait for a topology lock.
+    #[serde(serialize_with = "go_duration")]
     pub lock_timeout: Duration,
     /// `--remote-operation-timeout`: bound on every tablet RPC and topo call.
+    #[serde(serialize_with = "go_duration")]
     pub remote_operation_timeout: Duration,
     /// `--primary-healthcheck-timeout-window`: IncapacitatedPrimary window; zero = off.
+    #[serde(serialize_with = "go_duration")]
     pub primary_healthcheck_timeout_window: Duration,
     /// `--primary-ping-interval`: primary liveness pings; zero = off.
+    #[serde(serialize_with = "go_duration")]
     pub primary_ping_interval: Duration,
     /// `--heartbeat-silence-threshold`: replica heartbeat lag that counts as
     /// "stopped hearing the primary"; zero = no heartbeat evidence.
+    #[serde(serialize_with = "go_duration")]
     pub heartbeat_silence_threshold: Duration,
     /// `--primary-tablet-down-grace`: failover after the primary's tablet
     /// server has refused connections this long; zero = never for that alone.
+    #[serde(serialize_with = "go_duration")]
     pub primary_tablet_down_grace: Duration,
     /// `--shutdown-wait-time`: on SIGTERM, wait this long for held locks.
+    #[serde(serialize_with = "go_duration")]
     pub shutdown_wait_time: Duration,
     /// `--prevent-cross-cell-failover`.
     pub prevent_cross_cell_failover: bool,
@@ -751,10 +774,13 @@ pub struct Config {
     /// `--enable-primary-disk-stalled-recovery`.
     pub enable_primary_disk_stalled_recovery: bool,
     /// `--recovery-period-block-duration`: ERS cooldown per shard (0 = off).
+    #[serde(serialize_with = "go_duration")]
     pub recovery_period_block_duration: Duration,
     /// `--recovery-backoff-initial`: first back-off wait (0 = off).
+    #[serde(serialize_with = "go_duration")]
     pub recovery_backoff_initial: Duration,
     /// `--recovery-backoff-max`: back-off cap.
+    #[serde(serialize_with = "go_duration")]
     pub recovery_backoff_max: Duration,
     /// `--recovery-not-clearing-threshold` (0 = never reported).
     pub recovery_not_clearing_threshold: u32,
@@ -791,8 +817,10 @@ pub struct Config {
     /// `--topo-read-concurrency`.
     pub topo_read_concurrency: usize,
     /// `--grpc-keepalive-time` of the tablet clients.
+    #[serde(serialize_with = "go_duration")]
     pub grpc_keepalive_time: Duration,
     /// `--grpc-keepalive-timeout` of the tablet clients.
+    #[serde(serialize_with = "go_duration")]
     pub grpc_keepalive_timeout: Duration,
     /// `--grpc-max-message-size` of the tablet clients.
     pub grpc_max_message_size: usize,
@@ -809,10 +837,13 @@ pub struct Config {
     /// `None` = every client that passes TLS and `--grpc-auth-mode`.
     pub grpc_mutating_identities_file: Option<PathBuf>,
     /// `--lameduck-period`.
+    #[serde(serialize_with = "go_duration")]
     pub lameduck_period: Duration,
     /// `--onterm-timeout`.
+    #[serde(serialize_with = "go_duration")]
     pub onterm_timeout: Duration,
     /// `--onclose-timeout`.
+    #[serde(serialize_with = "go_duration")]
     pub onclose_timeout: Duration,
     /// `--pid-file`.
     pub pid_file: Option<PathBuf>,
@@ -843,7 +874,10 @@ impl Config {
         T: Into<std::ffi::OsString> + Clone,
     {
         let normalized = goflags::normalize_args(args);
-        let cli = Options::try_parse_from(normalized.args).map_err(LoadError::Cli)?;
+        let matches = defaults::document(<Options as clap::CommandFactory>::command())
+            .try_get_matches_from(normalized.args)
+            .map_err(LoadError::Cli)?;
+        let cli = <Options as clap::FromArgMatches>::from_arg_matches(&matches).map_err(LoadError::Cli)?;
         let mut notes = normalized.notes;
         let spec = file::locate(&cli, &mut notes).map_err(LoadError::Config)?;
         let source = ConfigSource { cli, file: spec };
@@ -855,6 +889,7 @@ impl Config {
 
     /// Merges flags/environment over the file over the defaults, and validates.
     pub fn resolve(cli: Options, file: Option<Options>) -> Result<Config, ConfigError> {
+        use self::defaults as D;
         let file = file.unwrap_or_default();
         macro_rules! pick {
             ($field:ident) => {
@@ -863,7 +898,7 @@ impl Config {
         }
         let dur = |v: Option<GoDuration>, default: Duration| v.map_or(default, |d| d.0);
 
-        let implementation = pick!(topo_implementation).unwrap_or_else(|| "etcd2".into());
+        let implementation = pick!(topo_implementation).unwrap_or_else(|| D::TOPO_IMPLEMENTATION.into());
         if implementation != "etcd2" {
             return Err(ConfigError::InvalidValue {
                 option: "topo-implementation",
@@ -898,7 +933,7 @@ impl Config {
                 reason: "must be an absolute path starting with /".into(),
             });
         }
-        let lease_ttl = pick!(topo_etcd_lease_ttl).unwrap_or(30);
+        let lease_ttl = pick!(topo_etcd_lease_ttl).unwrap_or(D::TOPO_ETCD_LEASE_TTL);
         if lease_ttl == 0 {
             return Err(ConfigError::InvalidValue {
                 option: "topo-etcd-lease-ttl",
@@ -930,7 +965,7 @@ impl Config {
                 Ok(d)
             }
         };
-        let log_format = match pick!(log_format).as_deref().unwrap_or("text") {
+        let log_format = match pick!(log_format).as_deref().unwrap_or(D::LOG_FORMAT) {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
             other => {
@@ -941,8 +976,9 @@ impl Config {
                 });
             }
         };
-        let discovery_workers = pick!(discovery_workers).unwrap_or(300);
-        let max_concurrent_recoveries = pick!(max_concurrent_recoveries).unwrap_or(32);
+        let discovery_workers = pick!(discovery_workers).unwrap_or(D::DISCOVERY_WORKERS);
+        let max_concurrent_recoveries =
+            pick!(max_concurrent_recoveries).unwrap_or(D::MAX_CONCURRENT_RECOVERIES);
         for (option, value) in [
             ("discovery-workers", discovery_workers),
             ("max-concurrent-recoveries", max_concurrent_recoveries),
@@ -968,7 +1004,7 @@ impl Config {
         let port = pick!(port).filter(|p| *p != 0);
         let grpc_port = pick!(grpc_port).filter(|p| *p != 0);
 
-        let protocol = pick!(tablet_manager_protocol).unwrap_or_else(|| "grpc".into());
+        let protocol = pick!(tablet_manager_protocol).unwrap_or_else(|| D::TABLET_MANAGER_PROTOCOL.into());
         if protocol != "grpc" {
             return Err(ConfigError::InvalidValue {
                 option: "tablet-manager-protocol",
@@ -1023,7 +1059,7 @@ impl Config {
                     .into(),
             });
         }
-        let security_policy = match pick!(security_policy).as_deref().unwrap_or("") {
+        let security_policy = match pick!(security_policy).as_deref().unwrap_or(D::SECURITY_POLICY) {
             "" => SecurityPolicy::AllowAll,
             "read-only" => SecurityPolicy::ReadOnly,
             "deny-all" => SecurityPolicy::DenyAll,
@@ -1039,7 +1075,7 @@ impl Config {
         let client_certificates = grpc_tls.ca.is_some();
         let substrings = pick!(grpc_auth_mtls_allowed_substrings);
         let password_file = pick!(grpc_auth_static_password_file).filter(|p| !p.as_os_str().is_empty());
-        let mode = pick!(grpc_auth_mode).unwrap_or_default();
+        let mode = pick!(grpc_auth_mode).unwrap_or_else(|| D::GRPC_AUTH_MODE.into());
         if password_file.is_some() && mode != "static" {
             notes.push(
                 "--grpc-auth-static-password-file has no effect without --grpc-auth-mode=static".into(),
@@ -1112,9 +1148,10 @@ impl Config {
                 );
             }
         }
-        let tablet_manager_grpc_concurrency = pick!(tablet_manager_grpc_concurrency).unwrap_or(8);
-        let topo_read_concurrency = pick!(topo_read_concurrency).unwrap_or(32);
-        let grpc_max_message_size = pick!(grpc_max_message_size).unwrap_or(16 * 1024 * 1024);
+        let tablet_manager_grpc_concurrency =
+            pick!(tablet_manager_grpc_concurrency).unwrap_or(D::TABLET_MANAGER_GRPC_CONCURRENCY);
+        let topo_read_concurrency = pick!(topo_read_concurrency).unwrap_or(D::TOPO_READ_CONCURRENCY);
+        let grpc_max_message_size = pick!(grpc_max_message_size).unwrap_or(D::GRPC_MAX_MESSAGE_SIZE);
         for (option, value) in [
             ("tablet-manager-grpc-concurrency", tablet_manager_grpc_concurrency),
             ("topo-read-concurrency", topo_read_concurrency),
@@ -1138,52 +1175,60 @@ impl Config {
             cells_no_recovery: pick!(cells_no_recovery).unwrap_or_default().0,
             instance_poll_time: positive(
                 "instance-poll-time",
-                dur(pick!(instance_poll_time), Duration::from_secs(5)),
+                dur(pick!(instance_poll_time), D::INSTANCE_POLL_TIME),
             )?,
             recovery_poll_duration: positive(
                 "recovery-poll-duration",
-                dur(pick!(recovery_poll_duration), Duration::from_secs(1)),
+                dur(pick!(recovery_poll_duration), D::RECOVERY_POLL_DURATION),
             )?,
             topo_information_refresh_duration: positive(
                 "topo-information-refresh-duration",
-                dur(pick!(topo_information_refresh_duration), Duration::from_secs(15)),
+                dur(
+                    pick!(topo_information_refresh_duration),
+                    D::TOPO_INFORMATION_REFRESH_DURATION,
+                ),
             )?,
             wait_replicas_timeout: positive(
                 "wait-replicas-timeout",
-                dur(pick!(wait_replicas_timeout), Duration::from_secs(30)),
+                dur(pick!(wait_replicas_timeout), D::WAIT_REPLICAS_TIMEOUT),
             )?,
-            tolerable_replication_lag: dur(pick!(tolerable_replication_lag), Duration::ZERO),
-            reasonable_replication_lag: dur(pick!(reasonable_replication_lag), Duration::from_secs(10)),
-            lock_timeout: positive("lock-timeout", dur(pick!(lock_timeout), Duration::from_secs(45)))?,
+            tolerable_replication_lag: dur(pick!(tolerable_replication_lag), D::TOLERABLE_REPLICATION_LAG),
+            reasonable_replication_lag: dur(pick!(reasonable_replication_lag), D::REASONABLE_REPLICATION_LAG),
+            lock_timeout: positive("lock-timeout", dur(pick!(lock_timeout), D::LOCK_TIMEOUT))?,
             remote_operation_timeout: positive(
                 "remote-operation-timeout",
-                dur(pick!(remote_operation_timeout), Duration::from_secs(15)),
+                dur(pick!(remote_operation_timeout), D::REMOTE_OPERATION_TIMEOUT),
             )?,
             primary_healthcheck_timeout_window: dur(
                 pick!(primary_healthcheck_timeout_window),
-                Duration::from_secs(30),
+                D::PRIMARY_HEALTHCHECK_TIMEOUT_WINDOW,
             ),
-            primary_ping_interval: dur(pick!(primary_ping_interval), Duration::from_secs(1)),
-            heartbeat_silence_threshold: dur(pick!(heartbeat_silence_threshold), Duration::from_secs(2)),
-            primary_tablet_down_grace: dur(pick!(primary_tablet_down_grace), Duration::from_secs(30)),
-            shutdown_wait_time: dur(pick!(shutdown_wait_time), Duration::from_secs(30)),
-            prevent_cross_cell_failover: pick!(prevent_cross_cell_failover).unwrap_or(false),
-            allow_emergency_reparent: pick!(allow_emergency_reparent).unwrap_or(true),
-            allow_recovery: pick!(allow_recovery).unwrap_or(true),
+            primary_ping_interval: dur(pick!(primary_ping_interval), D::PRIMARY_PING_INTERVAL),
+            heartbeat_silence_threshold: dur(
+                pick!(heartbeat_silence_threshold),
+                D::HEARTBEAT_SILENCE_THRESHOLD,
+            ),
+            primary_tablet_down_grace: dur(pick!(primary_tablet_down_grace), D::PRIMARY_TABLET_DOWN_GRACE),
+            shutdown_wait_time: dur(pick!(shutdown_wait_time), D::SHUTDOWN_WAIT_TIME),
+            prevent_cross_cell_failover: pick!(prevent_cross_cell_failover)
+                .unwrap_or(D::PREVENT_CROSS_CELL_FAILOVER),
+            allow_emergency_reparent: pick!(allow_emergency_reparent).unwrap_or(D::ALLOW_EMERGENCY_REPARENT),
+            allow_recovery: pick!(allow_recovery).unwrap_or(D::ALLOW_RECOVERY),
             change_tablets_with_errant_gtid_to_drained: pick!(change_tablets_with_errant_gtid_to_drained)
-                .unwrap_or(false),
+                .unwrap_or(D::CHANGE_TABLETS_WITH_ERRANT_GTID_TO_DRAINED),
             enable_primary_disk_stalled_recovery: pick!(enable_primary_disk_stalled_recovery)
-                .unwrap_or(false),
+                .unwrap_or(D::ENABLE_PRIMARY_DISK_STALLED_RECOVERY),
             recovery_period_block_duration: dur(
                 pick!(recovery_period_block_duration),
-                Duration::from_secs(30),
+                D::RECOVERY_PERIOD_BLOCK_DURATION,
             ),
-            recovery_backoff_initial: dur(pick!(recovery_backoff_initial), Duration::from_secs(1)),
+            recovery_backoff_initial: dur(pick!(recovery_backoff_initial), D::RECOVERY_BACKOFF_INITIAL),
             recovery_backoff_max: positive(
                 "recovery-backoff-max",
-                dur(pick!(recovery_backoff_max), Duration::from_secs(300)),
+                dur(pick!(recovery_backoff_max), D::RECOVERY_BACKOFF_MAX),
             )?,
-            recovery_not_clearing_threshold: pick!(recovery_not_clearing_threshold).unwrap_or(3),
+            recovery_not_clearing_threshold: pick!(recovery_not_clearing_threshold)
+                .unwrap_or(D::RECOVERY_NOT_CLEARING_THRESHOLD),
             discovery_workers,
             max_concurrent_recoveries,
             audit_file_location: pick!(audit_file_location).filter(|p| !p.as_os_str().is_empty()),
@@ -1191,8 +1236,8 @@ impl Config {
             grpc_port,
             bind_address: pick!(bind_address)
                 .filter(|a| !a.trim().is_empty())
-                .unwrap_or_else(|| "0.0.0.0".into()),
-            log_level: pick!(log_level).unwrap_or_else(|| "info".into()),
+                .unwrap_or_else(|| D::BIND_ADDRESS.into()),
+            log_level: pick!(log_level).unwrap_or_else(|| D::LOG_LEVEL.into()),
             log_format,
             otlp_endpoint,
             tablet_manager_grpc_concurrency,
@@ -1203,11 +1248,11 @@ impl Config {
             topo_read_concurrency,
             grpc_keepalive_time: positive(
                 "grpc-keepalive-time",
-                dur(pick!(grpc_keepalive_time), Duration::from_secs(10)),
+                dur(pick!(grpc_keepalive_time), D::GRPC_KEEPALIVE_TIME),
             )?,
             grpc_keepalive_timeout: positive(
                 "grpc-keepalive-timeout",
-                dur(pick!(grpc_keepalive_timeout), Duration::from_secs(10)),
+                dur(pick!(grpc_keepalive_timeout), D::GRPC_KEEPALIVE_TIMEOUT),
             )?,
             grpc_max_message_size,
             grpc_initial_conn_window_size: pick!(grpc_initial_conn_window_size).filter(|w| *w != 0),
@@ -1215,9 +1260,9 @@ impl Config {
             security_policy,
             grpc_auth,
             grpc_mutating_identities_file,
-            lameduck_period: dur(pick!(lameduck_period), Duration::from_millis(50)),
-            onterm_timeout: dur(pick!(onterm_timeout), Duration::from_secs(10)),
-            onclose_timeout: dur(pick!(onclose_timeout), Duration::from_secs(10)),
+            lameduck_period: dur(pick!(lameduck_period), D::LAMEDUCK_PERIOD),
+            onterm_timeout: dur(pick!(onterm_timeout), D::ONTERM_TIMEOUT),
+            onclose_timeout: dur(pick!(onclose_timeout), D::ONCLOSE_TIMEOUT),
             pid_file: pick!(pid_file).filter(|p| !p.as_os_str().is_empty()),
             config_file: None,
             notes,
@@ -1344,6 +1389,24 @@ mod tests {
         assert!(!c.prevent_cross_cell_failover && !c.change_tablets_with_errant_gtid_to_drained);
         assert!(c.clusters_to_watch.is_empty());
         assert_eq!(c.port, None);
+    }
+
+    #[test]
+    fn the_configuration_serializes_durations_as_go_durations() {
+        let c = load(&["--lameduck-period=1m30s"]).expect("valid");
+        let v = serde_json::to_value(&c).expect("serializes");
+        assert_eq!(v["instance-poll-time"], "5s");
+        assert_eq!(v["lameduck-period"], "1m30s");
+        assert_eq!(v["recovery-backoff-max"], "5m0s");
+        assert_eq!(v["topo-etcd-lease-ttl"], "30s");
+        fn no_secs_nanos(v: &serde_json::Value) -> bool {
+            match v {
+                serde_json::Value::Object(m) => !m.contains_key("secs") && m.values().all(no_secs_nanos),
+                serde_json::Value::Array(a) => a.iter().all(no_secs_nanos),
+                _ => true,
+            }
+        }
+        assert!(no_secs_nanos(&v), "{v}");
     }
 
     #[test]

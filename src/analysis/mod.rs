@@ -15,6 +15,7 @@ pub mod codes;
 mod detect;
 pub mod durability;
 pub mod evidence;
+mod instance;
 pub mod quorum;
 pub mod record;
 
@@ -24,11 +25,12 @@ use std::time::Duration;
 pub use codes::{AnalysisCode, Priority, RecoveryKind, StructureWarning};
 pub use detect::{is_replica_type, sort_analyses, sort_codes};
 pub use durability::{Durability, DurabilityError, PromotionRule};
+pub use instance::instance_problems;
 pub use quorum::{QuorumConfig, QuorumResult};
 pub use record::{DetectionAnalysis, MatchedProblem};
 use tokio::time::Instant;
 
-use crate::config::Config;
+use crate::config::{Config, defaults};
 use crate::ids::KeyspaceShard;
 use crate::model::{ClusterSnapshot, KeyspaceInfo, ShardState};
 use crate::proto::topodata::KeyspaceType;
@@ -57,13 +59,13 @@ pub struct AnalysisConfig {
 impl Default for AnalysisConfig {
     fn default() -> Self {
         AnalysisConfig {
-            instance_poll_time: Duration::from_secs(5),
-            reasonable_replication_lag: Duration::from_secs(10),
-            enable_primary_disk_stalled_recovery: false,
-            primary_healthcheck_timeout_window: Duration::from_secs(30),
+            instance_poll_time: defaults::INSTANCE_POLL_TIME,
+            reasonable_replication_lag: defaults::REASONABLE_REPLICATION_LAG,
+            enable_primary_disk_stalled_recovery: defaults::ENABLE_PRIMARY_DISK_STALLED_RECOVERY,
+            primary_healthcheck_timeout_window: defaults::PRIMARY_HEALTHCHECK_TIMEOUT_WINDOW,
             quorum: QuorumConfig::default(),
-            heartbeat_silence_threshold: Duration::from_secs(2),
-            primary_tablet_down_grace: Duration::from_secs(30),
+            heartbeat_silence_threshold: defaults::HEARTBEAT_SILENCE_THRESHOLD,
+            primary_tablet_down_grace: defaults::PRIMARY_TABLET_DOWN_GRACE,
         }
     }
 }

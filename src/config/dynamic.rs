@@ -40,24 +40,24 @@ pub const DYNAMIC_KEYS: &[&str] = &[
 #[serde(rename_all = "kebab-case")]
 pub struct DynamicSettings {
     /// `instance-poll-time`.
-    #[serde(with = "go_duration")]
+    #[serde(serialize_with = "super::go_duration")]
     pub instance_poll_time: Duration,
     /// `prevent-cross-cell-failover`.
     pub prevent_cross_cell_failover: bool,
     /// `reasonable-replication-lag`.
-    #[serde(with = "go_duration")]
+    #[serde(serialize_with = "super::go_duration")]
     pub reasonable_replication_lag: Duration,
     /// `wait-replicas-timeout`.
-    #[serde(with = "go_duration")]
+    #[serde(serialize_with = "super::go_duration")]
     pub wait_replicas_timeout: Duration,
     /// `tolerable-replication-lag`.
-    #[serde(with = "go_duration")]
+    #[serde(serialize_with = "super::go_duration")]
     pub tolerable_replication_lag: Duration,
     /// `topo-information-refresh-duration`.
-    #[serde(with = "go_duration")]
+    #[serde(serialize_with = "super::go_duration")]
     pub topo_information_refresh_duration: Duration,
     /// `recovery-poll-duration`.
-    #[serde(with = "go_duration")]
+    #[serde(serialize_with = "super::go_duration")]
     pub recovery_poll_duration: Duration,
     /// `allow-emergency-reparent`.
     pub allow_emergency_reparent: bool,
@@ -67,14 +67,6 @@ pub struct DynamicSettings {
     pub change_tablets_with_errant_gtid_to_drained: bool,
     /// `enable-primary-disk-stalled-recovery`.
     pub enable_primary_disk_stalled_recovery: bool,
-}
-
-mod go_duration {
-    use std::time::Duration;
-
-    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&super::super::GoDuration(*d))
-    }
 }
 
 impl DynamicSettings {

@@ -79,7 +79,7 @@ pub enum NotFound {
 
 impl NotFound {
     fn parse(value: Option<&str>) -> Result<NotFound, ConfigError> {
-        match value.unwrap_or("warn") {
+        match value.unwrap_or(super::defaults::CONFIG_FILE_NOT_FOUND_HANDLING) {
             "ignore" => Ok(NotFound::Ignore),
             "warn" => Ok(NotFound::Warn),
             "error" => Ok(NotFound::Error),
@@ -124,7 +124,10 @@ pub fn locate(cli: &Options, notes: &mut Vec<String>) -> Result<Option<FileSpec>
             Err(format!("config file {} not found", path.display()))
         }
     } else {
-        let name = cli.config_name.clone().unwrap_or_else(|| "vtconfig".into());
+        let name = cli
+            .config_name
+            .clone()
+            .unwrap_or_else(|| super::defaults::CONFIG_NAME.into());
         if name.is_empty() {
             return Ok(None);
         }

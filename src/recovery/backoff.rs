@@ -28,6 +28,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::analysis::{AnalysisCode, DetectionAnalysis};
+use crate::config::defaults;
 use crate::ids::KeyspaceShard;
 use crate::proto::topodata::TabletAlias;
 
@@ -48,10 +49,10 @@ pub struct BackoffConfig {
 impl Default for BackoffConfig {
     fn default() -> Self {
         BackoffConfig {
-            initial: Duration::from_secs(1),
-            max: Duration::from_secs(300),
-            not_clearing_threshold: 3,
-            ers_cooldown: Duration::from_secs(30),
+            initial: defaults::RECOVERY_BACKOFF_INITIAL,
+            max: defaults::RECOVERY_BACKOFF_MAX,
+            not_clearing_threshold: defaults::RECOVERY_NOT_CLEARING_THRESHOLD,
+            ers_cooldown: defaults::RECOVERY_PERIOD_BLOCK_DURATION,
         }
     }
 }

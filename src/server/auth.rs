@@ -851,7 +851,7 @@ uri:spiffe://example.org/ns/ops/sa/bot
         for file in &set.file {
             for service in &file.service {
                 let name = format!("{}.{}", file.package(), service.name());
-                if name != crate::server::vtorc_api::SERVICE_NAME {
+                if name != crate::server::vtorc_grpc::SERVICE_NAME {
                     continue;
                 }
                 for m in &service.method {

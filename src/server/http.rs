@@ -48,15 +48,14 @@ use serde::Serialize;
 use serde_json::ser::{Formatter, PrettyFormatter};
 use tokio::time::Instant;
 
-use super::vtorc_api::{ApiContext, ApiError, SHARD_WITHOUT_KEYSPACE, ShardFilter, TabletView};
+use super::query::{ApiContext, ApiError, SHARD_WITHOUT_KEYSPACE, ShardFilter, TabletView};
 
 mod database_state;
 mod debug_status;
 mod debug_vars;
-use crate::config::{GoDuration, SecurityPolicy};
+use crate::config::SecurityPolicy;
 use crate::model::ThreadState;
 use crate::mysql::Position;
-use crate::recovery::AuditFilter;
 
 /// State of the servenv-style debug pages: the API's handles and when this
 /// server started (vtorc start-up, for `Uptime` and "Started").
@@ -314,7 +313,7 @@ fn error_response(e: ApiError) -> Response {
         status,
         format!(
             "{}\n",
-            super::vtorc_api::bounded(&e.to_string(), super::vtorc_api::ERROR_MAX)
+            super::query::bounded(&e.to_string(), super::query::ERROR_MAX)
         ),
     )
 }
@@ -409,29 +408,11 @@ async fn ack_all_recoveries(
     }
 }
 
-/// The configuration as a JSON map: durations as Go duration strings
-/// (`5s`), everything else as it serializes.
+/// The configuration in effect as a JSON map, keys in name order (as Go
+/// encodes its map); durations are Go duration strings (`5s`) through
+/// [`Config`](crate::config::Config)'s own `Serialize`.
 fn config_value(ctx: &ApiContext) -> Result<serde_json::Value, serde_json::Error> {
-    fn go_durations(v: &mut serde_json::Value) {
-        match v {
-            serde_json::Value::Object(map) => {
-                let is_duration = map.len() == 2 && map.contains_key("secs") && map.contains_key("nanos");
-                if is_duration {
-                    let secs = map.get("secs").and_then(serde_json::Value::as_u64).unwrap_or(0);
-                    let nanos = map.get("nanos").and_then(serde_json::Value::as_u64).unwrap_or(0);
-                    let d = Duration::new(secs, u32::try_from(nanos).unwrap_or(0));
-                    *v = serde_json::Value::String(GoDuration(d).to_string());
-                } else {
-                    map.values_mut().for_each(go_durations);
-                }
-            }
-            serde_json::Value::Array(items) => items.iter_mut().for_each(go_durations),
-            _ => {}
-        }
-    }
-    let mut value = serde_json::to_value(&*ctx.current_config())?;
-    go_durations(&mut value);
-    Ok(value)
+    serde_json::to_value(&*ctx.current_config())
 }
 
 /// [`config_value`] as `/api/config` writes it (tab indent).
@@ -468,12 +449,7 @@ async fn recoveries(
         }
     };
     with_filter(&params, |f| {
-        let records = ctx.recovery.recoveries(&AuditFilter {
-            keyspace: f.keyspace,
-            shard: f.shard,
-            limit,
-        });
-        json_response(StatusCode::OK, go_list(&records))
+        json_response(StatusCode::OK, go_list(&ctx.recoveries(&f, limit)))
     })
 }
 

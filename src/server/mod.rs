@@ -1,5 +1,11 @@
 //! Network servers: the gRPC server on `--grpc-port` (the vtctld-compatible
-//! `vtctlservice.Vtctld`, the standard health service, reflection).
+//! `vtctlservice.Vtctld`, the VTOrc API, the standard health service,
+//! reflection) and the HTTP API on `--port`.
+//!
+//! Layers: [`query`] turns vtorc's state into API answers; [`vtorc_grpc`]
+//! and [`http`] are thin transports over it (decode, query, encode);
+//! [`vtctld`] serves the reparent RPCs; [`auth`] and [`grpc_only`] guard
+//! the gRPC port.
 //!
 //! Wiring (in `app.rs`): build one [`Reparenter`](crate::reparent::Reparenter)
 //! shared with the recovery engine, a [`VtctldService`], bind a listener and
@@ -8,16 +14,18 @@
 pub mod auth;
 pub mod grpc_only;
 pub mod http;
+pub mod query;
 pub mod vtctld;
-pub mod vtorc_api;
+pub mod vtorc_grpc;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
+pub use self::query::ApiContext;
 pub use self::vtctld::{NamedUnimplemented, SERVED_METHODS, SERVICE_NAME, VtctldError, VtctldService};
-pub use self::vtorc_api::{ApiContext, VtorcApi};
+pub use self::vtorc_grpc::VtorcApi;
 
 /// Why the gRPC server stopped.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +50,7 @@ fn reflection(with_vtorc: bool) -> tonic_reflection::server::Builder<'static> {
         .with_service_name("grpc.reflection.v1.ServerReflection")
         .with_service_name("grpc.reflection.v1alpha.ServerReflection");
     if with_vtorc {
-        builder.with_service_name(vtorc_api::SERVICE_NAME)
+        builder.with_service_name(vtorc_grpc::SERVICE_NAME)
     } else {
         builder
     }
@@ -62,7 +70,7 @@ pub async fn serve_grpc(
 
 /// [`serve_grpc`] plus, when given, the VTOrc API (`vtorc.v1.Vtorc`) on the
 /// same port; its health status is NOT_SERVING until discovery is ready
-/// (see [`vtorc_api::report_readiness`]).
+/// (see [`vtorc_grpc::report_readiness`]).
 pub async fn serve_grpc_with(
     listener: TcpListener,
     vtctld: VtctldService,
@@ -113,7 +121,7 @@ pub async fn serve_grpc_guarded(
         }
     };
     let (health, health_service) = tonic_health::server::health_reporter();
-    let readiness = vtorc_api::report_readiness(
+    let readiness = vtorc_grpc::report_readiness(
         vtorc.as_ref().map(|v| v.context().discovery.clone()),
         health.clone(),
         shutdown.clone(),

@@ -185,7 +185,7 @@ impl From<VtctldError> for Status {
         }
         Status::new(
             code,
-            super::vtorc_api::bounded(&e.to_string(), super::vtorc_api::ERROR_MAX),
+            super::query::bounded(&e.to_string(), super::query::ERROR_MAX),
         )
     }
 }

@@ -33,27 +33,28 @@ use tokio_util::sync::CancellationToken;
 use super::error::{TopoError, TopoResult};
 use super::paths;
 use super::store::{AbortOnDrop, LeaseId, LeaseKeepAlive, TopoStore, WatchEvent};
+use crate::config::defaults;
 
 /// Timing of a lock acquisition.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LockOptions {
-    /// Lease TTL (`--topo-etcd-lease-ttl`, 30 s): a dead holder's lock
+    /// Lease TTL (`--topo-etcd-lease-ttl`): a dead holder's lock
     /// disappears at most this long after its last keep-alive.
     pub lease_ttl: Duration,
     /// Upper bound on the whole acquisition, waiting included
-    /// (`--lock-timeout`, 45 s).
+    /// (`--lock-timeout`).
     pub lock_timeout: Duration,
     /// Bound on the release (revoke) after unlock or failure
-    /// (`--remote-operation-timeout`, 15 s).
+    /// (`--remote-operation-timeout`).
     pub remote_operation_timeout: Duration,
 }
 
 impl Default for LockOptions {
     fn default() -> Self {
         LockOptions {
-            lease_ttl: Duration::from_secs(30),
-            lock_timeout: Duration::from_secs(45),
-            remote_operation_timeout: Duration::from_secs(15),
+            lease_ttl: Duration::from_secs(defaults::TOPO_ETCD_LEASE_TTL),
+            lock_timeout: defaults::LOCK_TIMEOUT,
+            remote_operation_timeout: defaults::REMOTE_OPERATION_TIMEOUT,
         }
     }
 }

@@ -1,7 +1,9 @@
-//! The VTOrc gRPC API (`vtorc.v1.Vtorc`, documented in
-//! `proto/vtorc/v1/vtorc.proto`) and the queries it shares with the HTTP API.
+//! The query layer of the APIs: the one place that turns vtorc's state into
+//! API answers, shared by the gRPC service ([`super::vtorc_grpc`]) and the
+//! HTTP API ([`super::http`]). Transports decode a request, call an
+//! [`ApiContext`] method and encode what it returns.
 //!
-//! The server owns no state. Reads come from the snapshot discovery last
+//! The layer owns no state. Reads come from the snapshot discovery last
 //! published and from the recovery audit; the global switch goes to the
 //! recovery engine through its handle; the ERS switches are writes to the
 //! topology (like `vtctldclient SetVtorcEmergencyReparent`), which discovery
@@ -11,26 +13,17 @@
 //! status) once, at the edge. Invalid requests are `INVALID_ARGUMENT` with a
 //! message that starts with the offending field.
 
-mod convert;
-
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::{Stream, StreamExt as _};
-use tokio::sync::broadcast::error::RecvError;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status};
+use tonic::Status;
 
-use crate::analysis::{self, AnalysisConfig, DetectionAnalysis, RecoveryKind};
+use crate::analysis::{self, AnalysisConfig, DetectionAnalysis, RecoveryKind, instance_problems};
 use crate::config::Config;
 use crate::discovery::{DiscoveryError, DiscoveryHandle};
 use crate::ids::KeyspaceShard;
-use crate::model::{TabletState, ThreadState};
-use crate::proto::vtorc::v1 as pb;
-use crate::proto::vtorc::v1::vtorc_server::{Vtorc, VtorcServer};
-use crate::recovery::{AuditEvent, AuditFilter, Decision, GateResult, RecoveryHandle};
+use crate::model::TabletState;
+use crate::recovery::{AuditFilter, Decision, DetectionRecord, GateResult, RecoveryHandle, RecoveryRecord};
 use crate::reparent::WallClock;
 use crate::telemetry::metrics::MetricsRegistry;
 use crate::topo::{Topo, TopoError};
@@ -168,11 +161,11 @@ impl ShardFilter {
             && self.shard.as_deref().is_none_or(|s| s == shard)
     }
 
-    fn audit(&self, limit: u32) -> AuditFilter {
+    fn audit(&self, limit: Option<usize>) -> AuditFilter {
         AuditFilter {
             keyspace: self.keyspace.clone(),
             shard: self.shard.clone(),
-            limit: (limit > 0).then_some(limit as usize),
+            limit,
         }
     }
 }
@@ -234,45 +227,6 @@ pub struct TabletView {
     pub last_check_valid: bool,
 }
 
-/// Go VTOrc's instance problems of one tablet (`/api/problems`):
-///
-/// - `last_check_invalid`: the latest poll did not succeed (or none did yet);
-/// - `not_recently_checked`: no poll finished within 5 × `--instance-poll-time`;
-/// - `not_replicating`: a replication thread is stopped or connecting;
-/// - `replication_lag`: lag minus SQL delay beyond `--reasonable-replication-lag`;
-/// - `errant_gtid`: the tablet has errant GTIDs.
-pub fn instance_problems(t: &TabletState, config: &Config, now: Instant) -> Vec<&'static str> {
-    let mut problems = Vec::new();
-    if !t.poll.last_poll_succeeded() {
-        problems.push("last_check_invalid");
-    }
-    let recent = config.instance_poll_time * 5;
-    if t.poll
-        .last_checked
-        .is_none_or(|c| now.saturating_duration_since(c) > recent)
-    {
-        problems.push("not_recently_checked");
-    }
-    if let Some(obs) = &t.observation {
-        if let Some(r) = &obs.replication {
-            let bad = |s: ThreadState| !matches!(s, ThreadState::Running | ThreadState::NoThread);
-            if bad(r.io_thread) || bad(r.sql_thread) {
-                problems.push("not_replicating");
-            }
-            if let Some(lag) = r.lag_seconds {
-                let excess = i64::from(lag) - i64::from(r.sql_delay);
-                if excess.unsigned_abs() > config.reasonable_replication_lag.as_secs() {
-                    problems.push("replication_lag");
-                }
-            }
-        }
-        if !obs.errant_gtids.is_empty() {
-            problems.push("errant_gtid");
-        }
-    }
-    problems
-}
-
 /// Readiness as the health endpoints report it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Health {
@@ -280,6 +234,14 @@ pub struct Health {
     pub ready: bool,
     /// Why not ready (empty when ready).
     pub reason: String,
+    /// The global recoveries switch.
+    pub recoveries_enabled: bool,
+    /// Whether vtorc is draining (shutting down).
+    pub draining: bool,
+    /// Tablets in the last snapshot.
+    pub tablets_watched: usize,
+    /// Shards in the last snapshot.
+    pub shards_watched: usize,
 }
 
 /// What [`ApiContext::emergency_reparent_state`] reports.
@@ -304,18 +266,21 @@ impl ApiContext {
         Arc::clone(&self.live.borrow().config)
     }
 
-    /// Readiness.
+    /// Readiness, the recovery switches and what is watched.
     pub fn health(&self) -> Health {
-        if self.discovery.is_ready() {
-            Health {
-                ready: true,
-                reason: String::new(),
-            }
-        } else {
-            Health {
-                ready: false,
-                reason: "the first topology load and discovery round have not completed".into(),
-            }
+        let ready = self.discovery.is_ready();
+        let snapshot = self.discovery.snapshot();
+        Health {
+            ready,
+            reason: if ready {
+                String::new()
+            } else {
+                "the first topology load and discovery round have not completed".into()
+            },
+            recoveries_enabled: self.recovery.global_recoveries_enabled(),
+            draining: self.recovery.is_draining(),
+            tablets_watched: snapshot.tablet_count(),
+            shards_watched: snapshot.shards.len(),
         }
     }
 
@@ -367,6 +332,7 @@ impl ApiContext {
     pub fn tablets(&self, filter: &ShardFilter) -> Vec<TabletView> {
         let snapshot = self.discovery.snapshot();
         let now = crate::clock::now();
+        let cfg = self.analysis_config();
         snapshot
             .shards
             .values()
@@ -376,8 +342,8 @@ impl ApiContext {
                     tablet: Arc::clone(t),
                     keyspace: s.keyspace.clone(),
                     shard: s.shard.clone(),
-                    problems: instance_problems(t, &self.current_config(), now),
-                    last_check_valid: t.poll.last_check_valid(self.current_config().instance_poll_time),
+                    problems: instance_problems(t, &cfg, now),
+                    last_check_valid: t.poll.last_check_valid(cfg.instance_poll_time),
                 })
             })
             .collect()
@@ -402,6 +368,40 @@ impl ApiContext {
                     .is_some_and(|o| !o.errant_gtids.is_empty())
             })
             .collect()
+    }
+
+    /// The audit's recoveries of `filter`'s shards, newest first, at most
+    /// `limit` (`None` = all the audit keeps).
+    pub fn recoveries(&self, filter: &ShardFilter, limit: Option<usize>) -> Vec<RecoveryRecord> {
+        self.recovery.recoveries(&filter.audit(limit))
+    }
+
+    /// The audit's detections of `filter`'s shards whose recovery was
+    /// skipped, newest first, at most `limit`.
+    pub fn skipped_detections(&self, filter: &ShardFilter, limit: Option<usize>) -> Vec<DetectionRecord> {
+        let mut skipped: Vec<DetectionRecord> = self
+            .recovery
+            .detections(&filter.audit(None))
+            .into_iter()
+            .filter(|d| d.skip_reason.is_some())
+            .collect();
+        if let Some(limit) = limit {
+            skipped.truncate(limit);
+        }
+        skipped
+    }
+
+    /// The open incidents (detections not resolved) of `filter`'s shards,
+    /// oldest first.
+    pub fn open_detections(&self, filter: &ShardFilter) -> Vec<DetectionRecord> {
+        let mut open: Vec<DetectionRecord> = self
+            .recovery
+            .detections(&filter.audit(None))
+            .into_iter()
+            .filter(|d| d.resolved_at.is_none())
+            .collect();
+        open.sort_by_key(|d| d.detection_id);
+        open
     }
 
     /// Sets the global recoveries switch; returns the new state.
@@ -608,386 +608,9 @@ impl Explained {
     }
 }
 
-/// The `vtorc.v1.Vtorc` service.
-#[derive(Clone)]
-pub struct VtorcApi {
-    /// The handles.
-    ctx: ApiContext,
-}
-
-impl VtorcApi {
-    /// The service over `ctx`.
-    pub fn new(ctx: ApiContext) -> Self {
-        VtorcApi { ctx }
-    }
-
-    /// The tonic server to add to the gRPC router.
-    pub fn into_server(self) -> VtorcServer<VtorcApi> {
-        VtorcServer::new(self)
-    }
-
-    /// The handles the service reads.
-    pub fn context(&self) -> &ApiContext {
-        &self.ctx
-    }
-}
-
-/// The gRPC service name of the VTOrc API.
-pub const SERVICE_NAME: &str = "vtorc.v1.Vtorc";
-
-/// Keeps the standard health service's status of `vtorc.v1.Vtorc` true:
-/// NOT_SERVING until discovery is ready, SERVING after, NOT_SERVING again
-/// once `shutdown` fires. Never returns (run it next to the server).
-pub async fn report_readiness(
-    discovery: Option<DiscoveryHandle>,
-    health: tonic_health::server::HealthReporter,
-    shutdown: CancellationToken,
-) -> std::convert::Infallible {
-    use tonic_health::ServingStatus;
-    if let Some(discovery) = discovery {
-        health
-            .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
-            .await;
-        let ready = tokio::select! {
-            r = discovery.wait_ready() => r.is_ok(),
-            _ = shutdown.cancelled() => false,
-        };
-        if ready && !shutdown.is_cancelled() {
-            health
-                .set_service_status(SERVICE_NAME, ServingStatus::Serving)
-                .await;
-            shutdown.cancelled().await;
-        }
-        health
-            .set_service_status(SERVICE_NAME, ServingStatus::NotServing)
-            .await;
-    }
-    std::future::pending().await
-}
-
-/// The Watch stream type.
-pub type WatchStream = Pin<Box<dyn Stream<Item = Result<pb::WatchEvent, Status>> + Send + 'static>>;
-
-#[tonic::async_trait]
-impl Vtorc for VtorcApi {
-    async fn get_health(
-        &self,
-        _: Request<pb::GetHealthRequest>,
-    ) -> Result<Response<pb::GetHealthResponse>, Status> {
-        let health = self.ctx.health();
-        let snapshot = self.ctx.discovery.snapshot();
-        Ok(Response::new(pb::GetHealthResponse {
-            ready: health.ready,
-            reason: health.reason,
-            hostname: self.ctx.hostname.clone(),
-            recoveries_enabled: self.ctx.recovery.global_recoveries_enabled(),
-            draining: self.ctx.recovery.is_draining(),
-            tablets_watched: snapshot.tablet_count() as u64,
-            shards_watched: snapshot.shards.len() as u64,
-        }))
-    }
-
-    async fn get_detection_analysis(
-        &self,
-        request: Request<pb::GetDetectionAnalysisRequest>,
-    ) -> Result<Response<pb::GetDetectionAnalysisResponse>, Status> {
-        let r = request.into_inner();
-        let filter = ShardFilter::parse(&r.keyspace, &r.shard)?;
-        let analyses = self
-            .ctx
-            .detection_analysis(&filter)
-            .iter()
-            .map(convert::analysis)
-            .collect();
-        Ok(Response::new(pb::GetDetectionAnalysisResponse { analyses }))
-    }
-
-    async fn get_problems(
-        &self,
-        request: Request<pb::GetProblemsRequest>,
-    ) -> Result<Response<pb::GetProblemsResponse>, Status> {
-        let r = request.into_inner();
-        let filter = ShardFilter::parse(&r.keyspace, &r.shard)?;
-        let now = crate::clock::now();
-        let tablets = self
-            .ctx
-            .problems(&filter)
-            .iter()
-            .map(|t| convert::tablet(t, now))
-            .collect();
-        Ok(Response::new(pb::GetProblemsResponse { tablets }))
-    }
-
-    async fn get_tablets(
-        &self,
-        request: Request<pb::GetTabletsRequest>,
-    ) -> Result<Response<pb::GetTabletsResponse>, Status> {
-        let r = request.into_inner();
-        let filter = ShardFilter::parse(&r.keyspace, &r.shard)?;
-        let now = crate::clock::now();
-        let tablets = self
-            .ctx
-            .tablets(&filter)
-            .iter()
-            .map(|t| convert::tablet(t, now))
-            .collect();
-        Ok(Response::new(pb::GetTabletsResponse { tablets }))
-    }
-
-    async fn get_errant_gtids(
-        &self,
-        request: Request<pb::GetErrantGtidsRequest>,
-    ) -> Result<Response<pb::GetErrantGtidsResponse>, Status> {
-        let r = request.into_inner();
-        let filter = ShardFilter::parse(&r.keyspace, &r.shard)?;
-        let now = crate::clock::now();
-        let tablets = self
-            .ctx
-            .errant_gtids(&filter)
-            .iter()
-            .map(|t| convert::tablet(t, now))
-            .collect();
-        Ok(Response::new(pb::GetErrantGtidsResponse { tablets }))
-    }
-
-    async fn get_recoveries(
-        &self,
-        request: Request<pb::GetRecoveriesRequest>,
-    ) -> Result<Response<pb::GetRecoveriesResponse>, Status> {
-        let r = request.into_inner();
-        let filter = ShardFilter::parse(&r.keyspace, &r.shard)?;
-        let recoveries = self
-            .ctx
-            .recovery
-            .recoveries(&filter.audit(r.limit))
-            .iter()
-            .map(convert::recovery)
-            .collect();
-        Ok(Response::new(pb::GetRecoveriesResponse { recoveries }))
-    }
-
-    async fn get_skipped_recoveries(
-        &self,
-        request: Request<pb::GetSkippedRecoveriesRequest>,
-    ) -> Result<Response<pb::GetSkippedRecoveriesResponse>, Status> {
-        let r = request.into_inner();
-        let filter = ShardFilter::parse(&r.keyspace, &r.shard)?;
-        let mut detections: Vec<pb::Detection> = self
-            .ctx
-            .recovery
-            .detections(&filter.audit(0))
-            .iter()
-            .filter(|d| d.skip_reason.is_some())
-            .map(convert::detection)
-            .collect();
-        if r.limit > 0 {
-            detections.truncate(r.limit as usize);
-        }
-        Ok(Response::new(pb::GetSkippedRecoveriesResponse { detections }))
-    }
-
-    async fn get_global_recoveries(
-        &self,
-        _: Request<pb::GetGlobalRecoveriesRequest>,
-    ) -> Result<Response<pb::GetGlobalRecoveriesResponse>, Status> {
-        Ok(Response::new(pb::GetGlobalRecoveriesResponse {
-            state: Some(pb::GlobalRecoveriesState {
-                enabled: self.ctx.recovery.global_recoveries_enabled(),
-            }),
-        }))
-    }
-
-    async fn enable_global_recoveries(
-        &self,
-        _: Request<pb::EnableGlobalRecoveriesRequest>,
-    ) -> Result<Response<pb::EnableGlobalRecoveriesResponse>, Status> {
-        let enabled = self.ctx.set_global_recoveries(true);
-        Ok(Response::new(pb::EnableGlobalRecoveriesResponse {
-            state: Some(pb::GlobalRecoveriesState { enabled }),
-        }))
-    }
-
-    async fn disable_global_recoveries(
-        &self,
-        _: Request<pb::DisableGlobalRecoveriesRequest>,
-    ) -> Result<Response<pb::DisableGlobalRecoveriesResponse>, Status> {
-        let enabled = self.ctx.set_global_recoveries(false);
-        Ok(Response::new(pb::DisableGlobalRecoveriesResponse {
-            state: Some(pb::GlobalRecoveriesState { enabled }),
-        }))
-    }
-
-    async fn get_emergency_reparent(
-        &self,
-        request: Request<pb::GetEmergencyReparentRequest>,
-    ) -> Result<Response<pb::GetEmergencyReparentResponse>, Status> {
-        let r = request.into_inner();
-        let state = self.ctx.emergency_reparent_state(&r.keyspace, &r.shard).await?;
-        Ok(Response::new(pb::GetEmergencyReparentResponse {
-            state: Some(convert::ers_state(&state)),
-        }))
-    }
-
-    async fn disable_emergency_reparent(
-        &self,
-        request: Request<pb::DisableEmergencyReparentRequest>,
-    ) -> Result<Response<pb::DisableEmergencyReparentResponse>, Status> {
-        let r = request.into_inner();
-        let state = self
-            .ctx
-            .set_emergency_reparent(&r.keyspace, &r.shard, true)
-            .await?;
-        Ok(Response::new(pb::DisableEmergencyReparentResponse {
-            state: Some(convert::ers_state(&state)),
-        }))
-    }
-
-    async fn enable_emergency_reparent(
-        &self,
-        request: Request<pb::EnableEmergencyReparentRequest>,
-    ) -> Result<Response<pb::EnableEmergencyReparentResponse>, Status> {
-        let r = request.into_inner();
-        let state = self
-            .ctx
-            .set_emergency_reparent(&r.keyspace, &r.shard, false)
-            .await?;
-        Ok(Response::new(pb::EnableEmergencyReparentResponse {
-            state: Some(convert::ers_state(&state)),
-        }))
-    }
-
-    async fn get_discovery_metrics(
-        &self,
-        _: Request<pb::GetDiscoveryMetricsRequest>,
-    ) -> Result<Response<pb::GetDiscoveryMetricsResponse>, Status> {
-        Ok(Response::new(convert::discovery_metrics(
-            self.ctx.discovery.metrics(),
-        )))
-    }
-
-    async fn ack_recovery(
-        &self,
-        request: Request<pb::AckRecoveryRequest>,
-    ) -> Result<Response<pb::AckRecoveryResponse>, Status> {
-        let r = request.into_inner();
-        let cleared = self.ctx.acknowledge(&r.keyspace, &r.shard, &r.comment)?;
-        Ok(Response::new(pb::AckRecoveryResponse {
-            cleared: u32::try_from(cleared).unwrap_or(u32::MAX),
-        }))
-    }
-
-    async fn explain(
-        &self,
-        request: Request<pb::ExplainRequest>,
-    ) -> Result<Response<pb::ExplainResponse>, Status> {
-        let r = request.into_inner();
-        let explained = self.ctx.explain(&r.keyspace, &r.shard)?;
-        Ok(Response::new(convert::explained(&explained)))
-    }
-
-    type WatchStream = WatchStream;
-
-    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
-        let r = request.into_inner();
-        let filter = ShardFilter::parse(&r.keyspace, &r.shard)?;
-        Ok(Response::new(watch_stream(&self.ctx, filter, r.include_active)))
-    }
-}
-
-/// The Watch stream: (optionally) the open incidents, then every audit
-/// event of the filter's shards until the client goes away, vtorc shuts
-/// down, or the audit closes. No task is spawned: the stream is polled by
-/// the connection that carries it.
-fn watch_stream(ctx: &ApiContext, filter: ShardFilter, include_active: bool) -> WatchStream {
-    // Subscribe before listing, so nothing between the two is lost.
-    let rx = ctx.recovery.subscribe();
-    let clock = ctx.clock;
-    let initial: Vec<Result<pb::WatchEvent, Status>> = if include_active {
-        let mut active: Vec<_> = ctx
-            .recovery
-            .detections(&filter.audit(0))
-            .into_iter()
-            .filter(|d| d.resolved_at.is_none())
-            .collect();
-        active.sort_by_key(|d| d.detection_id);
-        active
-            .into_iter()
-            .map(|d| Ok(convert::watch_event(&AuditEvent::DetectionOpened(d), clock())))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    struct State {
-        rx: tokio::sync::broadcast::Receiver<AuditEvent>,
-        filter: ShardFilter,
-        shutdown: CancellationToken,
-        clock: WallClock,
-        done: bool,
-    }
-    let state = State {
-        rx,
-        filter,
-        shutdown: ctx.shutdown.clone(),
-        clock,
-        done: false,
-    };
-    let live = futures::stream::unfold(state, |mut s| async move {
-        loop {
-            if s.done {
-                return None;
-            }
-            let received = tokio::select! {
-                r = s.rx.recv() => r,
-                _ = s.shutdown.cancelled() => return None,
-            };
-            match received {
-                Ok(event) => {
-                    let relevant = match event.keyspace_shard() {
-                        Some(key) => s.filter.matches(&key.keyspace, &key.shard),
-                        None => true,
-                    };
-                    if !relevant {
-                        continue;
-                    }
-                    if matches!(event, AuditEvent::Shutdown { .. }) {
-                        s.done = true;
-                    }
-                    let out = convert::watch_event(&event, (s.clock)());
-                    return Some((Ok(out), s));
-                }
-                Err(RecvError::Lagged(missed)) => {
-                    let out = pb::WatchEvent {
-                        at: Some((s.clock)().into()),
-                        event: Some(pb::watch_event::Event::Lagged(pb::LaggedEvent { missed })),
-                    };
-                    return Some((Ok(out), s));
-                }
-                Err(RecvError::Closed) => return None,
-            }
-        }
-    });
-    Box::pin(futures::stream::iter(initial).chain(live))
-}
-
-/// Age of a monotonic instant at `now` (zero if in the future).
-fn age(now: Instant, then: Instant) -> Duration {
-    now.saturating_duration_since(then)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testkit::{ShardBuilder, TabletFixture};
-
-    fn config() -> Config {
-        Config::load([
-            "vtorc",
-            "--topo-global-server-address=x:1",
-            "--topo-global-root=/vitess/global",
-        ])
-        .map_err(|e| format!("{e:?}"))
-        .expect("valid")
-    }
 
     #[test]
     fn error_texts_that_echo_request_fields_are_bounded() {
@@ -1016,52 +639,6 @@ mod tests {
         let f = ShardFilter::parse(" ks ", "0").expect("valid");
         assert!(f.matches("ks", "0") && !f.matches("ks", "1"));
         assert!(ShardFilter::parse("", "").expect("all").matches("any", "thing"));
-    }
-
-    #[test]
-    fn instance_problems_follow_go_vtorcs_list() {
-        let now = crate::clock::now();
-        let cfg = config();
-        let snapshot = ShardBuilder::new("ks", "0", "none", now)
-            .primary("zone1", 100)
-            .replica("zone1", 101)
-            .replica("zone1", 102)
-            .replica("zone1", 103)
-            .edit("zone1", 101, |t| t.stop_replication())
-            .edit("zone1", 102, |t| {
-                if let Some(r) = t.obs().replication.as_mut() {
-                    r.lag_seconds = Some(60);
-                }
-            })
-            .edit("zone1", 103, |t| t.unreachable(now + Duration::from_millis(1)))
-            .build();
-        let shard = snapshot.shard(&KeyspaceShard::new("ks", "0")).expect("built");
-        let problems = |uid| {
-            instance_problems(
-                shard
-                    .tablet(&crate::proto::topodata::TabletAlias::new("zone1", uid))
-                    .expect("tablet"),
-                &cfg,
-                now,
-            )
-        };
-        assert!(problems(100).is_empty(), "{:?}", problems(100));
-        assert_eq!(problems(101), vec!["not_replicating"]);
-        assert_eq!(problems(102), vec!["replication_lag"]);
-        assert!(
-            problems(103).contains(&"last_check_invalid"),
-            "{:?}",
-            problems(103)
-        );
-        let later = now + cfg.instance_poll_time * 6;
-        let stale = instance_problems(
-            shard
-                .tablet(&crate::proto::topodata::TabletAlias::new("zone1", 100))
-                .expect("tablet"),
-            &cfg,
-            later,
-        );
-        assert_eq!(stale, vec!["not_recently_checked"]);
     }
 
     #[test]

@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use super::{ErsState, Explained, TabletView, age};
+use super::age;
 use crate::analysis::DetectionAnalysis;
 use crate::discovery::{DiscoveryMetrics, metrics::LATENCY_BUCKETS_US};
 use crate::model::{Observation, Reachability, StreamHealth, ThreadState};
@@ -13,6 +13,7 @@ use crate::recovery::{
     AuditEvent, Decision, DetectionRecord, GateResult, RecoveryOutcome, RecoveryRecord, RecoveryStep,
     StepLevel, Verdict,
 };
+use crate::server::query::{ErsState, Explained, TabletView};
 use crate::tablet::TabletErrorKind;
 
 fn duration(d: Duration) -> prost_types::Duration {
