@@ -5,10 +5,11 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::bail;
+use mysql_async::prelude::Queryable;
 use tokio::time::Instant;
 use vtorc::proto::topodata::TabletAlias;
 
-use crate::cluster::{Cluster, GLOBAL_ROOT};
+use crate::cluster::{Cluster, ClusterBuilder, GLOBAL_ROOT};
 
 /// Polls `check` until it yields `Some`, or fails after `timeout` with the
 /// last error. `check` returning `Err` counts as "not yet".
@@ -31,6 +32,33 @@ where
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+}
+
+/// The world most end-to-end tests start from, started: cell `zone1`,
+/// keyspace `commerce` (`semi_sync`), shard `0`, tablets 100 (primary), 101
+/// and 102. A harness that cannot start fails the test with its reason.
+pub async fn semi_sync_commerce() -> Cluster {
+    ClusterBuilder::three_tablets("commerce", "semi_sync")
+        .start()
+        .await
+        .expect("cluster starts")
+}
+
+/// Waits (up to 10 s) until `replica`'s MariaDB has applied everything
+/// `primary`'s has written (`MASTER_GTID_WAIT`).
+pub async fn wait_caught_up(cluster: &Cluster, primary: &TabletAlias, replica: &TabletAlias) {
+    let mut source = cluster.mysql_conn(primary).await.expect("connect to the primary");
+    let pos: String = source
+        .query_first("SELECT @@gtid_binlog_pos")
+        .await
+        .expect("read the primary's position")
+        .expect("a position row");
+    let mut conn = cluster.mysql_conn(replica).await.expect("connect to the replica");
+    let reached: Option<i64> = conn
+        .exec_first("SELECT MASTER_GTID_WAIT(?, 10)", (pos.clone(),))
+        .await
+        .expect("MASTER_GTID_WAIT");
+    assert_eq!(reached, Some(0), "{replica} did not reach {pos}");
 }
 
 /// Alias of tablet `uid` in cell `zone1` (the harness's default cell).

@@ -50,7 +50,7 @@ use tokio_util::sync::CancellationToken;
 use vtorc::proto::topodata::TabletAlias;
 use vtorc::topo::Topo;
 
-use crate::cluster::{APP_PASSWORD, APP_USER, poll_until};
+use crate::cluster::{APP_PASSWORD, APP_USER, Cluster, poll_until};
 
 /// Settings of a [`Workload`].
 #[derive(Clone, Debug)]
@@ -352,6 +352,21 @@ impl Workload {
         map.get(primary).copied().unwrap_or(0)
     }
 
+    /// [`Workload::start`], then [`Workload::wait_for_acks_on`]: the
+    /// workload runs and `primary` has acknowledged `count` writes within
+    /// `timeout`.
+    pub async fn start_acked(
+        topo: Topo,
+        config: WorkloadConfig,
+        primary: &TabletAlias,
+        count: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<Workload> {
+        let workload = Workload::start(topo, config).await?;
+        workload.wait_for_acks_on(primary, count, timeout).await?;
+        Ok(workload)
+    }
+
     /// Waits until `primary` has acknowledged at least `count` inserts.
     pub async fn wait_for_acks_on(
         &self,
@@ -534,6 +549,20 @@ async fn run_writer(
         }
     }
     log
+}
+
+/// [`check_acknowledged`] on the MySQL of `tablet` (a connection of its
+/// own, closed after).
+pub async fn check_acknowledged_on(
+    cluster: &Cluster,
+    tablet: &TabletAlias,
+    config: &WorkloadConfig,
+    report: &WorkloadReport,
+) -> anyhow::Result<LossCheck> {
+    let mut conn = cluster.mysql_conn(tablet).await?;
+    let check = check_acknowledged(&mut conn, config, report).await;
+    conn.disconnect().await.ok();
+    check
 }
 
 /// Reads the workload table through `conn` (normally the final primary)

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use integration::cluster::{APP_PASSWORD, APP_USER, AgentMode, Cluster, ClusterBuilder, poll_until};
+use integration::testkit::semi_sync_commerce;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder};
 use tonic::transport::Channel;
@@ -87,10 +88,7 @@ fn health_error(m: &StreamHealthResponse) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_world_runs_vitess_replication_settings_and_heartbeats() {
-    let cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
-        .start()
-        .await
-        .expect("cluster starts");
+    let cluster = semi_sync_commerce().await;
     for uid in [100, 101, 102] {
         let mut conn = root(&cluster, uid).await;
         assert_eq!(global_u64(&mut conn, "slave_net_timeout").await, 8, "zone1-{uid}");
@@ -126,10 +124,7 @@ async fn the_world_runs_vitess_replication_settings_and_heartbeats() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeat_lag_is_pulled_with_run_health_check_and_reader_errors_become_health_errors() {
-    let cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
-        .start()
-        .await
-        .expect("cluster starts");
+    let cluster = semi_sync_commerce().await;
     let ch = channel(&cluster, 101).await;
     let mut tmc = TabletManagerClient::new(ch.clone());
     let mut stream = QueryClient::new(ch)

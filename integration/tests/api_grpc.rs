@@ -17,17 +17,15 @@ use std::time::Duration;
 
 use api_support::*;
 use futures::StreamExt as _;
-use integration::cluster::{ClusterBuilder, poll_until};
+use integration::cluster::poll_until;
+use integration::testkit::semi_sync_commerce;
 use tonic::Code;
 use vtorc::proto::vtorc::v1 as pb;
 use vtorc::proto::vtorc::v1::watch_event::Event;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_rpc_answers_on_a_healthy_shard_and_switches_are_idempotent() {
-    let cluster = ClusterBuilder::three_tablets(KS, "semi_sync")
-        .start()
-        .await
-        .expect("cluster starts");
+    let cluster = semi_sync_commerce().await;
     let vtorc = RunningVtorc::start(&cluster, &[]).await;
     let mut c = vtorc.client().await;
 
@@ -423,10 +421,7 @@ async fn next_matching(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_sees_a_failover_live_and_explain_predicts_the_ers_first() {
-    let mut cluster = ClusterBuilder::three_tablets(KS, "semi_sync")
-        .start()
-        .await
-        .expect("cluster starts");
+    let mut cluster = semi_sync_commerce().await;
     let vtorc = RunningVtorc::start(&cluster, &[]).await;
     let mut c = vtorc.client().await;
     c.disable_global_recoveries(pb::DisableGlobalRecoveriesRequest {})

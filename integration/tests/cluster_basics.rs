@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use integration::cluster::{AgentMode, Cluster, ClusterBuilder, KeyspaceSpec, ShardSpec, TabletSpec};
+use integration::testkit::semi_sync_commerce;
 use mysql_async::prelude::Queryable;
 use vtorc::proto::topodata::{TabletAlias, TabletType};
 
@@ -51,10 +52,7 @@ fn named_pids(cluster: &Cluster) -> Vec<(u32, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bootstrapped_semi_sync_cluster_has_one_primary_and_two_semi_sync_replicas() {
-    let cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
-        .start()
-        .await
-        .expect("cluster starts");
+    let cluster = semi_sync_commerce().await;
     eprintln!("3-tablet semi_sync cluster up in {:?}", cluster.startup_time());
     let topo = cluster.topo();
 

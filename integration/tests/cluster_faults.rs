@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use integration::cluster::{AgentMode, Cluster, ClusterBuilder, poll_until};
 use integration::faults::SemiSyncSide;
+use integration::testkit::{semi_sync_commerce, wait_caught_up};
 use mysql_async::prelude::Queryable;
 use vtorc::proto::replicationdata::FullStatus;
 use vtorc::proto::topodata::TabletAlias;
@@ -18,13 +19,6 @@ const RUNNING: i32 = 3;
 
 fn alias(uid: u32) -> TabletAlias {
     TabletAlias::new("zone1", uid)
-}
-
-async fn semi_sync_cluster() -> Cluster {
-    ClusterBuilder::three_tablets("commerce", "semi_sync")
-        .start()
-        .await
-        .expect("cluster starts")
 }
 
 /// Polls FullStatus of `uid` until `check` holds.
@@ -53,22 +47,12 @@ async fn write_and_wait_replicated(cluster: &Cluster, uid: u32) {
         .query_drop("INSERT INTO _vt.fault_probe VALUES ()")
         .await
         .expect("insert");
-    let pos: String = primary
-        .query_first("SELECT @@gtid_binlog_pos")
-        .await
-        .expect("pos")
-        .expect("row");
-    let mut replica = cluster.mysql_conn(&alias(uid)).await.expect("replica");
-    let reached: Option<i64> = replica
-        .exec_first("SELECT MASTER_GTID_WAIT(?, 10)", (pos.clone(),))
-        .await
-        .expect("wait");
-    assert_eq!(reached, Some(0), "zone1-{uid} did not reach {pos}");
+    wait_caught_up(cluster, &alias(100), &alias(uid)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_replica_mariadb_is_unreachable_until_restarted_then_replicates_again() {
-    let mut cluster = semi_sync_cluster().await;
+    let mut cluster = semi_sync_commerce().await;
     let pid = cluster.kill_mysql(&alias(101)).expect("kill -9");
     assert!(
         !std::path::Path::new(&format!("/proc/{pid}")).exists(),
@@ -102,7 +86,7 @@ async fn a_killed_replica_mariadb_is_unreachable_until_restarted_then_replicates
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_mariadb_hangs_until_resumed() {
-    let cluster = semi_sync_cluster().await;
+    let cluster = semi_sync_commerce().await;
     cluster.pause_mysql(&alias(102)).expect("SIGSTOP");
     let tablet = cluster.tablet(&alias(102)).expect("t");
     let hung = tokio::time::timeout(Duration::from_millis(500), tablet.mysql_conn()).await;
@@ -126,7 +110,7 @@ async fn a_paused_mariadb_hangs_until_resumed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_in_process_agent_stops_answering_even_on_open_connections_and_restarts() {
-    let mut cluster = semi_sync_cluster().await;
+    let mut cluster = semi_sync_commerce().await;
     let target = cluster.tablet(&alias(101)).expect("t").rpc_tablet();
     let fast = Duration::from_secs(1);
     // The harness's client has an open HTTP/2 connection to the agent by now.
@@ -231,13 +215,13 @@ async fn a_child_agent_can_be_paused_resumed_killed_and_restarted() {
     assert_ne!(new_pid, pid);
     tmc.ping(&target).await.expect("answers after restart");
     // In-process agents refuse to be paused instead of pretending.
-    let in_process = semi_sync_cluster().await;
+    let in_process = semi_sync_commerce().await;
     assert!(in_process.pause_agent(&alias(100)).is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopped_replication_an_errant_gtid_and_a_read_only_primary_show_in_full_status() {
-    let cluster = semi_sync_cluster().await;
+    let cluster = semi_sync_commerce().await;
 
     cluster.stop_replication(&alias(101)).await.expect("STOP SLAVE");
     let s = cluster.full_status(&alias(101)).await.expect("status");
@@ -275,7 +259,7 @@ async fn stopped_replication_an_errant_gtid_and_a_read_only_primary_show_in_full
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn semi_sync_misconfigurations_show_in_full_status() {
-    let cluster = semi_sync_cluster().await;
+    let cluster = semi_sync_commerce().await;
     // Replica side off on one replica: the primary loses one acker.
     cluster
         .set_semi_sync(&alias(102), SemiSyncSide::Replica, false)
@@ -313,7 +297,7 @@ async fn semi_sync_misconfigurations_show_in_full_status() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_tablet_record_is_gone_from_the_topo_while_the_agent_runs() {
-    let cluster = semi_sync_cluster().await;
+    let cluster = semi_sync_commerce().await;
     cluster.delete_tablet_record(&alias(102)).await.expect("delete");
     let got = cluster.topo().get_tablet(&alias(102)).await;
     assert!(matches!(got, Err(TopoError::NoNode(_))), "{got:?}");
@@ -333,7 +317,7 @@ async fn a_deleted_tablet_record_is_gone_from_the_topo_while_the_agent_runs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn misconfigured_timeouts_and_a_wrong_source_show_in_full_status() {
-    let cluster = semi_sync_cluster().await;
+    let cluster = semi_sync_commerce().await;
     cluster
         .set_replication_timeouts(&alias(101), 8, 1.0)
         .await

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use integration::cluster::ClusterBuilder;
+use integration::testkit::semi_sync_commerce;
 use vtorc::proto::topodata::TabletAlias;
 
 /// Issue 4: "a 3-tablet cluster is up in under 5 seconds".
@@ -12,10 +12,7 @@ const BOUND: Duration = Duration::from_secs(5);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_tablet_semi_sync_cluster_with_replication_is_up_in_under_five_seconds() {
     let started = Instant::now();
-    let cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
-        .start()
-        .await
-        .expect("cluster starts");
+    let cluster = semi_sync_commerce().await;
     let elapsed = started.elapsed();
     eprintln!(
         "etcd + 3 MariaDB + 3 agents + topo records + bootstrapped semi-sync replication: {elapsed:?} \

@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use integration::cluster::{Cluster, ClusterBuilder};
+use integration::cluster::Cluster;
+use integration::testkit::{semi_sync_commerce, wait_caught_up};
 use integration::workload::{Workload, WorkloadConfig, check_acknowledged};
 use mysql_async::prelude::Queryable;
 use vtorc::proto::topodata::TabletAlias;
@@ -13,40 +14,24 @@ fn alias(uid: u32) -> TabletAlias {
     TabletAlias::new("zone1", uid)
 }
 
-async fn cluster() -> Cluster {
-    ClusterBuilder::three_tablets("commerce", "semi_sync")
-        .start()
-        .await
-        .expect("cluster starts")
-}
-
 /// Waits until `uid` has applied everything the primary has written.
 async fn caught_up(cluster: &Cluster, uid: u32) {
-    let mut primary = cluster.mysql_conn(&alias(100)).await.expect("primary");
-    let pos: String = primary
-        .query_first("SELECT @@gtid_binlog_pos")
-        .await
-        .expect("pos")
-        .expect("row");
-    let mut replica = cluster.mysql_conn(&alias(uid)).await.expect("replica");
-    let reached: Option<i64> = replica
-        .exec_first("SELECT MASTER_GTID_WAIT(?, 10)", (pos.clone(),))
-        .await
-        .expect("wait");
-    assert_eq!(reached, Some(0), "zone1-{uid} did not reach {pos}");
+    wait_caught_up(cluster, &alias(100), &alias(uid)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_write_is_on_the_primary_and_on_both_replicas() {
-    let cluster = cluster().await;
+    let cluster = semi_sync_commerce().await;
     let config = WorkloadConfig::new("commerce", "0");
-    let workload = Workload::start(cluster.topo().clone(), config.clone())
-        .await
-        .expect("workload starts");
-    workload
-        .wait_for_acks_on(&alias(100), 300, Duration::from_secs(30))
-        .await
-        .expect("writes flow");
+    let workload = Workload::start_acked(
+        cluster.topo().clone(),
+        config.clone(),
+        &alias(100),
+        300,
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("the workload starts and writes flow");
     let report = workload.stop().await.expect("stop");
     eprintln!(
         "{} acknowledged writes in {:?} ({} errors)",
@@ -78,15 +63,17 @@ async fn every_acknowledged_write_is_on_the_primary_and_on_both_replicas() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_checker_reports_acknowledged_rows_that_vanished() {
-    let cluster = cluster().await;
+    let cluster = semi_sync_commerce().await;
     let config = WorkloadConfig::new("commerce", "0");
-    let workload = Workload::start(cluster.topo().clone(), config.clone())
-        .await
-        .expect("workload starts");
-    workload
-        .wait_for_acks_on(&alias(100), 50, Duration::from_secs(30))
-        .await
-        .expect("writes flow");
+    let workload = Workload::start_acked(
+        cluster.topo().clone(),
+        config.clone(),
+        &alias(100),
+        50,
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("the workload starts and writes flow");
     let report = workload.stop().await.expect("stop");
     let victims: Vec<u64> = report.acked_ids().into_iter().step_by(10).take(3).collect();
     let mut conn = cluster.mysql_conn(&alias(100)).await.expect("connect");
@@ -104,15 +91,17 @@ async fn the_checker_reports_acknowledged_rows_that_vanished() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_a_read_only_primary_refuses_are_rejected_not_acknowledged() {
-    let cluster = cluster().await;
+    let cluster = semi_sync_commerce().await;
     let config = WorkloadConfig::new("commerce", "0");
-    let workload = Workload::start(cluster.topo().clone(), config.clone())
-        .await
-        .expect("workload starts");
-    workload
-        .wait_for_acks_on(&alias(100), 20, Duration::from_secs(30))
-        .await
-        .expect("writes flow");
+    let workload = Workload::start_acked(
+        cluster.topo().clone(),
+        config.clone(),
+        &alias(100),
+        20,
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("the workload starts and writes flow");
     cluster.set_read_only(&alias(100)).await.expect("read_only=ON");
     workload
         .wait_for_rejections(10, Duration::from_secs(30))

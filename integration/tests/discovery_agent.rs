@@ -12,6 +12,7 @@
 use std::{sync::Arc, time::Duration};
 
 use integration::cluster::{AgentMode, Cluster, ClusterBuilder};
+use integration::testkit::semi_sync_commerce;
 use tokio::time::Instant;
 use vtorc::{
     discovery::{Discovery, DiscoveryConfig, DiscoveryHandle, DiscoveryTask, ScheduleConfig},
@@ -119,10 +120,7 @@ async fn primary(cluster: &Cluster) -> TabletAlias {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_primarys_mariadb_marks_it_unreachable_within_a_second() {
-    let mut cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
-        .start()
-        .await
-        .expect("cluster starts");
+    let mut cluster = semi_sync_commerce().await;
     // Go VTOrc's default poll interval: a detection within 1 s cannot come from it.
     let poll = Duration::from_secs(5);
     let w = Watcher::start(&cluster, config(poll, Duration::from_secs(2))).await;
@@ -254,10 +252,7 @@ async fn a_frozen_agent_never_stalls_the_polling_of_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deleted_tablet_disappears_and_a_reregistered_one_is_polled_within_a_second() {
-    let mut cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
-        .start()
-        .await
-        .expect("cluster starts");
+    let mut cluster = semi_sync_commerce().await;
     let w = Watcher::start(&cluster, config(Duration::from_secs(5), Duration::from_secs(2))).await;
     w.all_healthy(&cluster).await;
     let alias = cluster.tablets()[2].alias().clone();

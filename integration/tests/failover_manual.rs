@@ -21,6 +21,7 @@ use std::cmp::Ordering;
 use std::time::{Duration, Instant};
 
 use integration::cluster::{Cluster, ClusterBuilder, now_ns};
+use integration::testkit::semi_sync_commerce;
 use integration::workload::{Workload, WorkloadConfig, WorkloadReport, check_acknowledged};
 use mysql_async::prelude::Queryable;
 use vtorc::mysql::Position;
@@ -65,13 +66,15 @@ async fn fail_over_under_load(cluster: &mut Cluster, lagging: Option<TabletAlias
         writers: 4,
         ..WorkloadConfig::new("commerce", "0")
     };
-    let workload = Workload::start(cluster.topo().clone(), config.clone())
-        .await
-        .expect("workload starts");
-    workload
-        .wait_for_acks_on(&alias(100), WRITES_PER_PRIMARY, Duration::from_secs(60))
-        .await
-        .expect("writes flow on the first primary");
+    let workload = Workload::start_acked(
+        cluster.topo().clone(),
+        config.clone(),
+        &alias(100),
+        WRITES_PER_PRIMARY,
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("the workload starts and writes flow on the first primary");
     if let Some(lagging) = &lagging {
         cluster
             .stop_replication_io_thread(lagging)
@@ -344,18 +347,17 @@ async fn a_manual_emergency_failover_after_kill_9_loses_no_acknowledged_write_wi
 /// exactly the writes only the other replica had acknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promoting_the_lagging_replica_instead_loses_acknowledged_writes_and_the_check_says_so() {
-    let mut cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
-        .start()
-        .await
-        .expect("cluster starts");
+    let mut cluster = semi_sync_commerce().await;
     let config = WorkloadConfig::new("commerce", "0");
-    let workload = Workload::start(cluster.topo().clone(), config.clone())
-        .await
-        .expect("workload starts");
-    workload
-        .wait_for_acks_on(&alias(100), 50, Duration::from_secs(60))
-        .await
-        .expect("writes flow");
+    let workload = Workload::start_acked(
+        cluster.topo().clone(),
+        config.clone(),
+        &alias(100),
+        50,
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("the workload starts and writes flow");
     cluster
         .stop_replication_io_thread(&alias(102))
         .await

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use integration::cluster::{AgentMode, Cluster, ClusterBuilder, poll_until};
 use integration::netfault::PacketDrop;
-use integration::workload::{AckedWrite, Workload, WorkloadConfig, WorkloadReport, check_acknowledged};
+use integration::workload::{AckedWrite, Workload, WorkloadConfig, WorkloadReport, check_acknowledged_on};
 use mysql_async::prelude::Queryable;
 use recovery_support::*;
 use vtorc::analysis::RecoveryKind;
@@ -61,13 +61,15 @@ async fn start_workload(cluster: &Cluster) -> (Workload, WorkloadConfig) {
         statement_timeout: Duration::from_secs(5),
         ..WorkloadConfig::new(KS, "0")
     };
-    let workload = Workload::start(cluster.topo().clone(), config.clone())
-        .await
-        .expect("workload starts");
-    workload
-        .wait_for_acks_on(&alias(100), 20, Duration::from_secs(30))
-        .await
-        .expect("the primary takes writes");
+    let workload = Workload::start_acked(
+        cluster.topo().clone(),
+        config.clone(),
+        &alias(100),
+        20,
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("the workload starts and the primary takes writes");
     (workload, config)
 }
 
@@ -166,11 +168,7 @@ async fn assert_one_primary_nothing_lost(
     .await
     .unwrap_or_else(|e| panic!("{e:#}\n{}", context()));
     report.acked.extend(probes);
-    let mut conn = cluster
-        .mysql_conn(&primary)
-        .await
-        .expect("connect to the primary");
-    let check = check_acknowledged(&mut conn, config, &report)
+    let check = check_acknowledged_on(cluster, &primary, config, &report)
         .await
         .expect("loss check");
     assert!(

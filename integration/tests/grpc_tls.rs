@@ -515,13 +515,10 @@ fn vtctldclient() -> Option<std::path::PathBuf> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutating_calls_need_a_listed_certificate_identity_reads_do_not_and_the_list_reloads() {
-    use integration::cluster::ClusterBuilder;
     use integration::process::free_port;
+    use integration::testkit::semi_sync_commerce;
 
-    let cluster = ClusterBuilder::three_tablets(KS, "semi_sync")
-        .start()
-        .await
-        .expect("cluster starts");
+    let cluster = semi_sync_commerce().await;
     let dir = tempfile::tempdir().expect("dir");
     let pki = TestPki::new(dir.path(), "clients").expect("CA");
     let server = pki.issue("server").expect("cert");

@@ -12,7 +12,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use api_support::*;
-use integration::cluster::{ClusterBuilder, poll_until};
+use integration::cluster::poll_until;
+use integration::testkit::semi_sync_commerce;
 use vtorc::proto::topodata::{Tablet, TabletType};
 
 /// A host name no DNS knows, full of HTML.
@@ -87,10 +88,7 @@ async fn status(addr: SocketAddr) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debug_pages_and_database_state_follow_a_real_recovery() {
-    let cluster = ClusterBuilder::three_tablets(KS, "semi_sync")
-        .start()
-        .await
-        .expect("cluster starts");
+    let cluster = semi_sync_commerce().await;
     let vtorc = RunningVtorc::start(&cluster, &[]).await;
     let addr = vtorc.http;
     poll_until(Duration::from_secs(20), "no detection analysis", || async {

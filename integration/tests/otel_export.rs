@@ -16,7 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use api_support::*;
-use integration::cluster::{ClusterBuilder, poll_until};
+use integration::cluster::poll_until;
+use integration::testkit::semi_sync_commerce;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -104,10 +105,7 @@ async fn a_failover_is_exported_as_one_span_tree() {
         )
     };
 
-    let mut cluster = ClusterBuilder::three_tablets(KS, "semi_sync")
-        .start()
-        .await
-        .expect("cluster starts");
+    let mut cluster = semi_sync_commerce().await;
     let endpoint = format!("--otlp-endpoint=http://{collector_addr}");
     vtorc::telemetry::try_init(&config(&cluster, 1, 1, &[&endpoint, "--log-level=warn"]))
         .expect("telemetry with OTLP export");

@@ -19,7 +19,7 @@ mod recovery_support;
 use std::time::Duration;
 
 use integration::cluster::{ClusterBuilder, KeyspaceSpec, ShardSpec, poll_until};
-use integration::workload::{Workload, WorkloadConfig, check_acknowledged};
+use integration::workload::{Workload, WorkloadConfig, check_acknowledged_on};
 use recovery_support::*;
 use vtorc::analysis::{AnalysisCode, RecoveryKind};
 use vtorc::model::Reachability;
@@ -57,13 +57,15 @@ async fn dead_primary_with_an_unreachable_replica_is_failed_over_to_a_live_repli
     );
 
     let wl_config = WorkloadConfig::new(KS, "0");
-    let workload = Workload::start(cluster.topo().clone(), wl_config.clone())
-        .await
-        .expect("workload starts");
-    workload
-        .wait_for_acks_on(&alias(100), 30, Duration::from_secs(20))
-        .await
-        .expect("the primary acknowledges writes");
+    let workload = Workload::start_acked(
+        cluster.topo().clone(),
+        wl_config.clone(),
+        &alias(100),
+        30,
+        Duration::from_secs(20),
+    )
+    .await
+    .expect("the workload starts and the primary acknowledges writes");
 
     // The RDONLY's host goes away first, and vtorc notices.
     cluster.kill_agent(&alias(103)).expect("kill the agent");
@@ -155,11 +157,9 @@ async fn dead_primary_with_an_unreachable_replica_is_failed_over_to_a_live_repli
         .await
         .expect("the new primary acknowledges writes");
     let report = workload.stop().await.expect("the workload stops");
-    let mut conn = cluster.mysql_conn(&successor).await.expect("connect");
-    let check = check_acknowledged(&mut conn, &wl_config, &report)
+    let check = check_acknowledged_on(&cluster, &successor, &wl_config, &report)
         .await
         .expect("read the table");
-    conn.disconnect().await.ok();
     assert!(
         check.is_lossless(),
         "acknowledged writes lost: {:?} (of {})",

@@ -12,6 +12,7 @@ mod recovery_support;
 use std::time::Duration;
 
 use integration::cluster::{AgentMode, Cluster, ClusterBuilder, poll_until};
+use integration::testkit::semi_sync_commerce;
 use recovery_support::*;
 use vtorc::analysis::RecoveryKind;
 use vtorc::proto::topodata::{TabletAlias, TabletType};
@@ -77,10 +78,7 @@ async fn wait_one_serving_primary(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_vtorcs_and_a_dead_primary_run_exactly_one_ers() {
-    let mut cluster = ClusterBuilder::three_tablets(KS, "semi_sync")
-        .start()
-        .await
-        .expect("cluster starts");
+    let mut cluster = semi_sync_commerce().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut vtorcs = three_vtorcs(&cluster, dir.path()).await;
     cluster.kill_mysql(&alias(100)).expect("kill -9");

@@ -10,7 +10,7 @@ mod reparent_support;
 use std::time::Duration;
 
 use integration::cluster::{Cluster, ClusterBuilder, KeyspaceSpec, ShardSpec, TabletSpec};
-use integration::workload::{Workload, WorkloadConfig, check_acknowledged};
+use integration::workload::{Workload, WorkloadConfig, check_acknowledged_on};
 use reparent_support::{alias, reparenter, topo_type, wait_replicating_from};
 use vtorc::proto::topodata::{TabletAlias, TabletType};
 use vtorc::reparent::{EmergencyReparentOptions, EventLog, PlannedReparentOptions};
@@ -42,13 +42,15 @@ async fn ers_with_lagging(
 ) -> TabletAlias {
     let old = alias("zone1", 100);
     let config = WorkloadConfig::new("commerce", "0");
-    let workload = Workload::start(cluster.topo().clone(), config.clone())
-        .await
-        .expect("workload starts");
-    workload
-        .wait_for_acks_on(&old, 100, Duration::from_secs(60))
-        .await
-        .expect("writes flow");
+    let workload = Workload::start_acked(
+        cluster.topo().clone(),
+        config.clone(),
+        &old,
+        100,
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("the workload starts and writes flow");
     for t in lagging {
         cluster
             .stop_replication_io_thread(t)
@@ -88,8 +90,7 @@ async fn ers_with_lagging(
         .await
         .expect("writes resume");
     let report = workload.stop().await.expect("workload stops");
-    let mut conn = cluster.mysql_conn(&winner).await.expect("connect");
-    let check = check_acknowledged(&mut conn, &config, &report)
+    let check = check_acknowledged_on(cluster, &winner, &config, &report)
         .await
         .expect("read");
     assert!(check.is_lossless(), "lost acknowledged writes: {check:?}");

@@ -8,7 +8,8 @@ mod reparent_support;
 use std::time::Duration;
 
 use integration::cluster::{Cluster, ClusterBuilder, KeyspaceSpec, ShardSpec, TabletSpec};
-use integration::workload::{Workload, WorkloadConfig, check_acknowledged};
+use integration::testkit::semi_sync_commerce;
+use integration::workload::{Workload, WorkloadConfig, check_acknowledged_on};
 use mysql_async::prelude::Queryable;
 use reparent_support::{alias, reparenter, topo_type, wait_replicating_from, writable};
 use tokio::time::Instant;
@@ -41,22 +42,21 @@ async fn io_state(cluster: &Cluster, replica: &TabletAlias) -> i32 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ers_after_kill_9_of_the_primary_promotes_the_most_advanced_replica_and_loses_nothing() {
-    let mut cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
-        .start()
-        .await
-        .expect("cluster starts");
+    let mut cluster = semi_sync_commerce().await;
     let old = alias("zone1", 100);
     let config = WorkloadConfig {
         writers: 4,
         ..WorkloadConfig::new("commerce", "0")
     };
-    let workload = Workload::start(cluster.topo().clone(), config.clone())
-        .await
-        .expect("workload starts");
-    workload
-        .wait_for_acks_on(&old, 300, Duration::from_secs(60))
-        .await
-        .expect("writes flow");
+    let workload = Workload::start_acked(
+        cluster.topo().clone(),
+        config.clone(),
+        &old,
+        300,
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("the workload starts and writes flow");
     let killed = cluster.kill_mysql(&old).expect("kill -9 the primary's MariaDB");
     let killed_at = Instant::now();
     eprintln!("killed MariaDB of {old} (pid {killed})");
@@ -108,8 +108,7 @@ async fn ers_after_kill_9_of_the_primary_promotes_the_most_advanced_replica_and_
         .await
         .expect("writes resume on the new primary");
     let report = workload.stop().await.expect("workload stops");
-    let mut conn = cluster.mysql_conn(&winner).await.expect("connect");
-    let check = check_acknowledged(&mut conn, &config, &report)
+    let check = check_acknowledged_on(&cluster, &winner, &config, &report)
         .await
         .expect("read");
     eprintln!(
@@ -139,10 +138,7 @@ async fn ers_after_kill_9_of_the_primary_promotes_the_most_advanced_replica_and_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ers_refuses_when_too_few_tablets_answer_to_revoke_the_old_primary() {
-    let mut cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
-        .start()
-        .await
-        .expect("cluster starts");
+    let mut cluster = semi_sync_commerce().await;
     let (p, r1, r2) = (alias("zone1", 100), alias("zone1", 101), alias("zone1", 102));
     // The primary and one replica are gone: the primary may still be able
     // to get acks from that replica, so nothing proves it stopped writing.
@@ -188,10 +184,7 @@ async fn ers_refuses_when_too_few_tablets_answer_to_revoke_the_old_primary() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ers_refuses_split_brain_positions() {
-    let mut cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
-        .start()
-        .await
-        .expect("cluster starts");
+    let mut cluster = semi_sync_commerce().await;
     let (p, r1, r2) = (alias("zone1", 100), alias("zone1", 101), alias("zone1", 102));
     cluster.kill_mysql(&p).expect("kill primary");
     // Each replica gets a transaction, stamped with the primary's server id,

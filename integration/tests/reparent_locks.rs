@@ -7,7 +7,8 @@ mod reparent_support;
 
 use std::time::{Duration, SystemTime};
 
-use integration::cluster::{ClusterBuilder, GLOBAL_ROOT};
+use integration::cluster::GLOBAL_ROOT;
+use integration::testkit::semi_sync_commerce;
 use reparent_support::{Server, ThirdPartyLock, alias, reparenter, topo_type, wait_replicating_from};
 use tokio::time::Instant;
 use vtorc::proto::topodata::TabletType;
@@ -40,10 +41,7 @@ fn lock_window(log: &EventLog) -> (SystemTime, SystemTime) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_prs_and_ers_on_one_shard_are_serialized_by_the_shard_lock() {
-    let cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
-        .start()
-        .await
-        .expect("cluster starts");
+    let cluster = semi_sync_commerce().await;
     let rp = reparenter(&cluster, Duration::from_secs(15));
     let (prs_log, ers_log) = (EventLog::default(), EventLog::default());
     let prs_opts = PlannedReparentOptions {
@@ -91,10 +89,7 @@ async fn concurrent_prs_and_ers_on_one_shard_are_serialized_by_the_shard_lock() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_third_party_holding_the_shard_lock_blocks_our_reparent() {
-    let cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
-        .start()
-        .await
-        .expect("cluster starts");
+    let cluster = semi_sync_commerce().await;
     let theirs = ThirdPartyLock::take(&cluster, "commerce", "0").await;
 
     // With a short --lock-timeout the reparent gives up without touching a tablet.
@@ -176,10 +171,7 @@ async fn a_third_party_holding_the_shard_lock_blocks_our_reparent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_vtctld_api_validates_and_maps_refusals_to_grpc_codes() {
-    let cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
-        .start()
-        .await
-        .expect("cluster starts");
+    let cluster = semi_sync_commerce().await;
     let server = Server::start(&cluster, Duration::from_secs(10)).await;
     let mut client = VtctldClient::connect(format!("http://{}", server.address))
         .await

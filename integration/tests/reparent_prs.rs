@@ -7,8 +7,8 @@ mod reparent_support;
 
 use std::time::Duration;
 
-use integration::cluster::ClusterBuilder;
-use integration::workload::{Workload, WorkloadConfig, check_acknowledged};
+use integration::testkit::semi_sync_commerce;
+use integration::workload::{Workload, WorkloadConfig, check_acknowledged_on};
 use reparent_support::{alias, reparenter, topo_type, wait_replicating_from, writable};
 use tokio::time::Instant;
 use vtorc::proto::topodata::TabletType;
@@ -16,10 +16,7 @@ use vtorc::reparent::{EventLog, PlannedReparentOptions, ReparentError};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prs_under_write_load_moves_the_primary_without_losing_an_acknowledged_write() {
-    let cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
-        .start()
-        .await
-        .expect("cluster starts");
+    let cluster = semi_sync_commerce().await;
     let (old, new) = (alias("zone1", 100), alias("zone1", 101));
     assert_eq!(
         cluster.primary_alias("commerce", "0").await.expect("shard"),
@@ -29,13 +26,15 @@ async fn prs_under_write_load_moves_the_primary_without_losing_an_acknowledged_w
         writers: 4,
         ..WorkloadConfig::new("commerce", "0")
     };
-    let workload = Workload::start(cluster.topo().clone(), config.clone())
-        .await
-        .expect("workload starts");
-    workload
-        .wait_for_acks_on(&old, 200, Duration::from_secs(60))
-        .await
-        .expect("writes flow on the old primary");
+    let workload = Workload::start_acked(
+        cluster.topo().clone(),
+        config.clone(),
+        &old,
+        200,
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("the workload starts and writes flow on the old primary");
 
     let rp = reparenter(&cluster, Duration::from_secs(15));
     let log = EventLog::default();
@@ -81,11 +80,7 @@ async fn prs_under_write_load_moves_the_primary_without_losing_an_acknowledged_w
         .await
         .expect("writes flow on the new primary");
     let report = workload.stop().await.expect("workload stops");
-    let mut conn = cluster
-        .mysql_conn(&new)
-        .await
-        .expect("connect to the new primary");
-    let check = check_acknowledged(&mut conn, &config, &report)
+    let check = check_acknowledged_on(&cluster, &new, &config, &report)
         .await
         .expect("read the table");
     eprintln!(
@@ -121,10 +116,7 @@ async fn prs_under_write_load_moves_the_primary_without_losing_an_acknowledged_w
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prs_refusals_leave_the_shard_untouched() {
-    let cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
-        .start()
-        .await
-        .expect("cluster starts");
+    let cluster = semi_sync_commerce().await;
     let rp = reparenter(&cluster, Duration::from_secs(10));
     let primary = alias("zone1", 100);
     let err = rp

@@ -24,8 +24,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use api_support::RunningVtorc;
-use integration::cluster::{ClusterBuilder, poll_until};
+use integration::cluster::poll_until;
 use integration::process::{ChildGuard, free_port};
+use integration::testkit::semi_sync_commerce;
 use integration::vtadmin::{VitessPieces, VtadminStack, VtctldEndpoint, http_get, http_request};
 use serde_json::{Value, json};
 use vtorc::proto::topodata::TabletAlias;
@@ -275,10 +276,7 @@ async fn operator_fails_over_a_shard_from_vtadmin_and_vtorc_rs_performs_it() {
     eprintln!("Vitess pieces ready in {:.1?}: {pieces:?}", started.elapsed());
     let dir = artifacts_dir();
 
-    let cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
-        .start()
-        .await
-        .expect("cluster starts");
+    let cluster = semi_sync_commerce().await;
     let audit_file = dir.join("audit.jsonl");
     let audit_flag = format!("--audit-file-location={}", audit_file.display());
     let vtorc = RunningVtorc::start(&cluster, &[audit_flag.as_str()]).await;

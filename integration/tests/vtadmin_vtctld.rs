@@ -15,6 +15,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use integration::cluster::{Cluster, ClusterBuilder, poll_until};
+use integration::testkit::semi_sync_commerce;
 use reparent_support::{Server, alias, topo_type, wait_replicating_from, writable};
 use vtorc::proto::topodata::TabletType;
 
@@ -87,10 +88,7 @@ fn assert_fails(out: &Output, needles: &[&str]) {
 }
 
 async fn three_tablets() -> Cluster {
-    ClusterBuilder::three_tablets("commerce", "semi_sync")
-        .start()
-        .await
-        .expect("cluster starts")
+    semi_sync_commerce().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,8 @@ use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
 
-use integration::cluster::{Cluster, ClusterBuilder};
+use integration::cluster::Cluster;
+use integration::testkit::semi_sync_commerce;
 use reparent_support::{Server, alias, topo_type, wait_replicating_from};
 use vtorc::analysis::AnalysisCode;
 use vtorc::proto::topodata::TabletType;
@@ -96,10 +97,7 @@ fn internal(cluster: &Cluster) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vtctldclient_reads_and_reparents_through_our_server() {
     let Some(client) = vtctldclient() else { return };
-    let mut cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
-        .start()
-        .await
-        .expect("cluster starts");
+    let mut cluster = semi_sync_commerce().await;
     let server = Server::start(&cluster, Duration::from_secs(15)).await;
     let at = |args: &[&str]| {
         let mut v = vec!["--server", server.address.as_str()];
@@ -331,10 +329,7 @@ fn operator_records(server: &Server, kind: &str) -> Vec<RecoveryRecord> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_vitess_reads_our_topo_respects_our_lock_and_reparents_our_agents() {
     let Some(client) = vtctldclient() else { return };
-    let mut cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
-        .start()
-        .await
-        .expect("cluster starts");
+    let mut cluster = semi_sync_commerce().await;
     let base = internal(&cluster);
     let call = |args: &[&str]| {
         let mut v: Vec<String> = base.clone();

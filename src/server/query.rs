@@ -379,12 +379,7 @@ impl ApiContext {
     /// The audit's detections of `filter`'s shards whose recovery was
     /// skipped, newest first, at most `limit`.
     pub fn skipped_detections(&self, filter: &ShardFilter, limit: Option<usize>) -> Vec<DetectionRecord> {
-        let mut skipped: Vec<DetectionRecord> = self
-            .recovery
-            .detections(&filter.audit(None))
-            .into_iter()
-            .filter(|d| d.skip_reason.is_some())
-            .collect();
+        let mut skipped = self.detections_where(filter, |d| d.skip_reason.is_some());
         if let Some(limit) = limit {
             skipped.truncate(limit);
         }
@@ -394,14 +389,20 @@ impl ApiContext {
     /// The open incidents (detections not resolved) of `filter`'s shards,
     /// oldest first.
     pub fn open_detections(&self, filter: &ShardFilter) -> Vec<DetectionRecord> {
-        let mut open: Vec<DetectionRecord> = self
-            .recovery
-            .detections(&filter.audit(None))
-            .into_iter()
-            .filter(|d| d.resolved_at.is_none())
-            .collect();
+        let mut open = self.detections_where(filter, |d| d.resolved_at.is_none());
         open.sort_by_key(|d| d.detection_id);
         open
+    }
+
+    /// Every detection the audit keeps for `filter`'s shards that passes `keep`.
+    fn detections_where(
+        &self,
+        filter: &ShardFilter,
+        keep: impl Fn(&DetectionRecord) -> bool,
+    ) -> Vec<DetectionRecord> {
+        let mut all = self.recovery.detections(&filter.audit(None));
+        all.retain(keep);
+        all
     }
 
     /// Sets the global recoveries switch; returns the new state.
