@@ -74,6 +74,32 @@ impl fmt::Display for KeyspaceShard {
     }
 }
 
+/// `#[serde(serialize_with = ...)]` helpers: aliases as their text form
+/// (`zone1-0000000100`), as the audit and the HTTP API write them.
+pub mod alias_text {
+    use serde::Serializer;
+
+    use crate::proto::topodata::TabletAlias;
+
+    /// One alias.
+    pub fn one<S: Serializer>(a: &TabletAlias, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(a)
+    }
+
+    /// An alias or `null`.
+    pub fn optional<S: Serializer>(a: &Option<TabletAlias>, s: S) -> Result<S::Ok, S::Error> {
+        match a {
+            Some(a) => s.collect_str(a),
+            None => s.serialize_none(),
+        }
+    }
+
+    /// A list of aliases.
+    pub fn list<S: Serializer>(aliases: &[TabletAlias], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(aliases.iter().map(ToString::to_string))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use vtorc::analysis::{AnalysisCode as C, AnalysisConfig, StructureWarning as W};
+use vtorc::analysis::{AnalysisCode as C, AnalysisConfig, Durability, StructureWarning as W};
 use vtorc::model::{PeerHealthReport, PeerPing, TopoTime};
 use vtorc::proto::topodata::{TabletAlias, TabletType};
 use vtorc::testkit::{MYSQL_PORT, ShardBuilder, TabletFixture, gtids, mysql_host};
@@ -26,14 +26,7 @@ use analysis_support::*;
 #[test]
 fn healthy_shard_reports_nothing_for_every_policy() {
     let now = t0();
-    for policy in [
-        "none",
-        "semi_sync",
-        "semi_sync_with_rdonly_ack",
-        "cross_cell",
-        "cross_cell_with_rdonly_ack",
-        "test",
-    ] {
+    for policy in Durability::ALL.map(Durability::name) {
         let b = ShardBuilder::new("ks", "0", policy, now)
             .primary("zone1", 100)
             .replica("zone1", 101)

@@ -49,15 +49,6 @@ const CASES: u32 = 3_000;
 /// Rounds of [`CASES`] the repair property may run to see every code.
 const MAX_ROUNDS: usize = 5;
 
-const POLICIES: [&str; 6] = [
-    "none",
-    "semi_sync",
-    "semi_sync_with_rdonly_ack",
-    "cross_cell",
-    "cross_cell_with_rdonly_ack",
-    "test",
-];
-
 #[derive(Clone, Copy, Debug)]
 enum PrimaryFault {
     Unreachable,
@@ -156,7 +147,7 @@ fn replica_fault() -> impl Strategy<Value = ReplicaFault> {
 
 fn plan() -> impl Strategy<Value = Plan> {
     (
-        prop::sample::select(POLICIES.to_vec()),
+        prop::sample::select(Durability::ALL.map(Durability::name).to_vec()),
         prop::option::weighted(0.85, prop::collection::vec(primary_fault(), 0..3)),
         any::<bool>(),
         prop::bool::weighted(0.15),

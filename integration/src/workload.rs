@@ -352,18 +352,17 @@ impl Workload {
         map.get(primary).copied().unwrap_or(0)
     }
 
-    /// [`Workload::start`], then [`Workload::wait_for_acks_on`]: the
-    /// workload runs and `primary` has acknowledged `count` writes within
-    /// `timeout`.
+    /// [`Workload::start`] on `cluster`, then [`Workload::wait_for_acks_on`]:
+    /// the workload runs and `primary` has acknowledged `count` writes
+    /// (within [`ACK_WAIT`]).
     pub async fn start_acked(
-        topo: Topo,
-        config: WorkloadConfig,
+        cluster: &Cluster,
+        config: &WorkloadConfig,
         primary: &TabletAlias,
         count: u64,
-        timeout: Duration,
     ) -> anyhow::Result<Workload> {
-        let workload = Workload::start(topo, config).await?;
-        workload.wait_for_acks_on(primary, count, timeout).await?;
+        let workload = Workload::start(cluster.topo().clone(), config.clone()).await?;
+        workload.wait_for_acks_on(primary, count, ACK_WAIT).await?;
         Ok(workload)
     }
 
@@ -550,6 +549,10 @@ async fn run_writer(
     }
     log
 }
+
+/// How long [`Workload::start_acked`] waits for the first acknowledged
+/// writes (a bound for a failing test, not a pace).
+pub const ACK_WAIT: Duration = Duration::from_secs(60);
 
 /// [`check_acknowledged`] on the MySQL of `tablet` (a connection of its
 /// own, closed after).

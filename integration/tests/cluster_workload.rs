@@ -23,15 +23,9 @@ async fn caught_up(cluster: &Cluster, uid: u32) {
 async fn every_acknowledged_write_is_on_the_primary_and_on_both_replicas() {
     let cluster = semi_sync_commerce().await;
     let config = WorkloadConfig::new("commerce", "0");
-    let workload = Workload::start_acked(
-        cluster.topo().clone(),
-        config.clone(),
-        &alias(100),
-        300,
-        Duration::from_secs(30),
-    )
-    .await
-    .expect("the workload starts and writes flow");
+    let workload = Workload::start_acked(&cluster, &config, &alias(100), 300)
+        .await
+        .expect("the workload starts and writes flow");
     let report = workload.stop().await.expect("stop");
     eprintln!(
         "{} acknowledged writes in {:?} ({} errors)",
@@ -65,15 +59,9 @@ async fn every_acknowledged_write_is_on_the_primary_and_on_both_replicas() {
 async fn the_checker_reports_acknowledged_rows_that_vanished() {
     let cluster = semi_sync_commerce().await;
     let config = WorkloadConfig::new("commerce", "0");
-    let workload = Workload::start_acked(
-        cluster.topo().clone(),
-        config.clone(),
-        &alias(100),
-        50,
-        Duration::from_secs(30),
-    )
-    .await
-    .expect("the workload starts and writes flow");
+    let workload = Workload::start_acked(&cluster, &config, &alias(100), 50)
+        .await
+        .expect("the workload starts and writes flow");
     let report = workload.stop().await.expect("stop");
     let victims: Vec<u64> = report.acked_ids().into_iter().step_by(10).take(3).collect();
     let mut conn = cluster.mysql_conn(&alias(100)).await.expect("connect");
@@ -93,15 +81,9 @@ async fn the_checker_reports_acknowledged_rows_that_vanished() {
 async fn writes_a_read_only_primary_refuses_are_rejected_not_acknowledged() {
     let cluster = semi_sync_commerce().await;
     let config = WorkloadConfig::new("commerce", "0");
-    let workload = Workload::start_acked(
-        cluster.topo().clone(),
-        config.clone(),
-        &alias(100),
-        20,
-        Duration::from_secs(30),
-    )
-    .await
-    .expect("the workload starts and writes flow");
+    let workload = Workload::start_acked(&cluster, &config, &alias(100), 20)
+        .await
+        .expect("the workload starts and writes flow");
     cluster.set_read_only(&alias(100)).await.expect("read_only=ON");
     workload
         .wait_for_rejections(10, Duration::from_secs(30))

@@ -66,15 +66,9 @@ async fn fail_over_under_load(cluster: &mut Cluster, lagging: Option<TabletAlias
         writers: 4,
         ..WorkloadConfig::new("commerce", "0")
     };
-    let workload = Workload::start_acked(
-        cluster.topo().clone(),
-        config.clone(),
-        &alias(100),
-        WRITES_PER_PRIMARY,
-        Duration::from_secs(60),
-    )
-    .await
-    .expect("the workload starts and writes flow on the first primary");
+    let workload = Workload::start_acked(cluster, &config, &alias(100), WRITES_PER_PRIMARY)
+        .await
+        .expect("the workload starts and writes flow on the first primary");
     if let Some(lagging) = &lagging {
         cluster
             .stop_replication_io_thread(lagging)
@@ -349,15 +343,9 @@ async fn a_manual_emergency_failover_after_kill_9_loses_no_acknowledged_write_wi
 async fn promoting_the_lagging_replica_instead_loses_acknowledged_writes_and_the_check_says_so() {
     let mut cluster = semi_sync_commerce().await;
     let config = WorkloadConfig::new("commerce", "0");
-    let workload = Workload::start_acked(
-        cluster.topo().clone(),
-        config.clone(),
-        &alias(100),
-        50,
-        Duration::from_secs(60),
-    )
-    .await
-    .expect("the workload starts and writes flow");
+    let workload = Workload::start_acked(&cluster, &config, &alias(100), 50)
+        .await
+        .expect("the workload starts and writes flow");
     cluster
         .stop_replication_io_thread(&alias(102))
         .await

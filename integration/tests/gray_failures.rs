@@ -61,15 +61,9 @@ async fn start_workload(cluster: &Cluster) -> (Workload, WorkloadConfig) {
         statement_timeout: Duration::from_secs(5),
         ..WorkloadConfig::new(KS, "0")
     };
-    let workload = Workload::start_acked(
-        cluster.topo().clone(),
-        config.clone(),
-        &alias(100),
-        20,
-        Duration::from_secs(30),
-    )
-    .await
-    .expect("the workload starts and the primary takes writes");
+    let workload = Workload::start_acked(cluster, &config, &alias(100), 20)
+        .await
+        .expect("the workload starts and the primary takes writes");
     (workload, config)
 }
 

@@ -57,15 +57,9 @@ async fn dead_primary_with_an_unreachable_replica_is_failed_over_to_a_live_repli
     );
 
     let wl_config = WorkloadConfig::new(KS, "0");
-    let workload = Workload::start_acked(
-        cluster.topo().clone(),
-        wl_config.clone(),
-        &alias(100),
-        30,
-        Duration::from_secs(20),
-    )
-    .await
-    .expect("the workload starts and the primary acknowledges writes");
+    let workload = Workload::start_acked(&cluster, &wl_config, &alias(100), 30)
+        .await
+        .expect("the workload starts and the primary acknowledges writes");
 
     // The RDONLY's host goes away first, and vtorc notices.
     cluster.kill_agent(&alias(103)).expect("kill the agent");

@@ -226,15 +226,9 @@ async fn a_primary_blocked_on_semi_sync_acks_is_failed_over_by_ers() {
         ..WorkloadConfig::new(KS, "0")
     };
     wl_config.statement_timeout = Duration::from_secs(60);
-    let workload = Workload::start_acked(
-        cluster.topo().clone(),
-        wl_config.clone(),
-        &alias(100),
-        50,
-        Duration::from_secs(20),
-    )
-    .await
-    .expect("the workload starts and the primary acknowledges writes");
+    let workload = Workload::start_acked(&cluster, &wl_config, &alias(100), 50)
+        .await
+        .expect("the workload starts and the primary acknowledges writes");
 
     assert!(!vtorc.handle.disable_global_recoveries());
     for r in [101, 102] {
@@ -547,15 +541,9 @@ async fn a_primary_record_whose_tablet_runs_as_replica_is_fixed_by_undo_demote_p
         .wait_until_healthy(&shard0(KS), Duration::from_secs(20))
         .await;
     let wl_config = WorkloadConfig::new(KS, "0");
-    let workload = Workload::start_acked(
-        cluster.topo().clone(),
-        wl_config.clone(),
-        &alias(100),
-        20,
-        Duration::from_secs(20),
-    )
-    .await
-    .expect("the workload starts and the primary acknowledges writes");
+    let workload = Workload::start_acked(&cluster, &wl_config, &alias(100), 20)
+        .await
+        .expect("the workload starts and the primary acknowledges writes");
     let report = workload.stop().await.expect("the workload stops");
     poll_until(
         Duration::from_secs(10),

@@ -42,15 +42,9 @@ async fn ers_with_lagging(
 ) -> TabletAlias {
     let old = alias("zone1", 100);
     let config = WorkloadConfig::new("commerce", "0");
-    let workload = Workload::start_acked(
-        cluster.topo().clone(),
-        config.clone(),
-        &old,
-        100,
-        Duration::from_secs(60),
-    )
-    .await
-    .expect("the workload starts and writes flow");
+    let workload = Workload::start_acked(cluster, &config, &old, 100)
+        .await
+        .expect("the workload starts and writes flow");
     for t in lagging {
         cluster
             .stop_replication_io_thread(t)

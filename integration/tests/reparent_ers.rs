@@ -48,15 +48,9 @@ async fn ers_after_kill_9_of_the_primary_promotes_the_most_advanced_replica_and_
         writers: 4,
         ..WorkloadConfig::new("commerce", "0")
     };
-    let workload = Workload::start_acked(
-        cluster.topo().clone(),
-        config.clone(),
-        &old,
-        300,
-        Duration::from_secs(60),
-    )
-    .await
-    .expect("the workload starts and writes flow");
+    let workload = Workload::start_acked(&cluster, &config, &old, 300)
+        .await
+        .expect("the workload starts and writes flow");
     let killed = cluster.kill_mysql(&old).expect("kill -9 the primary's MariaDB");
     let killed_at = Instant::now();
     eprintln!("killed MariaDB of {old} (pid {killed})");

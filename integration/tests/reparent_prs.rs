@@ -26,15 +26,9 @@ async fn prs_under_write_load_moves_the_primary_without_losing_an_acknowledged_w
         writers: 4,
         ..WorkloadConfig::new("commerce", "0")
     };
-    let workload = Workload::start_acked(
-        cluster.topo().clone(),
-        config.clone(),
-        &old,
-        200,
-        Duration::from_secs(60),
-    )
-    .await
-    .expect("the workload starts and writes flow on the old primary");
+    let workload = Workload::start_acked(&cluster, &config, &old, 200)
+        .await
+        .expect("the workload starts and writes flow on the old primary");
 
     let rp = reparenter(&cluster, Duration::from_secs(15));
     let log = EventLog::default();

@@ -11,20 +11,9 @@ use serde::{Serialize, Serializer};
 
 use super::codes::{AnalysisCode, Priority, RecoveryKind, StructureWarning};
 use super::quorum::QuorumResult;
-use crate::ids::KeyspaceShard;
+use crate::ids::{KeyspaceShard, alias_text};
 use crate::model::TopoTime;
 use crate::proto::topodata::{TabletAlias, TabletType};
-
-fn ser_alias<S: Serializer>(a: &TabletAlias, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(a)
-}
-
-fn ser_opt_alias<S: Serializer>(a: &Option<TabletAlias>, s: S) -> Result<S::Ok, S::Error> {
-    match a {
-        Some(a) => s.collect_str(a),
-        None => s.serialize_none(),
-    }
-}
 
 fn ser_time<S: Serializer>(t: &Option<TopoTime>, s: S) -> Result<S::Ok, S::Error> {
     match t {
@@ -104,10 +93,10 @@ pub struct DetectionAnalysis {
     pub structure_analysis: Vec<StructureWarning>,
 
     /// The analysed tablet.
-    #[serde(serialize_with = "ser_alias")]
+    #[serde(serialize_with = "alias_text::one")]
     pub analyzed_instance_alias: TabletAlias,
     /// The tablet its MySQL replicates from, if resolved within the shard.
-    #[serde(serialize_with = "ser_opt_alias")]
+    #[serde(serialize_with = "alias_text::optional")]
     pub analyzed_instance_primary_alias: Option<TabletAlias>,
     /// Keyspace.
     pub analyzed_keyspace: String,

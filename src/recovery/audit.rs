@@ -37,7 +37,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::analysis::{AnalysisCode, DetectionAnalysis, RecoveryKind};
-use crate::ids::KeyspaceShard;
+use crate::ids::{KeyspaceShard, alias_text};
 use crate::model::TopoTime;
 use crate::proto::topodata::TabletAlias;
 use crate::reparent::{EventLevel, ReparentEvent, WallClock};
@@ -176,10 +176,10 @@ pub struct OperatorRequest {
     /// it connected with one (`--grpc-ca`).
     pub client_identity: Option<String>,
     /// The tablet the operator asked to promote, if one was named.
-    #[serde(serialize_with = "ser_opt_alias")]
+    #[serde(serialize_with = "alias_text::optional")]
     pub new_primary: Option<TabletAlias>,
     /// The tablet the operator asked to move the primary away from (PRS).
-    #[serde(serialize_with = "ser_opt_alias")]
+    #[serde(serialize_with = "alias_text::optional")]
     pub avoid_primary: Option<TabletAlias>,
 }
 
@@ -216,7 +216,7 @@ pub struct DetectionRecord {
     #[serde(serialize_with = "ser_kind")]
     pub recovery_type: RecoveryKind,
     /// The analysed tablet.
-    #[serde(serialize_with = "ser_alias")]
+    #[serde(serialize_with = "alias_text::one")]
     pub tablet_alias: TabletAlias,
     /// Keyspace.
     pub keyspace: String,
@@ -271,7 +271,7 @@ pub struct RecoveryRecord {
     #[serde(serialize_with = "ser_kind")]
     pub recovery_type: RecoveryKind,
     /// The analysed tablet.
-    #[serde(serialize_with = "ser_alias")]
+    #[serde(serialize_with = "alias_text::one")]
     pub tablet_alias: TabletAlias,
     /// Keyspace.
     pub keyspace: String,
@@ -291,7 +291,7 @@ pub struct RecoveryRecord {
     /// The analysis as re-checked under the shard lock.
     pub analysis_entry: DetectionAnalysis,
     /// Tablets the recovery acts on (the analysed one first).
-    #[serde(serialize_with = "ser_aliases")]
+    #[serde(serialize_with = "alias_text::list")]
     pub tablets: Vec<TabletAlias>,
     /// Steps, in order.
     pub steps: Vec<RecoveryStep>,
@@ -300,7 +300,7 @@ pub struct RecoveryRecord {
     /// The error, when it failed.
     pub error: Option<String>,
     /// The new primary, when the recovery promoted one.
-    #[serde(serialize_with = "ser_opt_alias")]
+    #[serde(serialize_with = "alias_text::optional")]
     pub successor_alias: Option<TabletAlias>,
     /// Set when an operator requested this reparent through the Vtctld
     /// service (then `recovery_type` is `OperatorPlannedReparentShard` or
@@ -1034,21 +1034,6 @@ impl AuditLog {
     pub fn active_detection(&self, alias: &TabletAlias, code: AnalysisCode) -> Option<DetectionRecord> {
         self.lock().active.get(&(alias.clone(), code)).cloned()
     }
-}
-
-fn ser_alias<S: Serializer>(a: &TabletAlias, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(a)
-}
-
-fn ser_opt_alias<S: Serializer>(a: &Option<TabletAlias>, s: S) -> Result<S::Ok, S::Error> {
-    match a {
-        Some(a) => s.collect_str(a),
-        None => s.serialize_none(),
-    }
-}
-
-fn ser_aliases<S: Serializer>(aliases: &[TabletAlias], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(aliases.iter().map(ToString::to_string))
 }
 
 fn ser_kind<S: Serializer>(k: &RecoveryKind, s: S) -> Result<S::Ok, S::Error> {

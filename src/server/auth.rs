@@ -50,14 +50,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use axum::http::{Request, Response};
-use futures::future::Either;
 use tonic::Status;
 use tonic::transport::server::TcpConnectInfo;
 
+use super::grpc_only::{Gated, RequestGate};
 use crate::config::{Config, GrpcAuthMode};
 use crate::recovery::AuditLog;
 use crate::telemetry::metrics::{
@@ -700,38 +699,15 @@ pub struct GrpcAccessLayer {
 }
 
 impl<S> tower::Layer<S> for GrpcAccessLayer {
-    type Service = GrpcAccessService<S>;
-    fn layer(&self, inner: S) -> GrpcAccessService<S> {
-        GrpcAccessService {
-            inner,
-            access: self.access.clone(),
-        }
+    type Service = Gated<GrpcAccessLayer, S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Gated::new(self.clone(), inner)
     }
 }
 
-/// The service of [`GrpcAccessLayer`].
-#[derive(Clone, Debug)]
-pub struct GrpcAccessService<S> {
-    inner: S,
-    access: Option<Arc<GrpcAccess>>,
-}
-
-impl<S, B> tower::Service<Request<B>> for GrpcAccessService<S>
-where
-    S: tower::Service<Request<B>, Response = Response<tonic::body::Body>>,
-{
-    type Response = Response<tonic::body::Body>;
-    type Error = S::Error;
-    type Future = Either<S::Future, std::future::Ready<Result<Self::Response, S::Error>>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        let Some(access) = &self.access else {
-            return Either::Left(self.inner.call(req));
-        };
+impl RequestGate for GrpcAccessLayer {
+    fn refuse<B>(&self, req: &Request<B>) -> Option<Response<tonic::body::Body>> {
+        let access = self.access.as_ref()?;
         let (peer, identity) = match req.extensions().get::<TlsConnectInfo>() {
             Some(info) => (info.tcp.remote_addr(), info.identity.clone()),
             None => (
@@ -741,10 +717,10 @@ where
                 None,
             ),
         };
-        match access.check(req.uri().path(), peer, identity.as_deref(), req.headers()) {
-            Ok(()) => Either::Left(self.inner.call(req)),
-            Err(status) => Either::Right(std::future::ready(Ok(status.into_http()))),
-        }
+        access
+            .check(req.uri().path(), peer, identity.as_deref(), req.headers())
+            .err()
+            .map(Status::into_http)
     }
 }
 

@@ -191,34 +191,27 @@ impl Vtorc {
     pub async fn wait_until_healthy(&self, key: &KeyspaceShard, timeout: Duration) {
         let what = format!("shard {key} without problems");
         poll_until(timeout, &what, || async {
-            let left: Vec<String> = self
-                .handle
-                .explain(key)
-                .into_iter()
-                .map(|e| {
-                    format!(
-                        "{} on {}",
-                        e.analysis.analysis, e.analysis.analyzed_instance_alias
-                    )
-                })
-                .collect();
-            Ok(left.is_empty().then_some(()))
+            Ok(self.problems_left(key).is_empty().then_some(()))
         })
         .await
         .unwrap_or_else(|e| {
-            let left: Vec<String> = self
-                .handle
-                .explain(key)
-                .into_iter()
-                .map(|e| {
-                    format!(
-                        "{} on {}: {}",
-                        e.analysis.analysis, e.analysis.analyzed_instance_alias, e.analysis.reason
-                    )
-                })
-                .collect();
+            let left = self.problems_left(key);
             panic!("{e:#}; still: {left:?}; audit: {}", self.audit_dump())
-        })
+        });
+    }
+
+    /// The problems Explain still lists for `key`: code, tablet and reason.
+    fn problems_left(&self, key: &KeyspaceShard) -> Vec<String> {
+        self.handle
+            .explain(key)
+            .into_iter()
+            .map(|e| {
+                format!(
+                    "{} on {}: {}",
+                    e.analysis.analysis, e.analysis.analyzed_instance_alias, e.analysis.reason
+                )
+            })
+            .collect()
     }
 
     /// The audit as JSON, for failure messages.
