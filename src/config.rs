@@ -1808,20 +1808,7 @@ mod tests {
     }
 
     /// The keys and values of Vitess's `examples/common/vtorc/config.yaml` (v24).
-    const VITESS_EXAMPLE_KEYS: &str = "instance-poll-time: 1s
-prevent-cross-cell-failover: false
-snapshot-topology-interval: 0h
-reasonable-replication-lag: 10s
-audit-to-backend: false
-audit-to-syslog: false
-audit-purge-duration: 168h
-wait-replicas-timeout: 30s
-tolerable-replication-lag: 0s
-topo-information-refresh-duration: 15s
-recovery-poll-duration: 1s
-allow-emergency-reparent: true
-change-tablets-with-errant-gtid-to-drained: false
-";
+    const VITESS_EXAMPLE_KEYS: &str = include_str!("../tests/fixtures/vitess-vtorc-config.yaml");
 
     #[test]
     fn the_vitess_example_config_file_loads() {

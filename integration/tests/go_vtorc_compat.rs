@@ -155,20 +155,7 @@ impl Child {
 }
 
 /// The keys and values of Vitess's `examples/common/vtorc/config.yaml` (v24).
-const VITESS_EXAMPLE_CONFIG: &str = "instance-poll-time: 1s
-prevent-cross-cell-failover: false
-snapshot-topology-interval: 0h
-reasonable-replication-lag: 10s
-audit-to-backend: false
-audit-to-syslog: false
-audit-purge-duration: 168h
-wait-replicas-timeout: 30s
-tolerable-replication-lag: 0s
-topo-information-refresh-duration: 15s
-recovery-poll-duration: 1s
-allow-emergency-reparent: true
-change-tablets-with-errant-gtid-to-drained: false
-";
+const VITESS_EXAMPLE_CONFIG: &str = include_str!("../../tests/fixtures/vitess-vtorc-config.yaml");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starts_with_the_operator_command_line_and_the_vitess_example_config() {

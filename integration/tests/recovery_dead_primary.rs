@@ -69,12 +69,7 @@ async fn assert_failed_over(cluster: &Cluster, vtorc: &Vtorc) -> TabletAlias {
     // Exactly one ERS.
     let ers = vtorc.finished(RecoveryKind::RecoverDeadPrimary);
     assert_eq!(ers.len(), 1, "{}", vtorc.audit_dump());
-    let detection = vtorc
-        .handle
-        .detections(&AuditFilter::shard(&shard0(KS)))
-        .into_iter()
-        .find(|d| d.detection_id == record.detection_id)
-        .expect("the incident is audited");
+    let detection = vtorc.detection_of(&record);
     assert_eq!(detection.resolution.as_deref(), Some("recovered"));
     assert_eq!(detection.recovery_ids, [record.recovery_id]);
     let (count, ok, failed) = vtorc

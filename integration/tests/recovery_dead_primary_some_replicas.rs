@@ -24,7 +24,7 @@ use recovery_support::*;
 use vtorc::analysis::{AnalysisCode, RecoveryKind};
 use vtorc::model::Reachability;
 use vtorc::proto::topodata::TabletType;
-use vtorc::recovery::{AuditFilter, RecoveryOutcome};
+use vtorc::recovery::RecoveryOutcome;
 
 const KS: &str = "commerce";
 
@@ -127,12 +127,7 @@ async fn dead_primary_with_an_unreachable_replica_is_failed_over_to_a_live_repli
         steps_text(&record)
     );
     assert_clean_promotion(&record, &successor);
-    let detection = vtorc
-        .handle
-        .detections(&AuditFilter::shard(&shard0(KS)))
-        .into_iter()
-        .find(|d| d.detection_id == record.detection_id)
-        .expect("the incident is audited");
+    let detection = vtorc.detection_of(&record);
     assert_eq!(detection.analysis, AnalysisCode::DeadPrimaryAndSomeReplicas);
     assert_eq!(detection.recovery_ids, [record.recovery_id]);
 

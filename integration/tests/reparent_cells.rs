@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use integration::cluster::{Cluster, ClusterBuilder, KeyspaceSpec, ShardSpec, TabletSpec};
 use integration::workload::{Workload, WorkloadConfig, check_acknowledged_on};
-use reparent_support::{alias, reparenter, topo_type, wait_replicating_from};
+use reparent_support::{alias, ers_commerce, reparenter, topo_type, wait_replicating_from};
 use vtorc::proto::topodata::{TabletAlias, TabletType};
 use vtorc::reparent::{EmergencyReparentOptions, EventLog, PlannedReparentOptions};
 
@@ -57,18 +57,7 @@ async fn ers_with_lagging(
         .await
         .expect("writes continue while some replicas lag");
     cluster.kill_mysql(&old).expect("kill -9 the primary's MariaDB");
-    let rp = reparenter(cluster, Duration::from_secs(15));
-    let log = EventLog::default();
-    let outcome = rp
-        .emergency_reparent_shard("commerce", "0", &opts, None, &log)
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "ERS failed: {e}\n{:#?}\n{}",
-                log.messages(),
-                cluster.diagnostics()
-            )
-        });
+    let (outcome, log) = ers_commerce(cluster, &opts).await;
     let winner = outcome.new_primary.and_then(|t| t.alias).expect("promoted");
     eprintln!(
         "ERS promoted {winner} in {:?}; steps:\n{}",

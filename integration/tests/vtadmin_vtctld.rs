@@ -10,13 +10,15 @@
 
 mod reparent_support;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
 use integration::cluster::{Cluster, ClusterBuilder, poll_until};
 use integration::testkit::semi_sync_commerce;
-use reparent_support::{Server, alias, topo_type, wait_replicating_from, writable};
+use reparent_support::{
+    Server, alias, run_vtctldclient, stderr, stdout, topo_type, wait_replicating_from, writable,
+};
 use vtorc::proto::topodata::TabletType;
 
 /// The vtctldclient binary; panics with the build output when there is none.
@@ -44,33 +46,12 @@ fn vtctldclient() -> PathBuf {
 }
 
 /// `vtctldclient --server <server> args...` (bounded by 60 s).
-async fn run(client: &PathBuf, server: &str, args: &[&str]) -> Output {
-    let mut cmd = tokio::process::Command::new(client);
-    cmd.arg("--server").arg(server).args(args).kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
-        .await
-        .unwrap_or_else(|_| panic!("vtctldclient {args:?} did not finish within 60 s"))
-        .expect("run vtctldclient");
-    eprintln!(
-        "$ vtctldclient {}\n[exit {:?}]\n{}{}",
-        args.join(" "),
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-            .lines()
-            .filter(|l| !l.contains("\"level\":\"INFO\""))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-    out
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
+async fn run(client: &Path, server: &str, args: &[&str]) -> Output {
+    let all: Vec<&str> = ["--server", server]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    run_vtctldclient(client, &all).await
 }
 
 fn json(out: &Output) -> serde_json::Value {

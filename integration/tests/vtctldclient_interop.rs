@@ -11,12 +11,13 @@
 mod reparent_support;
 
 use std::path::PathBuf;
-use std::process::Output;
 use std::time::Duration;
 
 use integration::cluster::Cluster;
 use integration::testkit::semi_sync_commerce;
-use reparent_support::{Server, alias, topo_type, wait_replicating_from};
+use reparent_support::{
+    Server, alias, run_vtctldclient as run, stderr, stdout, topo_type, wait_replicating_from,
+};
 use vtorc::analysis::AnalysisCode;
 use vtorc::proto::topodata::TabletType;
 use vtorc::recovery::{AuditFilter, RecoveryOutcome, RecoveryRecord};
@@ -48,36 +49,6 @@ fn vtctldclient() -> Option<PathBuf> {
         );
     }
     found
-}
-
-/// Runs the client with `args` (bounded by 60 s) and returns its output.
-async fn run(client: &PathBuf, args: &[&str]) -> Output {
-    let mut cmd = tokio::process::Command::new(client);
-    cmd.args(args).kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
-        .await
-        .unwrap_or_else(|_| panic!("vtctldclient {args:?} did not finish within 60 s"))
-        .expect("run vtctldclient");
-    eprintln!(
-        "$ vtctldclient {}\n[exit {:?}]\n{}{}",
-        args.join(" "),
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-            .lines()
-            .filter(|l| !l.contains("\"level\":\"INFO\"") && !l.starts_with('I'))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
-    out
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// `--server internal` flags for the cluster's topo.

@@ -214,6 +214,15 @@ impl Vtorc {
             .collect()
     }
 
+    /// The audited incident `record`'s recovery answered.
+    pub fn detection_of(&self, record: &RecoveryRecord) -> DetectionRecord {
+        self.handle
+            .detections(&AuditFilter::all())
+            .into_iter()
+            .find(|d| d.detection_id == record.detection_id)
+            .unwrap_or_else(|| panic!("the incident is audited; audit: {}", self.audit_dump()))
+    }
+
     /// The audit as JSON, for failure messages.
     pub fn audit_dump(&self) -> String {
         let recoveries = self.handle.recoveries(&AuditFilter::all().recent(10));

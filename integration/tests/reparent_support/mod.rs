@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+use std::path::Path;
+use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,13 +15,34 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use vtorc::proto::topodata::{TabletAlias, TabletType};
 use vtorc::recovery::AuditLog;
-use vtorc::reparent::{ReparentConfig, Reparenter, system_wall_clock};
+use vtorc::reparent::{
+    EmergencyReparentOptions, EventLog, ReparentConfig, ReparentOutcome, Reparenter, system_wall_clock,
+};
 use vtorc::server::{ServerError, VtctldService, serve_grpc};
 use vtorc::tablet::{GrpcTabletManager, TabletClientConfig, TabletManager};
 
 /// `zone-uid` alias.
 pub fn alias(cell: &str, uid: u32) -> TabletAlias {
     TabletAlias::new(cell, uid)
+}
+
+/// ERS of `commerce/0` with `opts` (a 15 s reparenter); a failure fails
+/// the test with the step log and the cluster's diagnostics. Returns the
+/// outcome and the step log.
+pub async fn ers_commerce(cluster: &Cluster, opts: &EmergencyReparentOptions) -> (ReparentOutcome, EventLog) {
+    let rp = reparenter(cluster, Duration::from_secs(15));
+    let log = EventLog::default();
+    let outcome = rp
+        .emergency_reparent_shard("commerce", "0", opts, None, &log)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "ERS failed: {e}\n{:#?}\n{}",
+                log.messages(),
+                cluster.diagnostics()
+            )
+        });
+    (outcome, log)
 }
 
 /// A tablet client with the bounds a reparent uses.
@@ -177,4 +200,38 @@ impl Drop for Server {
 pub fn median(mut values: Vec<Duration>) -> Duration {
     values.sort();
     values.get(values.len() / 2).copied().unwrap_or_default()
+}
+
+/// Runs `vtctldclient` with `args` (bounded by 60 s) and returns its
+/// output; the command and its output (without INFO log lines) go to the
+/// test log.
+pub async fn run_vtctldclient(client: &Path, args: &[&str]) -> Output {
+    let mut cmd = tokio::process::Command::new(client);
+    cmd.args(args).kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .unwrap_or_else(|_| panic!("vtctldclient {args:?} did not finish within 60 s"))
+        .expect("run vtctldclient");
+    eprintln!(
+        "$ vtctldclient {}\n[exit {:?}]\n{}{}",
+        args.join(" "),
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter(|l| !l.contains("\"level\":\"INFO\"") && !l.starts_with('I'))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    out
+}
+
+/// The standard output, as text.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The standard error, as text.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
