@@ -2,6 +2,7 @@
 //! of a test vtorc. The `tests/*_support` modules build on it.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::bail;
@@ -59,6 +60,38 @@ pub async fn wait_caught_up(cluster: &Cluster, primary: &TabletAlias, replica: &
         .await
         .expect("MASTER_GTID_WAIT");
     assert_eq!(reached, Some(0), "{replica} did not reach {pos}");
+}
+
+/// Go's real `vtctldclient`: `$VTCTLDCLIENT`, else what
+/// `scripts/build-vtctldclient.sh` builds (cached). `None` when neither
+/// gives one, with "`leg` DID NOT RUN" and the reason printed; with `CI`
+/// set that is a failure instead.
+pub fn vtctldclient(leg: &str) -> Option<PathBuf> {
+    if let Ok(path) = std::env::var("VTCTLDCLIENT") {
+        let path = PathBuf::from(path);
+        assert!(path.is_file(), "VTCTLDCLIENT={} is not a file", path.display());
+        return Some(path);
+    }
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-vtctldclient.sh");
+    let found = std::process::Command::new("bash")
+        .arg(&script)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| PathBuf::from(s.trim()))
+        .filter(|p| p.is_file());
+    if found.is_none() {
+        let msg = format!(
+            "{leg} DID NOT RUN: no VTCTLDCLIENT and scripts/build-vtctldclient.sh could not build it (Go missing?)"
+        );
+        eprintln!("{msg}");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{msg} (CI is set, so this is a failure)"
+        );
+    }
+    found
 }
 
 /// Alias of tablet `uid` in cell `zone1` (the harness's default cell).

@@ -36,6 +36,7 @@ use std::time::Duration;
 use api_support::*;
 use integration::cluster::poll_until;
 use integration::pki::{CertFiles, TestPki};
+use integration::testkit::vtctldclient;
 use tonic::transport::Endpoint;
 use vtorc::config::TlsFiles;
 use vtorc::proto::vtctldata::PlannedReparentShardRequest;
@@ -489,30 +490,6 @@ fn prs_to(uid: u32) -> vtorc::proto::vtctldata::PlannedReparentShardRequest {
     }
 }
 
-/// Go VTOrc's real `vtctldclient`, when `scripts/build-vtctldclient.sh`
-/// can provide it (cached build), else `None` with the reason printed.
-fn vtctldclient() -> Option<std::path::PathBuf> {
-    if let Ok(path) = std::env::var("VTCTLDCLIENT") {
-        return Some(path.into());
-    }
-    let script =
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-vtctldclient.sh");
-    let found = std::process::Command::new("bash")
-        .arg(&script)
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| std::path::PathBuf::from(s.trim()))
-        .filter(|p| p.is_file());
-    if found.is_none() {
-        let msg = "the vtctldclient leg DID NOT RUN: scripts/build-vtctldclient.sh could not build it";
-        eprintln!("{msg}");
-        assert!(std::env::var_os("CI").is_none(), "{msg} (CI is set)");
-    }
-    found
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutating_calls_need_a_listed_certificate_identity_reads_do_not_and_the_list_reloads() {
     use integration::process::free_port;
@@ -651,7 +628,7 @@ async fn mutating_calls_need_a_listed_certificate_identity_reads_do_not_and_the_
 
     // The listed identity reparents: through the real vtctldclient when it
     // can be had, else through our client.
-    match vtctldclient() {
+    match vtctldclient("the vtctldclient leg") {
         Some(bin) => {
             let out = tokio::process::Command::new(&bin)
                 .args([
@@ -787,7 +764,7 @@ async fn static_password_mode_as_vtctld_with_the_real_vtctldclient() {
         .expect("right password");
 
     // Vitess's client with its --grpc-auth-static-client-creds file.
-    if let Some(bin) = vtctldclient() {
+    if let Some(bin) = vtctldclient("the vtctldclient leg") {
         let run = |creds: Option<&str>| {
             let creds_file = dir.path().join("creds.json");
             let mut cmd = tokio::process::Command::new(&bin);

@@ -7,6 +7,7 @@ mod recovery_support;
 
 use std::time::Duration;
 
+use integration::faults::SemiSyncSide;
 use recovery_support::*;
 use vtorc::analysis::{AnalysisCode, RecoveryKind};
 use vtorc::proto::topodata::TabletType;
@@ -26,14 +27,7 @@ async fn a_read_only_primary_is_made_writable_again() {
     let steps: Vec<&str> = record.steps.iter().map(|s| s.step.as_str()).collect();
     assert_eq!(steps, ["UndoDemotePrimary"]);
     assert!(!read_only(&cluster, &alias(100)).await.expect("read_only"));
-    wait_full_status(
-        &cluster,
-        &alias(100),
-        "semi-sync primary on",
-        Duration::from_secs(5),
-        |s| s.semi_sync_primary_enabled,
-    )
-    .await;
+    wait_semi_sync(&cluster, &alias(100), SemiSyncSide::Primary, true).await;
     assert_eq!(
         cluster.primary_alias(KS, "0").await.expect("shard"),
         Some(alias(100))

@@ -25,14 +25,7 @@ async fn primary_semi_sync_must_be_set_under_semi_sync() {
         .wait_for_success_on(RecoveryKind::FixPrimary, &alias(100), Duration::from_secs(20))
         .await;
     assert_eq!(record.analysis, AnalysisCode::PrimarySemiSyncMustBeSet);
-    wait_full_status(
-        &cluster,
-        &alias(100),
-        "semi-sync primary on",
-        Duration::from_secs(5),
-        |s| s.semi_sync_primary_enabled,
-    )
-    .await;
+    wait_semi_sync(&cluster, &alias(100), SemiSyncSide::Primary, true).await;
     vtorc.stop().await;
 }
 
@@ -47,14 +40,7 @@ async fn replica_semi_sync_must_be_set_under_semi_sync() {
         .wait_for_success_on(RecoveryKind::FixReplica, &alias(101), Duration::from_secs(20))
         .await;
     assert_eq!(record.analysis, AnalysisCode::ReplicaSemiSyncMustBeSet);
-    wait_full_status(
-        &cluster,
-        &alias(101),
-        "semi-sync replica on",
-        Duration::from_secs(5),
-        |s| s.semi_sync_replica_enabled,
-    )
-    .await;
+    wait_semi_sync(&cluster, &alias(101), SemiSyncSide::Replica, true).await;
     wait_replicating_from(&cluster, &alias(101), &alias(100), Duration::from_secs(10)).await;
     vtorc.stop().await;
 }
@@ -70,14 +56,7 @@ async fn primary_semi_sync_must_not_be_set_without_a_semi_sync_policy() {
         .wait_for_success_on(RecoveryKind::FixPrimary, &alias(100), Duration::from_secs(20))
         .await;
     assert_eq!(record.analysis, AnalysisCode::PrimarySemiSyncMustNotBeSet);
-    wait_full_status(
-        &cluster,
-        &alias(100),
-        "semi-sync primary off",
-        Duration::from_secs(5),
-        |s| !s.semi_sync_primary_enabled,
-    )
-    .await;
+    wait_semi_sync(&cluster, &alias(100), SemiSyncSide::Primary, false).await;
     vtorc.stop().await;
 }
 
@@ -92,14 +71,7 @@ async fn replica_semi_sync_must_not_be_set_without_a_semi_sync_policy() {
         .wait_for_success_on(RecoveryKind::FixReplica, &alias(102), Duration::from_secs(20))
         .await;
     assert_eq!(record.analysis, AnalysisCode::ReplicaSemiSyncMustNotBeSet);
-    wait_full_status(
-        &cluster,
-        &alias(102),
-        "semi-sync replica off",
-        Duration::from_secs(5),
-        |s| !s.semi_sync_replica_enabled,
-    )
-    .await;
+    wait_semi_sync(&cluster, &alias(102), SemiSyncSide::Replica, false).await;
     wait_replicating_from(&cluster, &alias(102), &alias(100), Duration::from_secs(10)).await;
     vtorc.stop().await;
 }

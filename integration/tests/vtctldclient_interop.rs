@@ -10,11 +10,10 @@
 
 mod reparent_support;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use integration::cluster::Cluster;
-use integration::testkit::semi_sync_commerce;
+use integration::testkit::{semi_sync_commerce, vtctldclient};
 use reparent_support::{
     Server, alias, run_vtctldclient as run, stderr, stdout, topo_type, wait_replicating_from,
 };
@@ -22,34 +21,6 @@ use vtorc::analysis::AnalysisCode;
 use vtorc::proto::topodata::TabletType;
 use vtorc::recovery::{AuditFilter, RecoveryOutcome, RecoveryRecord};
 use vtorc::topo::shard_ers_disabled;
-
-/// The vtctldclient binary, or `None` (with the reason printed).
-fn vtctldclient() -> Option<PathBuf> {
-    if let Ok(path) = std::env::var("VTCTLDCLIENT") {
-        let path = PathBuf::from(path);
-        assert!(path.is_file(), "VTCTLDCLIENT={} is not a file", path.display());
-        return Some(path);
-    }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-vtctldclient.sh");
-    let found = std::process::Command::new("bash")
-        .arg(&script)
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| PathBuf::from(s.trim()))
-        .filter(|p| p.is_file());
-    if found.is_none() {
-        let msg = "vtctldclient interop test DID NOT RUN: no VTCTLDCLIENT and \
-                   scripts/build-vtctldclient.sh could not build it (Go missing?)";
-        eprintln!("{msg}");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{msg} (CI is set, so this is a failure)"
-        );
-    }
-    found
-}
 
 /// `--server internal` flags for the cluster's topo.
 fn internal(cluster: &Cluster) -> Vec<String> {
@@ -67,7 +38,9 @@ fn internal(cluster: &Cluster) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vtctldclient_reads_and_reparents_through_our_server() {
-    let Some(client) = vtctldclient() else { return };
+    let Some(client) = vtctldclient("vtctldclient interop test") else {
+        return;
+    };
     let mut cluster = semi_sync_commerce().await;
     let server = Server::start(&cluster, Duration::from_secs(15)).await;
     let at = |args: &[&str]| {
@@ -299,7 +272,9 @@ fn operator_records(server: &Server, kind: &str) -> Vec<RecoveryRecord> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_vitess_reads_our_topo_respects_our_lock_and_reparents_our_agents() {
-    let Some(client) = vtctldclient() else { return };
+    let Some(client) = vtctldclient("vtctldclient interop test") else {
+        return;
+    };
     let mut cluster = semi_sync_commerce().await;
     let base = internal(&cluster);
     let call = |args: &[&str]| {

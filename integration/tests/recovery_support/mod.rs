@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use integration::cluster::{Cluster, poll_until};
+use integration::faults::SemiSyncSide;
 use mysql_async::prelude::Queryable;
 use vtorc::analysis::{AnalysisCode, RecoveryKind};
 use vtorc::config::Config;
@@ -424,6 +425,20 @@ pub async fn sql(cluster: &Cluster, tablet: &TabletAlias, statement: &str) {
         .await
         .unwrap_or_else(|e| panic!("{tablet}: {statement}: {e}"));
     conn.disconnect().await.ok();
+}
+
+/// Waits (5 s) until FullStatus of `tablet` reports `side`'s semi-sync
+/// `enabled`.
+pub async fn wait_semi_sync(cluster: &Cluster, tablet: &TabletAlias, side: SemiSyncSide, enabled: bool) {
+    let what = format!("semi-sync {side:?} {}", if enabled { "on" } else { "off" });
+    wait_full_status(cluster, tablet, &what, Duration::from_secs(5), |s| {
+        let on = match side {
+            SemiSyncSide::Primary => s.semi_sync_primary_enabled,
+            SemiSyncSide::Replica => s.semi_sync_replica_enabled,
+        };
+        on == enabled
+    })
+    .await;
 }
 
 /// Waits until `check` holds on `tablet`'s FullStatus.
