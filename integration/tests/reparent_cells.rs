@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use integration::cluster::{Cluster, ClusterBuilder, KeyspaceSpec, ShardSpec, TabletSpec};
 use integration::workload::{Workload, WorkloadConfig, check_acknowledged_on};
-use reparent_support::{alias, ers_commerce, reparenter, topo_type, wait_replicating_from};
+use reparent_support::{ErsRun, alias, ers_commerce, reparenter, topo_type, wait_replicating_from};
 use vtorc::proto::topodata::{TabletAlias, TabletType};
 use vtorc::reparent::{EmergencyReparentOptions, EventLog, PlannedReparentOptions};
 
@@ -57,7 +57,11 @@ async fn ers_with_lagging(
         .await
         .expect("writes continue while some replicas lag");
     cluster.kill_mysql(&old).expect("kill -9 the primary's MariaDB");
-    let (outcome, log) = ers_commerce(cluster, &opts).await;
+    let ErsRun {
+        reparenter: _reparenter,
+        outcome,
+        log,
+    } = ers_commerce(cluster, &opts).await;
     let winner = outcome.new_primary.and_then(|t| t.alias).expect("promoted");
     eprintln!(
         "ERS promoted {winner} in {:?}; steps:\n{}",

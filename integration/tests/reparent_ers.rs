@@ -11,7 +11,7 @@ use integration::cluster::{Cluster, ClusterBuilder, KeyspaceSpec, ShardSpec, Tab
 use integration::testkit::semi_sync_commerce;
 use integration::workload::{Workload, WorkloadConfig, check_acknowledged_on};
 use mysql_async::prelude::Queryable;
-use reparent_support::{alias, ers_commerce, reparenter, topo_type, wait_replicating_from, writable};
+use reparent_support::{ErsRun, alias, ers_commerce, reparenter, topo_type, wait_replicating_from, writable};
 use tokio::time::Instant;
 use vtorc::mysql::Position;
 use vtorc::proto::topodata::{TabletAlias, TabletType};
@@ -61,7 +61,11 @@ async fn ers_after_kill_9_of_the_primary_promotes_the_most_advanced_replica_and_
         before.push((r.clone(), received(&cluster, r).await));
     }
 
-    let (outcome, _log) = ers_commerce(&cluster, &EmergencyReparentOptions::default()).await;
+    let ErsRun {
+        reparenter: _reparenter,
+        outcome,
+        ..
+    } = ers_commerce(&cluster, &EmergencyReparentOptions::default()).await;
     let ers_time = outcome.duration;
     let winner = outcome.new_primary.and_then(|t| t.alias).expect("promoted");
     // The winner received at least what every other replica received.

@@ -26,13 +26,24 @@ pub fn alias(cell: &str, uid: u32) -> TabletAlias {
     TabletAlias::new(cell, uid)
 }
 
+/// The outcome of [`ers_commerce`].
+pub struct ErsRun {
+    /// The reparenter. Keep it while the test looks at the shard: it owns
+    /// the calls the ERS left running (replicas still catching up before
+    /// they are repointed), and dropping it stops them.
+    pub reparenter: Arc<Reparenter>,
+    /// What the ERS returned.
+    pub outcome: ReparentOutcome,
+    /// Its step log.
+    pub log: EventLog,
+}
+
 /// ERS of `commerce/0` with `opts` (a 15 s reparenter); a failure fails
-/// the test with the step log and the cluster's diagnostics. Returns the
-/// outcome and the step log.
-pub async fn ers_commerce(cluster: &Cluster, opts: &EmergencyReparentOptions) -> (ReparentOutcome, EventLog) {
-    let rp = reparenter(cluster, Duration::from_secs(15));
+/// the test with the step log and the cluster's diagnostics.
+pub async fn ers_commerce(cluster: &Cluster, opts: &EmergencyReparentOptions) -> ErsRun {
+    let reparenter = reparenter(cluster, Duration::from_secs(15));
     let log = EventLog::default();
-    let outcome = rp
+    let outcome = reparenter
         .emergency_reparent_shard("commerce", "0", opts, None, &log)
         .await
         .unwrap_or_else(|e| {
@@ -42,7 +53,11 @@ pub async fn ers_commerce(cluster: &Cluster, opts: &EmergencyReparentOptions) ->
                 cluster.diagnostics()
             )
         });
-    (outcome, log)
+    ErsRun {
+        reparenter,
+        outcome,
+        log,
+    }
 }
 
 /// A tablet client with the bounds a reparent uses.
