@@ -504,10 +504,7 @@ impl TopoStore for MemoryStore {
                 }
             }
         });
-        Ok(LeaseKeepAlive {
-            lost,
-            _task: Some(AbortOnDrop(task.abort_handle())),
-        })
+        Ok(LeaseKeepAlive::of_task(lost, &task))
     }
 
     async fn lease_keep_alive_once(&self, lease: LeaseId) -> TopoResult<()> {

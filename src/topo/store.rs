@@ -157,6 +157,17 @@ pub struct LeaseKeepAlive {
     pub _task: Option<AbortOnDrop>,
 }
 
+impl LeaseKeepAlive {
+    /// The keep-alives `task` runs, which fires `lost` when the lease is
+    /// gone; the task is aborted when this is dropped.
+    pub fn of_task(lost: CancellationToken, task: &tokio::task::JoinHandle<()>) -> Self {
+        LeaseKeepAlive {
+            lost,
+            _task: Some(AbortOnDrop(task.abort_handle())),
+        }
+    }
+}
+
 /// The store operations the topology needs: Vitess etcd2 file semantics,
 /// prefix reads, watches and leases.
 ///
