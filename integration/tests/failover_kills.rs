@@ -147,6 +147,8 @@ async fn twenty_primary_kills_under_writes_lose_no_acknowledged_write() {
         report.acked.len(),
         report.unknown.len()
     );
+    // Shown only with --nocapture: every recovery vtorc ran.
+    eprintln!("{}", vtorc.audit_dump());
     vtorc.stop().await;
 }
 
