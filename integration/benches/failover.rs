@@ -5,7 +5,7 @@
 //! ```text
 //! cargo bench -p integration --bench failover -- [--runs 20] [--fault kill|freeze|cutoff|agent]
 //!     [--controllers rust|go|rust,go] [--instance-poll-time 5s] [--health-check-interval 5s]
-//!     [--heartbeat-interval 250ms|off] [--deadline 120s] [--rust-flag=--flag=value ...]
+//!     [--heartbeat-interval 250ms|off] [--deadline 120s] [--steps-over 1s] [--rust-flag=--flag=value ...]
 //! ```
 //!
 //! One 3-tablet `semi_sync` shard (MariaDB, `tablet-agent` child processes,
@@ -102,6 +102,8 @@ struct Settings {
     heartbeat: Option<Duration>,
     deadline: Duration,
     rust_flags: Vec<String>,
+    /// vtorc-rs recoveries that took longer than this print their steps.
+    steps_over: Duration,
 }
 
 /// A running controller.
@@ -134,7 +136,7 @@ fn ms(d: Duration) -> String {
 /// log, from `recoverDeadPrimary`'s first line ("Analysis: DeadPrimary,
 /// RecoverDeadPrimary ...", written after the lock and the re-check) to
 /// "Recovery succeeded" (glog timestamps, microseconds).
-fn recovery_duration(running: &Running, go_log: &std::path::Path) -> Option<Duration> {
+fn recovery_duration(running: &Running, go_log: &std::path::Path, steps_over: Duration) -> Option<Duration> {
     use vtorc::analysis::RecoveryKind;
     match running {
         Running::Rust(vtorc) => vtorc
@@ -151,7 +153,7 @@ fn recovery_duration(running: &Running, go_log: &std::path::Path) -> Option<Dura
             })
             .and_then(|r| {
                 let took = r.ended_at?.duration_since(r.started_at).ok()?;
-                if took > Duration::from_secs(1) {
+                if took > steps_over {
                     // A slow recovery: show where its time went.
                     for step in &r.steps {
                         let at = step.at.duration_since(r.started_at).unwrap_or_default();
@@ -439,7 +441,11 @@ async fn one_run(
             // to log the recovery's end), then rebuild it as a replica of
             // the new one.
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let recovery = recovery_duration(&running, &dir.join(format!("go-vtorc-{run}.log")));
+            let recovery = recovery_duration(
+                &running,
+                &dir.join(format!("go-vtorc-{run}.log")),
+                settings.steps_over,
+            );
             println!(
                 "run {run:2} [{}]: {old} → {new_primary}: writes accepted after {}, shard record after {}, recovery function {} (fault at +{} in the poll cycle)",
                 which.name(),
@@ -583,6 +589,7 @@ fn main() -> anyhow::Result<()> {
         heartbeat: Some(integration::cluster::DEFAULT_HEARTBEAT_INTERVAL),
         deadline: Duration::from_secs(120),
         rust_flags: Vec::new(),
+        steps_over: Duration::from_secs(1),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -613,6 +620,7 @@ fn main() -> anyhow::Result<()> {
                 };
             }
             "--deadline" => settings.deadline = parse_duration(&value("--deadline")?)?,
+            "--steps-over" => settings.steps_over = parse_duration(&value("--steps-over")?)?,
             "--bench" => {}
             other => match other.strip_prefix("--rust-flag=") {
                 Some(flag) => settings.rust_flags.push(flag.to_string()),

@@ -1,13 +1,16 @@
 //! Process plumbing for the test world: free loopback ports and child
 //! processes that are killed and reaped when their guard is dropped.
 //!
-//! Ports: [`free_port`] asks the kernel for an unused loopback port (bind to
-//! `127.0.0.1:0`) and remembers every port it handed out in this process, so
-//! two tests running in parallel threads never get the same one. Another
-//! process on the machine can still grab a port between our probe and the
-//! server's own bind; callers that start servers retry with fresh ports when
-//! the server reports "address already in use" (see
-//! [`looks_like_port_clash`]).
+//! Ports: [`free_port`] picks a random loopback port *below* the kernel's
+//! ephemeral range (`net.ipv4.ip_local_port_range`), checks it can be bound,
+//! and remembers every port it handed out in this process, so two tests
+//! running in parallel threads never get the same one. Below the ephemeral
+//! range, no outgoing connection and no `bind(0)` server (a benchmark's
+//! thousands of simulated tablets, their TIME_WAIT sockets) can take the
+//! port between our probe and the server's own bind; only another test
+//! process picking the same random port can, and callers that start servers
+//! retry with fresh ports when the server reports "address already in use"
+//! (see [`looks_like_port_clash`]).
 //!
 //! Children: [`ChildGuard`] owns a `std::process::Child`. Dropping it sends
 //! SIGKILL and waits for the exit, so no test leaves a server or a zombie
@@ -37,8 +40,12 @@ fn handed_out() -> &'static Mutex<HashSet<u16>> {
 /// caller in this process has received. The port is not reserved against
 /// other processes: start the server promptly and retry on a clash.
 pub fn free_port() -> io::Result<u16> {
+    let (low, high) = fixed_port_range();
     for _ in 0..1000 {
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port();
+        let port = rand::random_range(low..high);
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_err() {
+            continue;
+        }
         let mut ports = handed_out()
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -50,6 +57,22 @@ pub fn free_port() -> io::Result<u16> {
         io::ErrorKind::AddrInUse,
         "no fresh loopback port after 1000 attempts",
     ))
+}
+
+/// The ports [`free_port`] picks from: 10000 up to the start of the
+/// kernel's ephemeral range (32768 on Linux by default, also when the
+/// setting cannot be read), or 10000–20000 when that range starts too low.
+fn fixed_port_range() -> (u16, u16) {
+    const LOW: u16 = 10_000;
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    if ephemeral_start >= LOW + 2_000 {
+        (LOW, ephemeral_start)
+    } else {
+        (LOW, LOW + 10_000)
+    }
 }
 
 /// True when a server log says the server could not bind its port, the

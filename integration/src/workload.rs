@@ -93,7 +93,7 @@ impl WorkloadConfig {
     }
 
     /// `` `db`.`table` ``.
-    fn qualified_table(&self) -> String {
+    pub fn qualified_table(&self) -> String {
         format!("`{}`.`{}`", self.database, self.table)
     }
 }
@@ -172,6 +172,9 @@ struct Progress {
     /// Acknowledged inserts per primary. A `std::sync::Mutex`: one map
     /// update per insert, never held across an `.await`.
     per_primary: std::sync::Mutex<HashMap<TabletAlias, u64>>,
+    /// Every acknowledged insert so far, in acknowledgement order (for
+    /// checks while the workload runs; same lock discipline).
+    acked_log: std::sync::Mutex<Vec<AckedWrite>>,
 }
 
 /// What one writer task did.
@@ -366,6 +369,20 @@ impl Workload {
         Ok(workload)
     }
 
+    /// Every insert acknowledged so far, in acknowledgement order.
+    pub fn acked_so_far(&self) -> Vec<AckedWrite> {
+        self.progress
+            .acked_log
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// How long the workload has run (the clock of [`AckedWrite::at`]).
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
     /// Waits until `primary` has acknowledged at least `count` inserts.
     pub async fn wait_for_acks_on(
         &self,
@@ -508,11 +525,17 @@ async fn run_writer(
                         .unwrap_or_else(|poisoned| poisoned.into_inner());
                     *map.entry(alias.clone()).or_default() += 1;
                 }
-                log.acked.push(AckedWrite {
+                let write = AckedWrite {
                     id,
                     primary: alias,
                     at: started.elapsed(),
-                });
+                };
+                progress
+                    .acked_log
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .push(write.clone());
+                log.acked.push(write);
                 if !pause(&cancel, config.pace).await {
                     break;
                 }

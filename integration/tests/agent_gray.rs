@@ -391,3 +391,113 @@ async fn a_stale_change_type_never_acknowledges_a_waiting_commit() {
 async fn a_stale_term_ended_by_the_shard_sync_never_acknowledges_a_waiting_commit() {
     a_resumed_primary_never_acknowledges_a_waiting_commit(Stale::ShardSync).await;
 }
+
+/// Rows a replica received and acknowledged (semi-sync) but had not applied
+/// yet outlive a SetReplicationSource that restarts its replication, even
+/// when the source cannot send them again. MySQL 8 keeps the relay log across
+/// the restart; MariaDB discards it and fetches again from what it applied,
+/// so the agent lets the SQL thread apply the received events first.
+async fn received_events_survive_a_replication_restart(heartbeat_interval: f64) {
+    let cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
+        .start()
+        .await
+        .expect("cluster starts");
+    let mut primary = root(&cluster, 100).await;
+    for sql in [
+        "CREATE DATABASE IF NOT EXISTS relay",
+        "CREATE TABLE IF NOT EXISTS relay.t (id INT PRIMARY KEY, v INT NOT NULL)",
+        "INSERT INTO relay.t VALUES (1, 0)",
+    ] {
+        primary.query_drop(sql).await.expect(sql);
+    }
+    let position: Option<String> = primary
+        .query_first("SELECT @@GLOBAL.gtid_binlog_pos")
+        .await
+        .expect("primary position");
+    let mut replica = root(&cluster, 101).await;
+    let caught_up: Option<i64> = replica
+        .exec_first("SELECT MASTER_GTID_WAIT(?, 20)", (position.unwrap_or_default(),))
+        .await
+        .expect("wait for the replica");
+    assert_eq!(caught_up, Some(0), "101 caught up");
+    // Only 101 acknowledges from now on, and its SQL thread is held on row 1.
+    cluster
+        .stop_replication_io_thread(&alias(102))
+        .await
+        .expect("stop 102's IO thread");
+    let mut blocker = root(&cluster, 101).await;
+    blocker.query_drop("BEGIN").await.expect("begin");
+    blocker
+        .query_drop("SELECT * FROM relay.t WHERE id = 1 FOR UPDATE")
+        .await
+        .expect("lock row 1 on the replica");
+    primary
+        .query_drop("UPDATE relay.t SET v = 1 WHERE id = 1")
+        .await
+        .expect("acknowledged update");
+    for id in 2..=4 {
+        primary
+            .query_drop(format!("INSERT INTO relay.t VALUES ({id}, 0)"))
+            .await
+            .expect("acknowledged insert");
+    }
+    // The source can no longer send them again: new replication connections
+    // are refused (not binlogged, so no replica sees the change).
+    primary
+        .query_drop("SET SESSION sql_log_bin = 0")
+        .await
+        .expect("binlog off");
+    primary
+        .query_drop(format!(
+            "REVOKE REPLICATION SLAVE ON *.* FROM '{}'@'127.0.0.1'",
+            integration::mariadb::REPL_USER
+        ))
+        .await
+        .expect("revoke replication");
+    let mut tmc = TabletManagerClient::new(channel(&cluster, 101).await);
+    let rpc = tokio::spawn(async move {
+        let mut req = tonic::Request::new(tm::SetReplicationSourceRequest {
+            parent: Some(alias(100)),
+            force_start_replication: true,
+            semi_sync: true,
+            heartbeat_interval,
+            ..Default::default()
+        });
+        req.set_timeout(Duration::from_secs(30));
+        tmc.set_replication_source(req).await.map(|_| ())
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    blocker.query_drop("COMMIT").await.expect("release row 1");
+    rpc.await
+        .expect("rpc task")
+        .expect("SetReplicationSource succeeds");
+    let rows = poll_until(
+        Duration::from_secs(10),
+        "every acknowledged row on 101",
+        || async {
+            let mut conn = root(&cluster, 101).await;
+            let n: Option<u64> = conn.query_first("SELECT COUNT(*) FROM relay.t").await?;
+            Ok(n.filter(|n| *n == 4))
+        },
+    )
+    .await;
+    let mut conn = root(&cluster, 101).await;
+    let ids: Vec<u32> = conn
+        .query("SELECT id FROM relay.t ORDER BY id")
+        .await
+        .expect("rows");
+    assert!(
+        rows.is_ok(),
+        "heartbeat {heartbeat_interval}: acknowledged rows lost by the restart, 101 holds {ids:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repoint_with_change_master_keeps_received_unapplied_events() {
+    received_events_survive_a_replication_restart(4.0).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_to_apply_semi_sync_keeps_received_unapplied_events() {
+    received_events_survive_a_replication_restart(0.0).await;
+}

@@ -16,10 +16,11 @@ mod recovery_support;
 use std::time::{Duration, Instant};
 
 use integration::cluster::Cluster;
-use integration::workload::{Workload, WorkloadConfig, check_acknowledged};
+use integration::workload::{AckedWrite, Workload, WorkloadConfig, check_acknowledged};
 use mysql_async::prelude::Queryable;
 use recovery_support::*;
 use vtorc::analysis::RecoveryKind;
+use vtorc::proto::topodata::TabletAlias;
 use vtorc::recovery::RecoveryOutcome;
 
 const KS: &str = "commerce";
@@ -40,6 +41,8 @@ async fn twenty_primary_kills_under_writes_lose_no_acknowledged_write() {
         .expect("workload starts");
     let mut primary = alias(100);
     let mut failovers = Vec::new();
+    // (round, killed primary, when it was killed on the workload's clock).
+    let mut kills: Vec<(usize, TabletAlias, Duration)> = Vec::new();
     for round in 1..=KILLS {
         workload
             .wait_for_acks_on(&primary, 20, Duration::from_secs(30))
@@ -61,12 +64,25 @@ async fn twenty_primary_kills_under_writes_lose_no_acknowledged_write() {
             ),
         };
         failovers.push(killed_at.elapsed());
+        kills.push((round, primary.clone(), workload.elapsed() - killed_at.elapsed()));
+        // Every write acknowledged so far is on the new primary: a loss is
+        // caught in the round that made it, not at the end.
+        let acked = workload.acked_so_far();
+        if let Some(missing) = missing_writes(&cluster, &new_primary, &acked, &config).await {
+            panic!(
+                "round {round}: the new primary {new_primary} lacks acknowledged writes: {}\n{}\n{}",
+                describe_missing(&missing, &acked, &kills),
+                vtorc.audit_dump(),
+                replication_report(&cluster).await
+            );
+        }
         integration::cluster::poll_until(Duration::from_secs(10), "the ERS is audited", || async {
             Ok((vtorc.finished(RecoveryKind::RecoverDeadPrimary).len() >= round).then_some(()))
         })
         .await
         .unwrap_or_else(|e| panic!("round {round}: {e:#}; {}", vtorc.audit_dump()));
         // The killed server comes back restored; vtorc reconciles its record.
+        let acked_before_restore = workload.acked_so_far();
         rejoin_as_replica(&mut cluster, &primary, &new_primary).await;
         if let Err(e) =
             try_wait_replicating_from(&cluster, &primary, &new_primary, Duration::from_secs(30)).await
@@ -76,6 +92,19 @@ async fn twenty_primary_kills_under_writes_lose_no_acknowledged_write() {
                 vtorc.audit_dump(),
                 replication_report(&cluster).await
             );
+        }
+        // Once caught up, every server holds every write acknowledged before
+        // the restore: a restore or a repair that drops rows is caught here.
+        let aliases: Vec<TabletAlias> = cluster.tablets().iter().map(|t| t.alias().clone()).collect();
+        for t in aliases {
+            if let Some(missing) = missing_writes(&cluster, &t, &acked_before_restore, &config).await {
+                panic!(
+                    "round {round}: {t} lacks acknowledged writes after the rejoin: {}\n{}\n{}",
+                    describe_missing(&missing, &acked_before_restore, &kills),
+                    vtorc.audit_dump(),
+                    replication_report(&cluster).await
+                );
+            }
         }
         // Shown only when the test fails (or with --nocapture).
         eprintln!(
@@ -118,7 +147,76 @@ async fn twenty_primary_kills_under_writes_lose_no_acknowledged_write() {
         report.acked.len(),
         report.unknown.len()
     );
+    // Shown only with --nocapture: every recovery vtorc ran.
+    eprintln!("{}", vtorc.audit_dump());
     vtorc.stop().await;
+}
+
+/// The ids of `acked` that `tablet` lacks once it has applied its current
+/// source's position (waits up to 20 s for that), or `None` if it has them
+/// all. A replica that cannot catch up in time is reported by its lag.
+async fn missing_writes(
+    cluster: &Cluster,
+    tablet: &TabletAlias,
+    acked: &[AckedWrite],
+    config: &WorkloadConfig,
+) -> Option<Vec<u64>> {
+    let primary = cluster.primary_alias(KS, "0").await.ok().flatten()?;
+    let target: Option<String> = {
+        let mut conn = cluster.mysql_conn(&primary).await.ok()?;
+        conn.query_first("SELECT @@global.gtid_binlog_pos").await.ok()?
+    };
+    let mut conn = cluster
+        .mysql_conn(tablet)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {tablet}: {e:#}"));
+    if *tablet != primary {
+        let target = target.unwrap_or_default();
+        let waited: Option<i64> = conn
+            .exec_first("SELECT MASTER_GTID_WAIT(?, 20)", (target.clone(),))
+            .await
+            .unwrap_or_else(|e| panic!("MASTER_GTID_WAIT on {tablet}: {e}"));
+        assert_eq!(
+            waited,
+            Some(0),
+            "{tablet} did not reach {primary}'s position {target} in 20 s"
+        );
+    }
+    let ids: Vec<u64> = conn
+        .query(format!("SELECT id FROM {}", config.qualified_table()))
+        .await
+        .unwrap_or_else(|e| panic!("read the workload table on {tablet}: {e}"));
+    let present: std::collections::BTreeSet<u64> = ids.into_iter().collect();
+    let missing: Vec<u64> = acked
+        .iter()
+        .map(|w| w.id)
+        .filter(|id| !present.contains(id))
+        .collect();
+    (!missing.is_empty()).then_some(missing)
+}
+
+/// Each missing id with the primary that acknowledged it and when, against
+/// the kills so far.
+fn describe_missing(
+    missing: &[u64],
+    acked: &[AckedWrite],
+    kills: &[(usize, TabletAlias, Duration)],
+) -> String {
+    let mut out = String::new();
+    for id in missing {
+        match acked.iter().find(|w| w.id == *id) {
+            Some(w) => out.push_str(&format!(
+                "\n  id {id}: acknowledged by {} at {:?}",
+                w.primary, w.at
+            )),
+            None => out.push_str(&format!("\n  id {id}: (no ack record)")),
+        }
+    }
+    out.push_str("\n  kills (round, primary, at):");
+    for (round, p, at) in kills {
+        out.push_str(&format!(" ({round}, {p}, {at:?})"));
+    }
+    out
 }
 
 /// Each server's GTID state, replication threads and last reparent

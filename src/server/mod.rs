@@ -19,7 +19,6 @@ pub mod vtctld;
 pub mod vtorc_grpc;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic_health::ServingStatus;
 
@@ -168,7 +167,13 @@ pub async fn serve_grpc_guarded(
             );
             Box::pin(router.serve_with_incoming_shutdown(tls.incoming(listener), stopping))
         }
-        None => Box::pin(router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping)),
+        None => {
+            // TCP_NODELAY, as Go servers (vtctld, Go VTOrc) set on every
+            // accepted connection: without it a response's frames written
+            // apart wait for the client's delayed ACK (about 40 ms).
+            let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            Box::pin(router.serve_with_incoming_shutdown(incoming, stopping))
+        }
     };
     tokio::select! {
         served = server => served?,

@@ -25,6 +25,9 @@ use super::position;
 const KILLED_IO_THREAD_EXIT: Duration = Duration::from_millis(250);
 /// The pause between a killed IO thread showing `Killed` and `STOP SLAVE`.
 const KILLED_IO_THREAD_GRACE: Duration = Duration::from_millis(50);
+/// How long a full `stop_slave` lets the SQL thread apply what the IO thread
+/// received before it stops it anyway (see `stop_slave`).
+const RELAY_LOG_DRAIN: Duration = Duration::from_secs(5);
 
 /// The zero UUID vttablet reports as `source_uuid` on MariaDB.
 pub const ZERO_UUID: &str = "00000000-0000-0000-0000-000000000000";
@@ -183,20 +186,71 @@ impl MysqlConn {
     ///   would come back without the replica side of semi-sync, which vtorc
     ///   reports and repairs (ReplicaSemiSyncMustBeSet).
     ///
-    /// The relay log and GTID state are the same as after a plain `STOP SLAVE`.
+    /// A third one concerns the relay log. MySQL 8 keeps it across `STOP
+    /// REPLICA` / `START REPLICA` (auto-positioning asks the source only for
+    /// what is neither executed nor retrieved), so events a replica received
+    /// (and acknowledged, under semi-sync) but had not applied yet survive a
+    /// restart, even if the source dies right after. MariaDB with GTID
+    /// discards the relay log when replication starts again with both threads
+    /// stopped (and on `CHANGE MASTER`), and fetches again from
+    /// `gtid_slave_pos`: if the source is gone by then, those acknowledged
+    /// events exist nowhere else (measured on 10.11: three received, unapplied
+    /// rows gone after `STOP SLAVE; START SLAVE` with the source killed; kept
+    /// when only the IO thread restarted while the SQL thread ran). So a full
+    /// stop stops the IO thread first and lets a running SQL thread apply what
+    /// was received (at most [`RELAY_LOG_DRAIN`]) before stopping it; the
+    /// relay-log position reported afterwards is the same as without the wait.
     pub async fn stop_slave(&mut self, io_only: bool) -> AgentResult<()> {
         let semi_sync_replica = self.text("SELECT @@GLOBAL.rpl_semi_sync_slave_enabled").await? == "1";
         if semi_sync_replica {
             self.exec("SET GLOBAL rpl_semi_sync_slave_enabled = OFF").await?;
         }
-        let stopped = self.kill_io_thread_and_stop(io_only).await;
+        let stopped = self.kill_io_thread_and_stop().await;
         if semi_sync_replica {
             self.exec("SET GLOBAL rpl_semi_sync_slave_enabled = ON").await?;
         }
-        stopped
+        stopped?;
+        if io_only {
+            return Ok(());
+        }
+        self.drain_relay_log(RELAY_LOG_DRAIN).await?;
+        self.exec("STOP SLAVE").await
     }
 
-    async fn kill_io_thread_and_stop(&mut self, io_only: bool) -> AgentResult<()> {
+    /// With the IO thread stopped, waits up to `bound` for a running SQL
+    /// thread to apply everything the IO thread received (`Gtid_IO_Pos`).
+    async fn drain_relay_log(&mut self, bound: Duration) -> AgentResult<()> {
+        let Some(status) = self.replication_status().await? else {
+            return Ok(());
+        };
+        if status.status.sql_state != thread_state::RUNNING || status.io_pos.is_empty() {
+            return Ok(());
+        }
+        let target = status.io_pos.to_string();
+        let sql = format!(
+            "SELECT MASTER_GTID_WAIT({}, {:.3})",
+            quote(&target),
+            bound.as_secs_f64()
+        );
+        let mut conn = self.take()?;
+        let waited = tokio::time::timeout(
+            bound + Duration::from_secs(1),
+            conn.query_first::<Option<i64>, _>(sql.as_str()),
+        )
+        .await;
+        let result = self.finish(conn, &sql, waited)?;
+        if result.flatten() != Some(0) {
+            tracing::warn!(
+                target_position = %target,
+                "the SQL thread did not apply the received relay log within {bound:?}; \
+                 stopping it anyway (MariaDB fetches the rest again from the source)"
+            );
+        }
+        Ok(())
+    }
+
+    /// Stops the IO thread (see `stop_slave`).
+    async fn kill_io_thread_and_stop(&mut self) -> AgentResult<()> {
         // Only an IO thread that may be blocked on a silent source: reading
         // (`Waiting for master to send event`) or connecting. One that waits
         // to reconnect (its source refused or reset the connection) sleeps
@@ -239,12 +293,7 @@ impl MysqlConn {
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        self.exec(if io_only {
-            "STOP SLAVE IO_THREAD"
-        } else {
-            "STOP SLAVE"
-        })
-        .await
+        self.exec("STOP SLAVE IO_THREAD").await
     }
 
     /// Runs a query and returns all rows.

@@ -45,8 +45,12 @@ pub(super) async fn serve(agent: Arc<Agent>, listener: TcpListener, tls: Option<
                 .await
         }
         None => {
+            // TCP_NODELAY, as Go (vttablet) sets on every accepted
+            // connection: without it a response's frames written apart
+            // wait for the client's delayed ACK (about 40 ms per RPC).
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
             router
-                .serve_with_incoming_shutdown(TcpIncoming::from(listener), cancel.cancelled_owned())
+                .serve_with_incoming_shutdown(incoming, cancel.cancelled_owned())
                 .await
         }
     };
