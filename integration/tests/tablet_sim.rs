@@ -202,3 +202,58 @@ async fn a_health_stream_reports_changes_at_once_breaks_when_the_tablet_dies_and
     );
     cancel.cancel();
 }
+
+/// Messages larger than an HTTP/2 frame, h2's 16 KiB write buffer, the 8 KiB
+/// read buffer and the 256 KiB stream window arrive intact, again and again
+/// on one connection that goes idle in between, and so does a large health
+/// message on a stream: the vendored h2 allocates those buffers while
+/// writing or reading and releases them when idle (vendor/h2/VTORC-PATCH.md).
+#[tokio::test]
+async fn messages_larger_than_the_buffers_and_the_window_arrive_intact_between_idle_periods() {
+    let fleet = fleet().await;
+    let tmc = Arc::new(client(Duration::from_secs(5)));
+    let primary = fleet.tablets()[0].clone();
+    let uuid = primary.state().server_uuid;
+    // About 470 KiB of GTID intervals.
+    let intervals: Vec<String> = (0..40_000u64).map(|i| format!("{0}-{0}", 2 * i + 1)).collect();
+    let position = format!("MySQL56/{uuid}:{}", intervals.join(":"));
+    assert!(position.len() > 400 * 1024);
+    primary.update(|s| s.position = position.clone());
+    for round in 0..3 {
+        let fs = tmc.full_status(&primary.record()).await.expect("large answer");
+        let status = fs.primary_status.expect("a primary reports its status");
+        assert_eq!(status.position, position, "round {round}");
+        tmc.ping(&primary.record())
+            .await
+            .expect("small call after a large one");
+        tokio::time::sleep(Duration::from_millis(50)).await; // idle: buffers released
+    }
+    assert_eq!(tmc.cached_channels(), 1, "one connection throughout");
+
+    let (tx, mut rx) = mpsc::channel(64);
+    let cancel = CancellationToken::new();
+    let mut streams = HealthStreams::new(tmc, tx, HealthStreamConfig::default(), cancel.clone());
+    assert!(streams.subscribe(&primary.record()));
+    let big_error = "x".repeat(100 * 1024);
+    loop {
+        let ev = next_event(&mut rx, Duration::from_secs(2)).await;
+        if matches!(ev.kind, HealthEventKind::Health(_)) {
+            break;
+        }
+    }
+    for round in 0..3 {
+        let error = format!("{round}{big_error}");
+        primary.set_health(false, &error);
+        let ev = next_event(&mut rx, Duration::from_secs(2)).await;
+        let HealthEventKind::Health(h) = ev.kind else {
+            panic!("expected health, got {ev:?}")
+        };
+        assert_eq!(
+            h.realtime_stats.as_ref().map(|s| s.health_error.as_str()),
+            Some(error.as_str()),
+            "round {round}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    cancel.cancel();
+}
