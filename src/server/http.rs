@@ -92,6 +92,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/api/config", get(config))
         .route("/api/database-state", get(database_state::handler))
         .route("/api/recoveries", get(recoveries))
+        .route("/api/sharing", get(sharing))
         .route("/debug/health", get(health))
         .route("/debug/config", get(debug_config))
         .route("/debug/liveness", get(liveness))
@@ -475,6 +476,26 @@ async fn recoveries(
         });
         json_response(StatusCode::OK, go_list(&records))
     })
+}
+
+/// `GET /api/sharing[?keyspace=K[&shard=S]]`: the members and which one owns
+/// each shard (where to ask about it). 404 without `--sharing`.
+async fn sharing(State(ctx): State<ApiContext>, Query(params): Query<HashMap<String, String>>) -> Response {
+    let Some(handle) = &ctx.sharing else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "work sharing is off (--sharing): this instance watches every shard\n",
+        );
+    };
+    let keyspace = params.get("keyspace").map(String::as_str).filter(|k| !k.is_empty());
+    let shard = params.get("shard").map(String::as_str).filter(|s| !s.is_empty());
+    if shard.is_some() && keyspace.is_none() {
+        return text(StatusCode::BAD_REQUEST, "shard: needs keyspace\n");
+    }
+    match crate::sharing::report(&ctx.topo, handle, keyspace, shard).await {
+        Ok(report) => json_response(StatusCode::OK, serde_json::to_vec_pretty(&report)),
+        Err(e) => text(StatusCode::SERVICE_UNAVAILABLE, format!("read the shards: {e}\n")),
+    }
 }
 
 /// Go VTOrc's health object (the keys operators script against).

@@ -158,6 +158,12 @@ pub(super) struct StatusPage {
     pub unreachable: Vec<UnreachableRow>,
     /// Unreachable tablets in all.
     pub unreachable_total: usize,
+    /// With `--sharing`: this instance's standing (name, value).
+    pub sharing: Vec<(String, String)>,
+    /// With `--sharing`: the members (id, addresses, ready).
+    pub members: Vec<(String, String, bool)>,
+    /// With `--sharing`: the shards watched here, with their owner.
+    pub shard_owners: Vec<(String, String)>,
 }
 
 const STYLE: &str = "body{font-family:sans-serif;font-size:14px;margin:1em}\
@@ -210,6 +216,28 @@ impl StatusPage {
             ),
         );
         h.push_str("</table>\n");
+
+        if !self.sharing.is_empty() {
+            h.push_str("<h2>Work Sharing</h2>\n<table>\n");
+            for (name, value) in &self.sharing {
+                let _ = writeln!(h, "<tr><th>{}</th><td>{}</td></tr>", e(name), e(value));
+            }
+            h.push_str("</table>\n<table class=\"members\">\n<tr><th>Member</th><th>Addresses</th><th>Ready</th></tr>\n");
+            for (id, addresses, ready) in &self.members {
+                let _ = writeln!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    e(id),
+                    e(addresses),
+                    if *ready { "yes" } else { "no" }
+                );
+            }
+            h.push_str("</table>\n<table class=\"owners\">\n<tr><th>Shard watched here</th><th>Owner</th></tr>\n");
+            for (shard, owner) in &self.shard_owners {
+                let _ = writeln!(h, "<tr><td>{}</td><td>{}</td></tr>", e(shard), e(owner));
+            }
+            h.push_str("</table>\n<p>Every shard's owner: <a href=\"/api/sharing\">/api/sharing</a></p>\n");
+        }
 
         h.push_str("<h2>Configuration</h2>\n<table>\n");
         for (name, value) in &self.config {
@@ -348,7 +376,53 @@ fn gather(state: &DebugState) -> StatusPage {
             }
         }
     }
+    let (mut sharing, mut members, mut shard_owners) = (Vec::new(), Vec::new(), Vec::new());
+    if let Some(handle) = &ctx.sharing {
+        let status = handle.status();
+        let assignment = handle.assignment();
+        sharing.push(("Member id".to_string(), status.me.clone()));
+        sharing.push((
+            "Acting".to_string(),
+            match (status.acting, status.acting_for_ms) {
+                (true, Some(ms)) => format!("yes (lease known valid for {ms} ms more)"),
+                _ => "no (lease not known valid: no recoveries start)".to_string(),
+            },
+        ));
+        sharing.push((
+            "Assignment".to_string(),
+            format!(
+                "generation {} (loaded: {}), {} members, {} earlier member sets still watched (handover)",
+                status.generation,
+                status.applied_generation,
+                status.members.len(),
+                status.retained_views
+            ),
+        ));
+        for m in &status.members {
+            let addresses = [m.record.grpc_address.as_deref(), m.record.http_address.as_deref()]
+                .iter()
+                .flatten()
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ");
+            members.push((m.record.id.clone(), addresses, m.ready));
+        }
+        for key in snapshot.shards.keys() {
+            let owner = assignment
+                .owner(&key.keyspace, &key.shard)
+                .map_or_else(|| "-".to_string(), str::to_string);
+            let owner = if assignment.owns(&key.keyspace, &key.shard) {
+                format!("{owner} (this instance)")
+            } else {
+                format!("{owner} (handing over)")
+            };
+            shard_owners.push((key.to_string(), owner));
+        }
+    }
     StatusPage {
+        sharing,
+        members,
+        shard_owners,
         hostname: ctx.hostname.clone(),
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").to_string(),
