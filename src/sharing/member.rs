@@ -58,6 +58,10 @@ pub struct Membership {
     written_ready: u64,
     /// Registration time.
     started_unix_ms: u64,
+    /// A lease of an earlier session that could not be revoked (etcd was
+    /// unreachable): revoked before registering again, so the old key does
+    /// not have to expire first.
+    stale_lease: Option<LeaseId>,
     /// Stops the task.
     cancel: CancellationToken,
 }
@@ -90,6 +94,7 @@ impl Membership {
             status_tx,
             applied_rx: None,
             written_ready: 0,
+            stale_lease: None,
             started_unix_ms: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
@@ -149,7 +154,11 @@ impl Membership {
             self.publish_status();
             // Best effort: revoking deletes the key at once, so the others
             // take over now instead of after the TTL.
-            let _ = tokio::time::timeout(Duration::from_secs(1), self.store.lease_revoke(reg.0.lease)).await;
+            match tokio::time::timeout(Duration::from_secs(1), self.store.lease_revoke(reg.0.lease)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) if e.is_no_node() => {}
+                _ => self.stale_lease = Some(reg.0.lease),
+            }
             match end {
                 SessionEnd::Cancelled => {
                     tracing::info!(id = %self.config.id, "sharing: left the member set");
@@ -166,6 +175,13 @@ impl Membership {
     /// an earlier registration of the same id is waited out (it is gone
     /// when its lease expires).
     async fn register(&mut self) -> Result<(Registration, Instant), TopoError> {
+        if let Some(old) = self.stale_lease {
+            match self.store.lease_revoke(old).await {
+                Ok(()) => self.stale_lease = None,
+                Err(e) if e.is_no_node() => self.stale_lease = None,
+                Err(e) => return Err(e),
+            }
+        }
         let sent = crate::clock::now();
         let lease = self.store.lease_grant(self.config.lease_ttl).await?;
         let key = self.key();
@@ -298,6 +314,7 @@ impl Membership {
                         if !changed {
                             applied = None;
                         }
+                        self.publish_status();
                     }
                     () = sleep_until(handover_at) => {
                         if let Some(a) = self.handover.on_tick(crate::clock::now()) {

@@ -207,6 +207,9 @@ pub struct SharingReport {
     pub status: SharingStatus,
     /// Shards and their owners, in keyspace/shard order.
     pub shards: Vec<ShardOwner>,
+    /// Why the shard list is incomplete (the topology could not be read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shards_error: Option<String>,
 }
 
 /// The ownership of the shards in the topology (filtered by `keyspace`
@@ -217,12 +220,16 @@ pub async fn report(
     sharing: &SharingHandle,
     keyspace: Option<&str>,
     shard: Option<&str>,
-) -> Result<SharingReport, crate::topo::TopoError> {
+) -> SharingReport {
     let status = sharing.status();
     let assignment = sharing.assignment();
+    let mut shards_error = None;
     let keyspaces = match keyspace {
         Some(k) => vec![k.to_string()],
-        None => topo.keyspaces().await?,
+        None => topo.keyspaces().await.unwrap_or_else(|e| {
+            shards_error = Some(format!("list the keyspaces: {e}"));
+            Vec::new()
+        }),
     };
     let mut shards = Vec::new();
     for ks in keyspaces {
@@ -231,7 +238,10 @@ pub async fn report(
             None => match topo.shard_names(&ks).await {
                 Ok(n) => n,
                 Err(e) if e.is_no_node() => Vec::new(),
-                Err(e) => return Err(e),
+                Err(e) => {
+                    shards_error = Some(format!("list the shards of {ks}: {e}"));
+                    Vec::new()
+                }
             },
         };
         for name in names {
@@ -249,5 +259,9 @@ pub async fn report(
             });
         }
     }
-    Ok(SharingReport { status, shards })
+    SharingReport {
+        status,
+        shards,
+        shards_error,
+    }
 }
