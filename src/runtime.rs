@@ -74,7 +74,10 @@ pub async fn run_with_source(
     // `--sharing`: this instance's member record, lease and share.
     let membership_stop = CancellationToken::new();
     let sharing = config.sharing.then(|| {
-        let host = config.sharing_advertise_host.clone().unwrap_or_else(|| hostname.clone());
+        let host = config
+            .sharing_advertise_host
+            .clone()
+            .unwrap_or_else(|| hostname.clone());
         let (membership, handle) = Membership::new(
             &topo,
             SharingConfig {
@@ -87,15 +90,14 @@ pub async fn run_with_source(
         discovery_config.sharing = Some(handle.watch_assignment());
         (membership, handle)
     });
-    let (discovery, discovery_handle) = Discovery::new(
-        discovery_config,
-        topo.clone(),
-        Arc::clone(&tmc),
-        Arc::new(grpc),
-    );
+    let (discovery, discovery_handle) =
+        Discovery::new(discovery_config, topo.clone(), Arc::clone(&tmc), Arc::new(grpc));
     let (sharing, membership_task) = match sharing {
         Some((membership, handle)) => {
-            let task = membership.spawn(discovery_handle.watch_applied_assignment(), membership_stop.clone());
+            let task = membership.spawn(
+                discovery_handle.watch_applied_assignment(),
+                membership_stop.clone(),
+            );
             (Some(handle), Some(task))
         }
         None => (None, None),

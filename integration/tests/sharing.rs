@@ -50,8 +50,16 @@ fn shard_names(n: usize) -> Vec<String> {
     let step = 256 / n;
     (0..n)
         .map(|i| {
-            let start = if i == 0 { String::new() } else { format!("{:02x}", i * step) };
-            let end = if i + 1 == n { String::new() } else { format!("{:02x}", (i + 1) * step) };
+            let start = if i == 0 {
+                String::new()
+            } else {
+                format!("{:02x}", i * step)
+            };
+            let end = if i + 1 == n {
+                String::new()
+            } else {
+                format!("{:02x}", (i + 1) * step)
+            };
             format!("{start}-{end}")
         })
         .collect()
@@ -118,7 +126,10 @@ impl World {
         }
         let dir = tempfile::tempdir().expect("tempdir");
         // A partitioned instance runs as another user and writes here.
-        let _ = std::process::Command::new("chmod").arg("777").arg(dir.path()).status();
+        let _ = std::process::Command::new("chmod")
+            .arg("777")
+            .arg(dir.path())
+            .status();
         World {
             etcd,
             fleet,
@@ -180,7 +191,8 @@ impl Instance {
             .stdin(std::process::Stdio::null())
             .stdout(file.try_clone().expect("clone"))
             .stderr(file);
-        let child = ChildGuard::spawn(&format!("vtorc-{n}"), &mut command, Some(log.clone())).expect("spawn vtorc");
+        let child =
+            ChildGuard::spawn(&format!("vtorc-{n}"), &mut command, Some(log.clone())).expect("spawn vtorc");
         Instance {
             child,
             http: format!("http://127.0.0.1:{port}"),
@@ -227,36 +239,44 @@ fn settled(report: &Value, members: usize) -> bool {
 /// Waits until every instance is settled over `instances.len()` members
 /// and they agree on one owner per shard (each owner watching it); returns
 /// the owner of each shard.
-async fn wait_settled(instances: &[&Instance], shards: &[String], within: Duration) -> BTreeMap<String, String> {
+async fn wait_settled(
+    instances: &[&Instance],
+    shards: &[String],
+    within: Duration,
+) -> BTreeMap<String, String> {
     let n = instances.len();
-    poll_until(within, "every instance settled on one owner per shard", || async {
-        let mut owners: Option<BTreeMap<String, String>> = None;
-        for i in instances {
-            let report = i.sharing().await?;
-            if !settled(&report, n) {
-                return Ok(None);
-            }
-            let me = report["me"].as_str().unwrap_or_default().to_string();
-            let mut seen = BTreeMap::new();
-            for s in report["shards"].as_array().into_iter().flatten() {
-                let shard = s["shard"].as_str().unwrap_or_default().to_string();
-                let owner = s["owner"].as_str().unwrap_or_default().to_string();
-                if (owner == me) != (s["watched_here"] == true) {
+    poll_until(
+        within,
+        "every instance settled on one owner per shard",
+        || async {
+            let mut owners: Option<BTreeMap<String, String>> = None;
+            for i in instances {
+                let report = i.sharing().await?;
+                if !settled(&report, n) {
                     return Ok(None);
                 }
-                seen.insert(shard, owner);
+                let me = report["me"].as_str().unwrap_or_default().to_string();
+                let mut seen = BTreeMap::new();
+                for s in report["shards"].as_array().into_iter().flatten() {
+                    let shard = s["shard"].as_str().unwrap_or_default().to_string();
+                    let owner = s["owner"].as_str().unwrap_or_default().to_string();
+                    if (owner == me) != (s["watched_here"] == true) {
+                        return Ok(None);
+                    }
+                    seen.insert(shard, owner);
+                }
+                if seen.len() != shards.len() {
+                    return Ok(None);
+                }
+                match &owners {
+                    None => owners = Some(seen),
+                    Some(o) if *o == seen => {}
+                    Some(_) => return Ok(None),
+                }
             }
-            if seen.len() != shards.len() {
-                return Ok(None);
-            }
-            match &owners {
-                None => owners = Some(seen),
-                Some(o) if *o == seen => {}
-                Some(_) => return Ok(None),
-            }
-        }
-        Ok(owners)
-    })
+            Ok(owners)
+        },
+    )
     .await
     .unwrap_or_else(|e| {
         let logs: Vec<String> = instances.iter().map(|i| i.child.log_tail(25)).collect();
@@ -325,7 +345,11 @@ impl Drop for PollGaps {
 
 /// The shards `owners` gives to `id`.
 fn owned_by(owners: &BTreeMap<String, String>, id: &str) -> Vec<String> {
-    owners.iter().filter(|(_, o)| *o == id).map(|(s, _)| s.clone()).collect()
+    owners
+        .iter()
+        .filter(|(_, o)| *o == id)
+        .map(|(s, _)| s.clone())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -336,7 +360,10 @@ async fn a_dead_owners_shards_move_within_the_lease_ttl_and_a_failure_there_is_s
     let owners = wait_settled(&refs, &w.shards, Duration::from_secs(60)).await;
     let dead_id = member_id(&instances[0]).await;
     let moved = owned_by(&owners, &dead_id);
-    assert!(!moved.is_empty(), "instance 0 owns some of the 12 shards: {owners:?}");
+    assert!(
+        !moved.is_empty(),
+        "instance 0 owns some of the 12 shards: {owners:?}"
+    );
     let distinct: BTreeSet<&String> = owners.values().collect();
     assert_eq!(distinct.len(), 3, "every instance owns shards: {owners:?}");
     let gaps = w.watch_polls();
@@ -371,13 +398,17 @@ async fn a_dead_owners_shards_move_within_the_lease_ttl_and_a_failure_there_is_s
         found.expect("the new owner is a survivor")
     };
     let primary_alias = primary.alias().to_string();
-    poll_until(Duration::from_secs(20), "the new owner detects the dead primary", || async {
-        Ok(owner_instance
-            .audit()
-            .iter()
-            .any(|e| e["event"] == "DetectionOpened" && e["tablet_alias"] == primary_alias.as_str())
-            .then_some(()))
-    })
+    poll_until(
+        Duration::from_secs(20),
+        "the new owner detects the dead primary",
+        || async {
+            Ok(owner_instance
+                .audit()
+                .iter()
+                .any(|e| e["event"] == "DetectionOpened" && e["tablet_alias"] == primary_alias.as_str())
+                .then_some(()))
+        },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e:#}\n{}", owner_instance.child.log_tail(40)));
     let seen = injected.elapsed();
@@ -425,7 +456,10 @@ async fn an_added_instance_takes_its_share_while_the_previous_owners_keep_watchi
     );
     // Nothing is dropped before its new owner polls it: the gap is the
     // poll interval plus scheduling, far below the lease TTL.
-    assert!(gap <= TTL, "{tablet} went {gap:?} without a poll during the handover");
+    assert!(
+        gap <= TTL,
+        "{tablet} went {gap:?} without a poll during the handover"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -440,7 +474,10 @@ async fn an_etcd_restart_keeps_every_shard_watched_and_the_members_register_agai
     tokio::time::sleep(TTL + Duration::from_secs(1)).await;
     for i in &instances {
         let report = i.sharing().await.expect("/api/sharing answers without etcd");
-        assert_eq!(report["acting"], false, "no instance acts without its lease: {report}");
+        assert_eq!(
+            report["acting"], false,
+            "no instance acts without its lease: {report}"
+        );
     }
     w.etcd.restart().await.expect("etcd restarts");
     let restarted = Instant::now();
@@ -448,9 +485,14 @@ async fn an_etcd_restart_keeps_every_shard_watched_and_the_members_register_agai
     let took = restarted.elapsed();
     assert_eq!(before.len(), after.len());
     let (gap, tablet) = gaps.worst();
-    eprintln!("etcd restart: settled again {took:?} after etcd was back; longest poll gap {gap:?} ({tablet})");
+    eprintln!(
+        "etcd restart: settled again {took:?} after etcd was back; longest poll gap {gap:?} ({tablet})"
+    );
     // Polling does not depend on etcd: every shard stayed watched.
-    assert!(gap <= TTL, "{tablet} went {gap:?} without a poll across the etcd restart");
+    assert!(
+        gap <= TTL,
+        "{tablet} went {gap:?} without a poll across the etcd restart"
+    );
 }
 
 /// The timestamp at the start of the first log line of `text` that
@@ -475,20 +517,30 @@ async fn a_partitioned_instance_stops_acting_before_another_takes_its_shards() {
     // The other instance takes over once the partitioned one's lease expires.
     poll_until(TTL * 4, "the other instance owns every shard", || async {
         let report = instances[1].sharing().await?;
-        let all_mine = report["shards"]
-            .as_array()
-            .is_some_and(|s| s.iter().all(|s| s["watched_here"] == true && s["owner"] == report["me"]));
+        let all_mine = report["shards"].as_array().is_some_and(|s| {
+            s.iter()
+                .all(|s| s["watched_here"] == true && s["owner"] == report["me"])
+        });
         Ok((report["members"].as_array().is_some_and(|m| m.len() == 1) && all_mine).then_some(()))
     })
     .await
     .unwrap_or_else(|e| panic!("{e:#}\n{}", instances[1].child.log_tail(30)));
     let cut_report = instances[0].sharing().await.expect("its HTTP API still answers");
-    assert_eq!(cut_report["acting"], false, "the partitioned instance does not act: {cut_report}");
+    assert_eq!(
+        cut_report["acting"], false,
+        "the partitioned instance does not act: {cut_report}"
+    );
     let stopped = log_time(&instances[0].log_text(), &["stopping acting"]).unwrap_or_else(|| {
-        panic!("the partitioned instance logged that it stopped acting:\n{}", instances[0].child.log_tail(30))
+        panic!(
+            "the partitioned instance logged that it stopped acting:\n{}",
+            instances[0].child.log_tail(30)
+        )
     });
-    let took_over = log_time(&instances[1].log_text(), &["sharing: new assignment", "members=1"])
-        .unwrap_or_else(|| panic!("no takeover logged:\n{}", instances[1].child.log_tail(30)));
+    let took_over = log_time(
+        &instances[1].log_text(),
+        &["sharing: new assignment", "members=1"],
+    )
+    .unwrap_or_else(|| panic!("no takeover logged:\n{}", instances[1].child.log_tail(30)));
     eprintln!("partition: stopped acting at {stopped}, the other instance took over at {took_over}");
     // Same host clock, same RFC 3339 format: the strings order as the times.
     assert!(
@@ -540,12 +592,17 @@ async fn with_sharing_a_dead_primary_after_its_owners_death_gets_exactly_one_ers
             }
             let o = v["shards"]
                 .as_array()
-                .and_then(|s| s.iter().find(|s| s["keyspace"] == "commerce" && s["shard"] == "0"))
+                .and_then(|s| {
+                    s.iter()
+                        .find(|s| s["keyspace"] == "commerce" && s["shard"] == "0")
+                })
                 .and_then(|s| s["owner_http_address"].as_str())
                 .map(str::to_string);
             owners.insert(o);
         }
-        Ok((owners.len() == 1).then(|| owners.into_iter().next().flatten()).flatten())
+        Ok((owners.len() == 1)
+            .then(|| owners.into_iter().next().flatten())
+            .flatten())
     })
     .await
     .expect("an owner");
@@ -553,7 +610,10 @@ async fn with_sharing_a_dead_primary_after_its_owners_death_gets_exactly_one_ers
         .iter()
         .position(|p| owner.ends_with(&format!(":{p}")))
         .expect("the owner is one of ours");
-    vtorcs[owner_index].child.kill_and_wait().expect("kill -9 the owner");
+    vtorcs[owner_index]
+        .child
+        .kill_and_wait()
+        .expect("kill -9 the owner");
     cluster.kill_mysql(&alias(100)).expect("kill -9 the primary");
     let live = [alias(101), alias(102)];
     poll_until(Duration::from_secs(60), "a new serving primary", || async {
@@ -570,7 +630,10 @@ async fn with_sharing_a_dead_primary_after_its_owners_death_gets_exactly_one_ers
     tokio::time::sleep(Duration::from_secs(3)).await;
     let started: usize = vtorcs
         .iter()
-        .map(|v| v.recovery_events("RecoveryStarted", RecoveryKind::RecoverDeadPrimary).len())
+        .map(|v| {
+            v.recovery_events("RecoveryStarted", RecoveryKind::RecoverDeadPrimary)
+                .len()
+        })
         .sum();
     assert_eq!(started, 1, "exactly one ERS across the instances");
     assert!(

@@ -44,7 +44,9 @@ impl WatchFilter {
 
     /// Whether the assignment (if any) lets this shard through.
     fn assigned(&self, keyspace: &str, shard: &str) -> bool {
-        self.assignment.as_ref().is_none_or(|a| a.watches(keyspace, shard))
+        self.assignment
+            .as_ref()
+            .is_none_or(|a| a.watches(keyspace, shard))
     }
 
     /// Whether every keyspace and shard is watched.

@@ -13,6 +13,7 @@
 //! | `/api/config` | MONITORING | the configuration as a JSON map (tab indent) |
 //! | `/api/database-state` | MONITORING | our in-memory state as Go's store dump, `[{"TableName", "Rows"}]` (see `http/database_state.rs`) |
 //! | `/api/recoveries` | (ours) | our audit's recoveries, newest first (`limit` parameter) |
+//! | `/api/sharing?keyspace=&shard=` | (ours) | with `--sharing`: the members and every shard's owner with its addresses (404 without `--sharing`) |
 //! | `/debug/health` | MONITORING | health JSON; **500** until the first topology load and discovery round |
 //! | `/debug/liveness` | servenv | 200, empty body |
 //! | `/debug/status` | servenv | HTML status page with "Recent Recoveries" (see `http/debug_status.rs`) |
@@ -487,7 +488,10 @@ async fn sharing(State(ctx): State<ApiContext>, Query(params): Query<HashMap<Str
             "work sharing is off (--sharing): this instance watches every shard\n",
         );
     };
-    let keyspace = params.get("keyspace").map(String::as_str).filter(|k| !k.is_empty());
+    let keyspace = params
+        .get("keyspace")
+        .map(String::as_str)
+        .filter(|k| !k.is_empty());
     let shard = params.get("shard").map(String::as_str).filter(|s| !s.is_empty());
     if shard.is_some() && keyspace.is_none() {
         return text(StatusCode::BAD_REQUEST, "shard: needs keyspace\n");

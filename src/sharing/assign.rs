@@ -301,7 +301,11 @@ mod tests {
         let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
         for s in shards(3000) {
             let o = owner_of(&ids, "ks", &s).expect("an owner");
-            assert_eq!(owner_of(ids.iter().rev(), "ks", &s), Some(o), "order does not matter");
+            assert_eq!(
+                owner_of(ids.iter().rev(), "ks", &s),
+                Some(o),
+                "order does not matter"
+            );
             *counts.entry(o).or_default() += 1;
         }
         for (id, n) in counts {
@@ -337,11 +341,14 @@ mod tests {
 
     #[test]
     fn a_joining_member_takes_its_shards_only_once_everyone_is_ready() {
-        let now = Instant::now();
+        let now = crate::clock::now();
         let mut h = Handover::new("a", Duration::from_secs(30));
         let one = ready(view(&[("a", 1, 0)]));
         let a1 = h.on_view(&one, now).expect("first assignment");
-        assert!(shards(50).iter().all(|s| a1.watches("ks", s)), "alone, a watches everything");
+        assert!(
+            shards(50).iter().all(|s| a1.watches("ks", s)),
+            "alone, a watches everything"
+        );
         // b joins: a keeps watching everything (retained) until b is ready.
         let two = view(&[("a", 1, 0), ("b", 9, 0)]);
         let a2 = h.on_view(&two, now).expect("new view");
@@ -366,7 +373,7 @@ mod tests {
 
     #[test]
     fn a_handover_that_is_never_confirmed_ends_at_the_bound() {
-        let now = Instant::now();
+        let now = crate::clock::now();
         let mut h = Handover::new("a", Duration::from_secs(30));
         h.on_view(&ready(view(&[("a", 1, 0)])), now);
         h.on_view(&view(&[("a", 1, 0), ("b", 2, 0)]), now);
@@ -379,7 +386,7 @@ mod tests {
 
     #[test]
     fn a_dead_members_shards_go_to_the_survivors() {
-        let now = Instant::now();
+        let now = crate::clock::now();
         let mut ha = Handover::new("a", Duration::from_secs(30));
         let mut hb = Handover::new("b", Duration::from_secs(30));
         let three = ready(view(&[("a", 1, 0), ("b", 2, 0), ("c", 3, 0)]));
@@ -396,7 +403,7 @@ mod tests {
 
     #[test]
     fn a_view_without_this_instance_changes_nothing() {
-        let now = Instant::now();
+        let now = crate::clock::now();
         let mut h = Handover::new("a", Duration::from_secs(30));
         assert_eq!(h.on_view(&view(&[("b", 1, 0)]), now), None);
         h.on_view(&view(&[("a", 1, 0), ("b", 2, 0)]), now);

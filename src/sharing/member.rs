@@ -2,7 +2,7 @@
 //! lease alive, follows the member directory and publishes assignments.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -95,7 +95,7 @@ impl Membership {
             applied_rx: None,
             written_ready: 0,
             stale_lease: None,
-            started_unix_ms: SystemTime::now()
+            started_unix_ms: crate::clock::wall_now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             cancel: CancellationToken::new(),
@@ -113,7 +113,11 @@ impl Membership {
     /// Runs the task; `applied` is the generation discovery has loaded
     /// (ready is published for it). Stops (revoking the lease, so others
     /// take over at once) when `stop` fires.
-    pub fn spawn(mut self, applied: watch::Receiver<u64>, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+    pub fn spawn(
+        mut self,
+        applied: watch::Receiver<u64>,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
         self.applied_rx = Some(applied);
         self.cancel = stop;
         tokio::spawn(self.run())

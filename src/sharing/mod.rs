@@ -90,7 +90,13 @@ impl SharingConfig {
 pub fn sanitize_id(id: &str) -> String {
     let s: String = id
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "-_.:".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.:".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if s.is_empty() { "vtorc".into() } else { s }
 }
@@ -157,7 +163,9 @@ impl SharingHandle {
     pub fn may_act(&self) -> Result<(), String> {
         match *self.acting_until.borrow() {
             Some(until) if crate::clock::now() < until => Ok(()),
-            Some(_) => Err("this instance's sharing lease is not known valid (no keep-alive answered in time)".into()),
+            Some(_) => Err(
+                "this instance's sharing lease is not known valid (no keep-alive answered in time)".into(),
+            ),
             None => Err("this instance is not registered as a sharing member".into()),
         }
     }
@@ -168,7 +176,8 @@ impl SharingHandle {
         let until = *self.acting_until.borrow();
         let now = crate::clock::now();
         s.acting = until.is_some_and(|u| now < u);
-        s.acting_for_ms = until.map(|u| u64::try_from(u.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX));
+        s.acting_for_ms =
+            until.map(|u| u64::try_from(u.saturating_duration_since(now).as_millis()).unwrap_or(u64::MAX));
         s
     }
 

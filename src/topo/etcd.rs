@@ -267,7 +267,13 @@ impl TopoStore for EtcdStore {
         Ok(Version(resp.header().map_or(0, |h| h.revision())))
     }
 
-    async fn update_leased(&self, key: &str, value: &[u8], version: Version, lease: LeaseId) -> TopoResult<Version> {
+    async fn update_leased(
+        &self,
+        key: &str,
+        value: &[u8],
+        version: Version,
+        lease: LeaseId,
+    ) -> TopoResult<Version> {
         let put = (lease != 0).then(|| PutOptions::new().with_lease(lease));
         let txn = Txn::new()
             .when([Compare::mod_revision(key, CompareOp::Equal, version.0)])

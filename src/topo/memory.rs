@@ -372,7 +372,13 @@ impl TopoStore for MemoryStore {
         Ok(s.put(key, value, lease))
     }
 
-    async fn update_leased(&self, key: &str, value: &[u8], version: Version, lease: LeaseId) -> TopoResult<Version> {
+    async fn update_leased(
+        &self,
+        key: &str,
+        value: &[u8],
+        version: Version,
+        lease: LeaseId,
+    ) -> TopoResult<Version> {
         let mut s = self.lock();
         s.check_available()?;
         let current = s.data.get(key).map_or(0, |e| e.mod_revision);

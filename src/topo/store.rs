@@ -191,7 +191,13 @@ pub trait TopoStore: Send + Sync + fmt::Debug {
     /// `BadVersion`, also when the key is missing), keeping it attached to
     /// `lease` (a plain `update` would detach it). `NoNode` if the lease is
     /// gone. Returns the new version.
-    async fn update_leased(&self, key: &str, value: &[u8], version: Version, lease: LeaseId) -> TopoResult<Version>;
+    async fn update_leased(
+        &self,
+        key: &str,
+        value: &[u8],
+        version: Version,
+        lease: LeaseId,
+    ) -> TopoResult<Version>;
 
     /// Deletes `key`, conditionally on `version` when given. `NoNode` if
     /// missing, `BadVersion` on a version mismatch.

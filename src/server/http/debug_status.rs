@@ -232,7 +232,9 @@ impl StatusPage {
                     if *ready { "yes" } else { "no" }
                 );
             }
-            h.push_str("</table>\n<table class=\"owners\">\n<tr><th>Shard watched here</th><th>Owner</th></tr>\n");
+            h.push_str(
+                "</table>\n<table class=\"owners\">\n<tr><th>Shard watched here</th><th>Owner</th></tr>\n",
+            );
             for (shard, owner) in &self.shard_owners {
                 let _ = writeln!(h, "<tr><td>{}</td><td>{}</td></tr>", e(shard), e(owner));
             }
