@@ -459,3 +459,84 @@ async fn sleep_until(at: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(id: &str) -> SharingConfig {
+        SharingConfig {
+            id: id.into(),
+            lease_ttl: Duration::from_secs(2),
+            grpc_address: None,
+            http_address: Some(format!("{id}:15000")),
+        }
+    }
+
+    /// Starts a member whose "discovery" applies every assignment at once.
+    fn start(topo: &Topo, id: &str) -> (SharingHandle, CancellationToken) {
+        let (membership, handle) = Membership::new(topo, config(id));
+        let (applied_tx, applied_rx) = watch::channel(0u64);
+        let mut assignments = handle.watch_assignment();
+        tokio::spawn(async move {
+            while assignments.changed().await.is_ok() {
+                let generation = assignments.borrow_and_update().generation;
+                applied_tx.send_replace(generation);
+            }
+        });
+        let stop = CancellationToken::new();
+        membership.spawn(applied_rx, stop.clone());
+        (handle, stop)
+    }
+
+    async fn wait_for(handle: &SharingHandle, what: &str, check: impl Fn(&Assignment) -> bool) {
+        let mut rx = handle.watch_assignment();
+        tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|a| check(a)))
+            .await
+            .unwrap_or_else(|_| panic!("{what}: not within 10 s"))
+            .expect("membership running");
+    }
+
+    #[tokio::test]
+    async fn two_members_split_the_shards_and_a_leaving_ones_go_to_the_other() {
+        let (topo, _store) = Topo::in_memory(&["zone1"]);
+        let (a, stop_a) = start(&topo, "a");
+        let (b, _stop_b) = start(&topo, "b");
+        for h in [&a, &b] {
+            wait_for(h, "both see two members, handover done", |x| {
+                x.current.len() == 2 && x.retained.is_empty()
+            })
+            .await;
+        }
+        let shards: Vec<String> = (0..100).map(|i| format!("s{i}")).collect();
+        let (aa, ab) = (a.assignment(), b.assignment());
+        for s in &shards {
+            assert_ne!(aa.owns("ks", s), ab.owns("ks", s), "{s}: exactly one owner");
+            assert_eq!(aa.watches("ks", s), aa.owns("ks", s));
+        }
+        assert!(a.may_act().is_ok() && b.may_act().is_ok());
+        let status = b.status();
+        assert_eq!(status.members.len(), 2);
+        assert!(status.members.iter().all(|m| m.ready), "{status:?}");
+        // a leaves (revokes its lease): b owns everything at once.
+        stop_a.cancel();
+        wait_for(&b, "b alone", |x| x.current == ["b"]).await;
+        let ab = b.assignment();
+        assert!(shards.iter().all(|s| ab.owns("ks", s)));
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while a.may_act().is_ok() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("a stops acting once it left");
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_member_record_is_ignored() {
+        let (topo, store) = Topo::in_memory(&["zone1"]);
+        store.put_raw(&topo.global_key("vtorc/members/junk"), b"not json");
+        let (a, _stop) = start(&topo, "a");
+        wait_for(&a, "a registered alone", |x| x.current == ["a"]).await;
+    }
+}

@@ -27,6 +27,10 @@ use crate::recovery::audit::{RecoveryOutcome, RecoveryRecord, rfc3339};
 /// Recoveries listed (Go VTOrc's page size).
 pub(super) const RECENT_RECOVERIES: usize = 20;
 
+/// Shards watched here listed at most in "Work Sharing" (all of them:
+/// `/api/sharing`).
+pub(super) const MAX_SHARD_OWNERS: usize = 500;
+
 /// Unreachable tablets listed at most.
 pub(super) const MAX_UNREACHABLE: usize = 100;
 
@@ -409,7 +413,7 @@ fn gather(state: &DebugState) -> StatusPage {
                 .join(", ");
             members.push((m.record.id.clone(), addresses, m.ready));
         }
-        for key in snapshot.shards.keys() {
+        for key in snapshot.shards.keys().take(MAX_SHARD_OWNERS) {
             let owner = assignment
                 .owner(&key.keyspace, &key.shard)
                 .map_or_else(|| "-".to_string(), str::to_string);
@@ -503,6 +507,9 @@ mod tests {
                 ..Default::default()
             }],
             unreachable_total: 150,
+            sharing: vec![("Member id".into(), HOSTILE.into())],
+            members: vec![(HOSTILE.into(), HOSTILE.into(), true)],
+            shard_owners: vec![(HOSTILE.into(), HOSTILE.into())],
             ..Default::default()
         };
         let html = page.render();
@@ -510,6 +517,7 @@ mod tests {
         assert!(!html.contains('\0'));
         assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&#34;"));
         assert!(html.contains("<h2>Recent Recoveries</h2>"));
+        assert!(html.contains("<h2>Work Sharing</h2>"));
         assert!(html.contains(
             "<tr><td>7</td><td>commerce/0</td><td>ReplicationStopped</td><td>FixReplica</td>\
              <td>zone1-0000000101</td><td>2024-01-02T03:04:06Z</td><td>2024-01-02T03:04:07Z</td>\
