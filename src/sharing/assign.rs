@@ -145,10 +145,19 @@ impl Assignment {
     }
 
     /// Whether `self` watches a subset of what `previous` watched, known
-    /// from the views alone (same current view, fewer retained ones): then
-    /// nothing has to be loaded.
+    /// from the views alone: then nothing has to be loaded. True when the
+    /// current member set contains one of `previous`'s views (current or
+    /// retained) that has this instance: members were only added to it,
+    /// and adding members only takes shards away (an owner of a shard over
+    /// a set is its owner over any subset it belongs to).
     pub fn is_shrink_of(&self, previous: &Assignment) -> bool {
-        self.current == previous.current && self.retained.iter().all(|r| previous.retained.contains(r))
+        let covers =
+            |view: &Vec<String>| view.contains(&self.me) && view.iter().all(|m| self.current.contains(m));
+        let retained_ok = self
+            .retained
+            .iter()
+            .all(|r| previous.retained.contains(r) || *r == previous.current);
+        retained_ok && (covers(&previous.current) || previous.retained.iter().any(covers))
     }
 }
 
@@ -368,6 +377,33 @@ mod tests {
         assert!(a3.is_shrink_of(&a2));
         for s in shards(50) {
             assert_eq!(a3.watches("ks", &s), a3.owns("ks", &s));
+        }
+    }
+
+    #[test]
+    fn a_joining_member_loads_nothing_new_on_the_others_but_a_leaving_one_does() {
+        let now = crate::clock::now();
+        let mut h = Handover::new("a", Duration::from_secs(30));
+        let a1 = h
+            .on_view(&ready(view(&[("a", 1, 0), ("b", 2, 0)])), now)
+            .expect("first");
+        let a2 = h
+            .on_view(&view(&[("a", 1, 0), ("b", 2, 0), ("c", 3, 0)]), now)
+            .expect("c joins");
+        assert!(a2.is_shrink_of(&a1), "a member joining only takes shards from a");
+        let a3 = h
+            .on_view(&view(&[("a", 1, 0), ("c", 3, 0)]), now)
+            .expect("b leaves");
+        assert!(!a3.is_shrink_of(&a2), "b's shards may come to a");
+        let fresh = h
+            .on_view(&ready(view(&[("a", 1, 0), ("c", 3, 0)])), now)
+            .expect("settled");
+        assert!(fresh.is_shrink_of(&a3));
+        // Brute force: a shrink never watches a shard the previous did not.
+        for (new, old) in [(&a2, &a1), (&fresh, &a3)] {
+            for s in shards(300) {
+                assert!(!new.watches("ks", &s) || old.watches("ks", &s), "{s}");
+            }
         }
     }
 
