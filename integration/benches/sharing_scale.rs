@@ -150,10 +150,21 @@ impl Instance {
         })
     }
 
-    async fn sharing(&self) -> anyhow::Result<Value> {
-        let (status, body) = http_get(&self.http, "/api/sharing").await?;
+    /// `/api/sharing` with every shard (`full`; an etcd listing of every
+    /// shard record) or about one shard only (no listing).
+    async fn sharing_of(&self, full: bool) -> anyhow::Result<Value> {
+        let path = if full {
+            "/api/sharing"
+        } else {
+            "/api/sharing?keyspace=ks&shard=-"
+        };
+        let (status, body) = http_get(&self.http, path).await?;
         anyhow::ensure!(status == 200, "/api/sharing: {status}");
         Ok(serde_json::from_str(&body)?)
+    }
+
+    async fn sharing(&self) -> anyhow::Result<Value> {
+        self.sharing_of(false).await
     }
 
     fn rss_mib(&self) -> f64 {
@@ -192,6 +203,8 @@ async fn settled(
         if !ok {
             return Ok(None);
         }
+        // Settled: now (only) read the whole shard list.
+        let r = i.sharing_of(true).await?;
         let list: Vec<(String, String)> = r["shards"]
             .as_array()
             .into_iter()
@@ -224,7 +237,7 @@ where
         if Instant::now() > deadline {
             bail!("{what}: not within {within:?}");
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
