@@ -507,6 +507,16 @@ pub struct Options {
     #[arg(long, env = "VTORC_BIND_ADDRESS")]
     pub bind_address: Option<String>,
 
+    /// Share the shards among the vtorc instances registered in etcd (each watches and repairs its own share); off = every instance watches everything.
+    #[arg(long, env = "VTORC_SHARING", num_args = 0..=1, default_missing_value = "true")]
+    pub sharing: Option<bool>,
+    /// With --sharing: TTL of the member lease; a dead instance's shards move after it.
+    #[arg(long, env = "VTORC_SHARING_LEASE_TTL")]
+    pub sharing_lease_ttl: Option<GoDuration>,
+    /// With --sharing: host name other instances and clients reach this one at (in its member record) [default: the host name].
+    #[arg(long, env = "VTORC_SHARING_ADVERTISE_HOST")]
+    pub sharing_advertise_host: Option<String>,
+
     /// Protocol of the tablet-manager client; only grpc.
     #[arg(long, env = "VTORC_TABLET_MANAGER_PROTOCOL")]
     pub tablet_manager_protocol: Option<String>,
@@ -796,6 +806,13 @@ pub struct Config {
     pub grpc_port: Option<u16>,
     /// `--bind-address`.
     pub bind_address: String,
+    /// `--sharing`: divide the shards among the instances registered in etcd.
+    pub sharing: bool,
+    /// `--sharing-lease-ttl`: TTL of the member lease (whole seconds, ≥ 2 s).
+    pub sharing_lease_ttl: Duration,
+    /// `--sharing-advertise-host`: host in this instance's member record;
+    /// `None` = the host name.
+    pub sharing_advertise_host: Option<String>,
     /// `--log-level`: a `tracing` filter directive.
     pub log_level: String,
     /// `--log-format`.
@@ -1003,6 +1020,14 @@ impl Config {
         }
         let port = pick!(port).filter(|p| *p != 0);
         let grpc_port = pick!(grpc_port).filter(|p| *p != 0);
+        let sharing_lease_ttl = dur(pick!(sharing_lease_ttl), D::SHARING_LEASE_TTL);
+        if sharing_lease_ttl < Duration::from_secs(2) || sharing_lease_ttl.subsec_nanos() != 0 {
+            return Err(ConfigError::InvalidValue {
+                option: "sharing-lease-ttl",
+                value: GoDuration(sharing_lease_ttl).to_string(),
+                reason: "etcd leases have whole seconds; at least 2s".into(),
+            });
+        }
 
         let protocol = pick!(tablet_manager_protocol).unwrap_or_else(|| D::TABLET_MANAGER_PROTOCOL.into());
         if protocol != "grpc" {
@@ -1237,6 +1262,9 @@ impl Config {
             bind_address: pick!(bind_address)
                 .filter(|a| !a.trim().is_empty())
                 .unwrap_or_else(|| D::BIND_ADDRESS.into()),
+            sharing: pick!(sharing).unwrap_or(D::SHARING),
+            sharing_lease_ttl,
+            sharing_advertise_host: pick!(sharing_advertise_host).filter(|h| !h.trim().is_empty()),
             log_level: pick!(log_level).unwrap_or_else(|| D::LOG_LEVEL.into()),
             log_format,
             otlp_endpoint,

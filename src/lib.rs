@@ -15,6 +15,7 @@ pub mod recovery;
 pub mod reparent;
 pub mod runtime;
 pub mod server;
+pub mod sharing;
 pub mod tablet;
 pub mod telemetry;
 #[cfg(any(test, feature = "testkit"))]

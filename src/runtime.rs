@@ -27,6 +27,7 @@ use crate::discovery::{Discovery, DiscoveryConfig};
 use crate::recovery::{RecoveryConfig, RecoveryDeps, RecoveryEngine};
 use crate::reparent::{ReparentConfig, Reparenter, system_wall_clock};
 use crate::server::{ApiContext, VtctldService, VtorcApi};
+use crate::sharing::{Membership, SharingConfig};
 use crate::tablet::{GrpcTabletManager, TabletClientConfig, TabletManager};
 use crate::telemetry::metrics::MetricsRegistry;
 use crate::topo::{Topo, TopoOptions};
@@ -69,12 +70,38 @@ pub async fn run_with_source(
     .context("connect to the global topology")?;
     let grpc = GrpcTabletManager::new(tablet_clients);
     let tmc: Arc<dyn TabletManager> = Arc::new(grpc.clone());
-    let (discovery, discovery_handle) = Discovery::new(
-        DiscoveryConfig::from_config(&config),
-        topo.clone(),
-        Arc::clone(&tmc),
-        Arc::new(grpc),
-    );
+    let mut discovery_config = DiscoveryConfig::from_config(&config);
+    // `--sharing`: this instance's member record, lease and share.
+    let membership_stop = CancellationToken::new();
+    let sharing = config.sharing.then(|| {
+        let host = config
+            .sharing_advertise_host
+            .clone()
+            .unwrap_or_else(|| hostname.clone());
+        let (membership, handle) = Membership::new(
+            &topo,
+            SharingConfig {
+                id: crate::sharing::sanitize_id(&instance),
+                lease_ttl: config.sharing_lease_ttl,
+                grpc_address: config.grpc_port.map(|p| format!("{host}:{p}")),
+                http_address: config.port.map(|p| format!("{host}:{p}")),
+            },
+        );
+        discovery_config.sharing = Some(handle.watch_assignment());
+        (membership, handle)
+    });
+    let (discovery, discovery_handle) =
+        Discovery::new(discovery_config, topo.clone(), Arc::clone(&tmc), Arc::new(grpc));
+    let (sharing, membership_task) = match sharing {
+        Some((membership, handle)) => {
+            let task = membership.spawn(
+                discovery_handle.watch_applied_assignment(),
+                membership_stop.clone(),
+            );
+            (Some(handle), Some(task))
+        }
+        None => (None, None),
+    };
     let discovery_task = discovery.spawn();
     let reparenter = Arc::new(Reparenter::new(
         topo.clone(),
@@ -92,6 +119,9 @@ pub async fn run_with_source(
         },
     )
     .context("open the audit file")?;
+    if let Some(sharing) = &sharing {
+        engine.set_sharing(sharing.clone());
+    }
     let mut recovery_task = engine.spawn();
     tracing::info!(%instance, "vtorc started");
 
@@ -151,6 +181,7 @@ pub async fn run_with_source(
             clock: system_wall_clock,
             shutdown: servers_stop.clone(),
             live: live_rx.clone(),
+            sharing: sharing.clone(),
         };
         if let Some(port) = config.grpc_port {
             let listener = tokio::net::TcpListener::bind((config.bind_address.as_str(), port))
@@ -210,6 +241,12 @@ pub async fn run_with_source(
             "running recoveries did not stop within --onterm-timeout {}; cancelled",
             crate::config::GoDuration(config.onterm_timeout)
         ),
+    }
+    // Leave the member set (revoking the lease) so the others take over
+    // this instance's shards now rather than after the lease TTL.
+    membership_stop.cancel();
+    if let Some(task) = membership_task {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), task).await;
     }
     watchers_stop.cancel();
     tokio::time::sleep_until(stop_started + config.lameduck_period).await;

@@ -118,6 +118,8 @@ defaults! {
     PORT: u16 = 0, "port";
     GRPC_PORT: u16 = 0, "grpc-port";
     BIND_ADDRESS: Text = "0.0.0.0", "bind-address";
+    SHARING: bool = false, "sharing";
+    SHARING_LEASE_TTL: Duration = Duration::from_secs(10), "sharing-lease-ttl";
     TABLET_MANAGER_PROTOCOL: Text = "grpc", "tablet-manager-protocol";
     TABLET_MANAGER_GRPC_CONCURRENCY: usize = 8, "tablet-manager-grpc-concurrency";
     TOPO_READ_CONCURRENCY: usize = 32, "topo-read-concurrency";

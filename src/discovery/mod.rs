@@ -89,6 +89,9 @@ pub struct DiscoveryConfig {
     pub streams: HealthStreamConfig,
     /// Primary pings and replica probes.
     pub liveness: LivenessConfig,
+    /// With `--sharing`: the assignments narrowing what is watched
+    /// (`None` = everything `filter` selects).
+    pub sharing: Option<watch::Receiver<Arc<crate::sharing::Assignment>>>,
 }
 
 impl DiscoveryConfig {
@@ -127,6 +130,7 @@ impl Default for DiscoveryConfig {
             dispatch_tick: Duration::from_millis(10),
             streams: HealthStreamConfig::default(),
             liveness: LivenessConfig::default(),
+            sharing: None,
         }
     }
 }
@@ -218,6 +222,8 @@ pub struct DiscoveryHandle {
     ready: watch::Receiver<bool>,
     /// Discovery's counters.
     metrics: Arc<DiscoveryMetrics>,
+    /// With `--sharing`: the assignment generation loaded.
+    applied: watch::Receiver<u64>,
 }
 
 impl DiscoveryHandle {
@@ -307,6 +313,12 @@ impl DiscoveryHandle {
             .shard(shard)
             .cloned()
             .ok_or_else(|| DiscoveryError::UnknownShard(shard.clone()))
+    }
+
+    /// With `--sharing`: the assignment generation discovery has loaded
+    /// (the new shards listed and every tablet in them polled once).
+    pub fn watch_applied_assignment(&self) -> watch::Receiver<u64> {
+        self.applied.clone()
     }
 
     /// Discovery's counters.

@@ -133,6 +133,21 @@ struct TopoLoad {
     complete: bool,
 }
 
+/// A re-list for a new sharing assignment: done once the new watch has
+/// listed the global records and every cell, and every tablet it added was
+/// polled once; then the assignment's generation is reported applied.
+#[derive(Debug, Default)]
+struct Relist {
+    /// The assignment generation being loaded.
+    generation: u64,
+    /// Cells named by the re-list's global snapshot; `None` = not yet seen.
+    cells_expected: Option<BTreeSet<String>>,
+    /// Cells re-listed since.
+    cells_loaded: BTreeSet<String>,
+    /// Tablets added since, not yet polled.
+    waiting: HashSet<TabletAlias>,
+}
+
 /// Discovery rounds: every watched tablet polled once.
 #[derive(Debug, Default)]
 struct Rounds {
@@ -269,6 +284,13 @@ pub struct Discovery {
     last_publish: Option<Instant>,
     /// Counters.
     metrics: Arc<DiscoveryMetrics>,
+    /// With `--sharing`: the assignments to follow.
+    assignment_rx: Option<watch::Receiver<Arc<crate::sharing::Assignment>>>,
+    /// With `--sharing`: the assignment generation loaded (re-listed and
+    /// polled once).
+    applied_tx: watch::Sender<u64>,
+    /// The re-list in progress for a new assignment.
+    relist: Option<Relist>,
     /// Stops the loop, the polls and the streams.
     cancel: CancellationToken,
 }
@@ -294,7 +316,12 @@ impl Discovery {
         let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(ClusterSnapshot::default()));
         let (changes_tx, _) = broadcast::channel(CHANGE_BUFFER);
         let (ready_tx, ready_rx) = watch::channel(false);
+        let (applied_tx, applied_rx) = watch::channel(0u64);
+        let mut config = config;
+        let assignment_rx = config.sharing.take();
+        let relist = None;
         let handle = DiscoveryHandle {
+            applied: applied_rx,
             commands: commands_tx,
             snapshots: snapshot_rx,
             changes: changes_tx.clone(),
@@ -327,6 +354,9 @@ impl Discovery {
             changed: BTreeMap::new(),
             last_publish: None,
             metrics,
+            assignment_rx,
+            applied_tx,
+            relist,
             cancel,
         };
         (discovery, handle)
@@ -344,6 +374,21 @@ impl Discovery {
 
     /// The owner loop; returns when cancelled.
     async fn run(mut self) {
+        // `--sharing`: nothing is loaded before this instance knows its share.
+        if let Some(rx) = self.assignment_rx.as_mut() {
+            let first = tokio::select! {
+                () = self.cancel.cancelled() => return,
+                a = rx.wait_for(|a| a.generation > 0) => a.map(|a| Arc::clone(&a)),
+            };
+            let Ok(a) = first else {
+                return;
+            };
+            self.relist = Some(Relist {
+                generation: a.generation,
+                ..Relist::default()
+            });
+            self.config.filter.set_assignment(a);
+        }
         let mut watcher: Option<TopoWatcher> = Some(self.topo.watch());
         let mut watcher_restart_at: Option<Instant> = None;
         let mut refresh = self.config.topo_refresh_interval;
@@ -403,6 +448,14 @@ impl Discovery {
                     self.on_slow_polls(last_tick);
                 }
                 () = sleep_until(publish_at) => {}
+                assignment = next_assignment(self.assignment_rx.as_mut()) => match assignment {
+                    Some(a) => if self.set_assignment(a) {
+                        // The newly watched shards' records come from a
+                        // fresh listing, swapped in like any resync.
+                        watcher = Some(self.topo.watch());
+                    },
+                    None => self.assignment_rx = None,
+                },
                 () = sleep_until(watcher_restart_at) => {
                     watcher = Some(self.topo.watch());
                     watcher_restart_at = None;
@@ -776,6 +829,27 @@ impl Discovery {
 
     fn on_topo_event(&mut self, event: TopoEvent) {
         self.metrics.topo_events.fetch_add(1, Ordering::Relaxed);
+        if let Some(r) = self.relist.as_mut() {
+            match &event {
+                TopoEvent::GlobalResync(snapshot) => {
+                    r.cells_expected = Some(snapshot.cells.keys().cloned().collect());
+                }
+                TopoEvent::CellResync(snapshot) => {
+                    r.cells_loaded.insert(snapshot.cell.clone());
+                }
+                TopoEvent::CellDeleted { cell } => {
+                    if let Some(expected) = r.cells_expected.as_mut() {
+                        expected.remove(cell);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.on_topo_event_inner(event);
+        self.check_relist();
+    }
+
+    fn on_topo_event_inner(&mut self, event: TopoEvent) {
         match event {
             TopoEvent::GlobalResync(snapshot) => self.apply_global(snapshot),
             TopoEvent::CellResync(snapshot) => self.apply_cell(snapshot),
@@ -1020,6 +1094,9 @@ impl Discovery {
                     },
                 );
                 self.schedule.add(&alias);
+                if let Some(r) = self.relist.as_mut() {
+                    r.waiting.insert(alias.clone());
+                }
                 tracing::debug!(tablet = %alias, shard = %key, "tablet discovered");
                 if self.load.complete && self.rounds.started.is_none() {
                     self.start_round(now);
@@ -1061,6 +1138,9 @@ impl Discovery {
         let Some(aux) = self.tablets.remove(alias) else {
             return;
         };
+        if let Some(r) = self.relist.as_mut() {
+            r.waiting.remove(alias);
+        }
         self.remove_from_shard(&aux.shard, alias);
         self.schedule.remove(alias);
         self.streams.unsubscribe(alias);
@@ -1093,6 +1173,88 @@ impl Discovery {
             self.model.shards.remove(key);
         }
         removed
+    }
+
+    // ---- sharing ----
+
+    /// Applies a new assignment: shards no longer watched are dropped at
+    /// once (each in one step, so no snapshot shows half a shard); returns
+    /// whether a re-list is needed to load newly watched shards.
+    fn set_assignment(&mut self, a: Arc<crate::sharing::Assignment>) -> bool {
+        let previous = self.config.filter.assignment().cloned();
+        self.config.filter.set_assignment(Arc::clone(&a));
+        let gone: Vec<KeyspaceShard> = self
+            .model
+            .shards
+            .keys()
+            .filter(|k| !self.config.filter.watches_shard(&k.keyspace, &k.shard))
+            .cloned()
+            .collect();
+        let dropped = gone.len();
+        for key in gone {
+            self.drop_shard(&key);
+        }
+        let shrink = previous.is_some_and(|p| a.is_shrink_of(&p));
+        tracing::info!(
+            generation = a.generation,
+            dropped_shards = dropped,
+            relist = !shrink,
+            "sharing: applying a new assignment"
+        );
+        if shrink {
+            match self.relist.as_mut() {
+                Some(r) => r.generation = a.generation,
+                None => {
+                    self.applied_tx.send_replace(a.generation);
+                }
+            }
+            return false;
+        }
+        self.relist = Some(Relist {
+            generation: a.generation,
+            ..Relist::default()
+        });
+        true
+    }
+
+    /// Forgets a whole shard: its record and every tablet.
+    fn drop_shard(&mut self, key: &KeyspaceShard) {
+        self.shard_records.remove(key);
+        let aliases: Vec<TabletAlias> = self
+            .model
+            .shards
+            .get(key)
+            .map(|s| s.tablets.iter().map(|t| t.alias().clone()).collect())
+            .unwrap_or_default();
+        for alias in aliases {
+            self.forget_tablet(&alias);
+        }
+        if self.model.shards.remove(key).is_some() {
+            self.dirty = true;
+        }
+        self.update_gauges();
+    }
+
+    /// Reports the re-listed assignment applied once it is loaded.
+    fn check_relist(&mut self) {
+        let Some(r) = &self.relist else {
+            return;
+        };
+        let listed = r
+            .cells_expected
+            .as_ref()
+            .is_some_and(|e| e.is_subset(&r.cells_loaded));
+        if listed && r.waiting.is_empty() {
+            let generation = r.generation;
+            self.relist = None;
+            tracing::info!(
+                generation,
+                tablets = self.tablets.len(),
+                shards = self.model.shards.len(),
+                "sharing: assignment loaded"
+            );
+            self.applied_tx.send_replace(generation);
+        }
     }
 
     // ---- readiness, rounds ----
@@ -1130,6 +1292,11 @@ impl Discovery {
 
     /// A tablet's poll in the current round is done (answered, failed, hung or skipped).
     fn round_progress(&mut self, alias: &TabletAlias, now: Instant) {
+        if let Some(r) = self.relist.as_mut()
+            && r.waiting.remove(alias)
+        {
+            self.check_relist();
+        }
         if self.rounds.started.is_none() {
             return;
         }
@@ -1243,6 +1410,20 @@ impl Discovery {
 async fn next_topo_event(watcher: Option<&mut TopoWatcher>) -> Option<TopoEvent> {
     match watcher {
         Some(w) => w.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next assignment, or pending forever without a receiver; `None`
+/// once the sender is gone.
+async fn next_assignment(
+    rx: Option<&mut watch::Receiver<Arc<crate::sharing::Assignment>>>,
+) -> Option<Arc<crate::sharing::Assignment>> {
+    match rx {
+        Some(rx) => {
+            rx.changed().await.ok()?;
+            Some(Arc::clone(&rx.borrow_and_update()))
+        }
         None => std::future::pending().await,
     }
 }

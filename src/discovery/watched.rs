@@ -5,27 +5,53 @@
 //! range (Go VTOrc's rule), so `ks/-80` also covers shards `-40` and `40-80`
 //! after a split. An unsharded entry such as `ks/0` covers the whole key space.
 
+use std::sync::Arc;
+
 use crate::{
     config::{ShardRange, WatchedCluster},
     proto::topodata::{KeyRange, Tablet},
+    sharing::Assignment,
 };
 
-/// The parsed `--clusters-to-watch` filter.
+/// The parsed `--clusters-to-watch` filter, narrowed by this instance's
+/// share of the shards under `--sharing`.
 #[derive(Clone, Debug, Default)]
 pub struct WatchFilter {
     /// The entries; empty = watch everything.
     clusters: Vec<WatchedCluster>,
+    /// With `--sharing`: the shards this instance watches.
+    assignment: Option<Arc<Assignment>>,
 }
 
 impl WatchFilter {
     /// A filter from the configured entries.
     pub fn new(clusters: Vec<WatchedCluster>) -> Self {
-        WatchFilter { clusters }
+        WatchFilter {
+            clusters,
+            assignment: None,
+        }
     }
 
-    /// Whether every keyspace is watched.
+    /// Narrows the filter to an assignment's shards (`--sharing`).
+    pub fn set_assignment(&mut self, assignment: Arc<Assignment>) {
+        self.assignment = Some(assignment);
+    }
+
+    /// The assignment narrowing the filter, if any.
+    pub fn assignment(&self) -> Option<&Arc<Assignment>> {
+        self.assignment.as_ref()
+    }
+
+    /// Whether the assignment (if any) lets this shard through.
+    fn assigned(&self, keyspace: &str, shard: &str) -> bool {
+        self.assignment
+            .as_ref()
+            .is_none_or(|a| a.watches(keyspace, shard))
+    }
+
+    /// Whether every keyspace and shard is watched.
     pub fn watches_everything(&self) -> bool {
-        self.clusters.is_empty()
+        self.clusters.is_empty() && self.assignment.is_none()
     }
 
     /// Whether any part of `keyspace` is watched (its keyspace record is kept).
@@ -36,6 +62,9 @@ impl WatchFilter {
     /// Whether the shard `keyspace/shard` is watched (its record is kept).
     /// A shard name that is not a valid range is matched by name only.
     pub fn watches_shard(&self, keyspace: &str, shard: &str) -> bool {
+        if !self.assigned(keyspace, shard) {
+            return false;
+        }
         if self.clusters.is_empty() {
             return true;
         }
@@ -54,6 +83,9 @@ impl WatchFilter {
     /// Whether a tablet is watched: by keyspace, and by its key range (the
     /// record's `key_range`, else the range its shard name stands for).
     pub fn watches_tablet(&self, tablet: &Tablet) -> bool {
+        if !self.assigned(&tablet.keyspace, &tablet.shard) {
+            return false;
+        }
         if self.clusters.is_empty() {
             return true;
         }

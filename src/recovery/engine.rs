@@ -161,6 +161,7 @@ impl RecoveryEngine {
             backoff: std::sync::Mutex::new(super::backoff::Backoff::new(config.backoff)),
             draining: CancellationToken::new(),
             cancel: CancellationToken::new(),
+            sharing: std::sync::OnceLock::new(),
             config: arc_swap::ArcSwap::from_pointee(config),
         });
         if !shared.config.load().allow_recovery {
@@ -170,6 +171,12 @@ impl RecoveryEngine {
             shared: Arc::clone(&shared),
         };
         Ok((RecoveryEngine { shared, writer }, handle))
+    }
+
+    /// With `--sharing`: recoveries start only while this instance's member
+    /// lease is known valid. Call before [`RecoveryEngine::spawn`].
+    pub fn set_sharing(&self, sharing: crate::sharing::SharingHandle) {
+        let _ = self.shared.sharing.set(sharing);
     }
 
     /// The shared state (tests drive the gates directly).

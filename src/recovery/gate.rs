@@ -389,6 +389,9 @@ pub(crate) async fn check_and_recover(
             run,
         );
     }
+    if let Some(why) = shared.sharing_refusal() {
+        return shared.stop(&a, Gate::ShardLock, GateOutcome::LockRefused(why), run);
+    }
     let action = format!(
         "VTOrc Recovery for {} on {}",
         a.analysis, a.analyzed_instance_alias
@@ -406,6 +409,13 @@ pub(crate) async fn check_and_recover(
             return shared.stop(&a, Gate::ShardLock, GateOutcome::LockRefused(e.to_string()), run);
         }
     };
+    // The lease may have lapsed while the lock was being taken.
+    if let Some(why) = shared.sharing_refusal() {
+        if let Err(e) = lock.unlock().await {
+            tracing::warn!(keyspace = %key.keyspace, shard = %key.shard, "failed to unlock the shard: {e}");
+        }
+        return shared.stop(&a, Gate::ShardLock, GateOutcome::LockRefused(why), run);
+    }
     run.push(GateResult::new(
         Gate::ShardLock,
         Verdict::Pass,
@@ -569,6 +579,11 @@ async fn under_lock(
             );
         }
     };
+    // `--sharing`: the re-reads above took time; the lease must still be
+    // known valid when the recovery function starts.
+    if let Some(why) = shared.sharing_refusal() {
+        return shared.stop(a, Gate::ShardLock, GateOutcome::LockRefused(why), run);
+    }
     // 12. Run.
     let ctx = ActionCtx {
         shared,

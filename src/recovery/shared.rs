@@ -57,12 +57,21 @@ pub(crate) struct Shared {
     pub(crate) draining: CancellationToken,
     /// Fired when the shutdown wait is over: running recoveries stop.
     pub(crate) cancel: CancellationToken,
+    /// With `--sharing`: no shard lock is taken (and no recovery function
+    /// started) unless this instance's member lease is known valid.
+    pub(crate) sharing: std::sync::OnceLock<crate::sharing::SharingHandle>,
 }
 
 impl Shared {
     /// The anti-flapping state (poison is ignored: the state stays usable).
     pub(crate) fn backoff(&self) -> std::sync::MutexGuard<'_, Backoff> {
         self.backoff.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Why this instance may not act now (`--sharing`: its member lease
+    /// is not known valid); `None` = it may.
+    pub(crate) fn sharing_refusal(&self) -> Option<String> {
+        self.sharing.get().and_then(|s| s.may_act().err())
     }
 
     /// Whether global recoveries are enabled.

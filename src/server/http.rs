@@ -13,6 +13,7 @@
 //! | `/api/config` | MONITORING | the configuration as a JSON map (tab indent) |
 //! | `/api/database-state` | MONITORING | our in-memory state as Go's store dump, `[{"TableName", "Rows"}]` (see `http/database_state.rs`) |
 //! | `/api/recoveries` | (ours) | our audit's recoveries, newest first (`limit` parameter) |
+//! | `/api/sharing?keyspace=&shard=` | (ours) | with `--sharing`: the members and every shard's owner with its addresses (404 without `--sharing`) |
 //! | `/debug/health` | MONITORING | health JSON; **500** until the first topology load and discovery round |
 //! | `/debug/liveness` | servenv | 200, empty body |
 //! | `/debug/status` | servenv | HTML status page with "Recent Recoveries" (see `http/debug_status.rs`) |
@@ -91,6 +92,7 @@ pub fn router(ctx: ApiContext) -> Router {
         .route("/api/config", get(config))
         .route("/api/database-state", get(database_state::handler))
         .route("/api/recoveries", get(recoveries))
+        .route("/api/sharing", get(sharing))
         .route("/debug/health", get(health))
         .route("/debug/config", get(debug_config))
         .route("/debug/liveness", get(liveness))
@@ -451,6 +453,27 @@ async fn recoveries(
     with_filter(&params, |f| {
         json_response(StatusCode::OK, go_list(&ctx.recoveries(&f, limit)))
     })
+}
+
+/// `GET /api/sharing[?keyspace=K[&shard=S]]`: the members and which one owns
+/// each shard (where to ask about it). 404 without `--sharing`.
+async fn sharing(State(ctx): State<ApiContext>, Query(params): Query<HashMap<String, String>>) -> Response {
+    let Some(handle) = &ctx.sharing else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "work sharing is off (--sharing): this instance watches every shard\n",
+        );
+    };
+    let keyspace = params
+        .get("keyspace")
+        .map(String::as_str)
+        .filter(|k| !k.is_empty());
+    let shard = params.get("shard").map(String::as_str).filter(|s| !s.is_empty());
+    if shard.is_some() && keyspace.is_none() {
+        return text(StatusCode::BAD_REQUEST, "shard: needs keyspace\n");
+    }
+    let report = crate::sharing::report(&ctx.topo, handle, keyspace, shard).await;
+    json_response(StatusCode::OK, serde_json::to_vec_pretty(&report))
 }
 
 /// Go VTOrc's health object (the keys operators script against).

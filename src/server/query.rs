@@ -53,6 +53,9 @@ pub struct ApiContext {
     pub shutdown: CancellationToken,
     /// The live configuration (dynamic keys as last read from the config file).
     pub live: tokio::sync::watch::Receiver<crate::config::dynamic::LiveConfig>,
+    /// With `--sharing`: membership and ownership (`None` = every instance
+    /// watches everything).
+    pub sharing: Option<crate::sharing::SharingHandle>,
 }
 
 /// Why an API request failed.

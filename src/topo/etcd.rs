@@ -267,6 +267,25 @@ impl TopoStore for EtcdStore {
         Ok(Version(resp.header().map_or(0, |h| h.revision())))
     }
 
+    async fn update_leased(
+        &self,
+        key: &str,
+        value: &[u8],
+        version: Version,
+        lease: LeaseId,
+    ) -> TopoResult<Version> {
+        let put = (lease != 0).then(|| PutOptions::new().with_lease(lease));
+        let txn = Txn::new()
+            .when([Compare::mod_revision(key, CompareOp::Equal, version.0)])
+            .and_then([TxnOp::put(key, value, put)]);
+        let mut kv = self.kv.clone();
+        let resp = self.call(key, kv.txn(txn)).await?;
+        if !resp.succeeded() {
+            return Err(TopoError::BadVersion(key.to_string()));
+        }
+        Ok(Version(resp.header().map_or(0, |h| h.revision())))
+    }
+
     async fn update(&self, key: &str, value: &[u8], version: Option<Version>) -> TopoResult<Version> {
         let mut kv = self.kv.clone();
         match version {

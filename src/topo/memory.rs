@@ -372,6 +372,25 @@ impl TopoStore for MemoryStore {
         Ok(s.put(key, value, lease))
     }
 
+    async fn update_leased(
+        &self,
+        key: &str,
+        value: &[u8],
+        version: Version,
+        lease: LeaseId,
+    ) -> TopoResult<Version> {
+        let mut s = self.lock();
+        s.check_available()?;
+        let current = s.data.get(key).map_or(0, |e| e.mod_revision);
+        if current != version.0 {
+            return Err(TopoError::BadVersion(key.to_string()));
+        }
+        if lease != 0 && !s.leases.contains_key(&lease) {
+            return Err(TopoError::NoNode(format!("lease {lease}")));
+        }
+        Ok(s.put(key, value, lease))
+    }
+
     async fn update(&self, key: &str, value: &[u8], version: Option<Version>) -> TopoResult<Version> {
         let mut s = self.lock();
         s.check_available()?;

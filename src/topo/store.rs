@@ -198,6 +198,18 @@ pub trait TopoStore: Send + Sync + fmt::Debug {
     /// Returns the new version.
     async fn update(&self, key: &str, value: &[u8], version: Option<Version>) -> TopoResult<Version>;
 
+    /// Writes `key` only if its mod revision equals `version` (else
+    /// `BadVersion`, also when the key is missing), keeping it attached to
+    /// `lease` (a plain `update` would detach it). `NoNode` if the lease is
+    /// gone. Returns the new version.
+    async fn update_leased(
+        &self,
+        key: &str,
+        value: &[u8],
+        version: Version,
+        lease: LeaseId,
+    ) -> TopoResult<Version>;
+
     /// Deletes `key`, conditionally on `version` when given. `NoNode` if
     /// missing, `BadVersion` on a version mismatch.
     async fn delete(&self, key: &str, version: Option<Version>) -> TopoResult<()>;

@@ -196,6 +196,7 @@ impl MemoryWorld {
             hostname: "memory-world".into(),
             clock: system_wall_clock,
             shutdown: CancellationToken::new(),
+            sharing: None,
         };
         MemoryWorld {
             ctx,

@@ -27,6 +27,10 @@ use crate::recovery::audit::{RecoveryOutcome, RecoveryRecord, rfc3339};
 /// Recoveries listed (Go VTOrc's page size).
 pub(super) const RECENT_RECOVERIES: usize = 20;
 
+/// Shards watched here listed at most in "Work Sharing" (all of them:
+/// `/api/sharing`).
+pub(super) const MAX_SHARD_OWNERS: usize = 500;
+
 /// Unreachable tablets listed at most.
 pub(super) const MAX_UNREACHABLE: usize = 100;
 
@@ -158,6 +162,12 @@ pub(super) struct StatusPage {
     pub unreachable: Vec<UnreachableRow>,
     /// Unreachable tablets in all.
     pub unreachable_total: usize,
+    /// With `--sharing`: this instance's standing (name, value).
+    pub sharing: Vec<(String, String)>,
+    /// With `--sharing`: the members (id, addresses, ready).
+    pub members: Vec<(String, String, bool)>,
+    /// With `--sharing`: the shards watched here, with their owner.
+    pub shard_owners: Vec<(String, String)>,
 }
 
 const STYLE: &str = "body{font-family:sans-serif;font-size:14px;margin:1em}\
@@ -210,6 +220,30 @@ impl StatusPage {
             ),
         );
         h.push_str("</table>\n");
+
+        if !self.sharing.is_empty() {
+            h.push_str("<h2>Work Sharing</h2>\n<table>\n");
+            for (name, value) in &self.sharing {
+                let _ = writeln!(h, "<tr><th>{}</th><td>{}</td></tr>", e(name), e(value));
+            }
+            h.push_str("</table>\n<table class=\"members\">\n<tr><th>Member</th><th>Addresses</th><th>Ready</th></tr>\n");
+            for (id, addresses, ready) in &self.members {
+                let _ = writeln!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    e(id),
+                    e(addresses),
+                    if *ready { "yes" } else { "no" }
+                );
+            }
+            h.push_str(
+                "</table>\n<table class=\"owners\">\n<tr><th>Shard watched here</th><th>Owner</th></tr>\n",
+            );
+            for (shard, owner) in &self.shard_owners {
+                let _ = writeln!(h, "<tr><td>{}</td><td>{}</td></tr>", e(shard), e(owner));
+            }
+            h.push_str("</table>\n<p>Every shard's owner: <a href=\"/api/sharing\">/api/sharing</a></p>\n");
+        }
 
         h.push_str("<h2>Configuration</h2>\n<table>\n");
         for (name, value) in &self.config {
@@ -348,7 +382,53 @@ fn gather(state: &DebugState) -> StatusPage {
             }
         }
     }
+    let (mut sharing, mut members, mut shard_owners) = (Vec::new(), Vec::new(), Vec::new());
+    if let Some(handle) = &ctx.sharing {
+        let status = handle.status();
+        let assignment = handle.assignment();
+        sharing.push(("Member id".to_string(), status.me.clone()));
+        sharing.push((
+            "Acting".to_string(),
+            match (status.acting, status.acting_for_ms) {
+                (true, Some(ms)) => format!("yes (lease known valid for {ms} ms more)"),
+                _ => "no (lease not known valid: no recoveries start)".to_string(),
+            },
+        ));
+        sharing.push((
+            "Assignment".to_string(),
+            format!(
+                "generation {} (loaded: {}), {} members, {} earlier member sets still watched (handover)",
+                status.generation,
+                status.applied_generation,
+                status.members.len(),
+                status.retained_views
+            ),
+        ));
+        for m in &status.members {
+            let addresses = [m.record.grpc_address.as_deref(), m.record.http_address.as_deref()]
+                .iter()
+                .flatten()
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ");
+            members.push((m.record.id.clone(), addresses, m.ready));
+        }
+        for key in snapshot.shards.keys().take(MAX_SHARD_OWNERS) {
+            let owner = assignment
+                .owner(&key.keyspace, &key.shard)
+                .map_or_else(|| "-".to_string(), str::to_string);
+            let owner = if assignment.owns(&key.keyspace, &key.shard) {
+                format!("{owner} (this instance)")
+            } else {
+                format!("{owner} (handing over)")
+            };
+            shard_owners.push((key.to_string(), owner));
+        }
+    }
     StatusPage {
+        sharing,
+        members,
+        shard_owners,
         hostname: ctx.hostname.clone(),
         pid: std::process::id(),
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -427,6 +507,9 @@ mod tests {
                 ..Default::default()
             }],
             unreachable_total: 150,
+            sharing: vec![("Member id".into(), HOSTILE.into())],
+            members: vec![(HOSTILE.into(), HOSTILE.into(), true)],
+            shard_owners: vec![(HOSTILE.into(), HOSTILE.into())],
             ..Default::default()
         };
         let html = page.render();
@@ -434,6 +517,7 @@ mod tests {
         assert!(!html.contains('\0'));
         assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&#34;"));
         assert!(html.contains("<h2>Recent Recoveries</h2>"));
+        assert!(html.contains("<h2>Work Sharing</h2>"));
         assert!(html.contains(
             "<tr><td>7</td><td>commerce/0</td><td>ReplicationStopped</td><td>FixReplica</td>\
              <td>zone1-0000000101</td><td>2024-01-02T03:04:06Z</td><td>2024-01-02T03:04:07Z</td>\

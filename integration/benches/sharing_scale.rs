@@ -1,0 +1,600 @@
+//! Work sharing at scale: three `vtorc --sharing` processes (release
+//! binary) over N simulated tablets with the topology in a real etcd; one
+//! instance is killed (`kill -9`) and the bench measures how long until
+//! its shards are owned (and loaded) again by the survivors, and how long
+//! until a primary failure injected in one of its shards at the moment of
+//! the kill is seen (audited) by the shard's new owner.
+//!
+//! ```text
+//! cargo bench -p integration --bench sharing_scale -- [--tablets 20000] [--instances 3]
+//!     [--lease-ttl 10s] [--poll 5s] [--per-sim 3000] [--vtorc target/release/vtorc]
+//! ```
+//!
+//! The simulators are child processes (this binary re-executed, at most
+//! `--per-sim` tablets each), as in `discovery_scale`, whose simulator
+//! code this bench shares by copy (bench targets cannot import each
+//! other). Recoveries are off (`--allow-recovery=false`): simulated
+//! tablets cannot be reparented; the failure is "seen" when the new owner
+//! writes its `DetectionOpened` audit event.
+
+#![allow(clippy::print_stdout)] // A benchmark reports on stdout.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use integration::{
+    etcd::EtcdServer,
+    process::{ChildGuard, free_port},
+    sim::{SimConfig, SimFault, SimFleet},
+    vtadmin::http_get,
+};
+use serde_json::Value;
+use tokio::time::Instant;
+use vtorc::{
+    config::ShardRange,
+    proto::topodata::{CellInfo, KeyRange, Keyspace, Shard, Tablet, TabletAlias, TabletType},
+    topo::{Topo, TopoOptions},
+};
+
+/// Environment variable that turns this binary into a simulator child:
+/// `first_shard:shards:total_shards:first_uid`.
+const CHILD_ENV: &str = "VTORC_SHARING_SCALE_SIM";
+
+/// Tablets per shard (a primary and two replicas).
+const PER_SHARD: usize = 3;
+
+fn main() -> anyhow::Result<()> {
+    if let Ok(spec) = std::env::var(CHILD_ENV) {
+        return run_simulator(&spec);
+    }
+    let args: Vec<String> = std::env::args().collect();
+    let value = |name: &str| -> Option<&str> {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .map(String::as_str)
+    };
+    let tablets: usize = value("--tablets")
+        .unwrap_or("20000")
+        .parse()
+        .context("--tablets")?;
+    let instances: usize = value("--instances")
+        .unwrap_or("3")
+        .parse()
+        .context("--instances")?;
+    let per_sim: usize = value("--per-sim")
+        .unwrap_or("3000")
+        .parse()
+        .context("--per-sim")?;
+    let ttl = humantime::parse_duration(value("--lease-ttl").unwrap_or("10s")).context("--lease-ttl")?;
+    let poll = humantime::parse_duration(value("--poll").unwrap_or("5s")).context("--poll")?;
+    let vtorc = match value("--vtorc") {
+        Some(p) => PathBuf::from(p),
+        None => release_vtorc()?,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(tablets, instances, per_sim.max(PER_SHARD), ttl, poll, &vtorc))
+}
+
+/// Builds (if needed) and returns the release `vtorc` binary.
+fn release_vtorc() -> anyhow::Result<PathBuf> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "-p",
+            "vtorc",
+            "--bin",
+            "vtorc",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .status()
+        .context("run cargo build")?;
+    anyhow::ensure!(status.success(), "cargo build --release of vtorc failed");
+    Ok(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/vtorc"))
+}
+
+/// One vtorc process.
+struct Instance {
+    child: ChildGuard,
+    http: String,
+    audit: PathBuf,
+}
+
+impl Instance {
+    fn start(
+        vtorc: &Path,
+        etcd: &str,
+        dir: &Path,
+        n: usize,
+        ttl: Duration,
+        poll: Duration,
+    ) -> anyhow::Result<Instance> {
+        let port = free_port()?;
+        let log = dir.join(format!("vtorc-{n}.log"));
+        let audit = dir.join(format!("vtorc-{n}-audit.jsonl"));
+        let file = std::fs::File::create(&log)?;
+        let child = ChildGuard::spawn(
+            &format!("vtorc-{n}"),
+            Command::new(vtorc)
+                .arg(format!("--topo-global-server-address={etcd}"))
+                .arg("--topo-global-root=/vitess/global")
+                .arg(format!("--instance-poll-time={}ms", poll.as_millis()))
+                .arg("--allow-recovery=false")
+                .arg(format!("--port={port}"))
+                .arg("--sharing")
+                .arg(format!("--sharing-lease-ttl={}s", ttl.as_secs()))
+                .arg("--sharing-advertise-host=127.0.0.1")
+                .arg(format!("--audit-file-location={}", audit.display()))
+                .arg("--log-level=info")
+                .env_remove("RUST_LOG")
+                .stdin(Stdio::null())
+                .stdout(file.try_clone()?)
+                .stderr(file),
+            Some(log),
+        )?;
+        Ok(Instance {
+            child,
+            http: format!("http://127.0.0.1:{port}"),
+            audit,
+        })
+    }
+
+    /// `/api/sharing` with every shard (`full`; an etcd listing of every
+    /// shard record) or about one shard only (no listing).
+    async fn sharing_of(&self, full: bool) -> anyhow::Result<Value> {
+        let path = if full {
+            "/api/sharing"
+        } else {
+            "/api/sharing?keyspace=ks&shard=-"
+        };
+        let (status, body) = http_get(&self.http, path).await?;
+        anyhow::ensure!(status == 200, "/api/sharing: {status}");
+        Ok(serde_json::from_str(&body)?)
+    }
+
+    async fn sharing(&self) -> anyhow::Result<Value> {
+        self.sharing_of(false).await
+    }
+
+    fn rss_mib(&self) -> f64 {
+        let Some(pid) = self.child.pid() else {
+            return f64::NAN;
+        };
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|k| k.parse::<f64>().ok())
+            })
+            .map_or(f64::NAN, |k| k / 1024.0)
+    }
+}
+
+/// Whether every instance reports `members` members, all ready, its
+/// assignment loaded and no handover; with every shard owned by one of
+/// them. Returns the shard → owner map when so.
+async fn settled(
+    instances: &[&Instance],
+    members: usize,
+    shards: usize,
+) -> anyhow::Result<Option<Vec<(String, String)>>> {
+    let mut owners = None;
+    for i in instances {
+        let r = i.sharing().await?;
+        let ok = r["registered"] == true
+            && r["members"]
+                .as_array()
+                .is_some_and(|m| m.len() == members && m.iter().all(|m| m["ready"] == true))
+            && r["retained_views"] == 0
+            && r["generation"] == r["applied_generation"];
+        if !ok {
+            return Ok(None);
+        }
+        // Settled: now (only) read the whole shard list.
+        let r = i.sharing_of(true).await?;
+        let list: Vec<(String, String)> = r["shards"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                (
+                    s["shard"].as_str().unwrap_or_default().to_string(),
+                    s["owner"].as_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect();
+        if list.len() != shards {
+            return Ok(None);
+        }
+        owners = Some(list);
+    }
+    Ok(owners)
+}
+
+async fn wait<T, F, Fut>(within: Duration, what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Option<T>>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(Some(v)) = check().await {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("{what}: not within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn run(
+    tablets: usize,
+    n: usize,
+    per_sim: usize,
+    ttl: Duration,
+    poll: Duration,
+    vtorc: &Path,
+) -> anyhow::Result<()> {
+    let shards = tablets.div_ceil(PER_SHARD);
+    let per_sim_shards = (per_sim / PER_SHARD).max(1);
+    println!(
+        "sharing_scale: {} tablets ({shards} shards of {PER_SHARD}), {} simulator process(es), {n} vtorc instances, \
+         lease TTL {ttl:?}, poll {poll:?}, {} cores",
+        shards * PER_SHARD,
+        shards.div_ceil(per_sim_shards),
+        std::thread::available_parallelism().map_or(0, usize::from)
+    );
+    let mut sims = Vec::new();
+    let mut outputs = Vec::new();
+    let mut first = 0;
+    while first < shards {
+        let count = per_sim_shards.min(shards - first);
+        let first_uid = 100 + u32::try_from(first * PER_SHARD)?;
+        let mut child = ChildGuard::spawn(
+            "tablet simulator",
+            Command::new(std::env::current_exe()?)
+                .env(CHILD_ENV, format!("{first}:{count}:{shards}:{first_uid}"))
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped()),
+            None,
+        )?;
+        outputs.push(child.take_stdout().context("simulator stdout")?);
+        let stdin = child.take_stdin().context("simulator stdin")?;
+        sims.push((
+            child,
+            stdin,
+            first_uid..first_uid + u32::try_from(count * PER_SHARD)?,
+        ));
+        first += count;
+    }
+    let mut records = Vec::new();
+    for stdout in outputs {
+        records.extend(tokio::task::spawn_blocking(move || read_records(stdout)).await??);
+    }
+    let etcd = EtcdServer::start().await?;
+    let topo = Topo::connect_etcd(&etcd.endpoint(), "/vitess/global", TopoOptions::default()).await?;
+    topo.create_cell_info(
+        "zone1",
+        &CellInfo {
+            server_address: etcd.endpoint(),
+            root: "/vitess/zone1".into(),
+        },
+    )
+    .await?;
+    register(&topo, &records).await?;
+    let dir = tempfile::tempdir()?;
+    let started = Instant::now();
+    let mut instances = Vec::new();
+    for i in 0..n {
+        instances.push(Instance::start(
+            vtorc,
+            &etcd.endpoint(),
+            dir.path(),
+            i,
+            ttl,
+            poll,
+        )?);
+    }
+    let refs: Vec<&Instance> = instances.iter().collect();
+    let owners = wait(Duration::from_secs(600), "all instances settled", || {
+        settled(&refs, n, shards)
+    })
+    .await?;
+    println!(
+        "all {n} instances settled (registered, shards loaded, every tablet polled once) {:.1} s after start",
+        started.elapsed().as_secs_f64()
+    );
+    for (i, inst) in instances.iter().enumerate() {
+        let me = inst.sharing().await?["me"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let owned = owners.iter().filter(|(_, o)| *o == me).count();
+        println!("  instance {i}: {owned} shards, RSS {:.0} MiB", inst.rss_mib());
+    }
+    // Let them run a few poll cycles.
+    tokio::time::sleep(poll * 2).await;
+    let dead = instances[0].sharing().await?["me"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let victim_shard = owners
+        .iter()
+        .find(|(_, o)| *o == dead)
+        .map(|(s, _)| s.clone())
+        .context("the killed instance owns a shard")?;
+    let victim = records
+        .iter()
+        .find(|r| r.shard == victim_shard && r.tablet_type == TabletType::Primary)
+        .context("the shard's primary")?;
+    let victim_alias = TabletAlias::new("zone1", victim.uid).to_string();
+    let killed = Instant::now();
+    instances[0].child.kill_and_wait()?;
+    let (_, stdin, _) = sims
+        .iter_mut()
+        .find(|(_, _, uids)| uids.contains(&victim.uid))
+        .context("the victim's simulator")?;
+    writeln!(stdin, "fail {}", victim.uid)?;
+    stdin.flush()?;
+    let survivors: Vec<&Instance> = instances[1..].iter().collect();
+    let membership = wait(ttl * 3, "a survivor saw the member leave", || async {
+        let r = survivors[0].sharing().await?;
+        Ok((r["members"].as_array().map(Vec::len) == Some(n - 1)).then(|| killed.elapsed()))
+    })
+    .await?;
+    let seen = {
+        let survivors = &survivors;
+        let alias = &victim_alias;
+        wait(
+            Duration::from_secs(300),
+            "the failure seen by a survivor",
+            || async move {
+                Ok(survivors
+                    .iter()
+                    .any(|s| {
+                        std::fs::read_to_string(&s.audit)
+                            .unwrap_or_default()
+                            .lines()
+                            .any(|l| {
+                                l.contains("\"DetectionOpened\"")
+                                    && l.contains(&format!("\"tablet_alias\":\"{alias}\""))
+                            })
+                    })
+                    .then(|| killed.elapsed()))
+            },
+        )
+        .await?
+    };
+    let owned = wait(Duration::from_secs(600), "survivors settled", || async {
+        Ok(settled(&survivors, n - 1, shards)
+            .await?
+            .map(|_| killed.elapsed()))
+    })
+    .await?;
+    let moved = owners.iter().filter(|(_, o)| *o == dead).count();
+    println!(
+        "kill -9 of instance 0 ({moved} shards): member gone at the survivors after {:.2} s; \
+         a primary failure injected in one of its shards at the kill seen after {:.2} s; \
+         all its shards owned and loaded again (survivors settled) after {:.2} s",
+        membership.as_secs_f64(),
+        seen.as_secs_f64(),
+        owned.as_secs_f64()
+    );
+    for (i, inst) in instances.iter().enumerate().skip(1) {
+        println!("  instance {i}: RSS {:.0} MiB after the takeover", inst.rss_mib());
+    }
+    drop(instances);
+    drop(sims);
+    drain_time_wait().await;
+    Ok(())
+}
+
+/// One simulated tablet as the child reports it: `uid port shard type`.
+struct Record {
+    uid: u32,
+    port: i32,
+    shard: String,
+    tablet_type: TabletType,
+}
+
+fn read_records(stdout: std::process::ChildStdout) -> anyhow::Result<Vec<Record>> {
+    let mut records = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        if line == "ready" {
+            return Ok(records);
+        }
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [uid, port, shard, tablet_type] = f.as_slice() else {
+            bail!("unexpected simulator line {line:?}");
+        };
+        records.push(Record {
+            uid: uid.parse()?,
+            port: port.parse()?,
+            shard: (*shard).to_string(),
+            tablet_type: TabletType::from_str_name(tablet_type).context("tablet type")?,
+        });
+    }
+    bail!("a simulator exited before it was ready")
+}
+
+async fn register(topo: &Topo, records: &[Record]) -> anyhow::Result<()> {
+    use futures::{StreamExt as _, TryStreamExt as _};
+    topo.create_keyspace(
+        "ks",
+        &Keyspace {
+            durability_policy: "semi_sync".into(),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let mut shards = std::collections::BTreeMap::new();
+    let mut tablets = Vec::with_capacity(records.len());
+    for r in records {
+        let alias = TabletAlias::new("zone1", r.uid);
+        let entry = shards.entry(r.shard.clone()).or_insert(None);
+        if r.tablet_type == TabletType::Primary {
+            *entry = Some(alias.clone());
+        }
+        let range = ShardRange::parse(&r.shard).ok();
+        let mut tablet = Tablet {
+            alias: Some(alias),
+            hostname: "127.0.0.1".into(),
+            keyspace: "ks".into(),
+            shard: r.shard.clone(),
+            key_range: range.map(|r| KeyRange {
+                start: r.start,
+                end: r.end,
+            }),
+            r#type: r.tablet_type as i32,
+            mysql_hostname: "127.0.0.1".into(),
+            mysql_port: 3306,
+            ..Default::default()
+        };
+        tablet.port_map.insert("grpc".into(), r.port);
+        tablets.push(tablet);
+    }
+    // Writes in parallel (a real etcd answers each in about a millisecond).
+    futures::stream::iter(tablets.iter().map(|t| topo.create_tablet(t)))
+        .buffer_unordered(64)
+        .try_collect::<Vec<_>>()
+        .await?;
+    let shards: Vec<(String, Shard)> = shards
+        .into_iter()
+        .map(|(name, primary)| {
+            (
+                name,
+                Shard {
+                    primary_alias: primary,
+                    ..Default::default()
+                },
+            )
+        })
+        .collect();
+    futures::stream::iter(
+        shards
+            .iter()
+            .map(|(name, record)| topo.create_shard("ks", name, record)),
+    )
+    .buffer_unordered(64)
+    .try_collect::<Vec<_>>()
+    .await?;
+    Ok(())
+}
+
+/// Shard names `-0c4f`, `0c4f-189e`, ... splitting the key space in `n`.
+fn shard_names(n: usize) -> Vec<String> {
+    let bound = |i: usize| -> String {
+        if i == 0 || i == n {
+            String::new()
+        } else {
+            format!("{:04x}", i * 0x1_0000 / n)
+        }
+    };
+    (0..n).map(|i| format!("{}-{}", bound(i), bound(i + 1))).collect()
+}
+
+/// Waits (up to 70 s) until fewer than 1,000 loopback sockets are in TIME_WAIT.
+async fn drain_time_wait() {
+    let deadline = Instant::now() + Duration::from_secs(70);
+    while Instant::now() < deadline {
+        let count = ["/proc/net/tcp", "/proc/net/tcp6"]
+            .iter()
+            .filter_map(|p| std::fs::read_to_string(p).ok())
+            .map(|t| {
+                t.lines()
+                    .filter(|l| l.split_whitespace().nth(3) == Some("06"))
+                    .count()
+            })
+            .sum::<usize>();
+        if count < 1000 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The child (`first_shard:shards:total_shards:first_uid`): starts its
+/// part of the fleet, prints one line per tablet and `ready`, then applies
+/// commands from stdin (`fail <uid>`: the tablet's MySQL fails as vttablet
+/// reports it) until stdin closes.
+fn run_simulator(spec: &str) -> anyhow::Result<()> {
+    let parts: Vec<usize> = spec
+        .split(':')
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .context("simulator spec")?;
+    let [first, count, total, first_uid] = parts.as_slice() else {
+        bail!("bad simulator spec {spec:?}");
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let names = shard_names(*total);
+        let refs: Vec<&str> = names
+            .iter()
+            .skip(*first)
+            .take(*count)
+            .map(String::as_str)
+            .collect();
+        let config = SimConfig {
+            first_uid: u32::try_from(*first_uid)?,
+            ..SimConfig::default()
+        };
+        let fleet = Arc::new(SimFleet::start(config, "ks", &refs, PER_SHARD).await?);
+        let mut out = std::io::stdout().lock();
+        for t in fleet.tablets() {
+            let r = t.record();
+            writeln!(
+                out,
+                "{} {} {} {}",
+                t.alias().uid,
+                t.port(),
+                r.shard,
+                TabletType::try_from(r.r#type)
+                    .unwrap_or(TabletType::Unknown)
+                    .as_str_name()
+            )?;
+        }
+        writeln!(out, "ready")?;
+        out.flush()?;
+        drop(out);
+        // Serve and take commands until the parent closes our stdin.
+        let commands = Arc::clone(&fleet);
+        tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            while std::io::stdin()
+                .read_line(&mut line)
+                .map(|n| n > 0)
+                .unwrap_or(false)
+            {
+                if let Some(uid) = line.trim().strip_prefix("fail ").and_then(|u| u.parse().ok())
+                    && let Some(t) = commands.get(&TabletAlias::new("zone1", uid))
+                {
+                    t.set_fault(Some(SimFault::Error(
+                        tonic::Code::Unavailable,
+                        "mysqld is not reachable".into(),
+                    )));
+                    t.set_health(false, "mysqld is not reachable");
+                }
+                line.clear();
+            }
+        })
+        .await?;
+        drop(fleet);
+        anyhow::Ok(())
+    })
+}
