@@ -809,6 +809,7 @@ pub struct Config {
     /// `--sharing`: divide the shards among the instances registered in etcd.
     pub sharing: bool,
     /// `--sharing-lease-ttl`: TTL of the member lease (whole seconds, ≥ 2 s).
+    #[serde(serialize_with = "go_duration")]
     pub sharing_lease_ttl: Duration,
     /// `--sharing-advertise-host`: host in this instance's member record;
     /// `None` = the host name.
