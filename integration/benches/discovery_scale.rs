@@ -29,28 +29,23 @@
 #![allow(clippy::print_stdout)] // A benchmark reports on stdout.
 
 use std::{
-    io::{BufRead, BufReader, Write},
+    io::Write,
     process::{ChildStdin, Command, Stdio},
     sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 
 use anyhow::{Context, bail};
-use integration::{
-    etcd::EtcdServer,
-    process::ChildGuard,
-    sim::{SimConfig, SimFault, SimFleet},
-};
+use integration::{etcd::EtcdServer, process::ChildGuard};
 use tokio::time::Instant;
 use vtorc::{
-    config::ShardRange,
     discovery::{
         Discovery, DiscoveryConfig, DiscoveryMetrics, LivenessConfig, ScheduleConfig,
         metrics::LATENCY_BUCKETS_US,
     },
     ids::KeyspaceShard,
     model::ClusterSnapshot,
-    proto::topodata::{CellInfo, KeyRange, Keyspace, Shard, Tablet, TabletAlias, TabletType},
+    proto::topodata::{CellInfo, TabletAlias, TabletType},
     tablet::{GrpcTabletManager, TabletClientConfig},
     topo::{Topo, TopoOptions},
 };
@@ -60,7 +55,7 @@ use vtorc::{
 const CHILD_ENV: &str = "VTORC_DISCOVERY_SCALE_SIM";
 
 /// Tablets per shard (a primary and two replicas).
-const PER_SHARD: usize = 3;
+use integration::fleet::{PER_SHARD, Record, drain_time_wait, read_records, register, run_simulator};
 
 /// Linux clock ticks per second for `/proc/<pid>/stat` times (`getconf CLK_TCK`).
 const CLK_TCK: f64 = 100.0;
@@ -436,26 +431,6 @@ async fn run_once(opts: &Options, poll: Duration) -> anyhow::Result<(Sample, Vec
     Ok((sample, detections))
 }
 
-/// Waits (up to 70 s) until fewer than 1,000 loopback sockets are in TIME_WAIT.
-async fn drain_time_wait() {
-    let deadline = Instant::now() + Duration::from_secs(70);
-    while Instant::now() < deadline {
-        let count = ["/proc/net/tcp", "/proc/net/tcp6"]
-            .iter()
-            .filter_map(|p| std::fs::read_to_string(p).ok())
-            .map(|t| {
-                t.lines()
-                    .filter(|l| l.split_whitespace().nth(3) == Some("06"))
-                    .count()
-            })
-            .sum::<usize>();
-        if count < 1000 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
 /// Counter values at one moment.
 struct Counters {
     polls: u64,
@@ -527,180 +502,4 @@ fn quantile_ms(buckets: &[u64], q: f64) -> f64 {
         }
     }
     f64::INFINITY
-}
-
-/// One simulated tablet as the child reports it: `uid port shard type`.
-struct Record {
-    uid: u32,
-    port: i32,
-    shard: String,
-    tablet_type: TabletType,
-}
-
-fn read_records(stdout: std::process::ChildStdout) -> anyhow::Result<Vec<Record>> {
-    let mut records = Vec::new();
-    for line in BufReader::new(stdout).lines() {
-        let line = line?;
-        if line == "ready" {
-            return Ok(records);
-        }
-        let f: Vec<&str> = line.split_whitespace().collect();
-        let [uid, port, shard, tablet_type] = f.as_slice() else {
-            bail!("unexpected simulator line {line:?}");
-        };
-        records.push(Record {
-            uid: uid.parse()?,
-            port: port.parse()?,
-            shard: (*shard).to_string(),
-            tablet_type: TabletType::from_str_name(tablet_type).context("tablet type")?,
-        });
-    }
-    bail!("a simulator exited before it was ready")
-}
-
-async fn register(topo: &Topo, records: &[Record]) -> anyhow::Result<()> {
-    use futures::{StreamExt as _, TryStreamExt as _};
-    topo.create_keyspace(
-        "ks",
-        &Keyspace {
-            durability_policy: "semi_sync".into(),
-            ..Default::default()
-        },
-    )
-    .await?;
-    let mut shards = std::collections::BTreeMap::new();
-    let mut tablets = Vec::with_capacity(records.len());
-    for r in records {
-        let alias = TabletAlias::new("zone1", r.uid);
-        let entry = shards.entry(r.shard.clone()).or_insert(None);
-        if r.tablet_type == TabletType::Primary {
-            *entry = Some(alias.clone());
-        }
-        let range = ShardRange::parse(&r.shard).ok();
-        let mut tablet = Tablet {
-            alias: Some(alias),
-            hostname: "127.0.0.1".into(),
-            keyspace: "ks".into(),
-            shard: r.shard.clone(),
-            key_range: range.map(|r| KeyRange {
-                start: r.start,
-                end: r.end,
-            }),
-            r#type: r.tablet_type as i32,
-            mysql_hostname: "127.0.0.1".into(),
-            mysql_port: 3306,
-            ..Default::default()
-        };
-        tablet.port_map.insert("grpc".into(), r.port);
-        tablets.push(tablet);
-    }
-    // Writes in parallel (a real etcd answers each in about a millisecond).
-    futures::stream::iter(tablets.iter().map(|t| topo.create_tablet(t)))
-        .buffer_unordered(64)
-        .try_collect::<Vec<_>>()
-        .await?;
-    let shards: Vec<(String, Shard)> = shards
-        .into_iter()
-        .map(|(name, primary)| {
-            (
-                name,
-                Shard {
-                    primary_alias: primary,
-                    ..Default::default()
-                },
-            )
-        })
-        .collect();
-    futures::stream::iter(
-        shards
-            .iter()
-            .map(|(name, record)| topo.create_shard("ks", name, record)),
-    )
-    .buffer_unordered(64)
-    .try_collect::<Vec<_>>()
-    .await?;
-    Ok(())
-}
-
-/// Shard names `-0c4f`, `0c4f-189e`, ... splitting the key space in `n`.
-fn shard_names(n: usize) -> Vec<String> {
-    let bound = |i: usize| -> String {
-        if i == 0 || i == n {
-            String::new()
-        } else {
-            format!("{:04x}", i * 0x1_0000 / n)
-        }
-    };
-    (0..n).map(|i| format!("{}-{}", bound(i), bound(i + 1))).collect()
-}
-
-/// The child (`first_shard:shards:total_shards:first_uid`): starts its
-/// part of the fleet, prints one line per tablet and `ready`, then applies
-/// commands from stdin (`fail <uid>`: the tablet's MySQL fails as vttablet
-/// reports it) until stdin closes.
-fn run_simulator(spec: &str) -> anyhow::Result<()> {
-    let parts: Vec<usize> = spec
-        .split(':')
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .context("simulator spec")?;
-    let [first, count, total, first_uid] = parts.as_slice() else {
-        bail!("bad simulator spec {spec:?}");
-    };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async {
-        let names = shard_names(*total);
-        let refs: Vec<&str> = names
-            .iter()
-            .skip(*first)
-            .take(*count)
-            .map(String::as_str)
-            .collect();
-        let config = SimConfig {
-            first_uid: u32::try_from(*first_uid)?,
-            ..SimConfig::default()
-        };
-        let fleet = Arc::new(SimFleet::start(config, "ks", &refs, PER_SHARD).await?);
-        let mut out = std::io::stdout().lock();
-        for t in fleet.tablets() {
-            let r = t.record();
-            writeln!(
-                out,
-                "{} {} {} {}",
-                t.alias().uid,
-                t.port(),
-                r.shard,
-                TabletType::try_from(r.r#type)
-                    .unwrap_or(TabletType::Unknown)
-                    .as_str_name()
-            )?;
-        }
-        writeln!(out, "ready")?;
-        out.flush()?;
-        drop(out);
-        // Serve and take commands until the parent closes our stdin.
-        let commands = Arc::clone(&fleet);
-        tokio::task::spawn_blocking(move || {
-            let mut line = String::new();
-            while std::io::stdin()
-                .read_line(&mut line)
-                .map(|n| n > 0)
-                .unwrap_or(false)
-            {
-                if let Some(uid) = line.trim().strip_prefix("fail ").and_then(|u| u.parse().ok())
-                    && let Some(t) = commands.get(&TabletAlias::new("zone1", uid))
-                {
-                    t.set_fault(Some(SimFault::Error(
-                        tonic::Code::Unavailable,
-                        "mysqld is not reachable".into(),
-                    )));
-                    t.set_health(false, "mysqld is not reachable");
-                }
-                line.clear();
-            }
-        })
-        .await?;
-        drop(fleet);
-        anyhow::Ok(())
-    })
 }

@@ -5,6 +5,7 @@ pub mod agent;
 pub mod cluster;
 pub mod etcd;
 pub mod faults;
+pub mod fleet;
 pub mod mariadb;
 pub mod netfault;
 pub mod pki;
