@@ -352,6 +352,10 @@ async fn a_primary_blocked_on_semi_sync_acks_is_failed_over_by_ers() {
 /// error.
 async fn init_primary_failing_after_its_topo_write(cluster: &Cluster, tablet: &TabletAlias) -> String {
     let target = cluster.tablet(tablet).expect("tablet").rpc_tablet();
+    // The agent has finished its start-up (sidecar schema, grants): under
+    // the global read lock taken below, that start-up would wait instead of
+    // InitPrimary. FullStatus waits for it.
+    cluster.full_status(tablet).await.expect("the agent is up");
     let mut admin = cluster.mysql_conn(tablet).await.expect("connect");
     let max_connections: Option<u64> = admin
         .query_first("SELECT @@global.max_connections")
@@ -385,7 +389,13 @@ async fn init_primary_failing_after_its_topo_write(cluster: &Cluster, tablet: &T
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "InitPrimary never waited for the global read lock"
+            "InitPrimary never waited for the global read lock; processlist: {:?}",
+            rows.iter()
+                .map(|r| (
+                    r.get::<Option<String>, _>("Info").flatten(),
+                    r.get::<Option<String>, _>("State").flatten()
+                ))
+                .collect::<Vec<_>>()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
