@@ -530,12 +530,20 @@ async fn a_partitioned_instance_stops_acting_before_another_takes_its_shards() {
         cut_report["acting"], false,
         "the partitioned instance does not act: {cut_report}"
     );
-    let stopped = log_time(&instances[0].log_text(), &["stopping acting"]).unwrap_or_else(|| {
-        panic!(
-            "the partitioned instance logged that it stopped acting:\n{}",
-            instances[0].child.log_tail(30)
-        )
-    });
+    // When it stopped acting (`acting_until`: its recoveries were refused
+    // from then on), not when the log line was written.
+    let stopped = instances[0]
+        .log_text()
+        .lines()
+        .find(|l| l.contains("stopping acting"))
+        .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("acting_until=")))
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            panic!(
+                "the partitioned instance logged that it stopped acting:\n{}",
+                instances[0].child.log_tail(30)
+            )
+        });
     let took_over = log_time(
         &instances[1].log_text(),
         &["sharing: new assignment", "members=1"],

@@ -276,7 +276,11 @@ impl Membership {
                 tokio::select! {
                     () = self.cancel.cancelled() => return SessionEnd::Cancelled,
                     () = tokio::time::sleep_until(until) => {
-                        tracing::warn!(id = %self.config.id, "sharing: no keep-alive answered before the lease could expire; stopping acting");
+                        // `may_act` refused from `until` on; this task may
+                        // notice later on a loaded machine, so say when.
+                        let late = tokio::time::Instant::now().saturating_duration_since(until);
+                        let acting_until = humantime::format_rfc3339_micros(std::time::SystemTime::now() - late);
+                        tracing::warn!(id = %self.config.id, %acting_until, "sharing: no keep-alive answered before the lease could expire; stopping acting");
                         return SessionEnd::LeaseLost;
                     }
                     Some((sent, r)) = ka_rx.recv() => match r {
