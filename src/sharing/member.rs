@@ -278,8 +278,8 @@ impl Membership {
                     () = tokio::time::sleep_until(until) => {
                         // `may_act` refused from `until` on; this task may
                         // notice later on a loaded machine, so say when.
-                        let late = tokio::time::Instant::now().saturating_duration_since(until);
-                        let acting_until = humantime::format_rfc3339_micros(std::time::SystemTime::now() - late);
+                        let late = crate::clock::now().saturating_duration_since(until);
+                        let acting_until = humantime::format_rfc3339_micros(crate::clock::wall_now() - late);
                         tracing::warn!(id = %self.config.id, %acting_until, "sharing: no keep-alive answered before the lease could expire; stopping acting");
                         return SessionEnd::LeaseLost;
                     }
