@@ -27,7 +27,7 @@ use nix::sys::signal::Signal;
 use vtorc::proto::topodata::TabletAlias;
 
 use crate::cluster::Cluster;
-use crate::mariadb::{REPL_PASSWORD, REPL_USER};
+use crate::mariadb::{REPL_USER, repl_password};
 
 /// Which side of MariaDB's semi-sync to change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -228,8 +228,9 @@ impl Cluster {
                 "STOP SLAVE".to_string(),
                 format!(
                     "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={port}, \
-                     MASTER_USER='{REPL_USER}', MASTER_PASSWORD='{REPL_PASSWORD}', \
-                     MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1"
+                     MASTER_USER='{REPL_USER}', MASTER_PASSWORD='{}', \
+                     MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1",
+                    repl_password()
                 ),
                 "START SLAVE".to_string(),
             ],

@@ -45,6 +45,18 @@ pub const REPL_USER: &str = "repl";
 /// The replication user's password.
 pub const REPL_PASSWORD: &str = "replpw";
 
+/// The replication password the servers of this process get: random per
+/// process. Test processes run side by side on one machine, and a replica
+/// whose source went away (killed, frozen, stopped) keeps reconnecting to its
+/// port; if another process's server takes that port, a shared password
+/// would let the stray replica in, and its semi-sync ACKs would acknowledge
+/// that server's commits (seen: `agent_gray`'s fencing tests failed while
+/// another suite ran). Within a process ports are never handed out twice.
+pub fn repl_password() -> &'static str {
+    static PASSWORD: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PASSWORD.get_or_init(|| format!("repl-{:016x}", rand::random::<u64>()))
+}
+
 /// Vitess's `rpl_semi_sync_master_timeout` (config/mycnf/mariadb10.cnf), ms.
 pub const VITESS_SEMI_SYNC_TIMEOUT_MS: u64 = 1_000_000_000_000_000_000;
 
@@ -471,7 +483,8 @@ impl MariaDbServer {
         let mut conn = self.connect().await?;
         conn.query_drop("SET SESSION sql_log_bin = 0").await?;
         conn.query_drop(format!(
-            "CREATE USER IF NOT EXISTS '{REPL_USER}'@'127.0.0.1' IDENTIFIED BY '{REPL_PASSWORD}'"
+            "CREATE USER IF NOT EXISTS '{REPL_USER}'@'127.0.0.1' IDENTIFIED BY '{}'",
+            repl_password()
         ))
         .await?;
         conn.query_drop(format!(

@@ -29,7 +29,7 @@ use vtorc::proto::topodata::TabletAlias;
 
 use crate::agent::mysql::quote;
 use crate::cluster::Cluster;
-use crate::mariadb::{REPL_PASSWORD, REPL_USER};
+use crate::mariadb::{REPL_USER, repl_password};
 
 /// Schemas every server has of its own; never copied or dropped.
 const SYSTEM_SCHEMAS: &[&str] = &["mysql", "information_schema", "performance_schema", "sys"];
@@ -180,8 +180,9 @@ async fn load_snapshot(conn: &mut Conn, snapshot: &Snapshot, source_port: u16) -
         format!("SET GLOBAL gtid_binlog_state = {position}"),
         format!(
             "CHANGE MASTER TO MASTER_HOST = '127.0.0.1', MASTER_PORT = {source_port}, \
-             MASTER_USER = '{REPL_USER}', MASTER_PASSWORD = '{REPL_PASSWORD}', \
-             MASTER_CONNECT_RETRY = 1, MASTER_USE_GTID = slave_pos"
+             MASTER_USER = '{REPL_USER}', MASTER_PASSWORD = '{}', \
+             MASTER_CONNECT_RETRY = 1, MASTER_USE_GTID = slave_pos",
+            repl_password()
         ),
     ] {
         conn.query_drop(&sql).await.with_context(|| sql.clone())?;

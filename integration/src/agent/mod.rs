@@ -226,7 +226,7 @@ impl AgentConfig {
             db_name: String::new(),
             app_user: APP_USER.to_string(),
             replication_user: crate::mariadb::REPL_USER.to_string(),
-            replication_password: crate::mariadb::REPL_PASSWORD.to_string(),
+            replication_password: crate::mariadb::repl_password().to_string(),
             replication_connect_retry: Duration::from_secs(1),
             mysql_connect_timeout: Duration::from_secs(2),
             mysql_statement_timeout: Duration::from_secs(15),
