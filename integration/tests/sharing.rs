@@ -513,6 +513,9 @@ async fn a_partitioned_instance_stops_acting_before_another_takes_its_shards() {
     let cut_id = member_id(&instances[0]).await;
     assert!(!owned_by(&owners, &cut_id).is_empty(), "{owners:?}");
     let gaps = w.watch_polls();
+    // Log lines from before the cut (start-up churn on a loaded machine)
+    // say nothing about it: only lines stamped after this count.
+    let cut_at = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
     let cut = PacketDrop::from_uid(PARTITIONED_UID, &[w.etcd.client_port()]).expect("iptables");
     // The other instance takes over once the partitioned one's lease expires.
     poll_until(TTL * 4, "the other instance owns every shard", || async {
@@ -535,6 +538,7 @@ async fn a_partitioned_instance_stops_acting_before_another_takes_its_shards() {
     let stopped = instances[0]
         .log_text()
         .lines()
+        .filter(|l| l.split_whitespace().next().is_some_and(|t| t >= cut_at.as_str()))
         .find(|l| l.contains("stopping acting"))
         .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("acting_until=")))
         .map(str::to_string)
@@ -545,7 +549,12 @@ async fn a_partitioned_instance_stops_acting_before_another_takes_its_shards() {
             )
         });
     let took_over = log_time(
-        &instances[1].log_text(),
+        &instances[1]
+            .log_text()
+            .lines()
+            .filter(|l| l.split_whitespace().next().is_some_and(|t| t >= cut_at.as_str()))
+            .collect::<Vec<_>>()
+            .join("\n"),
         &["sharing: new assignment", "members=1"],
     )
     .unwrap_or_else(|| panic!("no takeover logged:\n{}", instances[1].child.log_tail(30)));
