@@ -30,13 +30,12 @@
 
 use std::{
     io::Write,
-    process::{ChildStdin, Command, Stdio},
     sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 
 use anyhow::{Context, bail};
-use integration::{etcd::EtcdServer, process::ChildGuard};
+use integration::etcd::EtcdServer;
 use tokio::time::Instant;
 use vtorc::{
     discovery::{
@@ -55,7 +54,7 @@ use vtorc::{
 const CHILD_ENV: &str = "VTORC_DISCOVERY_SCALE_SIM";
 
 /// Tablets per shard (a primary and two replicas).
-use integration::fleet::{PER_SHARD, Record, drain_time_wait, read_records, register, run_simulator};
+use integration::fleet::{PER_SHARD, Record, drain_time_wait, register, run_simulator, spawn_simulators};
 
 /// Linux clock ticks per second for `/proc/<pid>/stat` times (`getconf CLK_TCK`).
 const CLK_TCK: f64 = 100.0;
@@ -238,59 +237,12 @@ impl Sample {
     }
 }
 
-/// One simulator child.
-struct Sim {
-    /// Kills the child when dropped.
-    _child: ChildGuard,
-    /// Its pid, for CPU figures.
-    pid: u32,
-    /// Commands (`fail <uid>`); closing it stops the child.
-    stdin: ChildStdin,
-    /// First uid and number of tablets it serves.
-    uids: std::ops::Range<u32>,
-}
-
 /// One measured run: the sample and the detection time of each injected failure.
 async fn run_once(opts: &Options, poll: Duration) -> anyhow::Result<(Sample, Vec<Option<Duration>>)> {
     let window = Duration::from_secs(opts.seconds);
     let shards = opts.tablets.div_ceil(PER_SHARD);
     let per_sim = (opts.per_sim / PER_SHARD).max(1);
-    let mut sims = Vec::new();
-    let mut outputs = Vec::new();
-    let mut first = 0;
-    while first < shards {
-        let n = per_sim.min(shards - first);
-        let first_uid = 100 + u32::try_from(first * PER_SHARD)?;
-        let mut child = ChildGuard::spawn(
-            "tablet simulator",
-            Command::new(std::env::current_exe()?)
-                .env(CHILD_ENV, format!("{first}:{n}:{shards}:{first_uid}"))
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped()),
-            None,
-        )?;
-        let pid = child.pid().context("simulator pid")?;
-        outputs.push(child.take_stdout().context("simulator stdout")?);
-        let stdin = child.take_stdin().context("simulator stdin")?;
-        sims.push(Sim {
-            _child: child,
-            pid,
-            stdin,
-            uids: first_uid..first_uid + u32::try_from(n * PER_SHARD)?,
-        });
-        first += n;
-    }
-    let mut records = Vec::new();
-    for stdout in outputs {
-        records.extend(tokio::task::spawn_blocking(move || read_records(stdout)).await??);
-    }
-    if records.len() != shards * PER_SHARD {
-        bail!(
-            "the simulators started {} of {} tablets",
-            records.len(),
-            shards * PER_SHARD
-        );
-    }
+    let (mut sims, records) = spawn_simulators(CHILD_ENV, shards, per_sim).await?;
 
     let (topo, _etcd, _store) = if opts.etcd {
         let etcd = EtcdServer::start().await?;

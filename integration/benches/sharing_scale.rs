@@ -20,7 +20,6 @@
 #![allow(clippy::print_stdout)] // A benchmark reports on stdout.
 
 use std::{
-    io::Write,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::Duration,
@@ -44,7 +43,7 @@ use vtorc::{
 const CHILD_ENV: &str = "VTORC_SHARING_SCALE_SIM";
 
 /// Tablets per shard (a primary and two replicas).
-use integration::fleet::{PER_SHARD, drain_time_wait, read_records, register, run_simulator};
+use integration::fleet::{PER_SHARD, drain_time_wait, register, run_simulator, spawn_simulators};
 
 fn main() -> anyhow::Result<()> {
     if let Ok(spec) = std::env::var(CHILD_ENV) {
@@ -255,33 +254,7 @@ async fn run(
         shards.div_ceil(per_sim_shards),
         std::thread::available_parallelism().map_or(0, usize::from)
     );
-    let mut sims = Vec::new();
-    let mut outputs = Vec::new();
-    let mut first = 0;
-    while first < shards {
-        let count = per_sim_shards.min(shards - first);
-        let first_uid = 100 + u32::try_from(first * PER_SHARD)?;
-        let mut child = ChildGuard::spawn(
-            "tablet simulator",
-            Command::new(std::env::current_exe()?)
-                .env(CHILD_ENV, format!("{first}:{count}:{shards}:{first_uid}"))
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped()),
-            None,
-        )?;
-        outputs.push(child.take_stdout().context("simulator stdout")?);
-        let stdin = child.take_stdin().context("simulator stdin")?;
-        sims.push((
-            child,
-            stdin,
-            first_uid..first_uid + u32::try_from(count * PER_SHARD)?,
-        ));
-        first += count;
-    }
-    let mut records = Vec::new();
-    for stdout in outputs {
-        records.extend(tokio::task::spawn_blocking(move || read_records(stdout)).await??);
-    }
+    let (mut sims, records) = spawn_simulators(CHILD_ENV, shards, per_sim_shards).await?;
     let etcd = EtcdServer::start().await?;
     let topo = Topo::connect_etcd(&etcd.endpoint(), "/vitess/global", TopoOptions::default()).await?;
     topo.create_cell_info(
@@ -341,12 +314,10 @@ async fn run(
     let victim_alias = TabletAlias::new("zone1", victim.uid).to_string();
     let killed = Instant::now();
     instances[0].child.kill_and_wait()?;
-    let (_, stdin, _) = sims
-        .iter_mut()
-        .find(|(_, _, uids)| uids.contains(&victim.uid))
-        .context("the victim's simulator")?;
-    writeln!(stdin, "fail {}", victim.uid)?;
-    stdin.flush()?;
+    sims.iter_mut()
+        .find(|s| s.uids.contains(&victim.uid))
+        .context("the victim's simulator")?
+        .fail(victim.uid)?;
     let survivors: Vec<&Instance> = instances[1..].iter().collect();
     let membership = wait(ttl * 3, "a survivor saw the member leave", || async {
         let r = survivors[0].sharing().await?;

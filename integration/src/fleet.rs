@@ -227,3 +227,72 @@ pub fn run_simulator(spec: &str) -> anyhow::Result<()> {
         anyhow::Ok(())
     })
 }
+
+/// One simulator child process.
+pub struct Simulator {
+    /// Kills the child when dropped.
+    _child: crate::process::ChildGuard,
+    /// Its pid, for CPU figures.
+    pub pid: u32,
+    /// Commands (`fail <uid>`); closing it stops the child.
+    pub stdin: std::process::ChildStdin,
+    /// The uids of the tablets it serves.
+    pub uids: std::ops::Range<u32>,
+}
+
+impl Simulator {
+    /// Makes tablet `uid`'s MySQL fail as vttablet reports it.
+    pub fn fail(&mut self, uid: u32) -> anyhow::Result<()> {
+        writeln!(self.stdin, "fail {uid}")?;
+        self.stdin.flush()?;
+        Ok(())
+    }
+}
+
+/// Starts `shards` shards of [`PER_SHARD`] simulated tablets in child
+/// processes of the running benchmark (`child_env` set to each one's spec,
+/// see [`run_simulator`]), at most `per_sim_shards` shards each, and waits
+/// until all report ready. Returns the children and their tablets.
+pub async fn spawn_simulators(
+    child_env: &str,
+    shards: usize,
+    per_sim_shards: usize,
+) -> anyhow::Result<(Vec<Simulator>, Vec<Record>)> {
+    let mut sims = Vec::new();
+    let mut outputs = Vec::new();
+    let mut first = 0;
+    while first < shards {
+        let n = per_sim_shards.max(1).min(shards - first);
+        let first_uid = 100 + u32::try_from(first * PER_SHARD)?;
+        let mut child = crate::process::ChildGuard::spawn(
+            "tablet simulator",
+            std::process::Command::new(std::env::current_exe()?)
+                .env(child_env, format!("{first}:{n}:{shards}:{first_uid}"))
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped()),
+            None,
+        )?;
+        let pid = child.pid().context("simulator pid")?;
+        outputs.push(child.take_stdout().context("simulator stdout")?);
+        let stdin = child.take_stdin().context("simulator stdin")?;
+        sims.push(Simulator {
+            _child: child,
+            pid,
+            stdin,
+            uids: first_uid..first_uid + u32::try_from(n * PER_SHARD)?,
+        });
+        first += n;
+    }
+    let mut records = Vec::new();
+    for stdout in outputs {
+        records.extend(tokio::task::spawn_blocking(move || read_records(stdout)).await??);
+    }
+    if records.len() != shards * PER_SHARD {
+        bail!(
+            "the simulators started {} of {} tablets",
+            records.len(),
+            shards * PER_SHARD
+        );
+    }
+    Ok((sims, records))
+}
