@@ -475,6 +475,21 @@ impl Cluster {
         out
     }
 
+    /// A report for error messages, read straight from each reachable
+    /// MariaDB: GTID positions, the replication threads and what every
+    /// session is doing (a stuck SQL thread shows its state here).
+    pub async fn replication_report(&self) -> String {
+        let mut out = String::from("replication state:");
+        for t in &self.tablets {
+            out.push_str(&format!("\n--- {}", t.alias()));
+            match replication_report_of(t).await {
+                Ok(text) => out.push_str(&text),
+                Err(e) => out.push_str(&format!("\nunreadable: {e:#}")),
+            }
+        }
+        out
+    }
+
     /// The process ids of everything running: etcd, MariaDB servers and
     /// child agents.
     pub fn pids(&self) -> Vec<u32> {
@@ -510,4 +525,60 @@ impl Drop for Cluster {
         let _ = self.etcd.kill();
         // The TempDirs (ours and etcd's) are removed when the fields drop.
     }
+}
+
+/// One tablet's part of [`Cluster::replication_report`].
+async fn replication_report_of(t: &ClusterTablet) -> anyhow::Result<String> {
+    let mut conn = tokio::time::timeout(Duration::from_secs(2), t.mysql_conn())
+        .await
+        .context("connect timed out")??;
+    let mut out = String::new();
+    let vars: Option<(String, String, String, String)> = conn
+        .query_first("SELECT @@gtid_binlog_pos, @@gtid_slave_pos, @@gtid_current_pos, @@read_only")
+        .await?;
+    if let Some((binlog, slave, current, read_only)) = vars {
+        out.push_str(&format!(
+            "\ngtid_binlog_pos={binlog} gtid_slave_pos={slave} gtid_current_pos={current} read_only={read_only}"
+        ));
+    }
+    let rows: Vec<mysql_async::Row> = conn.query("SHOW ALL SLAVES STATUS").await?;
+    const FIELDS: [&str; 10] = [
+        "Master_Port",
+        "Slave_IO_Running",
+        "Slave_SQL_Running",
+        "Slave_SQL_Running_State",
+        "Gtid_IO_Pos",
+        "Gtid_Slave_Pos",
+        "Last_IO_Error",
+        "Last_SQL_Error",
+        "Relay_Log_File",
+        "Relay_Log_Pos",
+    ];
+    for row in &rows {
+        let mut line = String::from("\nslave status:");
+        for name in FIELDS {
+            let value = row
+                .get_opt::<Option<String>, _>(name)
+                .and_then(Result::ok)
+                .flatten()
+                .unwrap_or_default();
+            line.push_str(&format!(" {name}={value:?}"));
+        }
+        out.push_str(&line);
+    }
+    let sessions: Vec<(u64, String, String, Option<String>, i64, Option<String>)> = conn
+        .query(
+            "SELECT ID, USER, COMMAND, STATE, TIME, LEFT(INFO, 200) FROM information_schema.PROCESSLIST \
+             WHERE ID <> CONNECTION_ID() ORDER BY ID",
+        )
+        .await?;
+    for (id, user, command, state, time, info) in sessions {
+        out.push_str(&format!(
+            "\nsession {id} {user} {command} {time}s state={:?} info={:?}",
+            state.unwrap_or_default(),
+            info.unwrap_or_default()
+        ));
+    }
+    conn.disconnect().await.ok();
+    Ok(out)
 }
