@@ -527,6 +527,9 @@ impl Drop for Cluster {
     }
 }
 
+/// A `PROCESSLIST` row: id, user, command, state, seconds, statement.
+type SessionRow = (u64, String, String, Option<String>, i64, Option<String>);
+
 /// One tablet's part of [`Cluster::replication_report`].
 async fn replication_report_of(t: &ClusterTablet) -> anyhow::Result<String> {
     let mut conn = tokio::time::timeout(Duration::from_secs(2), t.mysql_conn())
@@ -566,7 +569,7 @@ async fn replication_report_of(t: &ClusterTablet) -> anyhow::Result<String> {
         }
         out.push_str(&line);
     }
-    let sessions: Vec<(u64, String, String, Option<String>, i64, Option<String>)> = conn
+    let sessions: Vec<SessionRow> = conn
         .query(
             "SELECT ID, USER, COMMAND, STATE, TIME, LEFT(INFO, 200) FROM information_schema.PROCESSLIST \
              WHERE ID <> CONNECTION_ID() ORDER BY ID",
