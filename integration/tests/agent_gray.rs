@@ -235,14 +235,12 @@ async fn a_resumed_primary_never_acknowledges_a_waiting_commit(stale: Stale) {
         .query_drop("INSERT INTO gray.t VALUES (1)")
         .await
         .expect("an acknowledged write");
-    primary
-        .query_drop("SET GLOBAL log_output = 'TABLE'")
-        .await
-        .expect("log output");
-    primary
-        .query_drop("SET GLOBAL general_log = ON")
-        .await
-        .expect("general log");
+    for uid in [100, 101, 102] {
+        let mut conn = root(&cluster, uid).await;
+        for sql in ["SET GLOBAL log_output = 'TABLE'", "SET GLOBAL general_log = ON"] {
+            conn.query_drop(sql).await.expect("general log on");
+        }
+    }
     for uid in [101, 102] {
         cluster
             .stop_replication_io_thread(&alias(uid))
@@ -336,9 +334,25 @@ async fn a_resumed_primary_never_acknowledges_a_waiting_commit(stale: Stale) {
             .query("SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_%'")
             .await
             .unwrap_or_default();
+        // What the replicas were told about replication, oldest first.
+        let mut replicas = String::new();
+        for uid in [101, 102] {
+            let mut conn = root(&cluster, uid).await;
+            let log: Vec<(String, String)> = conn
+                .query(
+                    "SELECT CAST(event_time AS CHAR), CAST(argument AS CHAR) FROM mysql.general_log \
+                     WHERE command_type IN ('Query', 'Execute') AND (argument LIKE '%SLAVE%' \
+                     OR argument LIKE '%MASTER%' OR argument LIKE '%semi_sync%') ORDER BY event_time",
+                )
+                .await
+                .unwrap_or_default();
+            replicas.push_str(&format!("\n{uid}: {log:#?}"));
+        }
         panic!(
             "{stale:?}: a commit that waited for a semi-sync ACK was acknowledged after the resume\n\
-             semi-sync status: {status:?}\ngeneral log, newest first: {log:#?}"
+             semi-sync status: {status:?}\ngeneral log, newest first: {log:#?}\n\
+             replication statements on the replicas: {replicas}\n{}",
+            cluster.replication_report().await
         );
     }
     if let Some(rpc) = rpc {

@@ -65,8 +65,16 @@ const SIDECAR_SCHEMA: &[&str] = &[
     super::repltracker::HEARTBEAT_TABLE,
 ];
 
-/// Retries the start-up MySQL check until it passes, then opens the grants
-/// gate and runs vttablet's replication initialisation (§7 step 8).
+/// Retries the start-up MySQL check until it passes, runs vttablet's
+/// replication initialisation (§7 step 8), then opens the grants gate.
+///
+/// vttablet initialises replication before its grants gate opens (§7 steps
+/// 8 and 9), so no RPC acts before it. Opening the gate first let an
+/// `InitReplica` or a test's `STOP SLAVE IO_THREAD` run before a late
+/// start-up initialisation that then restarted replication behind their
+/// back (a stopped replica reconnecting to a frozen primary and
+/// acknowledging its waiting commit; `CHANGE MASTER` discarding a relay
+/// log that ERS was waiting to apply).
 pub(super) async fn run_grants_check(agent: Arc<Agent>) {
     loop {
         match grants_check(&agent).await {
@@ -81,12 +89,12 @@ pub(super) async fn run_grants_check(agent: Arc<Agent>) {
             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
     }
-    agent.grants_ready.send_replace(true);
     info!(tablet = %agent.alias, "mysql ready, sidecar schema present");
-    agent.health_wake.notify_one();
     if let Err(e) = super::replication::init_replication_at_startup(&agent).await {
         tracing::warn!(tablet = %agent.alias, "failed to initialise replication at start-up: {e}");
     }
+    agent.grants_ready.send_replace(true);
+    agent.health_wake.notify_one();
 }
 
 /// Connects, creates the sidecar schema and opens the application's access

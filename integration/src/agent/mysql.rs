@@ -10,6 +10,8 @@
 //! (`MASTER_GTID_WAIT`) use [`MysqlConn::first_unbounded`] and are bounded by
 //! the caller's deadline instead.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use mysql_async::prelude::{FromRow, Queryable};
@@ -55,6 +57,42 @@ pub struct Mysql {
     connect_timeout: Duration,
     /// Bound on one ordinary statement.
     statement_timeout: Duration,
+    /// When `stop_slave` had the replica side of semi-sync off.
+    semi_sync_pauses: Arc<SemiSyncPauses>,
+}
+
+/// The windows in which `stop_slave` turns `rpl_semi_sync_slave_enabled`
+/// off around a stop (a MariaDB work-around, see `stop_slave`). vttablet on
+/// MySQL 8 never changes the variable there, so readers report it as it
+/// was: a reading that may overlap a window counts as on.
+#[derive(Debug, Default)]
+pub struct SemiSyncPauses {
+    /// Windows begun (counted before the variable goes off).
+    begun: AtomicU64,
+    /// Windows ended (counted after the variable is restored, or failed to be).
+    ended: AtomicU64,
+}
+
+impl SemiSyncPauses {
+    /// Taken before a reading: compare with [`SemiSyncPauses::overlapped`].
+    pub fn before_reading(&self) -> u64 {
+        self.ended.load(Ordering::SeqCst)
+    }
+
+    /// True when a window may have overlapped a reading that began after
+    /// `ended_before` was taken: one began before now and had not ended
+    /// when the reading began.
+    pub fn overlapped(&self, ended_before: u64) -> bool {
+        self.begun.load(Ordering::SeqCst) > ended_before
+    }
+
+    fn begin(&self) {
+        self.begun.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn end(&self) {
+        self.ended.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 impl Mysql {
@@ -79,6 +117,7 @@ impl Mysql {
             addr: format!("{host}:{port}"),
             connect_timeout,
             statement_timeout,
+            semi_sync_pauses: Arc::default(),
         }
     }
 
@@ -99,6 +138,7 @@ impl Mysql {
                 conn: Some(conn),
                 addr: self.addr.clone(),
                 timeout: statement,
+                semi_sync_pauses: Arc::clone(&self.semi_sync_pauses),
             }),
             Ok(Err(e)) => Err(AgentError::MysqlUnreachable(format!(
                 "cannot connect to mysql at {}: {e}",
@@ -122,9 +162,16 @@ pub struct MysqlConn {
     addr: String,
     /// Bound on one ordinary statement.
     timeout: Duration,
+    /// Shared with every connection to this server (see [`SemiSyncPauses`]).
+    semi_sync_pauses: Arc<SemiSyncPauses>,
 }
 
 impl MysqlConn {
+    /// When `stop_slave` had the replica side of semi-sync off.
+    pub fn semi_sync_pauses(&self) -> &SemiSyncPauses {
+        &self.semi_sync_pauses
+    }
+
     /// Takes the live connection out, or errors if an earlier statement hung.
     fn take(&mut self) -> AgentResult<Conn> {
         self.conn
@@ -184,7 +231,10 @@ impl MysqlConn {
     ///   semi-sync, and no IO thread runs in between (the agent serialises
     ///   its replication actions); if the agent died in between, the replica
     ///   would come back without the replica side of semi-sync, which vtorc
-    ///   reports and repairs (ReplicaSemiSyncMustBeSet).
+    ///   reports and repairs (ReplicaSemiSyncMustBeSet). Readings of the
+    ///   variable that may overlap the pause report it on, as vttablet on
+    ///   MySQL 8 would (see [`SemiSyncPauses`]); vtorc once saw the pause
+    ///   as a ReplicaSemiSyncMustBeSet problem.
     ///
     /// A third one concerns the relay log. MySQL 8 keeps it across `STOP
     /// REPLICA` / `START REPLICA` (auto-positioning asks the source only for
@@ -202,19 +252,30 @@ impl MysqlConn {
     /// relay-log position reported afterwards is the same as without the wait.
     pub async fn stop_slave(&mut self, io_only: bool) -> AgentResult<()> {
         let semi_sync_replica = self.text("SELECT @@GLOBAL.rpl_semi_sync_slave_enabled").await? == "1";
-        if semi_sync_replica {
-            self.exec("SET GLOBAL rpl_semi_sync_slave_enabled = OFF").await?;
-        }
-        let stopped = self.kill_io_thread_and_stop().await;
-        if semi_sync_replica {
-            self.exec("SET GLOBAL rpl_semi_sync_slave_enabled = ON").await?;
-        }
+        let stopped = if semi_sync_replica {
+            let pauses = Arc::clone(&self.semi_sync_pauses);
+            pauses.begin();
+            let stopped = self.stop_io_thread_with_semi_sync_paused().await;
+            pauses.end();
+            stopped
+        } else {
+            self.kill_io_thread_and_stop().await
+        };
         stopped?;
         if io_only {
             return Ok(());
         }
         self.drain_relay_log(RELAY_LOG_DRAIN).await?;
         self.exec("STOP SLAVE").await
+    }
+
+    /// [`MysqlConn::kill_io_thread_and_stop`] with the replica side of
+    /// semi-sync off, restored whatever the stop's outcome.
+    async fn stop_io_thread_with_semi_sync_paused(&mut self) -> AgentResult<()> {
+        self.exec("SET GLOBAL rpl_semi_sync_slave_enabled = OFF").await?;
+        let stopped = self.kill_io_thread_and_stop().await;
+        self.exec("SET GLOBAL rpl_semi_sync_slave_enabled = ON").await?;
+        stopped
     }
 
     /// With the IO thread stopped, waits up to `bound` for a running SQL
@@ -647,5 +708,24 @@ mod tests {
         assert_eq!(relay_log_pos(&set("0-100-12"), &set("0-101-12")), set("0-100-12"));
         assert_eq!(relay_log_pos(&set("0-101-12"), &set("0-100-12")), set("0-101-12"));
         assert_eq!(relay_log_pos(&set(""), &set("0-100-3")), set("0-100-3"));
+    }
+
+    #[test]
+    fn a_reading_that_may_overlap_a_semi_sync_pause_counts_as_paused() {
+        let pauses = SemiSyncPauses::default();
+        // No pause at all.
+        let r = pauses.before_reading();
+        assert!(!pauses.overlapped(r));
+        // A pause begun during the reading.
+        let r = pauses.before_reading();
+        pauses.begin();
+        assert!(pauses.overlapped(r));
+        // A reading begun during that pause, ending after it ended.
+        let r = pauses.before_reading();
+        pauses.end();
+        assert!(pauses.overlapped(r));
+        // A reading begun after it ended.
+        let r = pauses.before_reading();
+        assert!(!pauses.overlapped(r));
     }
 }

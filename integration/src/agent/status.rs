@@ -297,10 +297,12 @@ pub(super) struct SemiSyncReadings {
 impl SemiSyncReadings {
     /// Reads them all.
     pub async fn read(conn: &mut MysqlConn) -> SemiSyncReadings {
+        let ended_before = conn.semi_sync_pauses().before_reading();
         let vars = conn
             .rows("SHOW GLOBAL VARIABLES LIKE 'rpl_semi_sync_%'")
             .await
             .unwrap_or_default();
+        let paused = conn.semi_sync_pauses().overlapped(ended_before);
         let status = conn
             .rows("SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_%'")
             .await
@@ -314,7 +316,7 @@ impl SemiSyncReadings {
         let on = |v: String| v.eq_ignore_ascii_case("ON") || v == "1";
         SemiSyncReadings {
             primary_enabled: on(lookup(&vars, "rpl_semi_sync_master_enabled")),
-            replica_enabled: on(lookup(&vars, "rpl_semi_sync_slave_enabled")),
+            replica_enabled: paused || on(lookup(&vars, "rpl_semi_sync_slave_enabled")),
             primary_status: on(lookup(&status, "Rpl_semi_sync_master_status")),
             replica_status: on(lookup(&status, "Rpl_semi_sync_slave_status")),
             primary_clients: lookup(&status, "Rpl_semi_sync_master_clients")
