@@ -181,6 +181,14 @@ async fn every_rpc_answers_on_a_healthy_shard_and_switches_are_idempotent() {
         "open last bucket"
     );
 
+    // Without --sharing this instance watches everything and says so.
+    let sharing = c
+        .get_sharing(pb::GetSharingRequest::default())
+        .await
+        .expect("GetSharing")
+        .into_inner();
+    assert_eq!(sharing, pb::GetSharingResponse::default(), "enabled = false");
+
     // The global switch: idempotent, returns the new state.
     for _ in 0..2 {
         let s = c

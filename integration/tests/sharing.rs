@@ -30,6 +30,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use vtorc::analysis::RecoveryKind;
 use vtorc::proto::topodata::{CellInfo, Keyspace, Shard, TabletType};
+use vtorc::proto::vtorc::v1 as pb;
+use vtorc::proto::vtorc::v1::vtorc_client::VtorcClient;
 use vtorc::topo::{Topo, TopoOptions};
 
 /// Member lease TTL of the test instances.
@@ -152,6 +154,7 @@ impl World {
 struct Instance {
     child: ChildGuard,
     http: String,
+    grpc: String,
     log: PathBuf,
     audit: PathBuf,
 }
@@ -159,6 +162,7 @@ struct Instance {
 impl Instance {
     fn start(etcd: &str, dir: &Path, n: usize, uid: Option<u32>) -> Instance {
         let port = free_port().expect("free port");
+        let grpc_port = free_port().expect("free port");
         let log = dir.join(format!("vtorc-{n}.log"));
         let audit = dir.join(format!("vtorc-{n}-audit.jsonl"));
         let file = std::fs::File::create(&log).expect("log file");
@@ -182,6 +186,7 @@ impl Instance {
             .arg("--allow-recovery=false")
             .arg("--recovery-poll-duration=500ms")
             .arg(format!("--port={port}"))
+            .arg(format!("--grpc-port={grpc_port}"))
             .arg("--sharing")
             .arg(format!("--sharing-lease-ttl={}s", TTL.as_secs()))
             .arg("--sharing-advertise-host=127.0.0.1")
@@ -196,6 +201,7 @@ impl Instance {
         Instance {
             child,
             http: format!("http://127.0.0.1:{port}"),
+            grpc: format!("http://127.0.0.1:{grpc_port}"),
             log,
             audit,
         }
@@ -206,6 +212,18 @@ impl Instance {
         let (status, body) = http_get(&self.http, "/api/sharing").await?;
         anyhow::ensure!(status == 200, "/api/sharing: {status} {body}");
         Ok(serde_json::from_str(&body)?)
+    }
+
+    /// `GetSharing` of the VTOrc gRPC API.
+    async fn grpc_sharing(&self, keyspace: &str, shard: &str) -> anyhow::Result<pb::GetSharingResponse> {
+        let mut client = VtorcClient::connect(self.grpc.clone()).await?;
+        Ok(client
+            .get_sharing(pb::GetSharingRequest {
+                keyspace: keyspace.to_string(),
+                shard: shard.to_string(),
+            })
+            .await?
+            .into_inner())
     }
 
     fn log_text(&self) -> String {
@@ -449,6 +467,31 @@ async fn an_added_instance_takes_its_share_while_the_previous_owners_keep_watchi
             }
         }
     }
+    // The gRPC API tells the same story as /api/sharing, from any instance.
+    for i in &instances {
+        let report = i.grpc_sharing("", "").await.expect("GetSharing");
+        assert!(report.enabled && report.acting && report.registered, "{report:?}");
+        assert_eq!(report.members.len(), 3, "{report:?}");
+        assert!(report.members.iter().all(|m| m.ready && !m.grpc_address.is_empty()));
+        let seen: BTreeMap<String, String> = report
+            .shards
+            .iter()
+            .map(|s| (s.shard.clone(), s.owner.clone()))
+            .collect();
+        assert_eq!(seen, owners, "{}", report.me);
+        for s in &report.shards {
+            assert_eq!(s.watched_here, s.owner == report.me, "{s:?}");
+        }
+    }
+    let one = &w.shards[0];
+    let report = instances[0].grpc_sharing("ks", one).await.expect("GetSharing one shard");
+    assert_eq!(report.shards.len(), 1, "{report:?}");
+    assert_eq!(report.shards[0].owner, owners[one]);
+    let owner = report.members.iter().find(|m| m.id == owners[one]).expect("owner listed");
+    assert_eq!(report.shards[0].owner_grpc_address, owner.grpc_address);
+    let refused = instances[0].grpc_sharing("", one).await.expect_err("shard without keyspace");
+    assert!(refused.to_string().contains("needs keyspace"), "{refused:#}");
+
     let (gap, tablet) = gaps.worst();
     eprintln!(
         "owner added: {} of 12 shards moved to it; settled {took:?} after its start; longest poll gap {gap:?} ({tablet})",

@@ -112,6 +112,7 @@ pub const READ_METHODS: &[(&str, &str)] = &[
     ("vtorc.v1.Vtorc", "GetGlobalRecoveries"),
     ("vtorc.v1.Vtorc", "GetEmergencyReparent"),
     ("vtorc.v1.Vtorc", "GetDiscoveryMetrics"),
+    ("vtorc.v1.Vtorc", "GetSharing"),
     ("vtorc.v1.Vtorc", "Explain"),
     ("vtorc.v1.Vtorc", "Watch"),
 ];

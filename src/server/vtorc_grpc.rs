@@ -254,6 +254,23 @@ impl Vtorc for VtorcApi {
         )))
     }
 
+    async fn get_sharing(
+        &self,
+        request: Request<pb::GetSharingRequest>,
+    ) -> Result<Response<pb::GetSharingResponse>, Status> {
+        let r = request.into_inner();
+        let Some(handle) = &self.ctx.sharing else {
+            return Ok(Response::new(pb::GetSharingResponse::default()));
+        };
+        if !r.shard.is_empty() && r.keyspace.is_empty() {
+            return Err(Status::invalid_argument("shard: needs keyspace"));
+        }
+        let keyspace = Some(r.keyspace.as_str()).filter(|k| !k.is_empty());
+        let shard = Some(r.shard.as_str()).filter(|s| !s.is_empty());
+        let report = crate::sharing::report(&self.ctx.topo, handle, keyspace, shard).await;
+        Ok(Response::new(convert::sharing(report)))
+    }
+
     async fn ack_recovery(
         &self,
         request: Request<pb::AckRecoveryRequest>,
