@@ -472,7 +472,12 @@ async fn an_added_instance_takes_its_share_while_the_previous_owners_keep_watchi
         let report = i.grpc_sharing("", "").await.expect("GetSharing");
         assert!(report.enabled && report.acting && report.registered, "{report:?}");
         assert_eq!(report.members.len(), 3, "{report:?}");
-        assert!(report.members.iter().all(|m| m.ready && !m.grpc_address.is_empty()));
+        assert!(
+            report
+                .members
+                .iter()
+                .all(|m| m.ready && !m.grpc_address.is_empty())
+        );
         let seen: BTreeMap<String, String> = report
             .shards
             .iter()
@@ -484,12 +489,22 @@ async fn an_added_instance_takes_its_share_while_the_previous_owners_keep_watchi
         }
     }
     let one = &w.shards[0];
-    let report = instances[0].grpc_sharing("ks", one).await.expect("GetSharing one shard");
+    let report = instances[0]
+        .grpc_sharing("ks", one)
+        .await
+        .expect("GetSharing one shard");
     assert_eq!(report.shards.len(), 1, "{report:?}");
     assert_eq!(report.shards[0].owner, owners[one]);
-    let owner = report.members.iter().find(|m| m.id == owners[one]).expect("owner listed");
+    let owner = report
+        .members
+        .iter()
+        .find(|m| m.id == owners[one])
+        .expect("owner listed");
     assert_eq!(report.shards[0].owner_grpc_address, owner.grpc_address);
-    let refused = instances[0].grpc_sharing("", one).await.expect_err("shard without keyspace");
+    let refused = instances[0]
+        .grpc_sharing("", one)
+        .await
+        .expect_err("shard without keyspace");
     assert!(refused.to_string().contains("needs keyspace"), "{refused:#}");
 
     let (gap, tablet) = gaps.worst();

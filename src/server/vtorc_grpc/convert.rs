@@ -424,6 +424,49 @@ pub(super) fn watch_event(e: &AuditEvent, at: SystemTime) -> pb::WatchEvent {
     }
 }
 
+/// Work sharing: members and shard owners.
+pub(super) fn sharing(report: SharingReport) -> pb::GetSharingResponse {
+    let status = report.status;
+    pb::GetSharingResponse {
+        enabled: true,
+        me: status.me,
+        acting: status.acting,
+        registered: status.registered,
+        acting_for: status.acting_for_ms.map(|ms| duration(Duration::from_millis(ms))),
+        members: status
+            .members
+            .into_iter()
+            .map(|m| pb::SharingMember {
+                id: m.record.id,
+                grpc_address: m.record.grpc_address.unwrap_or_default(),
+                http_address: m.record.http_address.unwrap_or_default(),
+                started_at: Some(timestamp(
+                    SystemTime::UNIX_EPOCH + Duration::from_millis(m.record.started_unix_ms),
+                )),
+                create_revision: m.create_revision,
+                ready: m.ready,
+            })
+            .collect(),
+        generation: status.generation,
+        view: status.view,
+        retained_views: u32::try_from(status.retained_views).unwrap_or(u32::MAX),
+        applied_generation: status.applied_generation,
+        shards: report
+            .shards
+            .into_iter()
+            .map(|s| pb::ShardOwnership {
+                keyspace: s.keyspace,
+                shard: s.shard,
+                owner: s.owner.unwrap_or_default(),
+                owner_grpc_address: s.owner_grpc_address.unwrap_or_default(),
+                owner_http_address: s.owner_http_address.unwrap_or_default(),
+                watched_here: s.watched_here,
+            })
+            .collect(),
+        shards_error: report.shards_error.unwrap_or_default(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::UNIX_EPOCH;
@@ -469,48 +512,5 @@ mod tests {
         assert_eq!(by.client_identity, "CN=ops");
         assert_eq!(by.new_primary, Some(target));
         assert_eq!(by.avoid_primary, None);
-    }
-}
-
-/// Work sharing: members and shard owners.
-pub(super) fn sharing(report: SharingReport) -> pb::GetSharingResponse {
-    let status = report.status;
-    pb::GetSharingResponse {
-        enabled: true,
-        me: status.me,
-        acting: status.acting,
-        registered: status.registered,
-        acting_for: status.acting_for_ms.map(|ms| duration(Duration::from_millis(ms))),
-        members: status
-            .members
-            .into_iter()
-            .map(|m| pb::SharingMember {
-                id: m.record.id,
-                grpc_address: m.record.grpc_address.unwrap_or_default(),
-                http_address: m.record.http_address.unwrap_or_default(),
-                started_at: Some(timestamp(
-                    SystemTime::UNIX_EPOCH + Duration::from_millis(m.record.started_unix_ms),
-                )),
-                create_revision: m.create_revision,
-                ready: m.ready,
-            })
-            .collect(),
-        generation: status.generation,
-        view: status.view,
-        retained_views: u32::try_from(status.retained_views).unwrap_or(u32::MAX),
-        applied_generation: status.applied_generation,
-        shards: report
-            .shards
-            .into_iter()
-            .map(|s| pb::ShardOwnership {
-                keyspace: s.keyspace,
-                shard: s.shard,
-                owner: s.owner.unwrap_or_default(),
-                owner_grpc_address: s.owner_grpc_address.unwrap_or_default(),
-                owner_http_address: s.owner_http_address.unwrap_or_default(),
-                watched_here: s.watched_here,
-            })
-            .collect(),
-        shards_error: report.shards_error.unwrap_or_default(),
     }
 }
