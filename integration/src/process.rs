@@ -36,6 +36,40 @@ fn handed_out() -> &'static Mutex<HashSet<u16>> {
     PORTS.get_or_init(|| Mutex::new(HashSet::new()))
 }
 
+/// How long [`ChildGuard::signal`] waits for SIGSTOP to take effect.
+const STOP_BOUND: Duration = Duration::from_secs(5);
+
+/// Waits until every thread of `pid` is in the stopped state (`T` in
+/// `/proc/<pid>/task/*/stat`), or the process is gone.
+fn wait_all_threads_stopped(pid: i32, bound: Duration) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    loop {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return Ok(());
+        };
+        let running = tasks.flatten().any(|task| {
+            std::fs::read_to_string(task.path().join("stat"))
+                .ok()
+                .and_then(|stat| thread_state(&stat))
+                .is_some_and(|state| !matches!(state, 'T' | 't' | 'Z' | 'X'))
+        });
+        if !running {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            started.elapsed() < bound,
+            "a thread of {pid} still runs {bound:?} after the signal"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// The state letter of a `/proc/.../stat` line (after the `(comm)` field,
+/// which may itself hold spaces and parentheses).
+fn thread_state(stat: &str) -> Option<char> {
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
 /// Returns a loopback TCP port that was free a moment ago and that no other
 /// caller in this process has received. The port is not reserved against
 /// other processes: start the server promptly and retry on a clash.
@@ -176,10 +210,20 @@ impl ChildGuard {
     }
 
     /// Sends `signal` to the child (no-op once it has been reaped).
+    ///
+    /// SIGSTOP returns once every thread of the child is stopped: `kill`
+    /// only queues the signal, and a thread that was running can still
+    /// answer a request in the moment before it stops (a test once got a
+    /// Ping answered right after pausing an agent).
     pub fn signal(&self, signal: Signal) -> anyhow::Result<()> {
         let Some(pid) = self.pid() else { return Ok(()) };
         let pid = i32::try_from(pid).context("pid does not fit in i32")?;
-        kill(Pid::from_raw(pid), signal).with_context(|| format!("failed to send {signal} to {}", self.name))
+        kill(Pid::from_raw(pid), signal).with_context(|| format!("failed to send {signal} to {}", self.name))?;
+        if signal == Signal::SIGSTOP {
+            wait_all_threads_stopped(pid, STOP_BOUND)
+                .with_context(|| format!("{} did not stop after SIGSTOP", self.name))?;
+        }
+        Ok(())
     }
 
     /// SIGKILLs the child and waits for it to exit. Idempotent.
@@ -233,6 +277,23 @@ impl Drop for ChildGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_state_follows_the_command_name_whatever_it_holds() {
+        assert_eq!(thread_state("42 (tokio-rt) S 1 2 3"), Some('S'));
+        assert_eq!(thread_state("42 (a) b) (c) T 1 2 3"), Some('T'));
+        assert_eq!(thread_state("garbage"), None);
+    }
+
+    #[tokio::test]
+    async fn sigstop_returns_once_the_child_is_stopped() {
+        let guard = ChildGuard::spawn("sleep", Command::new("sleep").arg("600"), None).expect("spawn sleep");
+        let pid = guard.pid().expect("pid");
+        guard.signal(Signal::SIGSTOP).expect("stop");
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+        assert_eq!(thread_state(&stat), Some('T'), "{stat}");
+        guard.signal(Signal::SIGCONT).expect("continue");
+    }
 
     #[test]
     fn free_ports_are_never_handed_out_twice() {

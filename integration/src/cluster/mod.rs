@@ -76,6 +76,9 @@ pub use crate::testkit::poll_until;
 /// Bound on RPCs the harness itself sends (FullStatus, ...).
 const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Bound on an agent's start-up (MySQL check, replication initialisation).
+const AGENT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// A running test world. See the module docs.
 pub struct Cluster {
     /// Tablets in declaration order (keyspace, shard, tablet).
@@ -236,6 +239,11 @@ async fn start_cluster(spec: ClusterBuilder) -> anyhow::Result<Cluster> {
         dir,
     };
     if cluster.spec.bootstrap {
+        // As an operator runs InitShardPrimary once its tablets are up: an
+        // agent still starting would initialise its replication from the
+        // shard record after the bootstrap has set it up (or before, and
+        // have InitReplica's reset replay what it had applied).
+        cluster.wait_agents_started().await?;
         let mut inits = Vec::new();
         for ks in &cluster.spec.keyspaces {
             let policy = ks.policy()?;
@@ -473,6 +481,25 @@ impl Cluster {
             }
         }
         out
+    }
+
+    /// Waits until every agent has finished starting (its grants gate is
+    /// open: FullStatus answers).
+    async fn wait_agents_started(&self) -> anyhow::Result<()> {
+        let tmc = self.tmc.with_timeout(RPC_TIMEOUT);
+        futures::future::try_join_all(self.tablets.iter().map(|t| {
+            let tmc = &tmc;
+            let what = format!("the agent of {} to finish starting", t.alias());
+            async move {
+                let target = t.rpc_tablet();
+                poll_until(AGENT_READY_TIMEOUT, &what, || async {
+                    Ok(tmc.full_status(&target).await.ok().map(|_| ()))
+                })
+                .await
+            }
+        }))
+        .await?;
+        Ok(())
     }
 
     /// A report for error messages, read straight from each reachable
