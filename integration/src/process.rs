@@ -218,7 +218,8 @@ impl ChildGuard {
     pub fn signal(&self, signal: Signal) -> anyhow::Result<()> {
         let Some(pid) = self.pid() else { return Ok(()) };
         let pid = i32::try_from(pid).context("pid does not fit in i32")?;
-        kill(Pid::from_raw(pid), signal).with_context(|| format!("failed to send {signal} to {}", self.name))?;
+        kill(Pid::from_raw(pid), signal)
+            .with_context(|| format!("failed to send {signal} to {}", self.name))?;
         if signal == Signal::SIGSTOP {
             wait_all_threads_stopped(pid, STOP_BOUND)
                 .with_context(|| format!("{} did not stop after SIGSTOP", self.name))?;
