@@ -149,7 +149,10 @@ async fn heartbeat_lag_is_pulled_with_run_health_check_and_reader_errors_become_
         .stop_replication_io_thread(&alias(101))
         .await
         .expect("stop IO");
-    tokio::time::sleep(Duration::from_millis(2200)).await;
+    // 3.2 s of silence for a lag of at least 2 s: the lag is the reader's
+    // last read (every 250 ms, late on a loaded machine) minus the last
+    // heartbeat's timestamp, in whole seconds (2.2 s once read as 1).
+    tokio::time::sleep(Duration::from_millis(3200)).await;
     let asked = Instant::now();
     tmc.run_health_check(tm::RunHealthCheckRequest {})
         .await
