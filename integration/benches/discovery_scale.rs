@@ -77,13 +77,8 @@ fn main() -> anyhow::Result<()> {
     if let Ok(spec) = std::env::var(CHILD_ENV) {
         return run_simulator(&spec);
     }
-    let args: Vec<String> = std::env::args().collect();
-    let value = |name: &str| -> Option<&str> {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .map(String::as_str)
-    };
+    let args = integration::fleet::BenchArgs::from_env();
+    let value = |name: &str| args.value(name);
     let num = |name: &str, default: u64| -> anyhow::Result<u64> {
         value(name).map_or(Ok(default), |v| {
             v.parse().with_context(|| format!("bad value for {name}"))

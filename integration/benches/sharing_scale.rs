@@ -49,13 +49,8 @@ fn main() -> anyhow::Result<()> {
     if let Ok(spec) = std::env::var(CHILD_ENV) {
         return run_simulator(&spec);
     }
-    let args: Vec<String> = std::env::args().collect();
-    let value = |name: &str| -> Option<&str> {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .map(String::as_str)
-    };
+    let args = integration::fleet::BenchArgs::from_env();
+    let value = |name: &str| args.value(name);
     let tablets: usize = value("--tablets")
         .unwrap_or("20000")
         .parse()
@@ -80,23 +75,12 @@ fn main() -> anyhow::Result<()> {
 
 /// Builds (if needed) and returns the release `vtorc` binary.
 fn release_vtorc() -> anyhow::Result<PathBuf> {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "vtorc",
-            "--bin",
-            "vtorc",
-            "--manifest-path",
-        ])
-        .arg(&manifest)
-        .status()
-        .context("run cargo build")?;
-    anyhow::ensure!(status.success(), "cargo build --release of vtorc failed");
+    let out = integration::testkit::cargo_build_vtorc(&["--quiet", "--release"]).context("run cargo build")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "cargo build --release of vtorc failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/vtorc"))
 }
 

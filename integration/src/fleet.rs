@@ -85,10 +85,7 @@ pub async fn register(topo: &Topo, records: &[Record]) -> anyhow::Result<()> {
     use futures::{StreamExt as _, TryStreamExt as _};
     topo.create_keyspace(
         "ks",
-        &Keyspace {
-            durability_policy: "semi_sync".into(),
-            ..Default::default()
-        },
+        &Keyspace::with_durability("semi_sync"),
     )
     .await?;
     let mut shards = std::collections::BTreeMap::new();
@@ -127,10 +124,7 @@ pub async fn register(topo: &Topo, records: &[Record]) -> anyhow::Result<()> {
         .map(|(name, primary)| {
             (
                 name,
-                Shard {
-                    primary_alias: primary,
-                    ..Default::default()
-                },
+                Shard::with_primary(primary),
             )
         })
         .collect();
@@ -295,4 +289,23 @@ pub async fn spawn_simulators(
         );
     }
     Ok((sims, records))
+}
+
+/// A benchmark's command line, read as `--name value` pairs.
+pub struct BenchArgs(Vec<String>);
+
+impl BenchArgs {
+    /// This process's arguments.
+    pub fn from_env() -> BenchArgs {
+        BenchArgs(std::env::args().collect())
+    }
+
+    /// The argument after `name`, if `name` is given.
+    pub fn value(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .position(|a| a == name)
+            .and_then(|i| self.0.get(i + 1))
+            .map(String::as_str)
+    }
 }

@@ -2,15 +2,20 @@
 //! of a test vtorc. The `tests/*_support` modules build on it.
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::bail;
 use mysql_async::prelude::Queryable;
 use tokio::time::Instant;
-use vtorc::proto::topodata::TabletAlias;
+use vtorc::discovery::DiscoveryHandle;
+use vtorc::model::ClusterSnapshot;
+use vtorc::proto::topodata::{CellInfo, TabletAlias};
+use vtorc::topo::{Topo, TopoOptions};
 
 use crate::cluster::{Cluster, ClusterBuilder, GLOBAL_ROOT};
+use crate::etcd::EtcdServer;
 
 /// Polls `check` until it yields `Some`, or fails after `timeout` with the
 /// last error. `check` returning `Err` counts as "not yet".
@@ -116,4 +121,72 @@ pub fn vtorc_flags(cluster: &Cluster) -> Vec<String> {
         "--lock-timeout=10s".to_string(),
         "--shutdown-wait-time=10s".to_string(),
     ]
+}
+
+/// A topology client on `etcd` with the global root `/vitess/global` and
+/// cell `zone1` (root `/vitess/zone1`, same server) created.
+pub async fn etcd_topo(etcd: &EtcdServer) -> Topo {
+    let topo = Topo::connect_etcd(&etcd.address(), "/vitess/global", TopoOptions::default())
+        .await
+        .expect("connect to etcd");
+    topo.create_cell_info(
+        "zone1",
+        &CellInfo {
+            server_address: etcd.address(),
+            root: "/vitess/zone1".into(),
+        },
+    )
+    .await
+    .expect("create cell");
+    topo
+}
+
+/// Runs `cargo build -p vtorc --bin vtorc` of the root package with
+/// `extra` arguments (e.g. `--quiet`, `--release`) and returns what cargo
+/// printed; the integration crate cannot name another package's binary.
+pub fn cargo_build_vtorc(extra: &[&str]) -> std::io::Result<std::process::Output> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    Command::new(cargo)
+        .arg("build")
+        .args(extra)
+        .args(["-p", "vtorc", "--bin", "vtorc", "--manifest-path"])
+        .arg(&manifest)
+        .output()
+}
+
+/// A command that runs `binary`, as user and group `uid` when given
+/// (`setpriv`, supplementary groups cleared).
+pub fn command_as(binary: &Path, uid: Option<u32>) -> Command {
+    match uid {
+        Some(uid) => {
+            let mut c = Command::new("setpriv");
+            c.arg(format!("--reuid={uid}"))
+                .arg(format!("--regid={uid}"))
+                .arg("--clear-groups")
+                .arg(binary);
+            c
+        }
+        None => Command::new(binary),
+    }
+}
+
+/// Waits until `check` holds on a snapshot discovery publishes; returns how
+/// long it took, or `None` when it did not hold within `within`.
+pub async fn snapshot_until(
+    handle: &DiscoveryHandle,
+    within: Duration,
+    check: impl Fn(&ClusterSnapshot) -> bool,
+) -> Option<Duration> {
+    let started = Instant::now();
+    let mut rx = handle.watch_snapshots();
+    loop {
+        if check(&rx.borrow_and_update()) {
+            return Some(started.elapsed());
+        }
+        let left = within.saturating_sub(started.elapsed());
+        if tokio::time::timeout(left, rx.changed()).await.is_err() {
+            return None;
+        }
+    }
 }

@@ -697,10 +697,7 @@ pub async fn topo_reads_and_writes_typed_records(b: &Backend) {
         "/vitess/zone2"
     );
     assert!(topo.keyspaces().await.expect("no keyspaces").is_empty());
-    let ks = Keyspace {
-        durability_policy: "semi_sync".into(),
-        ..Default::default()
-    };
+    let ks = Keyspace::with_durability("semi_sync");
     topo.create_keyspace("commerce", &ks)
         .await
         .expect("create keyspace");
@@ -892,10 +889,7 @@ pub async fn topo_ers_disabled_flags_round_trip(b: &Backend) {
     let topo = b.topo(&[]).await;
     topo.create_keyspace(
         "ks",
-        &Keyspace {
-            durability_policy: "none".into(),
-            ..Default::default()
-        },
+        &Keyspace::with_durability("none"),
     )
     .await
     .expect("ks");

@@ -12,7 +12,7 @@
 use std::{sync::Arc, time::Duration};
 
 use integration::cluster::{AgentMode, Cluster, ClusterBuilder};
-use integration::testkit::semi_sync_commerce;
+use integration::testkit::{semi_sync_commerce, snapshot_until};
 use tokio::time::Instant;
 use vtorc::{
     discovery::{Discovery, DiscoveryConfig, DiscoveryHandle, DiscoveryTask, ScheduleConfig},
@@ -69,18 +69,11 @@ impl Watcher {
         what: &str,
         check: impl Fn(&ClusterSnapshot) -> bool,
     ) -> Duration {
-        let started = Instant::now();
-        let mut rx = self.handle.watch_snapshots();
-        loop {
-            if check(&rx.borrow_and_update()) {
-                return started.elapsed();
-            }
-            let left = within.saturating_sub(started.elapsed());
-            if tokio::time::timeout(left, rx.changed()).await.is_err() {
-                let state = find(&self.handle.snapshot(), &TabletAlias::new("zone1", 100));
-                panic!("{what}: not within {within:?}; tablet 100: {state:#?}");
-            }
-        }
+        let Some(took) = snapshot_until(&self.handle, within, check).await else {
+            let state = find(&self.handle.snapshot(), &TabletAlias::new("zone1", 100));
+            panic!("{what}: not within {within:?}; tablet 100: {state:#?}");
+        };
+        took
     }
 
     /// Waits until every tablet of the cluster is reachable with a healthy stream.

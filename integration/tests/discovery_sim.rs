@@ -64,10 +64,7 @@ async fn register(topo: &Topo, fleet: &SimFleet) {
     for ks in keyspaces {
         topo.create_keyspace(
             &ks,
-            &Keyspace {
-                durability_policy: "semi_sync".into(),
-                ..Default::default()
-            },
+            &Keyspace::with_durability("semi_sync"),
         )
         .await
         .expect("create keyspace");
@@ -76,10 +73,7 @@ async fn register(topo: &Topo, fleet: &SimFleet) {
         topo.create_shard(
             &ks,
             &shard,
-            &Shard {
-                primary_alias: primary,
-                ..Default::default()
-            },
+            &Shard::with_primary(primary),
         )
         .await
         .expect("create shard");
@@ -135,17 +129,9 @@ impl World {
         what: &str,
         check: impl Fn(&ClusterSnapshot) -> bool,
     ) -> Duration {
-        let started = Instant::now();
-        let mut rx = self.handle.watch_snapshots();
-        loop {
-            if check(&rx.borrow_and_update()) {
-                return started.elapsed();
-            }
-            let left = within.saturating_sub(started.elapsed());
-            if tokio::time::timeout(left, rx.changed()).await.is_err() {
-                panic!("{what}: not within {within:?}");
-            }
-        }
+        integration::testkit::snapshot_until(&self.handle, within, check)
+            .await
+            .unwrap_or_else(|| panic!("{what}: not within {within:?}"))
     }
 }
 
@@ -456,28 +442,9 @@ async fn shard_record_changes_are_reflected_within_a_second() {
 
 mod etcd {
     use integration::etcd::EtcdServer;
-    use vtorc::{
-        proto::topodata::CellInfo,
-        topo::{Topo, TopoOptions},
-    };
+    use integration::testkit::etcd_topo;
 
     use super::*;
-
-    async fn etcd_topo(etcd: &EtcdServer) -> Topo {
-        let topo = Topo::connect_etcd(&etcd.address(), "/vitess/global", TopoOptions::default())
-            .await
-            .expect("connect to etcd");
-        topo.create_cell_info(
-            "zone1",
-            &CellInfo {
-                server_address: etcd.address(),
-                root: "/vitess/zone1".into(),
-            },
-        )
-        .await
-        .expect("create cell");
-        topo
-    }
 
     async fn world(etcd: &EtcdServer, cfg: DiscoveryConfig) -> World {
         let fleet = SimFleet::start(SimConfig::default(), "ks", &["0"], 3)

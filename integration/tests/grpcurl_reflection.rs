@@ -126,10 +126,7 @@ async fn grpcurl_lists_describes_and_calls_through_reflection() {
         .topo
         .create_keyspace(
             "commerce",
-            &Keyspace {
-                durability_policy: "semi_sync".into(),
-                ..Default::default()
-            },
+            &Keyspace::with_durability("semi_sync"),
         )
         .await
         .expect("keyspace record");

@@ -29,8 +29,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use vtorc::analysis::RecoveryKind;
-use vtorc::proto::topodata::{CellInfo, Keyspace, Shard, TabletType};
-use vtorc::topo::{Topo, TopoOptions};
+use vtorc::proto::topodata::{Keyspace, Shard, TabletType};
 
 /// Member lease TTL of the test instances.
 const TTL: Duration = Duration::from_secs(4);
@@ -81,24 +80,10 @@ impl World {
         let fleet = SimFleet::start(SimConfig::default(), "ks", &refs, 2)
             .await
             .expect("simulator starts");
-        let topo = Topo::connect_etcd(&etcd.address(), "/vitess/global", TopoOptions::default())
-            .await
-            .expect("connect to etcd");
-        topo.create_cell_info(
-            "zone1",
-            &CellInfo {
-                server_address: etcd.address(),
-                root: "/vitess/zone1".into(),
-            },
-        )
-        .await
-        .expect("create cell");
+        let topo = integration::testkit::etcd_topo(&etcd).await;
         topo.create_keyspace(
             "ks",
-            &Keyspace {
-                durability_policy: "none".into(),
-                ..Default::default()
-            },
+            &Keyspace::with_durability("none"),
         )
         .await
         .expect("create keyspace");
@@ -113,10 +98,7 @@ impl World {
             topo.create_shard(
                 "ks",
                 &shard,
-                &Shard {
-                    primary_alias: primary,
-                    ..Default::default()
-                },
+                &Shard::with_primary(primary),
             )
             .await
             .expect("create shard");
@@ -162,17 +144,7 @@ impl Instance {
         let log = dir.join(format!("vtorc-{n}.log"));
         let audit = dir.join(format!("vtorc-{n}-audit.jsonl"));
         let file = std::fs::File::create(&log).expect("log file");
-        let mut command = match uid {
-            Some(uid) => {
-                let mut c = std::process::Command::new("setpriv");
-                c.arg(format!("--reuid={uid}"))
-                    .arg(format!("--regid={uid}"))
-                    .arg("--clear-groups")
-                    .arg(vtorc_binary());
-                c
-            }
-            None => std::process::Command::new(vtorc_binary()),
-        };
+        let mut command = integration::testkit::command_as(&vtorc_binary(), uid);
         command
             .arg(format!("--topo-global-server-address={etcd}"))
             .arg("--topo-global-root=/vitess/global")

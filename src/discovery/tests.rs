@@ -190,20 +190,14 @@ async fn topo_with_shard() -> Topo {
     let (topo, _store) = Topo::in_memory(&["zone1"]);
     topo.create_keyspace(
         "ks",
-        &Keyspace {
-            durability_policy: "none".into(),
-            ..Default::default()
-        },
+        &Keyspace::with_durability("none"),
     )
     .await
     .expect("keyspace");
     topo.create_shard(
         "ks",
         "0",
-        &Shard {
-            primary_alias: Some(TabletAlias::new("zone1", 100)),
-            ..Default::default()
-        },
+        &Shard::with_primary(Some(TabletAlias::new("zone1", 100))),
     )
     .await
     .expect("shard");

@@ -344,20 +344,14 @@ pub(crate) async fn world(
     let (topo, _store) = Topo::in_memory(cells);
     topo.create_keyspace(
         "ks",
-        &Keyspace {
-            durability_policy: policy.into(),
-            ..Default::default()
-        },
+        &Keyspace::with_durability(policy),
     )
     .await
     .expect("create keyspace");
     topo.create_shard(
         "ks",
         "0",
-        &Shard {
-            primary_alias: primary,
-            ..Default::default()
-        },
+        &Shard::with_primary(primary),
     )
     .await
     .expect("create shard");

@@ -87,10 +87,7 @@ impl World {
         .expect("create cell");
         topo.create_keyspace(
             KEYSPACE,
-            &Keyspace {
-                durability_policy: durability.to_string(),
-                ..Default::default()
-            },
+            &Keyspace::with_durability(durability),
         )
         .await
         .expect("create keyspace");

@@ -355,20 +355,7 @@ pub async fn topo_type(cluster: &Cluster, tablet: &TabletAlias) -> anyhow::Resul
 pub fn vtorc_binary() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let out = std::process::Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "vtorc",
-                "--bin",
-                "vtorc",
-                "--manifest-path",
-            ])
-            .arg(&manifest)
-            .output()
+        let out = integration::testkit::cargo_build_vtorc(&["--quiet"])
             .expect("run cargo build for the vtorc binary");
         assert!(
             out.status.success(),
@@ -487,17 +474,7 @@ impl VtorcProcess {
         let audit_path = dir.join(format!("vtorc-{n}-audit.jsonl"));
         let log_path = dir.join(format!("vtorc-{n}.log"));
         let log = std::fs::File::create(&log_path).expect("create the log file");
-        let mut command = match uid {
-            Some(uid) => {
-                let mut c = std::process::Command::new("setpriv");
-                c.arg(format!("--reuid={uid}"))
-                    .arg(format!("--regid={uid}"))
-                    .arg("--clear-groups")
-                    .arg(vtorc_binary());
-                c
-            }
-            None => std::process::Command::new(vtorc_binary()),
-        };
+        let mut command = integration::testkit::command_as(&vtorc_binary(), uid);
         command
             .args(base_flags(cluster).into_iter().skip(1))
             .arg(format!("--audit-file-location={}", audit_path.display()))
