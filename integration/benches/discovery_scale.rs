@@ -44,9 +44,9 @@ use vtorc::{
     },
     ids::KeyspaceShard,
     model::ClusterSnapshot,
-    proto::topodata::{CellInfo, TabletAlias, TabletType},
+    proto::topodata::{TabletAlias, TabletType},
     tablet::{GrpcTabletManager, TabletClientConfig},
-    topo::{Topo, TopoOptions},
+    topo::Topo,
 };
 
 /// Environment variable that turns this binary into a simulator child:
@@ -241,15 +241,7 @@ async fn run_once(opts: &Options, poll: Duration) -> anyhow::Result<(Sample, Vec
 
     let (topo, _etcd, _store) = if opts.etcd {
         let etcd = EtcdServer::start().await?;
-        let topo = Topo::connect_etcd(&etcd.endpoint(), "/vitess/global", TopoOptions::default()).await?;
-        topo.create_cell_info(
-            "zone1",
-            &CellInfo {
-                server_address: etcd.endpoint(),
-                root: "/vitess/zone1".into(),
-            },
-        )
-        .await?;
+        let topo = integration::testkit::zone1_topo(&etcd.endpoint()).await?;
         (topo, Some(etcd), None)
     } else {
         let (topo, store) = Topo::in_memory(&["zone1"]);

@@ -33,10 +33,7 @@ use integration::{
 };
 use serde_json::Value;
 use tokio::time::Instant;
-use vtorc::{
-    proto::topodata::{CellInfo, TabletAlias, TabletType},
-    topo::{Topo, TopoOptions},
-};
+use vtorc::proto::topodata::{TabletAlias, TabletType};
 
 /// Environment variable that turns this binary into a simulator child:
 /// `first_shard:shards:total_shards:first_uid`.
@@ -75,7 +72,8 @@ fn main() -> anyhow::Result<()> {
 
 /// Builds (if needed) and returns the release `vtorc` binary.
 fn release_vtorc() -> anyhow::Result<PathBuf> {
-    let out = integration::testkit::cargo_build_vtorc(&["--quiet", "--release"]).context("run cargo build")?;
+    let out =
+        integration::testkit::cargo_build_vtorc(&["--quiet", "--release"]).context("run cargo build")?;
     anyhow::ensure!(
         out.status.success(),
         "cargo build --release of vtorc failed:\n{}",
@@ -240,15 +238,7 @@ async fn run(
     );
     let (mut sims, records) = spawn_simulators(CHILD_ENV, shards, per_sim_shards).await?;
     let etcd = EtcdServer::start().await?;
-    let topo = Topo::connect_etcd(&etcd.endpoint(), "/vitess/global", TopoOptions::default()).await?;
-    topo.create_cell_info(
-        "zone1",
-        &CellInfo {
-            server_address: etcd.endpoint(),
-            root: "/vitess/zone1".into(),
-        },
-    )
-    .await?;
+    let topo = integration::testkit::zone1_topo(&etcd.endpoint()).await?;
     register(&topo, &records).await?;
     let dir = tempfile::tempdir()?;
     let started = Instant::now();

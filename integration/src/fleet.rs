@@ -83,11 +83,8 @@ pub fn read_records(stdout: std::process::ChildStdout) -> anyhow::Result<Vec<Rec
 /// `PRIMARY` tablets) and the tablet records of `records` into `topo`.
 pub async fn register(topo: &Topo, records: &[Record]) -> anyhow::Result<()> {
     use futures::{StreamExt as _, TryStreamExt as _};
-    topo.create_keyspace(
-        "ks",
-        &Keyspace::with_durability("semi_sync"),
-    )
-    .await?;
+    topo.create_keyspace("ks", &Keyspace::with_durability("semi_sync"))
+        .await?;
     let mut shards = std::collections::BTreeMap::new();
     let mut tablets = Vec::with_capacity(records.len());
     for r in records {
@@ -121,12 +118,7 @@ pub async fn register(topo: &Topo, records: &[Record]) -> anyhow::Result<()> {
         .await?;
     let shards: Vec<(String, Shard)> = shards
         .into_iter()
-        .map(|(name, primary)| {
-            (
-                name,
-                Shard::with_primary(primary),
-            )
-        })
+        .map(|(name, primary)| (name, Shard::with_primary(primary)))
         .collect();
     futures::stream::iter(
         shards

@@ -9,12 +9,12 @@ use std::time::Duration;
 use anyhow::bail;
 use mysql_async::prelude::Queryable;
 use tokio::time::Instant;
-use vtorc::discovery::DiscoveryHandle;
+use vtorc::discovery::{DiscoveryConfig, DiscoveryHandle, ScheduleConfig};
 use vtorc::model::ClusterSnapshot;
 use vtorc::proto::topodata::{CellInfo, TabletAlias};
-use vtorc::topo::{Topo, TopoOptions};
+use vtorc::topo::{Topo, TopoError, TopoOptions};
 
-use crate::cluster::{Cluster, ClusterBuilder, GLOBAL_ROOT};
+use crate::cluster::{AgentMode, Cluster, ClusterBuilder, GLOBAL_ROOT};
 use crate::etcd::EtcdServer;
 
 /// Polls `check` until it yields `Some`, or fails after `timeout` with the
@@ -45,6 +45,17 @@ where
 /// and 102. A harness that cannot start fails the test with its reason.
 pub async fn semi_sync_commerce() -> Cluster {
     ClusterBuilder::three_tablets("commerce", "semi_sync")
+        .start()
+        .await
+        .expect("cluster starts")
+}
+
+/// [`semi_sync_commerce`] with every tablet agent run as a process of
+/// `binary` (the `tablet-agent` binary, which only tests and benches can
+/// name: `env!("CARGO_BIN_EXE_tablet-agent")`).
+pub async fn semi_sync_commerce_in_processes(binary: PathBuf) -> Cluster {
+    ClusterBuilder::three_tablets("commerce", "semi_sync")
+        .agent_mode(AgentMode::Process(binary))
         .start()
         .await
         .expect("cluster starts")
@@ -126,19 +137,23 @@ pub fn vtorc_flags(cluster: &Cluster) -> Vec<String> {
 /// A topology client on `etcd` with the global root `/vitess/global` and
 /// cell `zone1` (root `/vitess/zone1`, same server) created.
 pub async fn etcd_topo(etcd: &EtcdServer) -> Topo {
-    let topo = Topo::connect_etcd(&etcd.address(), "/vitess/global", TopoOptions::default())
+    zone1_topo(&etcd.address())
         .await
-        .expect("connect to etcd");
+        .expect("connect to etcd and create cell zone1")
+}
+
+/// [`etcd_topo`] for the etcd at `server_address`, with its error.
+pub async fn zone1_topo(server_address: &str) -> Result<Topo, TopoError> {
+    let topo = Topo::connect_etcd(server_address, "/vitess/global", TopoOptions::default()).await?;
     topo.create_cell_info(
         "zone1",
         &CellInfo {
-            server_address: etcd.address(),
+            server_address: server_address.to_string(),
             root: "/vitess/zone1".into(),
         },
     )
-    .await
-    .expect("create cell");
-    topo
+    .await?;
+    Ok(topo)
 }
 
 /// Runs `cargo build -p vtorc --bin vtorc` of the root package with
@@ -188,5 +203,22 @@ pub async fn snapshot_until(
         if tokio::time::timeout(left, rx.changed()).await.is_err() {
             return None;
         }
+    }
+}
+
+/// A discovery configuration for tests: polls every `poll` with `workers`
+/// workers and a `timeout` per poll, polls slower than 200 ms logged, the
+/// topology re-listed every 15 s.
+pub fn discovery_config(poll: Duration, timeout: Duration, workers: usize) -> DiscoveryConfig {
+    DiscoveryConfig {
+        schedule: ScheduleConfig {
+            poll_interval: poll,
+            workers,
+            slow_after: Duration::from_millis(200),
+            ..ScheduleConfig::default()
+        },
+        poll_timeout: timeout,
+        topo_refresh_interval: Duration::from_secs(15),
+        ..DiscoveryConfig::default()
     }
 }

@@ -887,12 +887,9 @@ pub async fn topo_update_shard_fields_retries_on_bad_version(b: &Backend) {
 /// The ERS-disable flags of keyspaces and shards are written and read.
 pub async fn topo_ers_disabled_flags_round_trip(b: &Backend) {
     let topo = b.topo(&[]).await;
-    topo.create_keyspace(
-        "ks",
-        &Keyspace::with_durability("none"),
-    )
-    .await
-    .expect("ks");
+    topo.create_keyspace("ks", &Keyspace::with_durability("none"))
+        .await
+        .expect("ks");
     topo.create_shard("ks", "0", &Shard::default())
         .await
         .expect("shard");

@@ -283,12 +283,10 @@ async fn without_bootstrap_every_tablet_waits_as_a_replica_with_no_primary() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_cluster_kills_every_process_and_removes_every_directory() {
-    let binary = PathBuf::from(env!("CARGO_BIN_EXE_tablet-agent"));
-    let cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
-        .agent_mode(AgentMode::Process(binary))
-        .start()
-        .await
-        .expect("cluster starts");
+    let cluster = integration::testkit::semi_sync_commerce_in_processes(PathBuf::from(env!(
+        "CARGO_BIN_EXE_tablet-agent"
+    )))
+    .await;
     let pids = named_pids(&cluster);
     assert_eq!(pids.len(), 7, "etcd + 3 MariaDB + 3 agents: {pids:?}");
     let dirs = cluster.dirs();

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use integration::cluster::{AgentMode, Cluster, ClusterBuilder, poll_until};
+use integration::cluster::{Cluster, poll_until};
 use integration::faults::SemiSyncSide;
 use integration::testkit::{semi_sync_commerce, wait_caught_up};
 use mysql_async::prelude::Queryable;
@@ -174,12 +174,10 @@ async fn a_killed_in_process_agent_stops_answering_even_on_open_connections_and_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_child_agent_can_be_paused_resumed_killed_and_restarted() {
-    let binary = PathBuf::from(env!("CARGO_BIN_EXE_tablet-agent"));
-    let mut cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
-        .agent_mode(AgentMode::Process(binary))
-        .start()
-        .await
-        .expect("cluster starts");
+    let mut cluster = integration::testkit::semi_sync_commerce_in_processes(PathBuf::from(env!(
+        "CARGO_BIN_EXE_tablet-agent"
+    )))
+    .await;
     let target = cluster.tablet(&alias(102)).expect("t").rpc_tablet();
     let client = cluster.tmc().clone();
     let tmc = client.with_timeout(Duration::from_millis(500));

@@ -15,7 +15,7 @@ use integration::cluster::{AgentMode, Cluster, ClusterBuilder};
 use integration::testkit::{semi_sync_commerce, snapshot_until};
 use tokio::time::Instant;
 use vtorc::{
-    discovery::{Discovery, DiscoveryConfig, DiscoveryHandle, DiscoveryTask, ScheduleConfig},
+    discovery::{Discovery, DiscoveryConfig, DiscoveryHandle, DiscoveryTask},
     model::{ClusterSnapshot, Reachability, StreamHealth, TabletState},
     proto::topodata::TabletAlias,
     tablet::{GrpcTabletManager, TabletClientConfig},
@@ -28,17 +28,7 @@ struct Watcher {
 }
 
 fn config(poll: Duration, timeout: Duration) -> DiscoveryConfig {
-    DiscoveryConfig {
-        schedule: ScheduleConfig {
-            poll_interval: poll,
-            workers: 10,
-            slow_after: Duration::from_millis(200),
-            ..ScheduleConfig::default()
-        },
-        poll_timeout: timeout,
-        topo_refresh_interval: Duration::from_secs(15),
-        ..DiscoveryConfig::default()
-    }
+    integration::testkit::discovery_config(poll, timeout, 10)
 }
 
 impl Watcher {

@@ -9,11 +9,9 @@ use integration::sim::{SimConfig, SimFault, SimFleet, SimMode, SimTablet};
 use tokio::time::Instant;
 use vtorc::{
     config::WatchedCluster,
-    discovery::{
-        ChangeCause, Discovery, DiscoveryConfig, DiscoveryHandle, DiscoveryTask, ScheduleConfig, WatchFilter,
-    },
+    discovery::{ChangeCause, Discovery, DiscoveryConfig, DiscoveryHandle, DiscoveryTask, WatchFilter},
     model::{ClusterSnapshot, Reachability, StreamHealth, TabletState},
-    proto::topodata::{Keyspace, Shard, TabletAlias, TabletType},
+    proto::topodata::{TabletAlias, TabletType},
     tablet::{GrpcTabletManager, HealthStreamConfig, TabletClientConfig},
     topo::Topo,
 };
@@ -29,57 +27,13 @@ struct World {
 
 fn config(poll: Duration, timeout: Duration) -> DiscoveryConfig {
     DiscoveryConfig {
-        schedule: ScheduleConfig {
-            poll_interval: poll,
-            workers: 50,
-            slow_after: Duration::from_millis(200),
-            ..ScheduleConfig::default()
-        },
-        poll_timeout: timeout,
-        topo_refresh_interval: Duration::from_secs(15),
         publish_interval: Duration::from_millis(10),
         streams: HealthStreamConfig {
             initial_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_millis(500),
             jitter: 0.2,
         },
-        ..DiscoveryConfig::default()
-    }
-}
-
-async fn register(topo: &Topo, fleet: &SimFleet) {
-    let mut keyspaces = std::collections::BTreeSet::new();
-    let mut shards = std::collections::BTreeMap::new();
-    for t in fleet.tablets() {
-        let r = t.record();
-        keyspaces.insert(r.keyspace.clone());
-        if r.r#type == TabletType::Primary as i32 {
-            shards.insert((r.keyspace.clone(), r.shard.clone()), r.alias.clone());
-        } else {
-            shards
-                .entry((r.keyspace.clone(), r.shard.clone()))
-                .or_insert(None);
-        }
-    }
-    for ks in keyspaces {
-        topo.create_keyspace(
-            &ks,
-            &Keyspace::with_durability("semi_sync"),
-        )
-        .await
-        .expect("create keyspace");
-    }
-    for ((ks, shard), primary) in shards {
-        topo.create_shard(
-            &ks,
-            &shard,
-            &Shard::with_primary(primary),
-        )
-        .await
-        .expect("create shard");
-    }
-    for t in fleet.tablets() {
-        topo.create_tablet(&t.record()).await.expect("create tablet");
+        ..integration::testkit::discovery_config(poll, timeout, 50)
     }
 }
 
@@ -89,7 +43,7 @@ impl World {
             .await
             .expect("simulator starts");
         let (topo, _store) = Topo::in_memory(&["zone1"]);
-        register(&topo, &fleet).await;
+        fleet.register(&topo, "semi_sync").await;
         Self::run(fleet, topo, config).await
     }
 
@@ -395,7 +349,7 @@ async fn clusters_to_watch_limits_discovery_to_the_selected_shards() {
         .await
         .expect("simulator starts");
     let (topo, _store) = Topo::in_memory(&["zone1"]);
-    register(&topo, &fleet).await;
+    fleet.register(&topo, "semi_sync").await;
     let mut cfg = config(Duration::from_secs(1), Duration::from_secs(1));
     cfg.filter = WatchFilter::new(vec!["ks/-80".parse::<WatchedCluster>().expect("valid")]);
     let w = World::run(fleet, topo, cfg).await;
@@ -451,7 +405,7 @@ mod etcd {
             .await
             .expect("simulator starts");
         let topo = etcd_topo(etcd).await;
-        register(&topo, &fleet).await;
+        fleet.register(&topo, "semi_sync").await;
         World::run(fleet, topo, cfg).await
     }
 

@@ -52,7 +52,7 @@ async fn assert_failed_over(cluster: &Cluster, vtorc: &Vtorc) -> TabletAlias {
     assert!(record.started_at >= record.detected_at);
     assert!(record.ended_at.expect("ended") >= record.started_at);
     assert_clean_promotion(&record, &successor);
-    assert_serving_primary(cluster, KS, &alias(100), &successor, &[other_replica(&successor)]).await;
+    assert_took_over_from_100(cluster, KS, &successor).await;
     // The old primary's record still says PRIMARY with an older term:
     // StaleTopoPrimary makes it REPLICA in the topo.
     vtorc
@@ -83,10 +83,7 @@ async fn assert_failed_over(cluster: &Cluster, vtorc: &Vtorc) -> TabletAlias {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_primary_after_mariadb_kill_is_failed_over_by_ers() {
     let mut cluster = cluster(AgentMode::InProcess).await;
-    let vtorc = Vtorc::start(&cluster, &[]).await;
-    vtorc
-        .wait_until_healthy(&shard0(KS), Duration::from_secs(20))
-        .await;
+    let vtorc = Vtorc::start_healthy(&cluster, KS, &[]).await;
     cluster.kill_mysql(&alias(100)).expect("kill -9");
     assert_failed_over(&cluster, &vtorc).await;
     vtorc.stop().await;
@@ -95,10 +92,7 @@ async fn dead_primary_after_mariadb_kill_is_failed_over_by_ers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_primary_after_host_loss_agent_then_mariadb_is_failed_over_by_ers() {
     let mut cluster = cluster(AgentMode::InProcess).await;
-    let vtorc = Vtorc::start(&cluster, &[]).await;
-    vtorc
-        .wait_until_healthy(&shard0(KS), Duration::from_secs(20))
-        .await;
+    let vtorc = Vtorc::start_healthy(&cluster, KS, &[]).await;
     cluster.kill_agent(&alias(100)).expect("agent kill");
     cluster.kill_mysql(&alias(100)).expect("kill -9");
     assert_failed_over(&cluster, &vtorc).await;
@@ -108,10 +102,7 @@ async fn dead_primary_after_host_loss_agent_then_mariadb_is_failed_over_by_ers()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_kill_alone_is_not_failed_over_without_a_grace_because_the_primary_does_not_answer_ping() {
     let mut cluster = cluster(AgentMode::InProcess).await;
-    let vtorc = Vtorc::start(&cluster, &["--primary-tablet-down-grace=0"]).await;
-    vtorc
-        .wait_until_healthy(&shard0(KS), Duration::from_secs(20))
-        .await;
+    let vtorc = Vtorc::start_healthy(&cluster, KS, &["--primary-tablet-down-grace=0"]).await;
     cluster.kill_agent(&alias(100)).expect("agent kill");
     // First the polls fail (UnreachablePrimary: the replicas still
     // replicate), then the primary health window turns unhealthy

@@ -47,10 +47,7 @@ async fn dead_primary_with_an_unreachable_replica_is_failed_over_to_a_live_repli
         .start()
         .await
         .expect("cluster starts");
-    let vtorc = Vtorc::start(&cluster, &[]).await;
-    vtorc
-        .wait_until_healthy(&shard0(KS), Duration::from_secs(20))
-        .await;
+    let vtorc = Vtorc::start_healthy(&cluster, KS, &[]).await;
     assert_eq!(
         topo_type(&cluster, &alias(103)).await.expect("type"),
         TabletType::Rdonly
@@ -131,14 +128,7 @@ async fn dead_primary_with_an_unreachable_replica_is_failed_over_to_a_live_repli
     assert_eq!(detection.analysis, AnalysisCode::DeadPrimaryAndSomeReplicas);
     assert_eq!(detection.recovery_ids, [record.recovery_id]);
 
-    assert_serving_primary(
-        &cluster,
-        KS,
-        &alias(100),
-        &successor,
-        &[other_replica(&successor)],
-    )
-    .await;
+    assert_took_over_from_100(&cluster, KS, &successor).await;
 
     // The writer follows the failover; nothing it was told is committed is lost.
     workload

@@ -21,6 +21,22 @@ use vtorc::recovery::{RecoveryOutcome, SkipReason};
 
 const KS: &str = "commerce";
 
+/// Writes an errant transaction on replica 102 and waits (up to 20 s) for
+/// vtorc's detection `code` on it.
+async fn errant_write_on_102(
+    cluster: &integration::cluster::Cluster,
+    vtorc: &Vtorc,
+    code: AnalysisCode,
+) -> vtorc::recovery::DetectionRecord {
+    cluster
+        .write_errant_transaction(&alias(102))
+        .await
+        .expect("errant write");
+    vtorc
+        .wait_for_detection(&alias(102), code, Duration::from_secs(20))
+        .await
+}
+
 /// The 3-tablet `semi_sync` shard without heartbeats.
 fn poller_mode() -> integration::cluster::ClusterBuilder {
     integration::cluster::ClusterBuilder::three_tablets(KS, "semi_sync").heartbeat(None)
@@ -68,17 +84,7 @@ async fn errant_gtids_drain_the_replica_when_enabled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errant_gtids_are_only_reported_when_draining_is_off() {
     let (cluster, vtorc) = healthy_world_of(poller_mode(), KS, &[]).await;
-    cluster
-        .write_errant_transaction(&alias(102))
-        .await
-        .expect("errant write");
-    let detection = vtorc
-        .wait_for_detection(
-            &alias(102),
-            AnalysisCode::ErrantGtidDetected,
-            Duration::from_secs(20),
-        )
-        .await;
+    let detection = errant_write_on_102(&cluster, &vtorc, AnalysisCode::ErrantGtidDetected).await;
     assert_eq!(detection.recovery_type, RecoveryKind::RecoverErrantGtidDetected);
     poll_until(Duration::from_secs(10), "the skip is recorded", || async {
         Ok(vtorc
@@ -111,17 +117,7 @@ async fn errant_gtids_are_only_reported_when_draining_is_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_stopped_by_its_own_write_is_diverged_and_never_repaired_in_a_loop() {
     let (cluster, vtorc) = healthy_world(KS, "semi_sync", &[]).await;
-    cluster
-        .write_errant_transaction(&alias(102))
-        .await
-        .expect("errant write");
-    let detection = vtorc
-        .wait_for_detection(
-            &alias(102),
-            AnalysisCode::ReplicaDivergedFromPrimary,
-            Duration::from_secs(20),
-        )
-        .await;
+    let detection = errant_write_on_102(&cluster, &vtorc, AnalysisCode::ReplicaDivergedFromPrimary).await;
     assert!(
         detection.reason.contains("restore this tablet from a backup"),
         "{}",

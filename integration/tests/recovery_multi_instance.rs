@@ -86,13 +86,7 @@ async fn three_vtorcs_and_a_dead_primary_run_exactly_one_ers() {
     let primary = wait_one_serving_primary(&cluster, &live, &vtorcs).await;
     // Let every instance see the repaired shard before counting.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let started: usize = vtorcs
-        .iter()
-        .map(|v| {
-            v.recovery_events("RecoveryStarted", RecoveryKind::RecoverDeadPrimary)
-                .len()
-        })
-        .sum();
+    let started = ers_started_across(&vtorcs);
     assert_eq!(started, 1, "exactly one ERS across the three instances");
     let finished: Vec<serde_json::Value> = vtorcs
         .iter()

@@ -51,7 +51,7 @@ async fn assert_ers_away_from_100(
         "exactly one ERS: {}",
         vtorc.audit_dump()
     );
-    assert_serving_primary(cluster, KS, &alias(100), &successor, &[other_replica(&successor)]).await;
+    assert_took_over_from_100(cluster, KS, &successor).await;
     (record, successor)
 }
 
@@ -70,10 +70,7 @@ async fn a_primary_whose_disk_stalls_is_failed_over_by_ers() {
         .start()
         .await
         .expect("cluster starts");
-    let vtorc = Vtorc::start(&cluster, &["--enable-primary-disk-stalled-recovery=true"]).await;
-    vtorc
-        .wait_until_healthy(&shard0(KS), Duration::from_secs(20))
-        .await;
+    let vtorc = Vtorc::start_healthy(&cluster, KS, &["--enable-primary-disk-stalled-recovery=true"]).await;
     let monitor = cluster
         .tablet(&alias(100))
         .expect("tablet")
@@ -207,10 +204,7 @@ async fn a_primary_blocked_on_semi_sync_acks_is_failed_over_by_ers() {
         .start()
         .await
         .expect("cluster starts");
-    let vtorc = Vtorc::start(&cluster, &[]).await;
-    vtorc
-        .wait_until_healthy(&shard0(KS), Duration::from_secs(20))
-        .await;
+    let vtorc = Vtorc::start_healthy(&cluster, KS, &[]).await;
     // One writer that waits as long as it takes: its stuck commit is then
     // the only one in flight, already in the binlog the replicas receive,
     // and it ends when the old primary stops serving. With more writers,
@@ -467,12 +461,7 @@ async fn a_primary_record_whose_tablet_runs_as_replica_is_fixed_by_undo_demote_p
         .expect("cluster starts");
     let error = init_primary_failing_after_its_topo_write(&cluster, &alias(100)).await;
     assert!(error.contains("Too many connections"), "{error}");
-    let record = cluster
-        .topo()
-        .get_tablet(&alias(100))
-        .await
-        .expect("tablet record")
-        .value;
+    let record = tablet_record(&cluster, &alias(100)).await;
     assert_eq!(record.r#type(), TabletType::Primary, "the record was written");
     let term = record.primary_term_start_time.expect("with a term");
     let status = cluster.full_status(&alias(100)).await.expect("FullStatus");
@@ -517,12 +506,7 @@ async fn a_primary_record_whose_tablet_runs_as_replica_is_fixed_by_undo_demote_p
         |s| s.tablet_type == TabletType::Primary as i32 && !s.read_only && s.semi_sync_primary_enabled,
     )
     .await;
-    let record = cluster
-        .topo()
-        .get_tablet(&alias(100))
-        .await
-        .expect("tablet record")
-        .value;
+    let record = tablet_record(&cluster, &alias(100)).await;
     assert_eq!(record.r#type(), TabletType::Primary);
     assert_eq!(
         record.primary_term_start_time,

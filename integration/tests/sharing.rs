@@ -24,12 +24,12 @@ use integration::netfault::PacketDrop;
 use integration::process::{ChildGuard, free_port};
 use integration::sim::{SimConfig, SimFleet, SimMode};
 use integration::vtadmin::http_get;
-use recovery_support::{VtorcProcess, alias, vtorc_binary};
+use recovery_support::{VtorcProcess, alias, ers_started_across, vtorc_binary};
 use serde_json::Value;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use vtorc::analysis::RecoveryKind;
-use vtorc::proto::topodata::{Keyspace, Shard, TabletType};
+use vtorc::proto::topodata::TabletType;
 
 /// Member lease TTL of the test instances.
 const TTL: Duration = Duration::from_secs(4);
@@ -81,31 +81,7 @@ impl World {
             .await
             .expect("simulator starts");
         let topo = integration::testkit::etcd_topo(&etcd).await;
-        topo.create_keyspace(
-            "ks",
-            &Keyspace::with_durability("none"),
-        )
-        .await
-        .expect("create keyspace");
-        let mut primaries = BTreeMap::new();
-        for t in fleet.tablets() {
-            let r = t.record();
-            if r.r#type == TabletType::Primary as i32 {
-                primaries.insert(r.shard.clone(), r.alias.clone());
-            }
-        }
-        for (shard, primary) in primaries {
-            topo.create_shard(
-                "ks",
-                &shard,
-                &Shard::with_primary(primary),
-            )
-            .await
-            .expect("create shard");
-        }
-        for t in fleet.tablets() {
-            topo.create_tablet(&t.record()).await.expect("create tablet");
-        }
+        fleet.register(&topo, "none").await;
         let dir = tempfile::tempdir().expect("tempdir");
         // A partitioned instance runs as another user and writes here.
         let _ = std::process::Command::new("chmod")
@@ -617,13 +593,7 @@ async fn with_sharing_a_dead_primary_after_its_owners_death_gets_exactly_one_ers
         panic!("{e:#}\n{}", logs.join("\n----\n"))
     });
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let started: usize = vtorcs
-        .iter()
-        .map(|v| {
-            v.recovery_events("RecoveryStarted", RecoveryKind::RecoverDeadPrimary)
-                .len()
-        })
-        .sum();
+    let started = ers_started_across(&vtorcs);
     assert_eq!(started, 1, "exactly one ERS across the instances");
     assert!(
         vtorcs[owner_index]

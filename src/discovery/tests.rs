@@ -188,12 +188,9 @@ fn config() -> DiscoveryConfig {
 /// A shard `ks/0` with primary 100 and replicas 101, 102 in the topology.
 async fn topo_with_shard() -> Topo {
     let (topo, _store) = Topo::in_memory(&["zone1"]);
-    topo.create_keyspace(
-        "ks",
-        &Keyspace::with_durability("none"),
-    )
-    .await
-    .expect("keyspace");
+    topo.create_keyspace("ks", &Keyspace::with_durability("none"))
+        .await
+        .expect("keyspace");
     topo.create_shard(
         "ks",
         "0",

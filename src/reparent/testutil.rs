@@ -342,19 +342,12 @@ pub(crate) async fn world(
     tablets: &[Tablet],
 ) -> (Topo, Arc<FakeFleet>, Reparenter) {
     let (topo, _store) = Topo::in_memory(cells);
-    topo.create_keyspace(
-        "ks",
-        &Keyspace::with_durability(policy),
-    )
-    .await
-    .expect("create keyspace");
-    topo.create_shard(
-        "ks",
-        "0",
-        &Shard::with_primary(primary),
-    )
-    .await
-    .expect("create shard");
+    topo.create_keyspace("ks", &Keyspace::with_durability(policy))
+        .await
+        .expect("create keyspace");
+    topo.create_shard("ks", "0", &Shard::with_primary(primary))
+        .await
+        .expect("create shard");
     for t in tablets {
         topo.create_tablet(t).await.expect("create tablet");
     }

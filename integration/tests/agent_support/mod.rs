@@ -85,12 +85,9 @@ impl World {
         )
         .await
         .expect("create cell");
-        topo.create_keyspace(
-            KEYSPACE,
-            &Keyspace::with_durability(durability),
-        )
-        .await
-        .expect("create keyspace");
+        topo.create_keyspace(KEYSPACE, &Keyspace::with_durability(durability))
+            .await
+            .expect("create keyspace");
         let mut world = World {
             agents: Vec::new(),
             dbs,

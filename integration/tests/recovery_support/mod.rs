@@ -60,6 +60,16 @@ impl Vtorc {
         Vtorc::start_with(config(cluster, extra)).await
     }
 
+    /// [`Vtorc::start`], then waits (up to 20 s) until it has seen
+    /// `keyspace/0` healthy.
+    pub async fn start_healthy(cluster: &Cluster, keyspace: &str, extra: &[&str]) -> Vtorc {
+        let vtorc = Vtorc::start(cluster, extra).await;
+        vtorc
+            .wait_until_healthy(&shard0(keyspace), Duration::from_secs(20))
+            .await;
+        vtorc
+    }
+
     /// Starts discovery and the engine with `config`.
     pub async fn start_with(config: Config) -> Vtorc {
         let topo = vtorc::topo::Topo::connect_etcd(
@@ -338,6 +348,16 @@ pub async fn try_wait_replicating_from(
     }
 }
 
+/// The topo record of `tablet`.
+pub async fn tablet_record(cluster: &Cluster, tablet: &TabletAlias) -> vtorc::proto::topodata::Tablet {
+    cluster
+        .topo()
+        .get_tablet(tablet)
+        .await
+        .expect("tablet record")
+        .value
+}
+
 /// The topo type of `tablet`.
 pub async fn topo_type(cluster: &Cluster, tablet: &TabletAlias) -> anyhow::Result<TabletType> {
     Ok(cluster
@@ -398,10 +418,7 @@ pub async fn healthy_world_of(
     extra: &[&str],
 ) -> (Cluster, Vtorc) {
     let cluster = builder.start().await.expect("cluster starts");
-    let vtorc = Vtorc::start(&cluster, extra).await;
-    vtorc
-        .wait_until_healthy(&shard0(keyspace), Duration::from_secs(20))
-        .await;
+    let vtorc = Vtorc::start_healthy(&cluster, keyspace, extra).await;
     (cluster, vtorc)
 }
 
@@ -525,6 +542,18 @@ impl VtorcProcess {
             .filter(|e| e["event"] == event && e["recovery_type"] == kind.name())
             .collect()
     }
+}
+
+/// How many ERS recoveries (`RecoveryStarted` of `RecoverDeadPrimary`)
+/// the audit files of `vtorcs` record, all instances together.
+pub fn ers_started_across(vtorcs: &[VtorcProcess]) -> usize {
+    vtorcs
+        .iter()
+        .map(|v| {
+            v.recovery_events("RecoveryStarted", RecoveryKind::RecoverDeadPrimary)
+                .len()
+        })
+        .sum()
 }
 
 /// Brings a crashed primary back the way an operator does: its MariaDB is
@@ -667,6 +696,19 @@ pub fn assert_clean_promotion(record: &RecoveryRecord, successor: &TabletAlias) 
         "{}",
         steps_text(record)
     );
+}
+
+/// [`assert_serving_primary`] after a failover away from 100 to
+/// `successor` (101 or 102): the other of the two follows it.
+pub async fn assert_took_over_from_100(cluster: &Cluster, keyspace: &str, successor: &TabletAlias) {
+    assert_serving_primary(
+        cluster,
+        keyspace,
+        &alias(100),
+        successor,
+        &[other_replica(successor)],
+    )
+    .await;
 }
 
 /// After a failover away from `old` in `keyspace/0`: waits until the shard
