@@ -11,7 +11,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use integration::cluster::{AgentMode, Cluster, ClusterBuilder};
+use integration::cluster::Cluster;
 use integration::testkit::{semi_sync_commerce, snapshot_until};
 use tokio::time::Instant;
 use vtorc::{
@@ -149,11 +149,9 @@ async fn killing_the_primarys_mariadb_marks_it_unreachable_within_a_second() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_primary_agent_is_unreachable_within_poll_time_plus_timeout() {
-    let cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
-        .agent_mode(AgentMode::Process(env!("CARGO_BIN_EXE_tablet-agent").into()))
-        .start()
-        .await
-        .expect("cluster starts");
+    let cluster =
+        integration::testkit::semi_sync_commerce_in_processes(env!("CARGO_BIN_EXE_tablet-agent").into())
+            .await;
     let poll = Duration::from_secs(1);
     let timeout = Duration::from_secs(1);
     let w = Watcher::start(&cluster, config(poll, timeout)).await;
@@ -188,11 +186,9 @@ async fn a_stopped_primary_agent_is_unreachable_within_poll_time_plus_timeout() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_agent_never_stalls_the_polling_of_the_others() {
-    let cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
-        .agent_mode(AgentMode::Process(env!("CARGO_BIN_EXE_tablet-agent").into()))
-        .start()
-        .await
-        .expect("cluster starts");
+    let cluster =
+        integration::testkit::semi_sync_commerce_in_processes(env!("CARGO_BIN_EXE_tablet-agent").into())
+            .await;
     let poll = Duration::from_millis(300);
     let mut cfg = config(poll, Duration::from_secs(10));
     // One worker: without the slow-poll release a hung poll would block all.

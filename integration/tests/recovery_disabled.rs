@@ -90,10 +90,7 @@ async fn the_runtime_toggle_holds_a_failover_until_recoveries_are_enabled() {
         "{}",
         vtorc.audit_dump()
     );
-    assert_eq!(
-        cluster.primary_alias(KS, "0").await.expect("shard"),
-        Some(alias(100))
-    );
+    assert_shard_primary(&cluster, KS, &alias(100)).await;
     assert!(vtorc.handle.enable_global_recoveries());
     vtorc
         .wait_for_success(RecoveryKind::RecoverDeadPrimary, Duration::from_secs(30))

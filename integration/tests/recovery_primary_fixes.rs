@@ -28,10 +28,7 @@ async fn a_read_only_primary_is_made_writable_again() {
     assert_eq!(steps, ["UndoDemotePrimary"]);
     assert!(!read_only(&cluster, &alias(100)).await.expect("read_only"));
     wait_semi_sync(&cluster, &alias(100), SemiSyncSide::Primary, true).await;
-    assert_eq!(
-        cluster.primary_alias(KS, "0").await.expect("shard"),
-        Some(alias(100))
-    );
+    assert_shard_primary(&cluster, KS, &alias(100)).await;
     vtorc.stop().await;
 }
 
@@ -58,10 +55,7 @@ async fn a_primary_replicating_from_another_server_has_its_replication_reset() {
     for replica in [alias(101), alias(102)] {
         wait_replicating_from(&cluster, &replica, &alias(100), Duration::from_secs(10)).await;
     }
-    assert_eq!(
-        cluster.primary_alias(KS, "0").await.expect("shard"),
-        Some(alias(100))
-    );
+    assert_shard_primary(&cluster, KS, &alias(100)).await;
     vtorc.stop().await;
 }
 
@@ -107,9 +101,6 @@ async fn a_stale_topo_primary_is_made_replica_in_the_topo() {
     assert_eq!(tablet.r#type(), TabletType::Replica);
     assert_eq!(tablet.primary_term_start_time, None);
     wait_replicating_from(&cluster, &alias(102), &alias(100), Duration::from_secs(10)).await;
-    assert_eq!(
-        cluster.primary_alias(KS, "0").await.expect("shard"),
-        Some(alias(100))
-    );
+    assert_shard_primary(&cluster, KS, &alias(100)).await;
     vtorc.stop().await;
 }

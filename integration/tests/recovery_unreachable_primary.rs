@@ -47,10 +47,7 @@ async fn an_unreachable_primary_gets_one_direct_replica_restarted_and_no_failove
     assert_eq!(record.tablets.len(), 2, "the primary and the restarted replica");
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(vtorc.finished(RecoveryKind::RecoverDeadPrimary).is_empty());
-    assert_eq!(
-        cluster.primary_alias(KS, "0").await.expect("shard"),
-        Some(alias(100))
-    );
+    assert_shard_primary(&cluster, KS, &alias(100)).await;
     for replica in [alias(101), alias(102)] {
         wait_replicating_from(&cluster, &replica, &alias(100), Duration::from_secs(10)).await;
     }
@@ -104,10 +101,7 @@ async fn an_unreachable_primary_with_a_broken_replica_gets_all_direct_replicas_r
     );
     // Restarting 102 repaired its replication from the live MariaDB.
     wait_replicating_from(&cluster, &alias(102), &alias(100), Duration::from_secs(10)).await;
-    assert_eq!(
-        cluster.primary_alias(KS, "0").await.expect("shard"),
-        Some(alias(100))
-    );
+    assert_shard_primary(&cluster, KS, &alias(100)).await;
     vtorc.stop().await;
 }
 

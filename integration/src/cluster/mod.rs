@@ -298,15 +298,7 @@ async fn create_app_user(server: &MariaDbServer) -> anyhow::Result<()> {
 
 /// A fresh temporary directory for one cluster, on tmpfs when available.
 fn temp_dir() -> anyhow::Result<TempDir> {
-    let mut builder = tempfile::Builder::new();
-    builder.prefix("vtorc-cluster-");
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir()
-        && let Ok(dir) = builder.tempdir_in(shm)
-    {
-        return Ok(dir);
-    }
-    builder.tempdir().context("create temp dir for the cluster")
+    crate::process::tmpfs_temp_dir("vtorc-cluster-").context("create temp dir for the cluster")
 }
 
 impl Cluster {

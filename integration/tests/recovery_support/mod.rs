@@ -348,6 +348,14 @@ pub async fn try_wait_replicating_from(
     }
 }
 
+/// Asserts that the record of shard `keyspace/0` names `primary`.
+pub async fn assert_shard_primary(cluster: &Cluster, keyspace: &str, primary: &TabletAlias) {
+    assert_eq!(
+        cluster.primary_alias(keyspace, "0").await.expect("shard"),
+        Some(primary.clone())
+    );
+}
+
 /// The topo record of `tablet`.
 pub async fn tablet_record(cluster: &Cluster, tablet: &TabletAlias) -> vtorc::proto::topodata::Tablet {
     cluster
