@@ -412,9 +412,8 @@ async fn a_stale_term_ended_by_the_shard_sync_never_acknowledges_a_waiting_commi
 /// so the agent lets the SQL thread apply the received events first.
 async fn received_events_survive_a_replication_restart(heartbeat_interval: f64) {
     let cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
-        .start()
-        .await
-        .expect("cluster starts");
+        .started()
+        .await;
     let mut primary = root(&cluster, 100).await;
     for sql in [
         "CREATE DATABASE IF NOT EXISTS relay",

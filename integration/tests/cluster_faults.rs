@@ -120,12 +120,7 @@ async fn a_killed_in_process_agent_stops_answering_even_on_open_connections_and_
         .ping(&target)
         .await
         .expect("ping before");
-    let before = cluster
-        .topo()
-        .get_tablet(&alias(101))
-        .await
-        .expect("record")
-        .value;
+    let before = cluster.tablet_record(&alias(101)).await.expect("record");
 
     cluster.kill_agent(&alias(101)).expect("kill agent");
     assert!(!cluster.tablet(&alias(101)).expect("t").agent_running());
@@ -142,12 +137,7 @@ async fn a_killed_in_process_agent_stops_answering_even_on_open_connections_and_
     .await
     .expect("a killed agent answers nobody");
     // Killing leaves the topo alone, like kill -9 of vttablet.
-    let after_kill = cluster
-        .topo()
-        .get_tablet(&alias(101))
-        .await
-        .expect("record")
-        .value;
+    let after_kill = cluster.tablet_record(&alias(101)).await.expect("record");
     assert_eq!(after_kill.tablet_shutdown_time, None);
     assert_eq!(after_kill.hostname, before.hostname);
 
@@ -158,12 +148,7 @@ async fn a_killed_in_process_agent_stops_answering_even_on_open_connections_and_
         .ping(&target)
         .await
         .expect("ping after restart");
-    let after = cluster
-        .topo()
-        .get_tablet(&alias(101))
-        .await
-        .expect("record")
-        .value;
+    let after = cluster.tablet_record(&alias(101)).await.expect("record");
     assert_eq!(
         after.port_map.get("grpc"),
         before.port_map.get("grpc"),

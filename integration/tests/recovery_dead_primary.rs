@@ -28,9 +28,8 @@ const KS: &str = "commerce";
 async fn cluster(mode: AgentMode) -> Cluster {
     ClusterBuilder::three_tablets(KS, "semi_sync")
         .agent_mode(mode)
-        .start()
+        .started()
         .await
-        .expect("cluster starts")
 }
 
 /// Checks the outcome of a dead-primary failover away from 100.
@@ -56,11 +55,7 @@ async fn assert_failed_over(cluster: &Cluster, vtorc: &Vtorc) -> TabletAlias {
     // The old primary's record still says PRIMARY with an older term:
     // StaleTopoPrimary makes it REPLICA in the topo.
     vtorc
-        .wait_for_success_on(
-            RecoveryKind::ReconcileStaleTopoPrimary,
-            &alias(100),
-            Duration::from_secs(20),
-        )
+        .succeeded_on(RecoveryKind::ReconcileStaleTopoPrimary, &alias(100))
         .await;
     assert_eq!(
         topo_type(cluster, &alias(100)).await.expect("type"),
@@ -109,11 +104,7 @@ async fn agent_kill_alone_is_not_failed_over_without_a_grace_because_the_primary
     // (IncapacitatedPrimary); its recovery Pings the primary first, gets
     // no answer and does not act: likely a partition, not a dead MySQL.
     let detection = vtorc
-        .wait_for_detection(
-            &alias(100),
-            AnalysisCode::IncapacitatedPrimary,
-            Duration::from_secs(20),
-        )
+        .detected(&alias(100), AnalysisCode::IncapacitatedPrimary)
         .await;
     assert_eq!(detection.recovery_type, RecoveryKind::RecoverIncapacitatedPrimary);
     let what = "IncapacitatedPrimary not attempted because Ping failed";

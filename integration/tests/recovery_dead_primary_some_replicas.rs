@@ -44,9 +44,8 @@ async fn dead_primary_with_an_unreachable_replica_is_failed_over_to_a_live_repli
                     .rdonly("zone1", 103),
             ),
         )
-        .start()
-        .await
-        .expect("cluster starts");
+        .started()
+        .await;
     let vtorc = Vtorc::start_healthy(&cluster, KS, &[]).await;
     assert_eq!(
         topo_type(&cluster, &alias(103)).await.expect("type"),

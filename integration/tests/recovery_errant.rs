@@ -32,9 +32,7 @@ async fn errant_write_on_102(
         .write_errant_transaction(&alias(102))
         .await
         .expect("errant write");
-    vtorc
-        .wait_for_detection(&alias(102), code, Duration::from_secs(20))
-        .await
+    vtorc.detected(&alias(102), code).await
 }
 
 /// The 3-tablet `semi_sync` shard without heartbeats.
@@ -55,11 +53,7 @@ async fn errant_gtids_drain_the_replica_when_enabled() {
         .await
         .expect("errant write");
     let record = vtorc
-        .wait_for_success_on(
-            RecoveryKind::RecoverErrantGtidDetected,
-            &alias(102),
-            Duration::from_secs(20),
-        )
+        .succeeded_on(RecoveryKind::RecoverErrantGtidDetected, &alias(102))
         .await;
     assert_eq!(record.analysis, AnalysisCode::ErrantGtidDetected);
     assert_eq!(record.outcome, RecoveryOutcome::Succeeded);
@@ -71,7 +65,7 @@ async fn errant_gtids_drain_the_replica_when_enabled() {
         "{} vs {gtid}",
         record.analysis_entry.errant_gtid
     );
-    let steps: Vec<&str> = record.steps.iter().map(|s| s.step.as_str()).collect();
+    let steps: Vec<&str> = step_names(&record);
     assert_eq!(steps, ["ChangeType"]);
     poll_until(Duration::from_secs(10), "102 DRAINED in the topo", || async {
         Ok((topo_type(&cluster, &alias(102)).await? == TabletType::Drained).then_some(()))

@@ -129,9 +129,8 @@ async fn killing_the_acting_vtorc_mid_ers_still_ends_with_one_serving_primary() 
     // waits on it in its stop-replication phase, which is when it is killed.
     let mut cluster = ClusterBuilder::three_tablets(KS, "semi_sync")
         .agent_mode(AgentMode::Process(env!("CARGO_BIN_EXE_tablet-agent").into()))
-        .start()
-        .await
-        .expect("cluster starts");
+        .started()
+        .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut vtorcs = three_vtorcs(&cluster, dir.path()).await;
     cluster.kill_mysql(&alias(100)).expect("kill -9");

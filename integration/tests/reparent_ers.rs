@@ -216,9 +216,8 @@ async fn ers_refuses_errant_only_candidates() {
                     .tablet(TabletSpec::rdonly("zone1", 103)),
             ),
         )
-        .start()
-        .await
-        .expect("cluster starts");
+        .started()
+        .await;
     let (p, r1) = (alias("zone1", 100), alias("zone1", 101));
     let gtid = cluster.write_errant_transaction(&r1).await.expect("errant write");
     cluster.set_read_only(&r1).await.expect("read-only again");

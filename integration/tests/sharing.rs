@@ -528,9 +528,8 @@ async fn a_partitioned_instance_stops_acting_before_another_takes_its_shards() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_sharing_a_dead_primary_after_its_owners_death_gets_exactly_one_ers() {
     let mut cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
-        .start()
-        .await
-        .expect("cluster starts");
+        .started()
+        .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut vtorcs = Vec::new();
     let mut ports = Vec::new();

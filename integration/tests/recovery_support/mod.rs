@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use anyhow::Context;
 use integration::cluster::{Cluster, poll_until};
 use integration::faults::SemiSyncSide;
 use mysql_async::prelude::Queryable;
@@ -177,6 +176,18 @@ impl Vtorc {
         })
         .await
         .unwrap_or_else(|e| panic!("{e:#}; audit: {}", self.audit_dump()))
+    }
+
+    /// [`Vtorc::wait_for_detection`] bounded by 20 s.
+    pub async fn detected(&self, tablet: &TabletAlias, code: AnalysisCode) -> DetectionRecord {
+        self.wait_for_detection(tablet, code, Duration::from_secs(20))
+            .await
+    }
+
+    /// [`Vtorc::wait_for_success_on`] bounded by 20 s.
+    pub async fn succeeded_on(&self, kind: RecoveryKind, tablet: &TabletAlias) -> RecoveryRecord {
+        self.wait_for_success_on(kind, tablet, Duration::from_secs(20))
+            .await
     }
 
     /// Waits until `tablet` has an open detection of `code` and returns it.
@@ -356,25 +367,9 @@ pub async fn assert_shard_primary(cluster: &Cluster, keyspace: &str, primary: &T
     );
 }
 
-/// The topo record of `tablet`.
-pub async fn tablet_record(cluster: &Cluster, tablet: &TabletAlias) -> vtorc::proto::topodata::Tablet {
-    cluster
-        .topo()
-        .get_tablet(tablet)
-        .await
-        .expect("tablet record")
-        .value
-}
-
 /// The topo type of `tablet`.
 pub async fn topo_type(cluster: &Cluster, tablet: &TabletAlias) -> anyhow::Result<TabletType> {
-    Ok(cluster
-        .topo()
-        .get_tablet(tablet)
-        .await
-        .with_context(|| format!("read tablet {tablet}"))?
-        .value
-        .r#type())
+    Ok(cluster.tablet_record(tablet).await?.r#type())
 }
 
 /// Path of the `vtorc` binary, built once per test binary (`cargo build`
@@ -677,6 +672,11 @@ pub fn steps_text(record: &RecoveryRecord) -> String {
         .map(|s| format!("{}: {}", s.step, s.message))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// The names of the steps `record` ran, in order.
+pub fn step_names(record: &RecoveryRecord) -> Vec<&str> {
+    record.steps.iter().map(|s| s.step.as_str()).collect()
 }
 
 /// Asserts that an ERS recovery's audit shows a clean promotion of
