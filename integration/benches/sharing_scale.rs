@@ -105,16 +105,10 @@ impl Instance {
         let child = ChildGuard::spawn(
             &format!("vtorc-{n}"),
             Command::new(vtorc)
-                .arg(format!("--topo-global-server-address={etcd}"))
-                .arg("--topo-global-root=/vitess/global")
+                .args(integration::testkit::sharing_member_flags(
+                    etcd, port, ttl, &audit,
+                ))
                 .arg(format!("--instance-poll-time={}ms", poll.as_millis()))
-                .arg("--allow-recovery=false")
-                .arg(format!("--port={port}"))
-                .arg("--sharing")
-                .arg(format!("--sharing-lease-ttl={}s", ttl.as_secs()))
-                .arg("--sharing-advertise-host=127.0.0.1")
-                .arg(format!("--audit-file-location={}", audit.display()))
-                .arg("--log-level=info")
                 .env_remove("RUST_LOG")
                 .stdin(Stdio::null())
                 .stdout(file.try_clone()?)

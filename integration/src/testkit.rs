@@ -222,3 +222,33 @@ pub fn discovery_config(poll: Duration, timeout: Duration, workers: usize) -> Di
         ..DiscoveryConfig::default()
     }
 }
+
+/// The flags of a `vtorc --sharing` member in a test or benchmark: the
+/// topology at `etcd` (root `/vitess/global`), recoveries off, HTTP on
+/// `port`, member lease `ttl`, advertised as 127.0.0.1, audit file `audit`,
+/// info logs. Callers add their poll intervals.
+pub fn sharing_member_flags(etcd: &str, port: u16, ttl: Duration, audit: &Path) -> Vec<String> {
+    vec![
+        format!("--topo-global-server-address={etcd}"),
+        "--topo-global-root=/vitess/global".to_string(),
+        "--allow-recovery=false".to_string(),
+        format!("--port={port}"),
+        "--sharing".to_string(),
+        format!("--sharing-lease-ttl={}s", ttl.as_secs()),
+        "--sharing-advertise-host=127.0.0.1".to_string(),
+        format!("--audit-file-location={}", audit.display()),
+        "--log-level=info".to_string(),
+    ]
+}
+
+/// Runs `scripts/build-vitess-tool.sh <tool>` (builds Vitess 24's `tool`
+/// into the tool cache, or finds it there) and returns what it printed: the
+/// binary's path on stdout when it succeeded.
+pub fn build_vitess_tool(tool: &str) -> std::process::Output {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-vitess-tool.sh");
+    Command::new("bash")
+        .arg(&script)
+        .arg(tool)
+        .output()
+        .unwrap_or_else(|e| panic!("run scripts/build-vitess-tool.sh {tool}: {e}"))
+}

@@ -122,19 +122,13 @@ impl Instance {
         let file = std::fs::File::create(&log).expect("log file");
         let mut command = integration::testkit::command_as(&vtorc_binary(), uid);
         command
-            .arg(format!("--topo-global-server-address={etcd}"))
-            .arg("--topo-global-root=/vitess/global")
+            .args(integration::testkit::sharing_member_flags(
+                etcd, port, TTL, &audit,
+            ))
             .arg(format!("--instance-poll-time={}s", POLL.as_secs()))
             .arg("--remote-operation-timeout=2s")
             .arg("--topo-etcd-lease-ttl=4")
-            .arg("--allow-recovery=false")
             .arg("--recovery-poll-duration=500ms")
-            .arg(format!("--port={port}"))
-            .arg("--sharing")
-            .arg(format!("--sharing-lease-ttl={}s", TTL.as_secs()))
-            .arg("--sharing-advertise-host=127.0.0.1")
-            .arg(format!("--audit-file-location={}", audit.display()))
-            .arg("--log-level=info")
             .env_remove("RUST_LOG")
             .stdin(std::process::Stdio::null())
             .stdout(file.try_clone().expect("clone"))

@@ -28,12 +28,7 @@ fn vtctldclient() -> PathBuf {
         assert!(path.is_file(), "VTCTLDCLIENT={} is not a file", path.display());
         return path;
     }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-vitess-tool.sh");
-    let out = std::process::Command::new("bash")
-        .arg(&script)
-        .arg("vtctldclient")
-        .output()
-        .expect("run scripts/build-vitess-tool.sh vtctldclient");
+    let out = integration::testkit::build_vitess_tool("vtctldclient");
     assert!(
         out.status.success(),
         "scripts/build-vitess-tool.sh vtctldclient failed, so these tests cannot run:\n{}{}",
