@@ -1,5 +1,8 @@
-//! What the end-to-end tests share: polling, tablet aliases and the flags
-//! of a test vtorc. The `tests/*_support` modules build on it.
+//! What the end-to-end tests and benchmarks share: polling, tablet
+//! aliases, the flags of a test vtorc (and of a `--sharing` member), the
+//! common worlds, an etcd topology with cell `zone1`, discovery settings and
+//! snapshot waits, and building `vtorc` and the Vitess tools. The
+//! `tests/*_support` modules build on it.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
