@@ -44,9 +44,9 @@ use vtorc::{
     },
     ids::KeyspaceShard,
     model::ClusterSnapshot,
-    proto::topodata::{CellInfo, TabletAlias, TabletType},
+    proto::topodata::{TabletAlias, TabletType},
     tablet::{GrpcTabletManager, TabletClientConfig},
-    topo::{Topo, TopoOptions},
+    topo::Topo,
 };
 
 /// Environment variable that turns this binary into a simulator child:
@@ -77,13 +77,8 @@ fn main() -> anyhow::Result<()> {
     if let Ok(spec) = std::env::var(CHILD_ENV) {
         return run_simulator(&spec);
     }
-    let args: Vec<String> = std::env::args().collect();
-    let value = |name: &str| -> Option<&str> {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .map(String::as_str)
-    };
+    let args = integration::fleet::BenchArgs::from_env();
+    let value = |name: &str| args.value(name);
     let num = |name: &str, default: u64| -> anyhow::Result<u64> {
         value(name).map_or(Ok(default), |v| {
             v.parse().with_context(|| format!("bad value for {name}"))
@@ -246,15 +241,7 @@ async fn run_once(opts: &Options, poll: Duration) -> anyhow::Result<(Sample, Vec
 
     let (topo, _etcd, _store) = if opts.etcd {
         let etcd = EtcdServer::start().await?;
-        let topo = Topo::connect_etcd(&etcd.endpoint(), "/vitess/global", TopoOptions::default()).await?;
-        topo.create_cell_info(
-            "zone1",
-            &CellInfo {
-                server_address: etcd.endpoint(),
-                root: "/vitess/zone1".into(),
-            },
-        )
-        .await?;
+        let topo = integration::testkit::zone1_topo(&etcd.endpoint()).await?;
         (topo, Some(etcd), None)
     } else {
         let (topo, store) = Topo::in_memory(&["zone1"]);

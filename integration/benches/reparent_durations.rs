@@ -111,10 +111,7 @@ async fn bench(runs: usize) -> anyhow::Result<()> {
             .planned_reparent_shard(
                 KS,
                 "0",
-                &PlannedReparentOptions {
-                    new_primary: Some(next.clone()),
-                    ..Default::default()
-                },
+                &PlannedReparentOptions::promote(next.clone()),
                 None,
                 &log,
             )

@@ -33,10 +33,7 @@ use integration::{
 };
 use serde_json::Value;
 use tokio::time::Instant;
-use vtorc::{
-    proto::topodata::{CellInfo, TabletAlias, TabletType},
-    topo::{Topo, TopoOptions},
-};
+use vtorc::proto::topodata::{TabletAlias, TabletType};
 
 /// Environment variable that turns this binary into a simulator child:
 /// `first_shard:shards:total_shards:first_uid`.
@@ -49,13 +46,8 @@ fn main() -> anyhow::Result<()> {
     if let Ok(spec) = std::env::var(CHILD_ENV) {
         return run_simulator(&spec);
     }
-    let args: Vec<String> = std::env::args().collect();
-    let value = |name: &str| -> Option<&str> {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .map(String::as_str)
-    };
+    let args = integration::fleet::BenchArgs::from_env();
+    let value = |name: &str| args.value(name);
     let tablets: usize = value("--tablets")
         .unwrap_or("20000")
         .parse()
@@ -80,23 +72,13 @@ fn main() -> anyhow::Result<()> {
 
 /// Builds (if needed) and returns the release `vtorc` binary.
 fn release_vtorc() -> anyhow::Result<PathBuf> {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "-p",
-            "vtorc",
-            "--bin",
-            "vtorc",
-            "--manifest-path",
-        ])
-        .arg(&manifest)
-        .status()
-        .context("run cargo build")?;
-    anyhow::ensure!(status.success(), "cargo build --release of vtorc failed");
+    let out =
+        integration::testkit::cargo_build_vtorc(&["--quiet", "--release"]).context("run cargo build")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "cargo build --release of vtorc failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     Ok(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/vtorc"))
 }
 
@@ -123,16 +105,10 @@ impl Instance {
         let child = ChildGuard::spawn(
             &format!("vtorc-{n}"),
             Command::new(vtorc)
-                .arg(format!("--topo-global-server-address={etcd}"))
-                .arg("--topo-global-root=/vitess/global")
+                .args(integration::testkit::sharing_member_flags(
+                    etcd, port, ttl, &audit,
+                ))
                 .arg(format!("--instance-poll-time={}ms", poll.as_millis()))
-                .arg("--allow-recovery=false")
-                .arg(format!("--port={port}"))
-                .arg("--sharing")
-                .arg(format!("--sharing-lease-ttl={}s", ttl.as_secs()))
-                .arg("--sharing-advertise-host=127.0.0.1")
-                .arg(format!("--audit-file-location={}", audit.display()))
-                .arg("--log-level=info")
                 .env_remove("RUST_LOG")
                 .stdin(Stdio::null())
                 .stdout(file.try_clone()?)
@@ -256,15 +232,7 @@ async fn run(
     );
     let (mut sims, records) = spawn_simulators(CHILD_ENV, shards, per_sim_shards).await?;
     let etcd = EtcdServer::start().await?;
-    let topo = Topo::connect_etcd(&etcd.endpoint(), "/vitess/global", TopoOptions::default()).await?;
-    topo.create_cell_info(
-        "zone1",
-        &CellInfo {
-            server_address: etcd.endpoint(),
-            root: "/vitess/zone1".into(),
-        },
-    )
-    .await?;
+    let topo = integration::testkit::zone1_topo(&etcd.endpoint()).await?;
     register(&topo, &records).await?;
     let dir = tempfile::tempdir()?;
     let started = Instant::now();

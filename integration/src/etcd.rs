@@ -276,18 +276,7 @@ impl EtcdServer {
 
 /// A fresh temporary directory, on tmpfs when available.
 fn temp_dir() -> anyhow::Result<TempDir> {
-    let builder = {
-        let mut b = tempfile::Builder::new();
-        b.prefix("vtorc-etcd-");
-        b
-    };
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir()
-        && let Ok(dir) = builder.tempdir_in(shm)
-    {
-        return Ok(dir);
-    }
-    builder.tempdir().context("create temp dir for etcd")
+    crate::process::tmpfs_temp_dir("vtorc-etcd-").context("create temp dir for etcd")
 }
 
 #[cfg(test)]

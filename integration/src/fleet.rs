@@ -83,14 +83,8 @@ pub fn read_records(stdout: std::process::ChildStdout) -> anyhow::Result<Vec<Rec
 /// `PRIMARY` tablets) and the tablet records of `records` into `topo`.
 pub async fn register(topo: &Topo, records: &[Record]) -> anyhow::Result<()> {
     use futures::{StreamExt as _, TryStreamExt as _};
-    topo.create_keyspace(
-        "ks",
-        &Keyspace {
-            durability_policy: "semi_sync".into(),
-            ..Default::default()
-        },
-    )
-    .await?;
+    topo.create_keyspace("ks", &Keyspace::with_durability("semi_sync"))
+        .await?;
     let mut shards = std::collections::BTreeMap::new();
     let mut tablets = Vec::with_capacity(records.len());
     for r in records {
@@ -124,15 +118,7 @@ pub async fn register(topo: &Topo, records: &[Record]) -> anyhow::Result<()> {
         .await?;
     let shards: Vec<(String, Shard)> = shards
         .into_iter()
-        .map(|(name, primary)| {
-            (
-                name,
-                Shard {
-                    primary_alias: primary,
-                    ..Default::default()
-                },
-            )
-        })
+        .map(|(name, primary)| (name, Shard::with_primary(primary)))
         .collect();
     futures::stream::iter(
         shards
@@ -295,4 +281,23 @@ pub async fn spawn_simulators(
         );
     }
     Ok((sims, records))
+}
+
+/// A benchmark's command line, read as `--name value` pairs.
+pub struct BenchArgs(Vec<String>);
+
+impl BenchArgs {
+    /// This process's arguments.
+    pub fn from_env() -> BenchArgs {
+        BenchArgs(std::env::args().collect())
+    }
+
+    /// The argument after `name`, if `name` is given.
+    pub fn value(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .position(|a| a == name)
+            .and_then(|i| self.0.get(i + 1))
+            .map(String::as_str)
+    }
 }

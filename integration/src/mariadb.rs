@@ -305,14 +305,7 @@ impl MariaDbServer {
     /// Starts the server again on the same datadir and port; stops it
     /// gracefully first if it runs. Crash recovery runs as usual.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
-        self.stop().await?;
-        self.launch(Isolation::None).await.with_context(|| {
-            format!(
-                "MariaDB {} did not restart; error log tail:\n{}",
-                self.name,
-                self.log_tail(LOG_TAIL_LINES)
-            )
-        })
+        self.relaunch(Isolation::None, "restart").await
     }
 
     /// Starts the server (stopping it gracefully first if it runs) with
@@ -321,10 +314,16 @@ impl MariaDbServer {
     /// anything else can touch it while it is being rebuilt (a maintenance
     /// start, like a vttablet restore that keeps the tablet out of service).
     pub async fn restart_isolated(&mut self) -> anyhow::Result<()> {
+        self.relaunch(Isolation::SocketOnly, "start isolated").await
+    }
+
+    /// Stops the server (gracefully, if it runs) and launches it again with
+    /// `isolation`; an error says it `did not {what}`.
+    async fn relaunch(&mut self, isolation: Isolation, what: &str) -> anyhow::Result<()> {
         self.stop().await?;
-        self.launch(Isolation::SocketOnly).await.with_context(|| {
+        self.launch(isolation).await.with_context(|| {
             format!(
-                "MariaDB {} did not start isolated; error log tail:\n{}",
+                "MariaDB {} did not {what}; error log tail:\n{}",
                 self.name,
                 self.log_tail(LOG_TAIL_LINES)
             )

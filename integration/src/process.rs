@@ -275,6 +275,20 @@ impl Drop for ChildGuard {
     }
 }
 
+/// A fresh temporary directory named `prefix…`, on tmpfs (`/dev/shm`) when
+/// one can be made there, else in the default temporary directory.
+pub fn tmpfs_temp_dir(prefix: &str) -> io::Result<tempfile::TempDir> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(prefix);
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir()
+        && let Ok(dir) = builder.tempdir_in(shm)
+    {
+        return Ok(dir);
+    }
+    builder.tempdir()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,8 +46,9 @@ use vtorc::proto::{
     replicationdata::{FullStatus, PrimaryStatus, Status as ReplicationStatus},
     tabletmanagerdata as tm,
     tabletmanagerservice::tablet_manager_server::{TabletManager, TabletManagerServer},
-    topodata::{KeyRange, Tablet, TabletAlias, TabletType},
+    topodata::{KeyRange, Keyspace, Shard, Tablet, TabletAlias, TabletType},
 };
+use vtorc::topo::Topo;
 
 /// How a simulated tablet treats its connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -412,6 +413,37 @@ impl SimFleet {
             }
         }
         Ok(fleet)
+    }
+
+    /// Writes the fleet into `topo`: its keyspaces (with `durability`),
+    /// their shards (primary from the `PRIMARY` tablets) and the tablet
+    /// records.
+    pub async fn register(&self, topo: &Topo, durability: &str) {
+        let mut keyspaces = std::collections::BTreeSet::new();
+        let mut shards = BTreeMap::new();
+        for t in self.tablets() {
+            let r = t.record();
+            keyspaces.insert(r.keyspace.clone());
+            let primary = shards
+                .entry((r.keyspace.clone(), r.shard.clone()))
+                .or_insert(None);
+            if r.r#type == TabletType::Primary as i32 {
+                *primary = r.alias.clone();
+            }
+        }
+        for ks in keyspaces {
+            topo.create_keyspace(&ks, &Keyspace::with_durability(durability))
+                .await
+                .expect("create keyspace");
+        }
+        for ((ks, shard), primary) in shards {
+            topo.create_shard(&ks, &shard, &Shard::with_primary(primary))
+                .await
+                .expect("create shard");
+        }
+        for t in self.tablets() {
+            topo.create_tablet(&t.record()).await.expect("create tablet");
+        }
     }
 
     /// The tablets, in creation order.

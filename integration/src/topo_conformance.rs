@@ -697,10 +697,7 @@ pub async fn topo_reads_and_writes_typed_records(b: &Backend) {
         "/vitess/zone2"
     );
     assert!(topo.keyspaces().await.expect("no keyspaces").is_empty());
-    let ks = Keyspace {
-        durability_policy: "semi_sync".into(),
-        ..Default::default()
-    };
+    let ks = Keyspace::with_durability("semi_sync");
     topo.create_keyspace("commerce", &ks)
         .await
         .expect("create keyspace");
@@ -890,15 +887,9 @@ pub async fn topo_update_shard_fields_retries_on_bad_version(b: &Backend) {
 /// The ERS-disable flags of keyspaces and shards are written and read.
 pub async fn topo_ers_disabled_flags_round_trip(b: &Backend) {
     let topo = b.topo(&[]).await;
-    topo.create_keyspace(
-        "ks",
-        &Keyspace {
-            durability_policy: "none".into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("ks");
+    topo.create_keyspace("ks", &Keyspace::with_durability("none"))
+        .await
+        .expect("ks");
     topo.create_shard("ks", "0", &Shard::default())
         .await
         .expect("shard");

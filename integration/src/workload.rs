@@ -397,6 +397,27 @@ impl Workload {
         .await
     }
 
+    /// After a failover to `primary`: waits (up to `timeout`) until it has
+    /// acknowledged `count` inserts, stops the writers and checks every
+    /// acknowledged write on it ([`check_acknowledged_on`]).
+    pub async fn finish_on(
+        self,
+        cluster: &Cluster,
+        primary: &TabletAlias,
+        count: u64,
+        timeout: Duration,
+    ) -> (WorkloadReport, LossCheck) {
+        self.wait_for_acks_on(primary, count, timeout)
+            .await
+            .expect("writes resume on the new primary");
+        let config = self.config().clone();
+        let report = self.stop().await.expect("the workload stops");
+        let check = check_acknowledged_on(cluster, primary, &config, &report)
+            .await
+            .expect("read the workload table");
+        (report, check)
+    }
+
     /// Stops the writers, letting in-flight inserts finish, and returns
     /// what they did.
     pub async fn stop(mut self) -> anyhow::Result<WorkloadReport> {

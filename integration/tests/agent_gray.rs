@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use integration::cluster::{APP_PASSWORD, APP_USER, AgentMode, Cluster, ClusterBuilder, poll_until};
+use integration::cluster::{APP_PASSWORD, APP_USER, Cluster, ClusterBuilder, poll_until};
 use integration::testkit::semi_sync_commerce;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder};
@@ -219,12 +219,10 @@ enum Stale {
 /// account is locked and the heartbeat writer stopped before `read_only`,
 /// which is on before semi-sync's primary side goes off.
 async fn a_resumed_primary_never_acknowledges_a_waiting_commit(stale: Stale) {
-    let binary = PathBuf::from(env!("CARGO_BIN_EXE_tablet-agent"));
-    let cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
-        .agent_mode(AgentMode::Process(binary))
-        .start()
-        .await
-        .expect("cluster starts");
+    let cluster = integration::testkit::semi_sync_commerce_in_processes(PathBuf::from(env!(
+        "CARGO_BIN_EXE_tablet-agent"
+    )))
+    .await;
     let mut primary = root(&cluster, 100).await;
     primary
         .query_drop("CREATE DATABASE IF NOT EXISTS gray")
@@ -431,9 +429,8 @@ async fn a_stale_term_ended_by_the_shard_sync_never_acknowledges_a_waiting_commi
 /// so the agent lets the SQL thread apply the received events first.
 async fn received_events_survive_a_replication_restart(heartbeat_interval: f64) {
     let cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
-        .start()
-        .await
-        .expect("cluster starts");
+        .started()
+        .await;
     let mut primary = root(&cluster, 100).await;
     for sql in [
         "CREATE DATABASE IF NOT EXISTS relay",

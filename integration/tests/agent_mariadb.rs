@@ -8,15 +8,7 @@ use mysql_async::prelude::Queryable;
 
 /// A fresh parent directory on tmpfs when available.
 fn parent_dir() -> tempfile::TempDir {
-    let base = if std::path::Path::new("/dev/shm").is_dir() {
-        "/dev/shm"
-    } else {
-        "/tmp"
-    };
-    tempfile::Builder::new()
-        .prefix("agent-mariadb-")
-        .tempdir_in(base)
-        .expect("temp dir")
+    integration::process::tmpfs_temp_dir("agent-mariadb-").expect("temp dir")
 }
 
 #[tokio::test]

@@ -169,9 +169,8 @@ async fn two_cells_share_one_etcd_under_their_own_roots_with_several_keyspaces_a
                 )
                 .shard(ShardSpec::new("80-").replicas("zone2", [320, 321]).primary(321)),
         )
-        .start()
-        .await
-        .expect("cluster starts");
+        .started()
+        .await;
     eprintln!("7-tablet, 2-cell cluster up in {:?}", cluster.startup_time());
     let topo = cluster.topo();
     assert_eq!(
@@ -264,9 +263,8 @@ async fn two_cells_share_one_etcd_under_their_own_roots_with_several_keyspaces_a
 async fn without_bootstrap_every_tablet_waits_as_a_replica_with_no_primary() {
     let cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
         .bootstrap(false)
-        .start()
-        .await
-        .expect("cluster starts");
+        .started()
+        .await;
     assert_eq!(cluster.primary_alias("commerce", "0").await.expect("shard"), None);
     for t in cluster.tablets() {
         let record = cluster.topo().get_tablet(t.alias()).await.expect("record").value;
@@ -283,12 +281,10 @@ async fn without_bootstrap_every_tablet_waits_as_a_replica_with_no_primary() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_a_cluster_kills_every_process_and_removes_every_directory() {
-    let binary = PathBuf::from(env!("CARGO_BIN_EXE_tablet-agent"));
-    let cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
-        .agent_mode(AgentMode::Process(binary))
-        .start()
-        .await
-        .expect("cluster starts");
+    let cluster = integration::testkit::semi_sync_commerce_in_processes(PathBuf::from(env!(
+        "CARGO_BIN_EXE_tablet-agent"
+    )))
+    .await;
     let pids = named_pids(&cluster);
     assert_eq!(pids.len(), 7, "etcd + 3 MariaDB + 3 agents: {pids:?}");
     let dirs = cluster.dirs();
@@ -312,9 +308,8 @@ async fn a_panicking_test_still_leaves_no_process_or_directory() {
     let failing_test = tokio::spawn(async move {
         let cluster = ClusterBuilder::three_tablets("commerce", "none")
             .agent_mode(AgentMode::Process(binary))
-            .start()
-            .await
-            .expect("cluster starts");
+            .started()
+            .await;
         let _ = tx.send((named_pids(&cluster), cluster.dirs()));
         panic!("the test body fails while the cluster runs");
     });
@@ -378,9 +373,8 @@ async fn the_orphan_scan_sees_a_server_whose_directory_was_removed() {
         .cell("zone1")
         .keyspace(KeyspaceSpec::new("ks", "none").shard(ShardSpec::new("0").replicas("zone1", [1])))
         .bootstrap(false)
-        .start()
-        .await
-        .expect("cluster starts");
+        .started()
+        .await;
     let my_cnf = cluster.tablets()[0].mysql().dir().join("my.cnf");
     std::fs::remove_file(&my_cnf).expect("remove my.cnf");
     let leaked = orphans();

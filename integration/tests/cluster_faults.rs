@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use integration::cluster::{AgentMode, Cluster, ClusterBuilder, poll_until};
+use integration::cluster::{Cluster, poll_until};
 use integration::faults::SemiSyncSide;
 use integration::testkit::{semi_sync_commerce, wait_caught_up};
 use mysql_async::prelude::Queryable;
@@ -120,12 +120,7 @@ async fn a_killed_in_process_agent_stops_answering_even_on_open_connections_and_
         .ping(&target)
         .await
         .expect("ping before");
-    let before = cluster
-        .topo()
-        .get_tablet(&alias(101))
-        .await
-        .expect("record")
-        .value;
+    let before = cluster.tablet_record(&alias(101)).await.expect("record");
 
     cluster.kill_agent(&alias(101)).expect("kill agent");
     assert!(!cluster.tablet(&alias(101)).expect("t").agent_running());
@@ -142,12 +137,7 @@ async fn a_killed_in_process_agent_stops_answering_even_on_open_connections_and_
     .await
     .expect("a killed agent answers nobody");
     // Killing leaves the topo alone, like kill -9 of vttablet.
-    let after_kill = cluster
-        .topo()
-        .get_tablet(&alias(101))
-        .await
-        .expect("record")
-        .value;
+    let after_kill = cluster.tablet_record(&alias(101)).await.expect("record");
     assert_eq!(after_kill.tablet_shutdown_time, None);
     assert_eq!(after_kill.hostname, before.hostname);
 
@@ -158,12 +148,7 @@ async fn a_killed_in_process_agent_stops_answering_even_on_open_connections_and_
         .ping(&target)
         .await
         .expect("ping after restart");
-    let after = cluster
-        .topo()
-        .get_tablet(&alias(101))
-        .await
-        .expect("record")
-        .value;
+    let after = cluster.tablet_record(&alias(101)).await.expect("record");
     assert_eq!(
         after.port_map.get("grpc"),
         before.port_map.get("grpc"),
@@ -174,12 +159,10 @@ async fn a_killed_in_process_agent_stops_answering_even_on_open_connections_and_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_child_agent_can_be_paused_resumed_killed_and_restarted() {
-    let binary = PathBuf::from(env!("CARGO_BIN_EXE_tablet-agent"));
-    let mut cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
-        .agent_mode(AgentMode::Process(binary))
-        .start()
-        .await
-        .expect("cluster starts");
+    let mut cluster = integration::testkit::semi_sync_commerce_in_processes(PathBuf::from(env!(
+        "CARGO_BIN_EXE_tablet-agent"
+    )))
+    .await;
     let target = cluster.tablet(&alias(102)).expect("t").rpc_tablet();
     let client = cluster.tmc().clone();
     let tmc = client.with_timeout(Duration::from_millis(500));

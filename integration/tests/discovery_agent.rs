@@ -11,11 +11,11 @@
 
 use std::{sync::Arc, time::Duration};
 
-use integration::cluster::{AgentMode, Cluster, ClusterBuilder};
-use integration::testkit::semi_sync_commerce;
+use integration::cluster::Cluster;
+use integration::testkit::{semi_sync_commerce, snapshot_until};
 use tokio::time::Instant;
 use vtorc::{
-    discovery::{Discovery, DiscoveryConfig, DiscoveryHandle, DiscoveryTask, ScheduleConfig},
+    discovery::{Discovery, DiscoveryConfig, DiscoveryHandle, DiscoveryTask},
     model::{ClusterSnapshot, Reachability, StreamHealth, TabletState},
     proto::topodata::TabletAlias,
     tablet::{GrpcTabletManager, TabletClientConfig},
@@ -28,17 +28,7 @@ struct Watcher {
 }
 
 fn config(poll: Duration, timeout: Duration) -> DiscoveryConfig {
-    DiscoveryConfig {
-        schedule: ScheduleConfig {
-            poll_interval: poll,
-            workers: 10,
-            slow_after: Duration::from_millis(200),
-            ..ScheduleConfig::default()
-        },
-        poll_timeout: timeout,
-        topo_refresh_interval: Duration::from_secs(15),
-        ..DiscoveryConfig::default()
-    }
+    integration::testkit::discovery_config(poll, timeout, 10)
 }
 
 impl Watcher {
@@ -69,18 +59,11 @@ impl Watcher {
         what: &str,
         check: impl Fn(&ClusterSnapshot) -> bool,
     ) -> Duration {
-        let started = Instant::now();
-        let mut rx = self.handle.watch_snapshots();
-        loop {
-            if check(&rx.borrow_and_update()) {
-                return started.elapsed();
-            }
-            let left = within.saturating_sub(started.elapsed());
-            if tokio::time::timeout(left, rx.changed()).await.is_err() {
-                let state = find(&self.handle.snapshot(), &TabletAlias::new("zone1", 100));
-                panic!("{what}: not within {within:?}; tablet 100: {state:#?}");
-            }
-        }
+        let Some(took) = snapshot_until(&self.handle, within, check).await else {
+            let state = find(&self.handle.snapshot(), &TabletAlias::new("zone1", 100));
+            panic!("{what}: not within {within:?}; tablet 100: {state:#?}");
+        };
+        took
     }
 
     /// Waits until every tablet of the cluster is reachable with a healthy stream.
@@ -166,11 +149,9 @@ async fn killing_the_primarys_mariadb_marks_it_unreachable_within_a_second() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_primary_agent_is_unreachable_within_poll_time_plus_timeout() {
-    let cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
-        .agent_mode(AgentMode::Process(env!("CARGO_BIN_EXE_tablet-agent").into()))
-        .start()
-        .await
-        .expect("cluster starts");
+    let cluster =
+        integration::testkit::semi_sync_commerce_in_processes(env!("CARGO_BIN_EXE_tablet-agent").into())
+            .await;
     let poll = Duration::from_secs(1);
     let timeout = Duration::from_secs(1);
     let w = Watcher::start(&cluster, config(poll, timeout)).await;
@@ -205,11 +186,9 @@ async fn a_stopped_primary_agent_is_unreachable_within_poll_time_plus_timeout() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_agent_never_stalls_the_polling_of_the_others() {
-    let cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
-        .agent_mode(AgentMode::Process(env!("CARGO_BIN_EXE_tablet-agent").into()))
-        .start()
-        .await
-        .expect("cluster starts");
+    let cluster =
+        integration::testkit::semi_sync_commerce_in_processes(env!("CARGO_BIN_EXE_tablet-agent").into())
+            .await;
     let poll = Duration::from_millis(300);
     let mut cfg = config(poll, Duration::from_secs(10));
     // One worker: without the slow-poll release a hung poll would block all.

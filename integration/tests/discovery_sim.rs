@@ -9,11 +9,9 @@ use integration::sim::{SimConfig, SimFault, SimFleet, SimMode, SimTablet};
 use tokio::time::Instant;
 use vtorc::{
     config::WatchedCluster,
-    discovery::{
-        ChangeCause, Discovery, DiscoveryConfig, DiscoveryHandle, DiscoveryTask, ScheduleConfig, WatchFilter,
-    },
+    discovery::{ChangeCause, Discovery, DiscoveryConfig, DiscoveryHandle, DiscoveryTask, WatchFilter},
     model::{ClusterSnapshot, Reachability, StreamHealth, TabletState},
-    proto::topodata::{Keyspace, Shard, TabletAlias, TabletType},
+    proto::topodata::{TabletAlias, TabletType},
     tablet::{GrpcTabletManager, HealthStreamConfig, TabletClientConfig},
     topo::Topo,
 };
@@ -29,63 +27,13 @@ struct World {
 
 fn config(poll: Duration, timeout: Duration) -> DiscoveryConfig {
     DiscoveryConfig {
-        schedule: ScheduleConfig {
-            poll_interval: poll,
-            workers: 50,
-            slow_after: Duration::from_millis(200),
-            ..ScheduleConfig::default()
-        },
-        poll_timeout: timeout,
-        topo_refresh_interval: Duration::from_secs(15),
         publish_interval: Duration::from_millis(10),
         streams: HealthStreamConfig {
             initial_backoff: Duration::from_millis(50),
             max_backoff: Duration::from_millis(500),
             jitter: 0.2,
         },
-        ..DiscoveryConfig::default()
-    }
-}
-
-async fn register(topo: &Topo, fleet: &SimFleet) {
-    let mut keyspaces = std::collections::BTreeSet::new();
-    let mut shards = std::collections::BTreeMap::new();
-    for t in fleet.tablets() {
-        let r = t.record();
-        keyspaces.insert(r.keyspace.clone());
-        if r.r#type == TabletType::Primary as i32 {
-            shards.insert((r.keyspace.clone(), r.shard.clone()), r.alias.clone());
-        } else {
-            shards
-                .entry((r.keyspace.clone(), r.shard.clone()))
-                .or_insert(None);
-        }
-    }
-    for ks in keyspaces {
-        topo.create_keyspace(
-            &ks,
-            &Keyspace {
-                durability_policy: "semi_sync".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("create keyspace");
-    }
-    for ((ks, shard), primary) in shards {
-        topo.create_shard(
-            &ks,
-            &shard,
-            &Shard {
-                primary_alias: primary,
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("create shard");
-    }
-    for t in fleet.tablets() {
-        topo.create_tablet(&t.record()).await.expect("create tablet");
+        ..integration::testkit::discovery_config(poll, timeout, 50)
     }
 }
 
@@ -95,7 +43,7 @@ impl World {
             .await
             .expect("simulator starts");
         let (topo, _store) = Topo::in_memory(&["zone1"]);
-        register(&topo, &fleet).await;
+        fleet.register(&topo, "semi_sync").await;
         Self::run(fleet, topo, config).await
     }
 
@@ -135,17 +83,9 @@ impl World {
         what: &str,
         check: impl Fn(&ClusterSnapshot) -> bool,
     ) -> Duration {
-        let started = Instant::now();
-        let mut rx = self.handle.watch_snapshots();
-        loop {
-            if check(&rx.borrow_and_update()) {
-                return started.elapsed();
-            }
-            let left = within.saturating_sub(started.elapsed());
-            if tokio::time::timeout(left, rx.changed()).await.is_err() {
-                panic!("{what}: not within {within:?}");
-            }
-        }
+        integration::testkit::snapshot_until(&self.handle, within, check)
+            .await
+            .unwrap_or_else(|| panic!("{what}: not within {within:?}"))
     }
 }
 
@@ -409,7 +349,7 @@ async fn clusters_to_watch_limits_discovery_to_the_selected_shards() {
         .await
         .expect("simulator starts");
     let (topo, _store) = Topo::in_memory(&["zone1"]);
-    register(&topo, &fleet).await;
+    fleet.register(&topo, "semi_sync").await;
     let mut cfg = config(Duration::from_secs(1), Duration::from_secs(1));
     cfg.filter = WatchFilter::new(vec!["ks/-80".parse::<WatchedCluster>().expect("valid")]);
     let w = World::run(fleet, topo, cfg).await;
@@ -456,35 +396,16 @@ async fn shard_record_changes_are_reflected_within_a_second() {
 
 mod etcd {
     use integration::etcd::EtcdServer;
-    use vtorc::{
-        proto::topodata::CellInfo,
-        topo::{Topo, TopoOptions},
-    };
+    use integration::testkit::etcd_topo;
 
     use super::*;
-
-    async fn etcd_topo(etcd: &EtcdServer) -> Topo {
-        let topo = Topo::connect_etcd(&etcd.address(), "/vitess/global", TopoOptions::default())
-            .await
-            .expect("connect to etcd");
-        topo.create_cell_info(
-            "zone1",
-            &CellInfo {
-                server_address: etcd.address(),
-                root: "/vitess/zone1".into(),
-            },
-        )
-        .await
-        .expect("create cell");
-        topo
-    }
 
     async fn world(etcd: &EtcdServer, cfg: DiscoveryConfig) -> World {
         let fleet = SimFleet::start(SimConfig::default(), "ks", &["0"], 3)
             .await
             .expect("simulator starts");
         let topo = etcd_topo(etcd).await;
-        register(&topo, &fleet).await;
+        fleet.register(&topo, "semi_sync").await;
         World::run(fleet, topo, cfg).await
     }
 

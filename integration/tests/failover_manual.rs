@@ -240,9 +240,8 @@ async fn fail_over_under_load(cluster: &mut Cluster, lagging: Option<TabletAlias
 async fn manual_ers_loses_no_acknowledged_write(after_sync: bool, lagging: Option<TabletAlias>) {
     let mut cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
         .after_sync(after_sync)
-        .start()
-        .await
-        .expect("cluster starts");
+        .started()
+        .await;
     let outcome = fail_over_under_load(&mut cluster, lagging.clone()).await;
     if let Some(lagging) = &lagging {
         assert_ne!(&outcome.winner, lagging, "the most advanced replica wins");

@@ -19,12 +19,7 @@ use vtorc::config::{FlagStatus, GO_VTORC_FLAGS, goflags};
 
 /// The Go VTOrc v24 binary (built into the tool cache if needed).
 fn go_vtorc() -> PathBuf {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-vitess-tool.sh");
-    let out = std::process::Command::new("bash")
-        .arg(&script)
-        .arg("vtorc")
-        .output()
-        .expect("run scripts/build-vitess-tool.sh vtorc");
+    let out = integration::testkit::build_vitess_tool("vtorc");
     assert!(
         out.status.success(),
         "scripts/build-vitess-tool.sh vtorc failed (is Go installed?):\n{}",

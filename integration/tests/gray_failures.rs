@@ -50,9 +50,8 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 async fn cluster() -> Cluster {
     ClusterBuilder::three_tablets(KS, "semi_sync")
         .agent_mode(AgentMode::Process(env!("CARGO_BIN_EXE_tablet-agent").into()))
-        .start()
+        .started()
         .await
-        .expect("cluster starts")
 }
 
 async fn start_workload(cluster: &Cluster) -> (Workload, WorkloadConfig) {

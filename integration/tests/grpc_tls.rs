@@ -679,10 +679,7 @@ async fn mutating_calls_need_a_listed_certificate_identity_reads_do_not_and_the_
                 .expect("the admin reparents");
         }
     }
-    assert_eq!(
-        cluster.primary_alias(KS, "0").await.expect("shard"),
-        Some(alias(101))
-    );
+    recovery_support::assert_shard_primary(&cluster, KS, &alias(101)).await;
 
     // Add the reader to the file: let through without a restart.
     replace_file(&identities, b"cn:admin\ncn:reader\n");
@@ -690,10 +687,7 @@ async fn mutating_calls_need_a_listed_certificate_identity_reads_do_not_and_the_
         .planned_reparent_shard(prs_to(100))
         .await
         .expect("the reader, now listed, reparents");
-    assert_eq!(
-        cluster.primary_alias(KS, "0").await.expect("shard"),
-        Some(alias(100))
-    );
+    recovery_support::assert_shard_primary(&cluster, KS, &alias(100)).await;
     // A bad edit keeps the last good list, and the log says why.
     replace_file(&identities, b"cn:admin\nreader\n");
     api_reader

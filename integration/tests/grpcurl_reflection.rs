@@ -124,13 +124,7 @@ async fn grpcurl_lists_describes_and_calls_through_reflection() {
     let mut world = MemoryWorld::new();
     world
         .topo
-        .create_keyspace(
-            "commerce",
-            &Keyspace {
-                durability_policy: "semi_sync".into(),
-                ..Default::default()
-            },
-        )
+        .create_keyspace("commerce", &Keyspace::with_durability("semi_sync"))
         .await
         .expect("keyspace record");
     world

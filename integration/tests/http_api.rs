@@ -63,9 +63,8 @@ async fn every_endpoint_answers_with_go_shapes_over_real_http() {
     // last until the endpoint lists it.
     let cluster = ClusterBuilder::three_tablets(KS, "semi_sync")
         .heartbeat(None)
-        .start()
-        .await
-        .expect("cluster starts");
+        .started()
+        .await;
     let vtorc = RunningVtorc::start(&cluster, &[]).await;
     let addr = vtorc.http;
     let mut c = vtorc.client().await;

@@ -28,9 +28,8 @@ const KS: &str = "commerce";
 async fn cluster(mode: AgentMode) -> Cluster {
     ClusterBuilder::three_tablets(KS, "semi_sync")
         .agent_mode(mode)
-        .start()
+        .started()
         .await
-        .expect("cluster starts")
 }
 
 /// Checks the outcome of a dead-primary failover away from 100.
@@ -52,15 +51,11 @@ async fn assert_failed_over(cluster: &Cluster, vtorc: &Vtorc) -> TabletAlias {
     assert!(record.started_at >= record.detected_at);
     assert!(record.ended_at.expect("ended") >= record.started_at);
     assert_clean_promotion(&record, &successor);
-    assert_serving_primary(cluster, KS, &alias(100), &successor, &[other_replica(&successor)]).await;
+    assert_took_over_from_100(cluster, KS, &successor).await;
     // The old primary's record still says PRIMARY with an older term:
     // StaleTopoPrimary makes it REPLICA in the topo.
     vtorc
-        .wait_for_success_on(
-            RecoveryKind::ReconcileStaleTopoPrimary,
-            &alias(100),
-            Duration::from_secs(20),
-        )
+        .succeeded_on(RecoveryKind::ReconcileStaleTopoPrimary, &alias(100))
         .await;
     assert_eq!(
         topo_type(cluster, &alias(100)).await.expect("type"),
@@ -83,10 +78,7 @@ async fn assert_failed_over(cluster: &Cluster, vtorc: &Vtorc) -> TabletAlias {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_primary_after_mariadb_kill_is_failed_over_by_ers() {
     let mut cluster = cluster(AgentMode::InProcess).await;
-    let vtorc = Vtorc::start(&cluster, &[]).await;
-    vtorc
-        .wait_until_healthy(&shard0(KS), Duration::from_secs(20))
-        .await;
+    let vtorc = Vtorc::start_healthy(&cluster, KS, &[]).await;
     cluster.kill_mysql(&alias(100)).expect("kill -9");
     assert_failed_over(&cluster, &vtorc).await;
     vtorc.stop().await;
@@ -95,10 +87,7 @@ async fn dead_primary_after_mariadb_kill_is_failed_over_by_ers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_primary_after_host_loss_agent_then_mariadb_is_failed_over_by_ers() {
     let mut cluster = cluster(AgentMode::InProcess).await;
-    let vtorc = Vtorc::start(&cluster, &[]).await;
-    vtorc
-        .wait_until_healthy(&shard0(KS), Duration::from_secs(20))
-        .await;
+    let vtorc = Vtorc::start_healthy(&cluster, KS, &[]).await;
     cluster.kill_agent(&alias(100)).expect("agent kill");
     cluster.kill_mysql(&alias(100)).expect("kill -9");
     assert_failed_over(&cluster, &vtorc).await;
@@ -108,21 +97,14 @@ async fn dead_primary_after_host_loss_agent_then_mariadb_is_failed_over_by_ers()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_kill_alone_is_not_failed_over_without_a_grace_because_the_primary_does_not_answer_ping() {
     let mut cluster = cluster(AgentMode::InProcess).await;
-    let vtorc = Vtorc::start(&cluster, &["--primary-tablet-down-grace=0"]).await;
-    vtorc
-        .wait_until_healthy(&shard0(KS), Duration::from_secs(20))
-        .await;
+    let vtorc = Vtorc::start_healthy(&cluster, KS, &["--primary-tablet-down-grace=0"]).await;
     cluster.kill_agent(&alias(100)).expect("agent kill");
     // First the polls fail (UnreachablePrimary: the replicas still
     // replicate), then the primary health window turns unhealthy
     // (IncapacitatedPrimary); its recovery Pings the primary first, gets
     // no answer and does not act: likely a partition, not a dead MySQL.
     let detection = vtorc
-        .wait_for_detection(
-            &alias(100),
-            AnalysisCode::IncapacitatedPrimary,
-            Duration::from_secs(20),
-        )
+        .detected(&alias(100), AnalysisCode::IncapacitatedPrimary)
         .await;
     assert_eq!(detection.recovery_type, RecoveryKind::RecoverIncapacitatedPrimary);
     let what = "IncapacitatedPrimary not attempted because Ping failed";

@@ -19,7 +19,7 @@ mod recovery_support;
 use std::time::Duration;
 
 use integration::cluster::{ClusterBuilder, KeyspaceSpec, ShardSpec, poll_until};
-use integration::workload::{Workload, WorkloadConfig, check_acknowledged_on};
+use integration::workload::{Workload, WorkloadConfig};
 use recovery_support::*;
 use vtorc::analysis::{AnalysisCode, RecoveryKind};
 use vtorc::model::Reachability;
@@ -44,13 +44,9 @@ async fn dead_primary_with_an_unreachable_replica_is_failed_over_to_a_live_repli
                     .rdonly("zone1", 103),
             ),
         )
-        .start()
-        .await
-        .expect("cluster starts");
-    let vtorc = Vtorc::start(&cluster, &[]).await;
-    vtorc
-        .wait_until_healthy(&shard0(KS), Duration::from_secs(20))
+        .started()
         .await;
+    let vtorc = Vtorc::start_healthy(&cluster, KS, &[]).await;
     assert_eq!(
         topo_type(&cluster, &alias(103)).await.expect("type"),
         TabletType::Rdonly
@@ -131,24 +127,12 @@ async fn dead_primary_with_an_unreachable_replica_is_failed_over_to_a_live_repli
     assert_eq!(detection.analysis, AnalysisCode::DeadPrimaryAndSomeReplicas);
     assert_eq!(detection.recovery_ids, [record.recovery_id]);
 
-    assert_serving_primary(
-        &cluster,
-        KS,
-        &alias(100),
-        &successor,
-        &[other_replica(&successor)],
-    )
-    .await;
+    assert_took_over_from_100(&cluster, KS, &successor).await;
 
     // The writer follows the failover; nothing it was told is committed is lost.
-    workload
-        .wait_for_acks_on(&successor, 20, Duration::from_secs(20))
-        .await
-        .expect("the new primary acknowledges writes");
-    let report = workload.stop().await.expect("the workload stops");
-    let check = check_acknowledged_on(&cluster, &successor, &wl_config, &report)
-        .await
-        .expect("read the table");
+    let (_, check) = workload
+        .finish_on(&cluster, &successor, 20, Duration::from_secs(20))
+        .await;
     assert!(
         check.is_lossless(),
         "acknowledged writes lost: {:?} (of {})",

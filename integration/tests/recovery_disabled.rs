@@ -15,9 +15,7 @@ const KS: &str = "commerce";
 
 /// Waits until the incident of `code` on `uid` records `reason`.
 async fn wait_skipped(vtorc: &Vtorc, uid: u32, code: AnalysisCode, reason: SkipReason) {
-    vtorc
-        .wait_for_detection(&alias(uid), code, Duration::from_secs(20))
-        .await;
+    vtorc.detected(&alias(uid), code).await;
     poll_until(Duration::from_secs(10), "the skip reason is recorded", || async {
         Ok(vtorc
             .handle
@@ -64,9 +62,7 @@ async fn allow_recovery_false_detects_and_reports_but_does_not_act() {
         ) >= 2
     );
     assert!(vtorc.handle.enable_global_recoveries());
-    let record = vtorc
-        .wait_for_success_on(RecoveryKind::FixReplica, &alias(101), Duration::from_secs(20))
-        .await;
+    let record = vtorc.succeeded_on(RecoveryKind::FixReplica, &alias(101)).await;
     assert_eq!(record.outcome, RecoveryOutcome::Succeeded);
     wait_replicating_from(&cluster, &alias(101), &alias(100), Duration::from_secs(10)).await;
     vtorc.stop().await;
@@ -90,10 +86,7 @@ async fn the_runtime_toggle_holds_a_failover_until_recoveries_are_enabled() {
         "{}",
         vtorc.audit_dump()
     );
-    assert_eq!(
-        cluster.primary_alias(KS, "0").await.expect("shard"),
-        Some(alias(100))
-    );
+    assert_shard_primary(&cluster, KS, &alias(100)).await;
     assert!(vtorc.handle.enable_global_recoveries());
     vtorc
         .wait_for_success(RecoveryKind::RecoverDeadPrimary, Duration::from_secs(30))

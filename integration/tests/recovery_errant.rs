@@ -21,6 +21,20 @@ use vtorc::recovery::{RecoveryOutcome, SkipReason};
 
 const KS: &str = "commerce";
 
+/// Writes an errant transaction on replica 102 and waits (up to 20 s) for
+/// vtorc's detection `code` on it.
+async fn errant_write_on_102(
+    cluster: &integration::cluster::Cluster,
+    vtorc: &Vtorc,
+    code: AnalysisCode,
+) -> vtorc::recovery::DetectionRecord {
+    cluster
+        .write_errant_transaction(&alias(102))
+        .await
+        .expect("errant write");
+    vtorc.detected(&alias(102), code).await
+}
+
 /// The 3-tablet `semi_sync` shard without heartbeats.
 fn poller_mode() -> integration::cluster::ClusterBuilder {
     integration::cluster::ClusterBuilder::three_tablets(KS, "semi_sync").heartbeat(None)
@@ -39,11 +53,7 @@ async fn errant_gtids_drain_the_replica_when_enabled() {
         .await
         .expect("errant write");
     let record = vtorc
-        .wait_for_success_on(
-            RecoveryKind::RecoverErrantGtidDetected,
-            &alias(102),
-            Duration::from_secs(20),
-        )
+        .succeeded_on(RecoveryKind::RecoverErrantGtidDetected, &alias(102))
         .await;
     assert_eq!(record.analysis, AnalysisCode::ErrantGtidDetected);
     assert_eq!(record.outcome, RecoveryOutcome::Succeeded);
@@ -55,7 +65,7 @@ async fn errant_gtids_drain_the_replica_when_enabled() {
         "{} vs {gtid}",
         record.analysis_entry.errant_gtid
     );
-    let steps: Vec<&str> = record.steps.iter().map(|s| s.step.as_str()).collect();
+    let steps: Vec<&str> = step_names(&record);
     assert_eq!(steps, ["ChangeType"]);
     poll_until(Duration::from_secs(10), "102 DRAINED in the topo", || async {
         Ok((topo_type(&cluster, &alias(102)).await? == TabletType::Drained).then_some(()))
@@ -68,17 +78,7 @@ async fn errant_gtids_drain_the_replica_when_enabled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errant_gtids_are_only_reported_when_draining_is_off() {
     let (cluster, vtorc) = healthy_world_of(poller_mode(), KS, &[]).await;
-    cluster
-        .write_errant_transaction(&alias(102))
-        .await
-        .expect("errant write");
-    let detection = vtorc
-        .wait_for_detection(
-            &alias(102),
-            AnalysisCode::ErrantGtidDetected,
-            Duration::from_secs(20),
-        )
-        .await;
+    let detection = errant_write_on_102(&cluster, &vtorc, AnalysisCode::ErrantGtidDetected).await;
     assert_eq!(detection.recovery_type, RecoveryKind::RecoverErrantGtidDetected);
     poll_until(Duration::from_secs(10), "the skip is recorded", || async {
         Ok(vtorc
@@ -111,17 +111,7 @@ async fn errant_gtids_are_only_reported_when_draining_is_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_stopped_by_its_own_write_is_diverged_and_never_repaired_in_a_loop() {
     let (cluster, vtorc) = healthy_world(KS, "semi_sync", &[]).await;
-    cluster
-        .write_errant_transaction(&alias(102))
-        .await
-        .expect("errant write");
-    let detection = vtorc
-        .wait_for_detection(
-            &alias(102),
-            AnalysisCode::ReplicaDivergedFromPrimary,
-            Duration::from_secs(20),
-        )
-        .await;
+    let detection = errant_write_on_102(&cluster, &vtorc, AnalysisCode::ReplicaDivergedFromPrimary).await;
     assert!(
         detection.reason.contains("restore this tablet from a backup"),
         "{}",

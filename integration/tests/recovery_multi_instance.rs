@@ -86,13 +86,7 @@ async fn three_vtorcs_and_a_dead_primary_run_exactly_one_ers() {
     let primary = wait_one_serving_primary(&cluster, &live, &vtorcs).await;
     // Let every instance see the repaired shard before counting.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let started: usize = vtorcs
-        .iter()
-        .map(|v| {
-            v.recovery_events("RecoveryStarted", RecoveryKind::RecoverDeadPrimary)
-                .len()
-        })
-        .sum();
+    let started = ers_started_across(&vtorcs);
     assert_eq!(started, 1, "exactly one ERS across the three instances");
     let finished: Vec<serde_json::Value> = vtorcs
         .iter()
@@ -135,9 +129,8 @@ async fn killing_the_acting_vtorc_mid_ers_still_ends_with_one_serving_primary() 
     // waits on it in its stop-replication phase, which is when it is killed.
     let mut cluster = ClusterBuilder::three_tablets(KS, "semi_sync")
         .agent_mode(AgentMode::Process(env!("CARGO_BIN_EXE_tablet-agent").into()))
-        .start()
-        .await
-        .expect("cluster starts");
+        .started()
+        .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut vtorcs = three_vtorcs(&cluster, dir.path()).await;
     cluster.kill_mysql(&alias(100)).expect("kill -9");

@@ -51,7 +51,7 @@ async fn assert_ers_away_from_100(
         "exactly one ERS: {}",
         vtorc.audit_dump()
     );
-    assert_serving_primary(cluster, KS, &alias(100), &successor, &[other_replica(&successor)]).await;
+    assert_took_over_from_100(cluster, KS, &successor).await;
     (record, successor)
 }
 
@@ -67,13 +67,9 @@ async fn assert_ers_away_from_100(
 async fn a_primary_whose_disk_stalls_is_failed_over_by_ers() {
     let cluster = ClusterBuilder::three_tablets(KS, "semi_sync")
         .disk_health_check(Duration::from_millis(200), Duration::from_secs(1))
-        .start()
-        .await
-        .expect("cluster starts");
-    let vtorc = Vtorc::start(&cluster, &["--enable-primary-disk-stalled-recovery=true"]).await;
-    vtorc
-        .wait_until_healthy(&shard0(KS), Duration::from_secs(20))
+        .started()
         .await;
+    let vtorc = Vtorc::start_healthy(&cluster, KS, &["--enable-primary-disk-stalled-recovery=true"]).await;
     let monitor = cluster
         .tablet(&alias(100))
         .expect("tablet")
@@ -204,13 +200,9 @@ async fn replica_stops_acking(cluster: &Cluster, replica: &TabletAlias) {
 async fn a_primary_blocked_on_semi_sync_acks_is_failed_over_by_ers() {
     let cluster = ClusterBuilder::three_tablets(KS, "semi_sync")
         .semi_sync_blocked_after(Duration::from_secs(2))
-        .start()
-        .await
-        .expect("cluster starts");
-    let vtorc = Vtorc::start(&cluster, &[]).await;
-    vtorc
-        .wait_until_healthy(&shard0(KS), Duration::from_secs(20))
+        .started()
         .await;
+    let vtorc = Vtorc::start_healthy(&cluster, KS, &[]).await;
     // One writer that waits as long as it takes: its stuck commit is then
     // the only one in flight, already in the binlog the replicas receive,
     // and it ends when the old primary stops serving. With more writers,
@@ -462,17 +454,11 @@ async fn init_primary_failing_after_its_topo_write(cluster: &Cluster, tablet: &T
 async fn a_primary_record_whose_tablet_runs_as_replica_is_fixed_by_undo_demote_primary() {
     let cluster = ClusterBuilder::three_tablets(KS, "semi_sync")
         .bootstrap(false)
-        .start()
-        .await
-        .expect("cluster starts");
+        .started()
+        .await;
     let error = init_primary_failing_after_its_topo_write(&cluster, &alias(100)).await;
     assert!(error.contains("Too many connections"), "{error}");
-    let record = cluster
-        .topo()
-        .get_tablet(&alias(100))
-        .await
-        .expect("tablet record")
-        .value;
+    let record = cluster.tablet_record(&alias(100)).await.expect("tablet record");
     assert_eq!(record.r#type(), TabletType::Primary, "the record was written");
     let term = record.primary_term_start_time.expect("with a term");
     let status = cluster.full_status(&alias(100)).await.expect("FullStatus");
@@ -490,9 +476,7 @@ async fn a_primary_record_whose_tablet_runs_as_replica_is_fixed_by_undo_demote_p
     assert!(!read_only(&cluster, &alias(100)).await.expect("read_only"));
 
     let vtorc = Vtorc::start(&cluster, &[]).await;
-    let fixed = vtorc
-        .wait_for_success_on(RecoveryKind::FixPrimary, &alias(100), Duration::from_secs(20))
-        .await;
+    let fixed = vtorc.succeeded_on(RecoveryKind::FixPrimary, &alias(100)).await;
     assert_eq!(
         fixed.analysis,
         AnalysisCode::PrimaryCurrentTypeMismatch,
@@ -500,7 +484,7 @@ async fn a_primary_record_whose_tablet_runs_as_replica_is_fixed_by_undo_demote_p
         vtorc.audit_dump()
     );
     assert_eq!(fixed.outcome, RecoveryOutcome::Succeeded);
-    let steps: Vec<&str> = fixed.steps.iter().map(|s| s.step.as_str()).collect();
+    let steps: Vec<&str> = step_names(&fixed);
     assert_eq!(steps, ["UndoDemotePrimary"], "{}", steps_text(&fixed));
     assert_eq!(fixed.tablets, [alias(100)]);
     assert_eq!(fixed.analysis_entry.tablet_type, TabletType::Primary);
@@ -517,12 +501,7 @@ async fn a_primary_record_whose_tablet_runs_as_replica_is_fixed_by_undo_demote_p
         |s| s.tablet_type == TabletType::Primary as i32 && !s.read_only && s.semi_sync_primary_enabled,
     )
     .await;
-    let record = cluster
-        .topo()
-        .get_tablet(&alias(100))
-        .await
-        .expect("tablet record")
-        .value;
+    let record = cluster.tablet_record(&alias(100)).await.expect("tablet record");
     assert_eq!(record.r#type(), TabletType::Primary);
     assert_eq!(
         record.primary_term_start_time,

@@ -20,18 +20,13 @@ const KS: &str = "commerce";
 async fn a_read_only_primary_is_made_writable_again() {
     let (cluster, vtorc) = healthy_world(KS, "semi_sync", &[]).await;
     cluster.set_read_only(&alias(100)).await.expect("read_only=ON");
-    let record = vtorc
-        .wait_for_success_on(RecoveryKind::FixPrimary, &alias(100), Duration::from_secs(20))
-        .await;
+    let record = vtorc.succeeded_on(RecoveryKind::FixPrimary, &alias(100)).await;
     assert_eq!(record.analysis, AnalysisCode::PrimaryIsReadOnly);
-    let steps: Vec<&str> = record.steps.iter().map(|s| s.step.as_str()).collect();
+    let steps: Vec<&str> = step_names(&record);
     assert_eq!(steps, ["UndoDemotePrimary"]);
     assert!(!read_only(&cluster, &alias(100)).await.expect("read_only"));
     wait_semi_sync(&cluster, &alias(100), SemiSyncSide::Primary, true).await;
-    assert_eq!(
-        cluster.primary_alias(KS, "0").await.expect("shard"),
-        Some(alias(100))
-    );
+    assert_shard_primary(&cluster, KS, &alias(100)).await;
     vtorc.stop().await;
 }
 
@@ -43,25 +38,18 @@ async fn a_primary_replicating_from_another_server_has_its_replication_reset() {
         .await
         .expect("point the primary at 101");
     let record = vtorc
-        .wait_for_success_on(
-            RecoveryKind::RecoverPrimaryHasPrimary,
-            &alias(100),
-            Duration::from_secs(20),
-        )
+        .succeeded_on(RecoveryKind::RecoverPrimaryHasPrimary, &alias(100))
         .await;
     assert_eq!(record.analysis, AnalysisCode::PrimaryHasPrimary);
     assert_eq!(record.outcome, RecoveryOutcome::Succeeded);
-    let steps: Vec<&str> = record.steps.iter().map(|s| s.step.as_str()).collect();
+    let steps: Vec<&str> = step_names(&record);
     assert_eq!(steps, ["ResetReplicationParameters"]);
     let source = replication_source(&cluster, &alias(100)).await.expect("status");
     assert_eq!(source, None, "the primary no longer replicates");
     for replica in [alias(101), alias(102)] {
         wait_replicating_from(&cluster, &replica, &alias(100), Duration::from_secs(10)).await;
     }
-    assert_eq!(
-        cluster.primary_alias(KS, "0").await.expect("shard"),
-        Some(alias(100))
-    );
+    assert_shard_primary(&cluster, KS, &alias(100)).await;
     vtorc.stop().await;
 }
 
@@ -87,29 +75,17 @@ async fn a_stale_topo_primary_is_made_replica_in_the_topo() {
         .await
         .expect("edit the tablet record");
     let record = vtorc
-        .wait_for_success_on(
-            RecoveryKind::ReconcileStaleTopoPrimary,
-            &alias(102),
-            Duration::from_secs(20),
-        )
+        .succeeded_on(RecoveryKind::ReconcileStaleTopoPrimary, &alias(102))
         .await;
     assert_eq!(record.analysis, AnalysisCode::StaleTopoPrimary);
     assert_eq!(record.tablets, [alias(102), alias(100)]);
-    let steps: Vec<&str> = record.steps.iter().map(|s| s.step.as_str()).collect();
+    let steps: Vec<&str> = step_names(&record);
     assert!(steps.contains(&"ChangeTabletType"), "{steps:?}");
     assert!(steps.contains(&"DemotePrimary"), "{steps:?}");
-    let tablet = cluster
-        .topo()
-        .get_tablet(&alias(102))
-        .await
-        .expect("tablet")
-        .value;
+    let tablet = cluster.tablet_record(&alias(102)).await.expect("tablet");
     assert_eq!(tablet.r#type(), TabletType::Replica);
     assert_eq!(tablet.primary_term_start_time, None);
     wait_replicating_from(&cluster, &alias(102), &alias(100), Duration::from_secs(10)).await;
-    assert_eq!(
-        cluster.primary_alias(KS, "0").await.expect("shard"),
-        Some(alias(100))
-    );
+    assert_shard_primary(&cluster, KS, &alias(100)).await;
     vtorc.stop().await;
 }

@@ -16,9 +16,8 @@ const KS: &str = "commerce";
 async fn a_fresh_shard_without_primary_gets_one_elected_by_prs() {
     let cluster = ClusterBuilder::three_tablets(KS, "semi_sync")
         .bootstrap(false)
-        .start()
-        .await
-        .expect("cluster starts");
+        .started()
+        .await;
     assert_eq!(cluster.primary_alias(KS, "0").await.expect("shard"), None);
     let vtorc = Vtorc::start(&cluster, &[]).await;
     let record = vtorc

@@ -15,13 +15,11 @@ const KS: &str = "commerce";
 
 /// Waits for the FixReplica of `uid` and checks its audit record.
 async fn fixed(vtorc: &Vtorc, uid: u32, code: AnalysisCode) -> RecoveryRecord {
-    let record = vtorc
-        .wait_for_success_on(RecoveryKind::FixReplica, &alias(uid), Duration::from_secs(20))
-        .await;
+    let record = vtorc.succeeded_on(RecoveryKind::FixReplica, &alias(uid)).await;
     assert_eq!(record.analysis, code, "{}", vtorc.audit_dump());
     assert_eq!(record.outcome, RecoveryOutcome::Succeeded);
     assert_eq!(record.tablets, [alias(uid), alias(100)]);
-    let steps: Vec<&str> = record.steps.iter().map(|s| s.step.as_str()).collect();
+    let steps: Vec<&str> = step_names(&record);
     assert_eq!(steps, ["SetReadOnly", "SetReplicationSource"]);
     assert_eq!(record.analysis_entry.analyzed_instance_alias, alias(uid));
     record

@@ -21,9 +21,7 @@ async fn primary_semi_sync_must_be_set_under_semi_sync() {
         .set_semi_sync(&alias(100), SemiSyncSide::Primary, false)
         .await
         .expect("primary side off");
-    let record = vtorc
-        .wait_for_success_on(RecoveryKind::FixPrimary, &alias(100), Duration::from_secs(20))
-        .await;
+    let record = vtorc.succeeded_on(RecoveryKind::FixPrimary, &alias(100)).await;
     assert_eq!(record.analysis, AnalysisCode::PrimarySemiSyncMustBeSet);
     wait_semi_sync(&cluster, &alias(100), SemiSyncSide::Primary, true).await;
     vtorc.stop().await;
@@ -36,9 +34,7 @@ async fn replica_semi_sync_must_be_set_under_semi_sync() {
         .set_semi_sync(&alias(101), SemiSyncSide::Replica, false)
         .await
         .expect("replica side off");
-    let record = vtorc
-        .wait_for_success_on(RecoveryKind::FixReplica, &alias(101), Duration::from_secs(20))
-        .await;
+    let record = vtorc.succeeded_on(RecoveryKind::FixReplica, &alias(101)).await;
     assert_eq!(record.analysis, AnalysisCode::ReplicaSemiSyncMustBeSet);
     wait_semi_sync(&cluster, &alias(101), SemiSyncSide::Replica, true).await;
     wait_replicating_from(&cluster, &alias(101), &alias(100), Duration::from_secs(10)).await;
@@ -52,9 +48,7 @@ async fn primary_semi_sync_must_not_be_set_without_a_semi_sync_policy() {
         .set_semi_sync(&alias(100), SemiSyncSide::Primary, true)
         .await
         .expect("primary side on");
-    let record = vtorc
-        .wait_for_success_on(RecoveryKind::FixPrimary, &alias(100), Duration::from_secs(20))
-        .await;
+    let record = vtorc.succeeded_on(RecoveryKind::FixPrimary, &alias(100)).await;
     assert_eq!(record.analysis, AnalysisCode::PrimarySemiSyncMustNotBeSet);
     wait_semi_sync(&cluster, &alias(100), SemiSyncSide::Primary, false).await;
     vtorc.stop().await;
@@ -67,9 +61,7 @@ async fn replica_semi_sync_must_not_be_set_without_a_semi_sync_policy() {
         .set_semi_sync(&alias(102), SemiSyncSide::Replica, true)
         .await
         .expect("replica side on");
-    let record = vtorc
-        .wait_for_success_on(RecoveryKind::FixReplica, &alias(102), Duration::from_secs(20))
-        .await;
+    let record = vtorc.succeeded_on(RecoveryKind::FixReplica, &alias(102)).await;
     assert_eq!(record.analysis, AnalysisCode::ReplicaSemiSyncMustNotBeSet);
     wait_semi_sync(&cluster, &alias(102), SemiSyncSide::Replica, false).await;
     wait_replicating_from(&cluster, &alias(102), &alias(100), Duration::from_secs(10)).await;

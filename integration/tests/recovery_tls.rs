@@ -93,14 +93,7 @@ async fn dead_primary_is_failed_over_with_mutual_tls_on_every_hop() {
         .await;
     let successor = record.successor_alias.clone().expect("a successor is recorded");
     assert_clean_promotion(&record, &successor);
-    assert_serving_primary(
-        &cluster,
-        KS,
-        &alias(100),
-        &successor,
-        &[other_replica(&successor)],
-    )
-    .await;
+    assert_took_over_from_100(&cluster, KS, &successor).await;
     vtorc.stop().await;
 }
 

@@ -47,10 +47,7 @@ async fn an_unreachable_primary_gets_one_direct_replica_restarted_and_no_failove
     assert_eq!(record.tablets.len(), 2, "the primary and the restarted replica");
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(vtorc.finished(RecoveryKind::RecoverDeadPrimary).is_empty());
-    assert_eq!(
-        cluster.primary_alias(KS, "0").await.expect("shard"),
-        Some(alias(100))
-    );
+    assert_shard_primary(&cluster, KS, &alias(100)).await;
     for replica in [alias(101), alias(102)] {
         wait_replicating_from(&cluster, &replica, &alias(100), Duration::from_secs(10)).await;
     }
@@ -64,19 +61,11 @@ async fn an_unreachable_primary_with_a_broken_replica_gets_all_direct_replicas_r
     vtorc.handle.disable_global_recoveries();
     cluster.stop_replication(&alias(102)).await.expect("STOP SLAVE");
     vtorc
-        .wait_for_detection(
-            &alias(102),
-            AnalysisCode::ReplicationStopped,
-            Duration::from_secs(20),
-        )
+        .detected(&alias(102), AnalysisCode::ReplicationStopped)
         .await;
     cluster.kill_agent(&alias(100)).expect("agent kill");
     vtorc
-        .wait_for_detection(
-            &alias(100),
-            AnalysisCode::UnreachablePrimaryWithBrokenReplicas,
-            Duration::from_secs(20),
-        )
+        .detected(&alias(100), AnalysisCode::UnreachablePrimaryWithBrokenReplicas)
         .await;
     vtorc.handle.enable_global_recoveries();
     let record = vtorc
@@ -104,10 +93,7 @@ async fn an_unreachable_primary_with_a_broken_replica_gets_all_direct_replicas_r
     );
     // Restarting 102 repaired its replication from the live MariaDB.
     wait_replicating_from(&cluster, &alias(102), &alias(100), Duration::from_secs(10)).await;
-    assert_eq!(
-        cluster.primary_alias(KS, "0").await.expect("shard"),
-        Some(alias(100))
-    );
+    assert_shard_primary(&cluster, KS, &alias(100)).await;
     vtorc.stop().await;
 }
 
@@ -141,7 +127,7 @@ async fn an_incapacitated_primary_that_prs_cannot_demote_is_replaced_by_ers() {
         vtorc.audit_dump()
     );
     assert_eq!(record.analysis, AnalysisCode::IncapacitatedPrimary);
-    let steps: Vec<&str> = record.steps.iter().map(|s| s.step.as_str()).collect();
+    let steps: Vec<&str> = step_names(&record);
     assert!(
         steps.iter().any(|s| s.starts_with("prs:")),
         "PRS first: {steps:?}"

@@ -10,7 +10,7 @@ mod reparent_support;
 use std::time::Duration;
 
 use integration::cluster::{Cluster, ClusterBuilder, KeyspaceSpec, ShardSpec, TabletSpec};
-use integration::workload::{Workload, WorkloadConfig, check_acknowledged_on};
+use integration::workload::{Workload, WorkloadConfig};
 use reparent_support::{ErsRun, alias, ers_commerce, reparenter, topo_type, wait_replicating_from};
 use vtorc::proto::topodata::{TabletAlias, TabletType};
 use vtorc::reparent::{EmergencyReparentOptions, EventLog, PlannedReparentOptions};
@@ -72,14 +72,9 @@ async fn ers_with_lagging(
         .wait_for_primary("commerce", "0", &winner, Duration::from_secs(15))
         .await
         .expect("shard record");
-    workload
-        .wait_for_acks_on(&winner, 100, Duration::from_secs(60))
-        .await
-        .expect("writes resume");
-    let report = workload.stop().await.expect("workload stops");
-    let check = check_acknowledged_on(cluster, &winner, &config, &report)
-        .await
-        .expect("read");
+    let (_, check) = workload
+        .finish_on(cluster, &winner, 100, Duration::from_secs(60))
+        .await;
     assert!(check.is_lossless(), "lost acknowledged writes: {check:?}");
     for t in cluster.shard_tablets("commerce", "0") {
         let a = t.alias().clone();
@@ -156,10 +151,7 @@ async fn prs_elects_in_the_primary_cell_unless_cross_cell_is_asked_for() {
         .planned_reparent_shard(
             "commerce",
             "0",
-            &PlannedReparentOptions {
-                new_primary: Some(alias("zone2", 200)),
-                ..Default::default()
-            },
+            &PlannedReparentOptions::promote(alias("zone2", 200)),
             None,
             &EventLog::default(),
         )

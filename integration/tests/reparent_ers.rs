@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use integration::cluster::{Cluster, ClusterBuilder, KeyspaceSpec, ShardSpec, TabletSpec};
 use integration::testkit::semi_sync_commerce;
-use integration::workload::{Workload, WorkloadConfig, check_acknowledged_on};
+use integration::workload::{Workload, WorkloadConfig};
 use mysql_async::prelude::Queryable;
 use reparent_support::{ErsRun, alias, ers_commerce, reparenter, topo_type, wait_replicating_from, writable};
 use tokio::time::Instant;
@@ -96,14 +96,9 @@ async fn ers_after_kill_9_of_the_primary_promotes_the_most_advanced_replica_and_
     let other = replicas.iter().find(|a| **a != winner).expect("other replica");
     wait_replicating_from(&cluster, other, &winner).await;
 
-    workload
-        .wait_for_acks_on(&winner, 200, Duration::from_secs(60))
-        .await
-        .expect("writes resume on the new primary");
-    let report = workload.stop().await.expect("workload stops");
-    let check = check_acknowledged_on(&cluster, &winner, &config, &report)
-        .await
-        .expect("read");
+    let (report, check) = workload
+        .finish_on(&cluster, &winner, 200, Duration::from_secs(60))
+        .await;
     eprintln!(
         "ERS promoted {winner}: ERS {ers_time:?}, kill -> shard record {failover:?}; {} acknowledged \
          ({} on {old}), {} unknown; check {check:?}",
@@ -196,20 +191,10 @@ async fn ers_refuses_split_brain_positions() {
         }
         cluster.set_read_only(replica).await.expect("read-only again");
     }
-    let rp = reparenter(&cluster, REFUSAL_WAIT);
-    let log = EventLog::default();
-    let err = rp
-        .emergency_reparent_shard("commerce", "0", &EmergencyReparentOptions::default(), None, &log)
-        .await
-        .expect_err("split brain");
-    eprintln!("refusal: {err}");
-    if !matches!(err, ReparentError::SplitBrain(_)) {
-        panic!(
-            "{err:?}\n{:#?}\n{}",
-            log.messages(),
-            cluster.replication_report().await
-        );
-    }
+    let (_, err) = ers_refused(&cluster, "split brain", |e| {
+        matches!(e, ReparentError::SplitBrain(_))
+    })
+    .await;
     assert!(err.to_string().contains(&r1.to_string()) && err.to_string().contains(&r2.to_string()));
     for r in [&r1, &r2] {
         assert_eq!(topo_type(&cluster, r).await, TabletType::Replica);
@@ -231,27 +216,16 @@ async fn ers_refuses_errant_only_candidates() {
                     .tablet(TabletSpec::rdonly("zone1", 103)),
             ),
         )
-        .start()
-        .await
-        .expect("cluster starts");
+        .started()
+        .await;
     let (p, r1) = (alias("zone1", 100), alias("zone1", 101));
     let gtid = cluster.write_errant_transaction(&r1).await.expect("errant write");
     cluster.set_read_only(&r1).await.expect("read-only again");
     cluster.kill_mysql(&p).expect("kill primary");
-    let rp = reparenter(&cluster, REFUSAL_WAIT);
-    let log = EventLog::default();
-    let err = rp
-        .emergency_reparent_shard("commerce", "0", &EmergencyReparentOptions::default(), None, &log)
-        .await
-        .expect_err("the only promotable tablet has an errant GTID");
-    eprintln!("refusal: {err}");
-    if !matches!(err, ReparentError::ErrantGtids(_)) {
-        panic!(
-            "{err:?}\n{:#?}\n{}",
-            log.messages(),
-            cluster.replication_report().await
-        );
-    }
+    let (rp, err) = ers_refused(&cluster, "the only promotable tablet has an errant GTID", |e| {
+        matches!(e, ReparentError::ErrantGtids(_))
+    })
+    .await;
     assert!(err.to_string().contains(&gtid), "{err} names {gtid}");
     assert!(!writable(&cluster, &r1).await);
     // Asking for it explicitly is refused too.
@@ -284,4 +258,30 @@ async fn ers_refuses_errant_only_candidates() {
         .await
         .expect("no lock left behind");
     lock.unlock().await.expect("unlock");
+}
+
+/// Runs ERS with default options on `commerce/0` (relay-log waits bounded
+/// by `REFUSAL_WAIT`) and expects it to refuse (`what`) with an error that
+/// `expected` accepts; another outcome fails the test with the step log and
+/// every server's replication state. Returns the reparenter and the error.
+async fn ers_refused(
+    cluster: &Cluster,
+    what: &str,
+    expected: impl Fn(&ReparentError) -> bool,
+) -> (std::sync::Arc<vtorc::reparent::Reparenter>, ReparentError) {
+    let rp = reparenter(cluster, REFUSAL_WAIT);
+    let log = EventLog::default();
+    let err = rp
+        .emergency_reparent_shard("commerce", "0", &EmergencyReparentOptions::default(), None, &log)
+        .await
+        .expect_err(what);
+    eprintln!("refusal: {err}");
+    if !expected(&err) {
+        panic!(
+            "{err:?}\n{:#?}\n{}",
+            log.messages(),
+            cluster.replication_report().await
+        );
+    }
+    (rp, err)
 }

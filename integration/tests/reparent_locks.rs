@@ -44,10 +44,7 @@ async fn concurrent_prs_and_ers_on_one_shard_are_serialized_by_the_shard_lock() 
     let cluster = semi_sync_commerce().await;
     let rp = reparenter(&cluster, Duration::from_secs(15));
     let (prs_log, ers_log) = (EventLog::default(), EventLog::default());
-    let prs_opts = PlannedReparentOptions {
-        new_primary: Some(alias("zone1", 101)),
-        ..Default::default()
-    };
+    let prs_opts = PlannedReparentOptions::promote(alias("zone1", 101));
     let ers_opts = EmergencyReparentOptions::default();
     let (prs, ers) = tokio::join!(
         rp.planned_reparent_shard("commerce", "0", &prs_opts, None, &prs_log),
@@ -120,10 +117,7 @@ async fn a_third_party_holding_the_shard_lock_blocks_our_reparent() {
         .planned_reparent_shard(
             "commerce",
             "0",
-            &PlannedReparentOptions {
-                new_primary: Some(alias("zone1", 101)),
-                ..Default::default()
-            },
+            &PlannedReparentOptions::promote(alias("zone1", 101)),
             None,
             &EventLog::default(),
         )
@@ -141,10 +135,7 @@ async fn a_third_party_holding_the_shard_lock_blocks_our_reparent() {
     // With the default timeout it waits, and proceeds once the holder lets go.
     let rp = reparenter(&cluster, Duration::from_secs(15));
     let log = EventLog::default();
-    let opts = PlannedReparentOptions {
-        new_primary: Some(alias("zone1", 101)),
-        ..Default::default()
-    };
+    let opts = PlannedReparentOptions::promote(alias("zone1", 101));
     let prs = rp.planned_reparent_shard("commerce", "0", &opts, None, &log);
     let release = async {
         tokio::time::sleep(Duration::from_millis(1500)).await;

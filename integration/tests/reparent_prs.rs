@@ -8,7 +8,7 @@ mod reparent_support;
 use std::time::Duration;
 
 use integration::testkit::semi_sync_commerce;
-use integration::workload::{Workload, WorkloadConfig, check_acknowledged_on};
+use integration::workload::{Workload, WorkloadConfig};
 use reparent_support::{alias, reparenter, topo_type, wait_replicating_from, writable};
 use tokio::time::Instant;
 use vtorc::proto::topodata::TabletType;
@@ -37,10 +37,7 @@ async fn prs_under_write_load_moves_the_primary_without_losing_an_acknowledged_w
         .planned_reparent_shard(
             "commerce",
             "0",
-            &PlannedReparentOptions {
-                new_primary: Some(new.clone()),
-                ..Default::default()
-            },
+            &PlannedReparentOptions::promote(new.clone()),
             None,
             &log,
         )
@@ -69,14 +66,9 @@ async fn prs_under_write_load_moves_the_primary_without_losing_an_acknowledged_w
     wait_replicating_from(&cluster, &alias("zone1", 102), &new).await;
 
     // Writes resume on the new primary.
-    workload
-        .wait_for_acks_on(&new, 200, Duration::from_secs(60))
-        .await
-        .expect("writes flow on the new primary");
-    let report = workload.stop().await.expect("workload stops");
-    let check = check_acknowledged_on(&cluster, &new, &config, &report)
-        .await
-        .expect("read the table");
+    let (report, check) = workload
+        .finish_on(&cluster, &new, 200, Duration::from_secs(60))
+        .await;
     eprintln!(
         "PRS {old} -> {new}: reparent {prs_time:?}, shard record updated after {record_time:?}; \
          {} acknowledged ({} on the old primary, {} on the new), {} rejected, {} unknown; check {check:?}",

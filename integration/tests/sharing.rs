@@ -24,15 +24,14 @@ use integration::netfault::PacketDrop;
 use integration::process::{ChildGuard, free_port};
 use integration::sim::{SimConfig, SimFleet, SimMode};
 use integration::vtadmin::http_get;
-use recovery_support::{VtorcProcess, alias, vtorc_binary};
+use recovery_support::{VtorcProcess, alias, ers_started_across, vtorc_binary};
 use serde_json::Value;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use vtorc::analysis::RecoveryKind;
-use vtorc::proto::topodata::{CellInfo, Keyspace, Shard, TabletType};
+use vtorc::proto::topodata::TabletType;
 use vtorc::proto::vtorc::v1 as pb;
 use vtorc::proto::vtorc::v1::vtorc_client::VtorcClient;
-use vtorc::topo::{Topo, TopoOptions};
 
 /// Member lease TTL of the test instances.
 const TTL: Duration = Duration::from_secs(4);
@@ -83,49 +82,8 @@ impl World {
         let fleet = SimFleet::start(SimConfig::default(), "ks", &refs, 2)
             .await
             .expect("simulator starts");
-        let topo = Topo::connect_etcd(&etcd.address(), "/vitess/global", TopoOptions::default())
-            .await
-            .expect("connect to etcd");
-        topo.create_cell_info(
-            "zone1",
-            &CellInfo {
-                server_address: etcd.address(),
-                root: "/vitess/zone1".into(),
-            },
-        )
-        .await
-        .expect("create cell");
-        topo.create_keyspace(
-            "ks",
-            &Keyspace {
-                durability_policy: "none".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("create keyspace");
-        let mut primaries = BTreeMap::new();
-        for t in fleet.tablets() {
-            let r = t.record();
-            if r.r#type == TabletType::Primary as i32 {
-                primaries.insert(r.shard.clone(), r.alias.clone());
-            }
-        }
-        for (shard, primary) in primaries {
-            topo.create_shard(
-                "ks",
-                &shard,
-                &Shard {
-                    primary_alias: primary,
-                    ..Default::default()
-                },
-            )
-            .await
-            .expect("create shard");
-        }
-        for t in fleet.tablets() {
-            topo.create_tablet(&t.record()).await.expect("create tablet");
-        }
+        let topo = integration::testkit::etcd_topo(&etcd).await;
+        fleet.register(&topo, "none").await;
         let dir = tempfile::tempdir().expect("tempdir");
         // A partitioned instance runs as another user and writes here.
         let _ = std::process::Command::new("chmod")
@@ -166,32 +124,16 @@ impl Instance {
         let log = dir.join(format!("vtorc-{n}.log"));
         let audit = dir.join(format!("vtorc-{n}-audit.jsonl"));
         let file = std::fs::File::create(&log).expect("log file");
-        let mut command = match uid {
-            Some(uid) => {
-                let mut c = std::process::Command::new("setpriv");
-                c.arg(format!("--reuid={uid}"))
-                    .arg(format!("--regid={uid}"))
-                    .arg("--clear-groups")
-                    .arg(vtorc_binary());
-                c
-            }
-            None => std::process::Command::new(vtorc_binary()),
-        };
+        let mut command = integration::testkit::command_as(&vtorc_binary(), uid);
         command
-            .arg(format!("--topo-global-server-address={etcd}"))
-            .arg("--topo-global-root=/vitess/global")
+            .args(integration::testkit::sharing_member_flags(
+                etcd, port, TTL, &audit,
+            ))
             .arg(format!("--instance-poll-time={}s", POLL.as_secs()))
             .arg("--remote-operation-timeout=2s")
             .arg("--topo-etcd-lease-ttl=4")
-            .arg("--allow-recovery=false")
             .arg("--recovery-poll-duration=500ms")
-            .arg(format!("--port={port}"))
             .arg(format!("--grpc-port={grpc_port}"))
-            .arg("--sharing")
-            .arg(format!("--sharing-lease-ttl={}s", TTL.as_secs()))
-            .arg("--sharing-advertise-host=127.0.0.1")
-            .arg(format!("--audit-file-location={}", audit.display()))
-            .arg("--log-level=info")
             .env_remove("RUST_LOG")
             .stdin(std::process::Stdio::null())
             .stdout(file.try_clone().expect("clone"))
@@ -638,9 +580,8 @@ async fn a_partitioned_instance_stops_acting_before_another_takes_its_shards() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_sharing_a_dead_primary_after_its_owners_death_gets_exactly_one_ers() {
     let mut cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
-        .start()
-        .await
-        .expect("cluster starts");
+        .started()
+        .await;
     let dir = tempfile::tempdir().expect("tempdir");
     let mut vtorcs = Vec::new();
     let mut ports = Vec::new();
@@ -703,13 +644,7 @@ async fn with_sharing_a_dead_primary_after_its_owners_death_gets_exactly_one_ers
         panic!("{e:#}\n{}", logs.join("\n----\n"))
     });
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let started: usize = vtorcs
-        .iter()
-        .map(|v| {
-            v.recovery_events("RecoveryStarted", RecoveryKind::RecoverDeadPrimary)
-                .len()
-        })
-        .sum();
+    let started = ers_started_across(&vtorcs);
     assert_eq!(started, 1, "exactly one ERS across the instances");
     assert!(
         vtorcs[owner_index]

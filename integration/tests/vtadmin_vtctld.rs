@@ -28,12 +28,7 @@ fn vtctldclient() -> PathBuf {
         assert!(path.is_file(), "VTCTLDCLIENT={} is not a file", path.display());
         return path;
     }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/build-vitess-tool.sh");
-    let out = std::process::Command::new("bash")
-        .arg(&script)
-        .arg("vtctldclient")
-        .output()
-        .expect("run scripts/build-vitess-tool.sh vtctldclient");
+    let out = integration::testkit::build_vitess_tool("vtctldclient");
     assert!(
         out.status.success(),
         "scripts/build-vitess-tool.sh vtctldclient failed, so these tests cannot run:\n{}{}",
@@ -231,9 +226,8 @@ async fn shard_replication_positions_keeps_a_timed_out_tablet_as_an_empty_entry(
         .agent_mode(integration::cluster::AgentMode::Process(
             env!("CARGO_BIN_EXE_tablet-agent").into(),
         ))
-        .start()
-        .await
-        .expect("cluster starts");
+        .started()
+        .await;
     let server = Server::start(&cluster, Duration::from_secs(15)).await;
     let r2 = alias("zone1", 102);
     cluster
@@ -277,9 +271,8 @@ async fn shard_without_a_primary_refuses_replication_actions() {
     let client = vtctldclient();
     let cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
         .bootstrap(false)
-        .start()
-        .await
-        .expect("cluster starts");
+        .started()
+        .await;
     let server = Server::start(&cluster, Duration::from_secs(15)).await;
     let at = server.address.clone();
     for cmd in ["StartReplication", "ReparentTablet"] {

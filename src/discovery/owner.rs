@@ -892,39 +892,22 @@ impl Discovery {
         for e in &snapshot.errors {
             tracing::warn!("skipping topology record: {e}");
         }
-        let stale_keyspaces: Vec<String> = self
-            .model
-            .keyspaces
-            .keys()
-            .filter(|k| !snapshot.keyspaces.contains_key(*k))
-            .cloned()
-            .collect();
-        for name in stale_keyspaces {
+        for name in missing_from(self.model.keyspaces.keys(), |k| {
+            snapshot.keyspaces.contains_key(k)
+        }) {
             self.put_keyspace(&name, None);
         }
         for (name, keyspace) in &snapshot.keyspaces {
             self.put_keyspace(name, Some(&keyspace.value));
         }
-        let stale_shards: Vec<KeyspaceShard> = self
-            .shard_records
-            .iter()
-            .filter(|k| !snapshot.shards.contains_key(*k))
-            .cloned()
-            .collect();
-        for key in stale_shards {
+        for key in missing_from(self.shard_records.iter(), |k| snapshot.shards.contains_key(k)) {
             self.put_shard_record(&key, None);
         }
         for (key, shard) in &snapshot.shards {
             self.put_shard_record(key, Some(&shard.value));
         }
         // A cell missing from the listing is gone: so are its tablets.
-        let gone: Vec<TabletAlias> = self
-            .tablets
-            .keys()
-            .filter(|a| !snapshot.cells.contains_key(&a.cell))
-            .cloned()
-            .collect();
-        for alias in gone {
+        for alias in missing_from(self.tablets.keys(), |a| snapshot.cells.contains_key(&a.cell)) {
             self.forget_tablet(&alias);
         }
         self.load.cells_loaded.retain(|c| snapshot.cells.contains_key(c));
@@ -1434,4 +1417,14 @@ async fn sleep_until(at: Option<Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// The keys of `known` that a fresh listing no longer has (`listed` is
+/// false), collected so the caller can drop them while it changes the map
+/// they came from.
+fn missing_from<'a, K: Clone + 'a>(
+    known: impl Iterator<Item = &'a K>,
+    listed: impl Fn(&K) -> bool,
+) -> Vec<K> {
+    known.filter(|k| !listed(k)).cloned().collect()
 }

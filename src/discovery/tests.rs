@@ -188,22 +188,13 @@ fn config() -> DiscoveryConfig {
 /// A shard `ks/0` with primary 100 and replicas 101, 102 in the topology.
 async fn topo_with_shard() -> Topo {
     let (topo, _store) = Topo::in_memory(&["zone1"]);
-    topo.create_keyspace(
-        "ks",
-        &Keyspace {
-            durability_policy: "none".into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("keyspace");
+    topo.create_keyspace("ks", &Keyspace::with_durability("none"))
+        .await
+        .expect("keyspace");
     topo.create_shard(
         "ks",
         "0",
-        &Shard {
-            primary_alias: Some(TabletAlias::new("zone1", 100)),
-            ..Default::default()
-        },
+        &Shard::with_primary(Some(TabletAlias::new("zone1", 100))),
     )
     .await
     .expect("shard");
@@ -243,15 +234,21 @@ fn tablet(handle: &DiscoveryHandle, uid: u32) -> Arc<crate::model::TabletState> 
         .expect("tablet watched")
 }
 
+/// Starts discovery of [`topo_with_shard`] over `fleet` and waits until it
+/// is ready; returns how long that took too.
+async fn start_until_ready(fleet: Arc<Fleet>) -> (DiscoveryHandle, DiscoveryTask, Duration) {
+    let started = crate::clock::now();
+    let (handle, task) = start(topo_with_shard().await, fleet, config());
+    handle.wait_ready().await.expect("ready");
+    (handle, task, started.elapsed())
+}
+
 #[tokio::test(start_paused = true)]
 async fn readiness_waits_for_every_tablet_to_be_polled_once() {
     let fleet = healthy_fleet();
     let pos = position(&[(100, 50)]);
     fleet.set(102, answer(800, replica_status(102, 100, &pos)));
-    let started = crate::clock::now();
-    let (handle, _task) = start(topo_with_shard().await, fleet, config());
-    handle.wait_ready().await.expect("ready");
-    let took = started.elapsed();
+    let (handle, _task, took) = start_until_ready(fleet).await;
     assert!(
         took >= Duration::from_millis(800) && took < Duration::from_millis(900),
         "{took:?}"
@@ -274,10 +271,7 @@ async fn readiness_waits_for_every_tablet_to_be_polled_once() {
 async fn a_hung_tablet_delays_readiness_only_until_its_poll_is_marked_slow() {
     let fleet = healthy_fleet();
     fleet.set(101, Script::Hang);
-    let started = crate::clock::now();
-    let (handle, _task) = start(topo_with_shard().await, fleet, config());
-    handle.wait_ready().await.expect("ready");
-    let took = started.elapsed();
+    let (handle, _task, took) = start_until_ready(fleet).await;
     assert!(
         took >= Duration::from_secs(1) && took < Duration::from_millis(1100),
         "ready after {took:?}, not after the 15 s poll deadline"

@@ -155,6 +155,11 @@ mod tests {
         }
     }
 
+    /// [`run`] for MariaDB replica 102 of primary 101.
+    fn mariadb_replica_102_of_101(executed: &str, reference: &str) -> Position {
+        run(&p(executed), &p(reference), &id("", 102), &id("", 101))
+    }
+
     fn run(
         executed: &Position,
         reference: &Position,
@@ -223,48 +228,22 @@ mod tests {
 
     #[test]
     fn mariadb_local_write_ahead_of_primary_is_errant() {
-        let errant = run(
-            &p("MariaDB/0-102-11"),
-            &p("MariaDB/0-101-10"),
-            &id("", 102),
-            &id("", 101),
-        );
+        let errant = mariadb_replica_102_of_101("MariaDB/0-102-11", "MariaDB/0-101-10");
         assert_eq!(errant.to_string(), "MariaDB/0-102-11");
     }
 
     #[test]
     fn mariadb_same_sequence_from_another_server_is_a_divergence() {
-        let errant = run(
-            &p("MariaDB/0-102-10"),
-            &p("MariaDB/0-100-10"),
-            &id("", 102),
-            &id("", 101),
-        );
+        let errant = mariadb_replica_102_of_101("MariaDB/0-102-10", "MariaDB/0-100-10");
         assert_eq!(errant.to_string(), "MariaDB/0-102-10");
     }
 
     #[test]
     fn mariadb_replicated_transactions_are_not_errant() {
         // Last GTID came from the source: replicated, never errant.
-        assert!(
-            run(
-                &p("MariaDB/0-101-12"),
-                &p("MariaDB/0-101-10"),
-                &id("", 102),
-                &id("", 101)
-            )
-            .is_empty()
-        );
+        assert!(mariadb_replica_102_of_101("MariaDB/0-101-12", "MariaDB/0-101-10").is_empty());
         // Written by an old primary and known to the current one.
-        assert!(
-            run(
-                &p("MariaDB/0-100-8"),
-                &p("MariaDB/0-101-10"),
-                &id("", 102),
-                &id("", 101)
-            )
-            .is_empty()
-        );
+        assert!(mariadb_replica_102_of_101("MariaDB/0-100-8", "MariaDB/0-101-10").is_empty());
     }
 
     #[test]

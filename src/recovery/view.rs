@@ -184,14 +184,8 @@ mod tests {
         let mut new103 = t101.clone();
         new103.alias = Some(TabletAlias::new("zone1", 103));
         let fresh = FreshRecords {
-            keyspace: Some(Keyspace {
-                durability_policy: "none".into(),
-                ..Default::default()
-            }),
-            shard: Some(Shard {
-                primary_alias: Some(TabletAlias::new("zone1", 100)),
-                ..Default::default()
-            }),
+            keyspace: Some(Keyspace::with_durability("none")),
+            shard: Some(Shard::with_primary(Some(TabletAlias::new("zone1", 100)))),
             tablets: Some(vec![
                 shard
                     .tablet(&TabletAlias::new("zone1", 100))

@@ -60,6 +60,16 @@ pub struct PlannedReparentOptions {
     pub cancel: CancellationToken,
 }
 
+impl PlannedReparentOptions {
+    /// Options that promote `tablet`, everything else default.
+    pub fn promote(tablet: TabletAlias) -> Self {
+        PlannedReparentOptions {
+            new_primary: Some(tablet),
+            ..Default::default()
+        }
+    }
+}
+
 /// `topoproto.TabletAliasString`: `<nil>` for none.
 pub(crate) fn alias_string(alias: Option<&TabletAlias>) -> String {
     alias.map_or_else(|| "<nil>".to_string(), ToString::to_string)

@@ -167,6 +167,17 @@ fn rejected(alias: &TabletAlias, method: &'static str, code: tonic::Code, messag
     }
 }
 
+/// A call that never answers: sleeps through the caller's deadline (an hour
+/// without one) and returns the timeout the caller would see.
+async fn hang(alias: TabletAlias, method: &'static str, timeout: Option<Duration>) -> TabletError {
+    tokio::time::sleep(timeout.unwrap_or(Duration::from_secs(3600))).await;
+    TabletError::Timeout {
+        alias,
+        method,
+        after: timeout.unwrap_or_default(),
+    }
+}
+
 #[async_trait]
 impl TabletManager for FakeFleet {
     async fn call(
@@ -228,12 +239,7 @@ impl TabletManager for FakeFleet {
             }),
             TmRequest::WaitForPosition(_) => {
                 if t.wait_hangs {
-                    tokio::time::sleep(timeout.unwrap_or(Duration::from_secs(3600))).await;
-                    return Err(TabletError::Timeout {
-                        alias,
-                        method,
-                        after: timeout.unwrap_or_default(),
-                    });
+                    return Err(hang(alias, method, timeout).await);
                 }
                 if t.wait_fails {
                     return Err(rejected(
@@ -268,12 +274,7 @@ impl TabletManager for FakeFleet {
             }
             TmRequest::SetReplicationSource(r) => {
                 if t.repoint_hangs && r.time_created_ns != 0 {
-                    tokio::time::sleep(timeout.unwrap_or(Duration::from_secs(3600))).await;
-                    return Err(TabletError::Timeout {
-                        alias,
-                        method,
-                        after: timeout.unwrap_or_default(),
-                    });
+                    return Err(hang(alias, method, timeout).await);
                 }
                 if t.repoint_fails {
                     return Err(rejected(
@@ -342,25 +343,12 @@ pub(crate) async fn world(
     tablets: &[Tablet],
 ) -> (Topo, Arc<FakeFleet>, Reparenter) {
     let (topo, _store) = Topo::in_memory(cells);
-    topo.create_keyspace(
-        "ks",
-        &Keyspace {
-            durability_policy: policy.into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("create keyspace");
-    topo.create_shard(
-        "ks",
-        "0",
-        &Shard {
-            primary_alias: primary,
-            ..Default::default()
-        },
-    )
-    .await
-    .expect("create shard");
+    topo.create_keyspace("ks", &Keyspace::with_durability(policy))
+        .await
+        .expect("create keyspace");
+    topo.create_shard("ks", "0", &Shard::with_primary(primary))
+        .await
+        .expect("create shard");
     for t in tablets {
         topo.create_tablet(t).await.expect("create tablet");
     }

@@ -327,16 +327,22 @@ fn error_chain(status: &tonic::Status) -> String {
 mod tests {
     use super::*;
 
-    fn alias() -> TabletAlias {
-        TabletAlias::new("zone1", 100)
+    /// [`TabletError::from_status`] of a `method` call to zone1-100 with a
+    /// deadline of `secs` seconds.
+    fn from_status(method: &'static str, secs: u64, status: tonic::Status) -> TabletError {
+        TabletError::from_status(
+            &TabletAlias::new("zone1", 100),
+            method,
+            Duration::from_secs(secs),
+            status,
+        )
     }
 
     #[test]
     fn a_status_sent_by_the_tablet_is_a_rejection_that_certainly_did_not_run() {
-        let e = TabletError::from_status(
-            &alias(),
+        let e = from_status(
             "SetReadOnly",
-            Duration::from_secs(1),
+            1,
             tonic::Status::failed_precondition("not a replica"),
         );
         assert_eq!(e.kind(), TabletErrorKind::Rejected);
@@ -348,24 +354,14 @@ mod tests {
 
     #[test]
     fn an_unavailable_status_from_the_tablet_is_a_retryable_rejection() {
-        let e = TabletError::from_status(
-            &alias(),
-            "FullStatus",
-            Duration::from_secs(1),
-            tonic::Status::unavailable("mysql down"),
-        );
+        let e = from_status("FullStatus", 1, tonic::Status::unavailable("mysql down"));
         assert_eq!(e.kind(), TabletErrorKind::Rejected);
         assert!(e.is_retryable());
     }
 
     #[test]
     fn deadline_exceeded_means_maybe_executed() {
-        let e = TabletError::from_status(
-            &alias(),
-            "PromoteReplica",
-            Duration::from_secs(2),
-            tonic::Status::deadline_exceeded("too slow"),
-        );
+        let e = from_status("PromoteReplica", 2, tonic::Status::deadline_exceeded("too slow"));
         assert_eq!(e.kind(), TabletErrorKind::Timeout);
         assert_eq!(e.outcome(), CallOutcome::MaybeExecuted);
         assert!(e.is_retryable());
@@ -376,7 +372,7 @@ mod tests {
     fn a_status_with_a_transport_source_is_a_lost_connection() {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
         let status = tonic::Status::from_error(Box::new(io));
-        let e = TabletError::from_status(&alias(), "FullStatus", Duration::from_secs(1), status);
+        let e = from_status("FullStatus", 1, status);
         assert_eq!(e.kind(), TabletErrorKind::ConnectionLost, "{e:?}");
         assert_eq!(e.outcome(), CallOutcome::MaybeExecuted);
         assert!(e.is_unreachable());
@@ -386,7 +382,7 @@ mod tests {
     fn a_connect_error_means_unreachable_and_not_executed() {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
         let status = tonic::Status::from_error(Box::new(tonic::ConnectError(Box::new(io))));
-        let e = TabletError::from_status(&alias(), "FullStatus", Duration::from_secs(1), status);
+        let e = from_status("FullStatus", 1, status);
         assert_eq!(e.kind(), TabletErrorKind::Unreachable, "{e:?}");
         assert_eq!(e.outcome(), CallOutcome::NotExecuted);
         assert!(e.is_retryable());

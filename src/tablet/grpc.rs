@@ -455,6 +455,13 @@ mod tests {
         assert!(half.separate_health_channel());
     }
 
+    /// The address of the cached channel of tablet zone1-7, if any.
+    fn cached_address(tmc: &GrpcTabletManager) -> Option<String> {
+        tmc.lock()
+            .get(&TabletAlias::new("zone1", 7))
+            .map(|c| c.address.clone())
+    }
+
     #[tokio::test]
     async fn channels_are_replaced_on_address_change_and_dropped_when_forgotten() {
         let tmc = GrpcTabletManager::new(TabletClientConfig::default());
@@ -462,22 +469,10 @@ mod tests {
         let b = tablet("127.0.0.1", Some(2222));
         tmc.channel_for(&a, "Ping").expect("channel");
         tmc.channel_for(&a, "Ping").expect("channel");
-        assert_eq!(
-            tmc.lock()
-                .get(&TabletAlias::new("zone1", 7))
-                .map(|c| c.address.clone())
-                .as_deref(),
-            Some("127.0.0.1:1111")
-        );
+        assert_eq!(cached_address(&tmc).as_deref(), Some("127.0.0.1:1111"));
         tmc.channel_for(&b, "Ping").expect("channel");
         assert_eq!(tmc.cached_channels(), 1);
-        assert_eq!(
-            tmc.lock()
-                .get(&TabletAlias::new("zone1", 7))
-                .map(|c| c.address.clone())
-                .as_deref(),
-            Some("127.0.0.1:2222")
-        );
+        assert_eq!(cached_address(&tmc).as_deref(), Some("127.0.0.1:2222"));
         tmc.forget(&TabletAlias::new("zone1", 7));
         assert_eq!(tmc.cached_channels(), 0);
     }

@@ -108,22 +108,14 @@ mod tests {
 
     #[test]
     fn messages_match_vitess_wording() {
-        assert_eq!(
-            TopoError::NoNode("/a".into()).to_string(),
-            "node doesn't exist: /a"
-        );
-        assert_eq!(
-            TopoError::NodeExists("/a".into()).to_string(),
-            "node already exists: /a"
-        );
-        assert_eq!(
-            TopoError::BadVersion("/a".into()).to_string(),
-            "bad node version: /a"
-        );
-        assert_eq!(
-            TopoError::Timeout("/a".into()).to_string(),
-            "deadline exceeded: /a"
-        );
+        for (error, text) in [
+            (TopoError::NoNode("/a".into()), "node doesn't exist: /a"),
+            (TopoError::NodeExists("/a".into()), "node already exists: /a"),
+            (TopoError::BadVersion("/a".into()), "bad node version: /a"),
+            (TopoError::Timeout("/a".into()), "deadline exceeded: /a"),
+        ] {
+            assert_eq!(error.to_string(), text);
+        }
     }
 
     #[test]

@@ -188,6 +188,27 @@ impl EtcdStore {
             Err(_) => Err(TopoError::Timeout(what.to_string())),
         }
     }
+
+    /// Writes `key` (attached to `lease` unless it is 0) in one transaction
+    /// guarded by `guard`; when the guard does not hold, `refused(key)`.
+    /// Returns the write's revision, the key's new version.
+    async fn put_if(
+        &self,
+        key: &str,
+        value: &[u8],
+        lease: LeaseId,
+        guard: Compare,
+        refused: fn(String) -> TopoError,
+    ) -> TopoResult<Version> {
+        let put = (lease != 0).then(|| PutOptions::new().with_lease(lease));
+        let txn = Txn::new().when([guard]).and_then([TxnOp::put(key, value, put)]);
+        let mut kv = self.kv.clone();
+        let resp = self.call(key, kv.txn(txn)).await?;
+        if !resp.succeeded() {
+            return Err(refused(key.to_string()));
+        }
+        Ok(Version(resp.header().map_or(0, |h| h.revision())))
+    }
 }
 
 /// Converts an etcd key-value.
@@ -251,20 +272,9 @@ impl TopoStore for EtcdStore {
     }
 
     async fn create(&self, key: &str, value: &[u8], lease: LeaseId) -> TopoResult<Version> {
-        let put = if lease != 0 {
-            Some(PutOptions::new().with_lease(lease))
-        } else {
-            None
-        };
-        let txn = Txn::new()
-            .when([Compare::version(key, CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(key, value, put)]);
-        let mut kv = self.kv.clone();
-        let resp = self.call(key, kv.txn(txn)).await?;
-        if !resp.succeeded() {
-            return Err(TopoError::NodeExists(key.to_string()));
-        }
-        Ok(Version(resp.header().map_or(0, |h| h.revision())))
+        let absent = Compare::version(key, CompareOp::Equal, 0);
+        self.put_if(key, value, lease, absent, TopoError::NodeExists)
+            .await
     }
 
     async fn update_leased(
@@ -274,16 +284,9 @@ impl TopoStore for EtcdStore {
         version: Version,
         lease: LeaseId,
     ) -> TopoResult<Version> {
-        let put = (lease != 0).then(|| PutOptions::new().with_lease(lease));
-        let txn = Txn::new()
-            .when([Compare::mod_revision(key, CompareOp::Equal, version.0)])
-            .and_then([TxnOp::put(key, value, put)]);
-        let mut kv = self.kv.clone();
-        let resp = self.call(key, kv.txn(txn)).await?;
-        if !resp.succeeded() {
-            return Err(TopoError::BadVersion(key.to_string()));
-        }
-        Ok(Version(resp.header().map_or(0, |h| h.revision())))
+        let unchanged = Compare::mod_revision(key, CompareOp::Equal, version.0);
+        self.put_if(key, value, lease, unchanged, TopoError::BadVersion)
+            .await
     }
 
     async fn update(&self, key: &str, value: &[u8], version: Option<Version>) -> TopoResult<Version> {

@@ -30,6 +30,27 @@ use crate::proto::vtorcdata;
 /// Most read-modify-write attempts before giving up with `BadVersion`.
 const MAX_UPDATE_ATTEMPTS: usize = 100;
 
+impl Keyspace {
+    /// A keyspace record with only its durability policy set (`none`,
+    /// `semi_sync`, ...), as tests and tools create one.
+    pub fn with_durability(policy: impl Into<String>) -> Keyspace {
+        Keyspace {
+            durability_policy: policy.into(),
+            ..Default::default()
+        }
+    }
+}
+
+impl Shard {
+    /// A shard record with only its primary set.
+    pub fn with_primary(primary: Option<TabletAlias>) -> Shard {
+        Shard {
+            primary_alias: primary,
+            ..Default::default()
+        }
+    }
+}
+
 /// A record and the version it was read at.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Versioned<T> {

@@ -185,10 +185,9 @@ pub(super) async fn run(health: Arc<DiskHealth>, interval: Duration, cancel: Can
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn a_write_to_a_writable_directory_completes_and_is_not_a_stall() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let health = DiskHealth::new(dir.path(), Duration::from_millis(50), "test");
+    /// Starts a write and waits (up to 5 s) until it has returned, which is
+    /// then not a stall.
+    async fn write_once(health: &Arc<DiskHealth>) {
         assert!(health.start_write());
         crate::testkit::poll_until(Duration::from_secs(5), "the write to return", || async {
             Ok((!health.write_in_flight()).then_some(()))
@@ -196,6 +195,13 @@ mod tests {
         .await
         .expect("the write returns");
         assert!(!health.is_stalled());
+    }
+
+    #[tokio::test]
+    async fn a_write_to_a_writable_directory_completes_and_is_not_a_stall() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let health = DiskHealth::new(dir.path(), Duration::from_millis(50), "test");
+        write_once(&health).await;
         assert_eq!(health.completed_writes(), 1);
         let text = std::fs::read_to_string(health.path()).expect("the check file exists");
         assert!(!text.is_empty());
@@ -244,13 +250,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let missing = dir.path().join("missing");
         let health = DiskHealth::new(&missing, Duration::from_millis(1), "test");
-        assert!(health.start_write());
-        crate::testkit::poll_until(Duration::from_secs(5), "the write to return", || async {
-            Ok((!health.write_in_flight()).then_some(()))
-        })
-        .await
-        .expect("the write returns");
-        assert!(!health.is_stalled());
+        write_once(&health).await;
         assert!(health.state().last_error.is_some());
     }
 }

@@ -237,44 +237,65 @@ impl ReplTracker {
     }
 }
 
+/// The pace of the writer and the reader: waits until the mode is `want`,
+/// then for each tick of the tracker's interval (the first at once) while
+/// it stays `want`; a change of mode drops the ticks (`ticks` keeps them
+/// between calls) and waits for `want` again. `false` once the agent stops
+/// or the mode's sender is gone.
+async fn next_tick(
+    agent: &Agent,
+    mode: &mut watch::Receiver<Mode>,
+    want: Mode,
+    ticks: &mut Option<tokio::time::Interval>,
+) -> bool {
+    loop {
+        let interval = match ticks {
+            Some(interval) => interval,
+            None => {
+                tokio::select! {
+                    _ = agent.cancel.cancelled() => return false,
+                    r = mode.wait_for(|m| *m == want) => if r.is_err() { return false },
+                }
+                let mut interval = tokio::time::interval(agent.tracker.interval);
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                ticks.insert(interval)
+            }
+        };
+        tokio::select! {
+            _ = agent.cancel.cancelled() => return false,
+            _ = interval.tick() => {}
+        }
+        if *mode.borrow() == want {
+            return true;
+        }
+        *ticks = None;
+    }
+}
+
 /// The writer task: writes while the mode is `Writing`.
 pub(super) async fn run_writer(agent: std::sync::Arc<Agent>) {
     let tracker = &agent.tracker;
     let mut mode = tracker.mode.subscribe();
     let mut conn: Option<MysqlConn> = None;
     let mut failing = false;
-    loop {
-        tokio::select! {
-            _ = agent.cancel.cancelled() => return,
-            r = mode.wait_for(|m| *m == Mode::Writing) => if r.is_err() { return },
-        }
-        let mut ticks = tokio::time::interval(tracker.interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = agent.cancel.cancelled() => return,
-                _ = ticks.tick() => {}
-            }
-            if *mode.borrow() != Mode::Writing {
-                break;
-            }
-            match write_once(&agent, &mut conn).await {
-                Ok(true) => {
-                    if failing {
-                        info!(tablet = %agent.alias, "heartbeat writes succeed again");
-                    }
-                    failing = false;
+    let mut ticks = None;
+    while next_tick(&agent, &mut mode, Mode::Writing, &mut ticks).await {
+        match write_once(&agent, &mut conn).await {
+            Ok(true) => {
+                if failing {
+                    info!(tablet = %agent.alias, "heartbeat writes succeed again");
                 }
-                Ok(false) => {}
-                Err(e) => {
-                    if !failing {
-                        warn!(tablet = %agent.alias, "heartbeat write failed: {e}");
-                    }
-                    failing = true;
-                    if e.is_mysql_unreachable() {
-                        conn = None;
-                        agent.health_wake.notify_one();
-                    }
+                failing = false;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                if !failing {
+                    warn!(tablet = %agent.alias, "heartbeat write failed: {e}");
+                }
+                failing = true;
+                if e.is_mysql_unreachable() {
+                    conn = None;
+                    agent.health_wake.notify_one();
                 }
             }
         }
@@ -324,38 +345,24 @@ pub(super) async fn run_reader(agent: std::sync::Arc<Agent>) {
     let tracker = &agent.tracker;
     let mut mode = tracker.mode.subscribe();
     let mut conn: Option<MysqlConn> = None;
-    loop {
-        tokio::select! {
-            _ = agent.cancel.cancelled() => return,
-            r = mode.wait_for(|m| *m == Mode::Reading) => if r.is_err() { return },
-        }
-        let mut ticks = tokio::time::interval(tracker.interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = agent.cancel.cancelled() => return,
-                _ = ticks.tick() => {}
+    let mut ticks = None;
+    while next_tick(&agent, &mut mode, Mode::Reading, &mut ticks).await {
+        let result = read_once(&agent, &mut conn).await;
+        let mut r = locked(&tracker.reader);
+        match result {
+            Ok(lag) => {
+                r.lag = lag;
+                r.at = Some(Instant::now());
+                r.error = None;
             }
-            if *mode.borrow() != Mode::Reading {
-                break;
-            }
-            let result = read_once(&agent, &mut conn).await;
-            let mut r = locked(&tracker.reader);
-            match result {
-                Ok(lag) => {
-                    r.lag = lag;
-                    r.at = Some(Instant::now());
-                    r.error = None;
+            Err((e, reachability)) => {
+                if r.error.is_none() {
+                    debug!(tablet = %agent.alias, "heartbeat read failed: {e}");
                 }
-                Err((e, reachability)) => {
-                    if r.error.is_none() {
-                        debug!(tablet = %agent.alias, "heartbeat read failed: {e}");
-                    }
-                    r.error = Some(e);
-                    if reachability {
-                        conn = None;
-                        agent.health_wake.notify_one();
-                    }
+                r.error = Some(e);
+                if reachability {
+                    conn = None;
+                    agent.health_wake.notify_one();
                 }
             }
         }

@@ -55,7 +55,7 @@ use mysql_async::prelude::Queryable;
 use tempfile::TempDir;
 use tokio::time::Instant;
 use vtorc::proto::replicationdata::FullStatus;
-use vtorc::proto::topodata::{CellInfo, Keyspace, TabletAlias};
+use vtorc::proto::topodata::{CellInfo, Keyspace, Tablet, TabletAlias};
 use vtorc::tablet::{GrpcTabletManager, TabletClientConfig, TabletManager, TabletManagerExt};
 use vtorc::topo::{Topo, TopoOptions};
 
@@ -101,6 +101,12 @@ pub struct Cluster {
 }
 
 impl ClusterBuilder {
+    /// [`ClusterBuilder::start`] for a test: a cluster that cannot start
+    /// fails the test with the reason.
+    pub async fn started(self) -> Cluster {
+        self.start().await.expect("cluster starts")
+    }
+
     /// Starts the cluster (see the module docs). Fails, leaving nothing
     /// running, if any service cannot start within the start-up bound.
     pub async fn start(self) -> anyhow::Result<Cluster> {
@@ -306,15 +312,7 @@ async fn create_app_user(server: &MariaDbServer) -> anyhow::Result<()> {
 
 /// A fresh temporary directory for one cluster, on tmpfs when available.
 fn temp_dir() -> anyhow::Result<TempDir> {
-    let mut builder = tempfile::Builder::new();
-    builder.prefix("vtorc-cluster-");
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir()
-        && let Ok(dir) = builder.tempdir_in(shm)
-    {
-        return Ok(dir);
-    }
-    builder.tempdir().context("create temp dir for the cluster")
+    crate::process::tmpfs_temp_dir("vtorc-cluster-").context("create temp dir for the cluster")
 }
 
 impl Cluster {
@@ -393,6 +391,16 @@ impl Cluster {
             .iter()
             .find(|t| t.alias() == alias)
             .with_context(|| format!("no tablet {alias} in this cluster"))
+    }
+
+    /// The topo record of tablet `alias`, as read now.
+    pub async fn tablet_record(&self, alias: &TabletAlias) -> anyhow::Result<Tablet> {
+        Ok(self
+            .topo
+            .get_tablet(alias)
+            .await
+            .with_context(|| format!("read the record of tablet {alias}"))?
+            .value)
     }
 
     /// The tablet with this alias, mutably (faults).

@@ -40,15 +40,7 @@ pub struct World {
 
 /// A fresh parent directory on tmpfs when available.
 pub fn temp_dir() -> tempfile::TempDir {
-    let base = if std::path::Path::new("/dev/shm").is_dir() {
-        "/dev/shm"
-    } else {
-        "/tmp"
-    };
-    tempfile::Builder::new()
-        .prefix("agent-test-")
-        .tempdir_in(base)
-        .expect("temp dir")
+    integration::process::tmpfs_temp_dir("agent-test-").expect("temp dir")
 }
 
 impl World {
@@ -85,15 +77,9 @@ impl World {
         )
         .await
         .expect("create cell");
-        topo.create_keyspace(
-            KEYSPACE,
-            &Keyspace {
-                durability_policy: durability.to_string(),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("create keyspace");
+        topo.create_keyspace(KEYSPACE, &Keyspace::with_durability(durability))
+            .await
+            .expect("create keyspace");
         let mut world = World {
             agents: Vec::new(),
             dbs,

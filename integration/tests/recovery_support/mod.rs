@@ -8,7 +8,6 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use anyhow::Context;
 use integration::cluster::{Cluster, poll_until};
 use integration::faults::SemiSyncSide;
 use mysql_async::prelude::Queryable;
@@ -58,6 +57,16 @@ impl Vtorc {
     /// waits until discovery is ready.
     pub async fn start(cluster: &Cluster, extra: &[&str]) -> Vtorc {
         Vtorc::start_with(config(cluster, extra)).await
+    }
+
+    /// [`Vtorc::start`], then waits (up to 20 s) until it has seen
+    /// `keyspace/0` healthy.
+    pub async fn start_healthy(cluster: &Cluster, keyspace: &str, extra: &[&str]) -> Vtorc {
+        let vtorc = Vtorc::start(cluster, extra).await;
+        vtorc
+            .wait_until_healthy(&shard0(keyspace), Duration::from_secs(20))
+            .await;
+        vtorc
     }
 
     /// Starts discovery and the engine with `config`.
@@ -167,6 +176,18 @@ impl Vtorc {
         })
         .await
         .unwrap_or_else(|e| panic!("{e:#}; audit: {}", self.audit_dump()))
+    }
+
+    /// [`Vtorc::wait_for_detection`] bounded by 20 s.
+    pub async fn detected(&self, tablet: &TabletAlias, code: AnalysisCode) -> DetectionRecord {
+        self.wait_for_detection(tablet, code, Duration::from_secs(20))
+            .await
+    }
+
+    /// [`Vtorc::wait_for_success_on`] bounded by 20 s.
+    pub async fn succeeded_on(&self, kind: RecoveryKind, tablet: &TabletAlias) -> RecoveryRecord {
+        self.wait_for_success_on(kind, tablet, Duration::from_secs(20))
+            .await
     }
 
     /// Waits until `tablet` has an open detection of `code` and returns it.
@@ -338,15 +359,17 @@ pub async fn try_wait_replicating_from(
     }
 }
 
+/// Asserts that the record of shard `keyspace/0` names `primary`.
+pub async fn assert_shard_primary(cluster: &Cluster, keyspace: &str, primary: &TabletAlias) {
+    assert_eq!(
+        cluster.primary_alias(keyspace, "0").await.expect("shard"),
+        Some(primary.clone())
+    );
+}
+
 /// The topo type of `tablet`.
 pub async fn topo_type(cluster: &Cluster, tablet: &TabletAlias) -> anyhow::Result<TabletType> {
-    Ok(cluster
-        .topo()
-        .get_tablet(tablet)
-        .await
-        .with_context(|| format!("read tablet {tablet}"))?
-        .value
-        .r#type())
+    Ok(cluster.tablet_record(tablet).await?.r#type())
 }
 
 /// Path of the `vtorc` binary, built once per test binary (`cargo build`
@@ -355,20 +378,7 @@ pub async fn topo_type(cluster: &Cluster, tablet: &TabletAlias) -> anyhow::Resul
 pub fn vtorc_binary() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-        let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
-        let out = std::process::Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "vtorc",
-                "--bin",
-                "vtorc",
-                "--manifest-path",
-            ])
-            .arg(&manifest)
-            .output()
+        let out = integration::testkit::cargo_build_vtorc(&["--quiet"])
             .expect("run cargo build for the vtorc binary");
         assert!(
             out.status.success(),
@@ -411,10 +421,7 @@ pub async fn healthy_world_of(
     extra: &[&str],
 ) -> (Cluster, Vtorc) {
     let cluster = builder.start().await.expect("cluster starts");
-    let vtorc = Vtorc::start(&cluster, extra).await;
-    vtorc
-        .wait_until_healthy(&shard0(keyspace), Duration::from_secs(20))
-        .await;
+    let vtorc = Vtorc::start_healthy(&cluster, keyspace, extra).await;
     (cluster, vtorc)
 }
 
@@ -487,17 +494,7 @@ impl VtorcProcess {
         let audit_path = dir.join(format!("vtorc-{n}-audit.jsonl"));
         let log_path = dir.join(format!("vtorc-{n}.log"));
         let log = std::fs::File::create(&log_path).expect("create the log file");
-        let mut command = match uid {
-            Some(uid) => {
-                let mut c = std::process::Command::new("setpriv");
-                c.arg(format!("--reuid={uid}"))
-                    .arg(format!("--regid={uid}"))
-                    .arg("--clear-groups")
-                    .arg(vtorc_binary());
-                c
-            }
-            None => std::process::Command::new(vtorc_binary()),
-        };
+        let mut command = integration::testkit::command_as(&vtorc_binary(), uid);
         command
             .args(base_flags(cluster).into_iter().skip(1))
             .arg(format!("--audit-file-location={}", audit_path.display()))
@@ -548,6 +545,18 @@ impl VtorcProcess {
             .filter(|e| e["event"] == event && e["recovery_type"] == kind.name())
             .collect()
     }
+}
+
+/// How many ERS recoveries (`RecoveryStarted` of `RecoverDeadPrimary`)
+/// the audit files of `vtorcs` record, all instances together.
+pub fn ers_started_across(vtorcs: &[VtorcProcess]) -> usize {
+    vtorcs
+        .iter()
+        .map(|v| {
+            v.recovery_events("RecoveryStarted", RecoveryKind::RecoverDeadPrimary)
+                .len()
+        })
+        .sum()
 }
 
 /// Brings a crashed primary back the way an operator does: its MariaDB is
@@ -665,6 +674,11 @@ pub fn steps_text(record: &RecoveryRecord) -> String {
         .join("\n")
 }
 
+/// The names of the steps `record` ran, in order.
+pub fn step_names(record: &RecoveryRecord) -> Vec<&str> {
+    record.steps.iter().map(|s| s.step.as_str()).collect()
+}
+
 /// Asserts that an ERS recovery's audit shows a clean promotion of
 /// `successor`: ERS steps recorded, a `promoted` step naming it, no step
 /// at error level.
@@ -690,6 +704,19 @@ pub fn assert_clean_promotion(record: &RecoveryRecord, successor: &TabletAlias) 
         "{}",
         steps_text(record)
     );
+}
+
+/// [`assert_serving_primary`] after a failover away from 100 to
+/// `successor` (101 or 102): the other of the two follows it.
+pub async fn assert_took_over_from_100(cluster: &Cluster, keyspace: &str, successor: &TabletAlias) {
+    assert_serving_primary(
+        cluster,
+        keyspace,
+        &alias(100),
+        successor,
+        &[other_replica(successor)],
+    )
+    .await;
 }
 
 /// After a failover away from `old` in `keyspace/0`: waits until the shard

@@ -86,11 +86,9 @@ pub fn reparenter(cluster: &Cluster, wait: Duration) -> Arc<Reparenter> {
 /// The tablet type the topo records for `alias`.
 pub async fn topo_type(cluster: &Cluster, alias: &TabletAlias) -> TabletType {
     cluster
-        .topo()
-        .get_tablet(alias)
+        .tablet_record(alias)
         .await
         .unwrap_or_else(|e| panic!("tablet record {alias}: {e}"))
-        .value
         .r#type()
 }
 

@@ -21,6 +21,7 @@ mod tests;
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::time::Duration;
 
 use futures::future::join_all;
 use tokio_util::sync::CancellationToken;
@@ -392,10 +393,11 @@ impl Prs<'_> {
             }
         }
         run.check_lock(lock).await?;
-        run.rpc(
+        self.promote_elect(
+            state,
+            elect,
+            run.bounds.remote,
             format!("failed to promote {elect_alias} to primary"),
-            run.tm(run.bounds.remote)
-                .promote_replica(elect, state.durability.semi_sync_ackers(elect) > 0),
         )
         .await
     }
@@ -483,9 +485,29 @@ impl Prs<'_> {
             });
         }
         run.log.info(format!("promoting {elect_alias}"));
-        run.rpc(
+        self.promote_elect(
+            state,
+            elect,
+            run.bounds.wait_replicas,
             format!("primary-elect tablet {elect_alias} failed to be promoted to primary; please try again"),
-            run.tm(run.bounds.wait_replicas)
+        )
+        .await
+    }
+
+    /// `PromoteReplica` on the primary-elect, bounded by `timeout`, with
+    /// semi-sync on when the durability policy gives it ackers; `failure`
+    /// prefixes its error. Returns the new primary's position.
+    async fn promote_elect(
+        &self,
+        state: &ShardTopology,
+        elect: &Tablet,
+        timeout: Duration,
+        failure: String,
+    ) -> ReparentResult<String> {
+        let run = &self.run;
+        run.rpc(
+            failure,
+            run.tm(timeout)
                 .promote_replica(elect, state.durability.semi_sync_ackers(elect) > 0),
         )
         .await

@@ -44,10 +44,7 @@ fn position_of(methods: &[String], call: &str) -> usize {
 #[tokio::test]
 async fn graceful_prs_demotes_waits_then_promotes_and_repoints_everyone() {
     let (_topo, fleet, rp) = shard("semi_sync").await;
-    let opts = PlannedReparentOptions {
-        new_primary: Some(a("zone1", 101)),
-        ..Default::default()
-    };
+    let opts = PlannedReparentOptions::promote(a("zone1", 101));
     let log = EventLog::default();
     let out = rp
         .planned_reparent_shard("ks", "0", &opts, None, &log)
@@ -100,10 +97,7 @@ async fn graceful_prs_demotes_waits_then_promotes_and_repoints_everyone() {
 async fn a_primary_elect_that_does_not_catch_up_rolls_the_demotion_back() {
     let (_topo, fleet, rp) = shard("semi_sync").await;
     fleet.update(R1, |t| t.wait_fails = true);
-    let opts = PlannedReparentOptions {
-        new_primary: Some(a("zone1", 101)),
-        ..Default::default()
-    };
+    let opts = PlannedReparentOptions::promote(a("zone1", 101));
     let err = rp
         .planned_reparent_shard("ks", "0", &opts, None, &EventLog::default())
         .await
@@ -187,10 +181,7 @@ async fn refusals_happen_before_any_tablet_is_touched() {
         err.to_string().contains("is the same as the tablet to avoid"),
         "{err}"
     );
-    let unknown = PlannedReparentOptions {
-        new_primary: Some(a("zone1", 999)),
-        ..Default::default()
-    };
+    let unknown = PlannedReparentOptions::promote(a("zone1", 999));
     let err = rp
         .planned_reparent_shard("ks", "0", &unknown, None, &EventLog::default())
         .await
@@ -252,10 +243,7 @@ async fn a_shard_without_any_primary_is_initialized() {
 #[tokio::test]
 async fn re_running_on_the_current_primary_fixes_the_replicas() {
     let (_topo, fleet, rp) = shard("semi_sync").await;
-    let opts = PlannedReparentOptions {
-        new_primary: Some(a("zone1", 100)),
-        ..Default::default()
-    };
+    let opts = PlannedReparentOptions::promote(a("zone1", 100));
     rp.planned_reparent_shard("ks", "0", &opts, None, &EventLog::default())
         .await
         .expect("partial promotion recovery");
@@ -277,10 +265,7 @@ async fn without_a_clear_primary_every_tablet_is_demoted_and_the_elect_must_be_a
     fleet.set(P, FakeTablet::replica("MariaDB/0-100-20"));
     fleet.set(R1, FakeTablet::replica("MariaDB/0-100-18"));
     fleet.set(R2, FakeTablet::replica("MariaDB/0-100-19"));
-    let opts = PlannedReparentOptions {
-        new_primary: Some(a("zone1", 101)),
-        ..Default::default()
-    };
+    let opts = PlannedReparentOptions::promote(a("zone1", 101));
     let err = rp
         .planned_reparent_shard("ks", "0", &opts, None, &EventLog::default())
         .await
@@ -301,10 +286,7 @@ async fn a_failed_journal_write_abandons_the_replicas_waiting_for_it() {
     for r in [P, R2, Z2] {
         fleet.update(r, |t| t.repoint_hangs = true);
     }
-    let opts = PlannedReparentOptions {
-        new_primary: Some(a("zone1", 101)),
-        ..Default::default()
-    };
+    let opts = PlannedReparentOptions::promote(a("zone1", 101));
     let started = crate::clock::now();
     let err = rp
         .planned_reparent_shard("ks", "0", &opts, None, &EventLog::default())
