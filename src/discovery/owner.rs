@@ -411,12 +411,18 @@ impl Discovery {
             tokio::select! {
                 biased;
                 () = self.cancel.cancelled() => break,
+                // Health events before poll results: they are what detects a
+                // failure in tens of milliseconds, and they are few (one per
+                // change, and per tablet every ~20 s when idle). With poll
+                // results first, a loop that always had a result ready (1 s
+                // polls of 10,000 tablets, ~4,000 results a second) left the
+                // events waiting in their channel for up to seconds.
+                Some(event) = self.health_rx.recv() => self.on_health(event),
                 Some(outcome) = self.polls.join_next(), if !self.polls.is_empty() => match outcome {
                     Ok(outcome) => self.on_poll(outcome),
                     // Poll tasks catch their panics; a join error means an abort at shutdown.
                     Err(e) => tracing::debug!("poll task ended abnormally: {e}"),
                 },
-                Some(event) = self.health_rx.recv() => self.on_health(event),
                 Some(outcome) = self.liveness.pings.join_next(), if !self.liveness.pings.is_empty() => {
                     if let Ok(outcome) = outcome {
                         self.on_ping(outcome);

@@ -162,27 +162,16 @@ impl TabletChannel {
     }
 
     /// Opens a connection and starts its task.
+    ///
+    /// The HTTP/2 handshake is boxed and built only once the TCP (and TLS)
+    /// connection is up: its future holds h2's codec and connection state
+    /// inline (~5 KiB), and when discovery starts it connects to every
+    /// tablet at once, so thousands of connects wait for their TCP
+    /// handshake together; unboxed, each held those 5 KiB meanwhile, and
+    /// the process's resident size follows that peak (issue #17).
     async fn connect(&self) -> Result<SendRequest<Body>, BoxError> {
         let inner = &self.inner;
         let s = &inner.settings;
-        let mut builder = Builder::new(TokioExecutor::new());
-        builder
-            .timer(TokioTimer::new())
-            .initial_stream_window_size(s.initial_stream_window_size.unwrap_or(DEFAULT_STREAM_WINDOW))
-            .initial_connection_window_size(
-                s.initial_connection_window_size
-                    .unwrap_or(DEFAULT_CONNECTION_WINDOW),
-            )
-            // A response larger than the window is still received (the
-            // window is returned as it is read); the send buffer only
-            // bounds what hyper queues for one stream.
-            .max_send_buf_size(64 * 1024);
-        if let Some(interval) = s.keepalive_interval {
-            builder
-                .keep_alive_interval(interval)
-                .keep_alive_timeout(s.keepalive_timeout)
-                .keep_alive_while_idle(true);
-        }
         let connect = async {
             match &inner.connector {
                 Connector::Plain => {
@@ -191,16 +180,12 @@ impl TabletChannel {
                     let port = inner.uri.port_u16().unwrap_or_default();
                     let tcp = tokio::net::TcpStream::connect((host, port)).await?;
                     tcp.set_nodelay(true)?;
-                    let (sender, connection) = builder.handshake(TokioIo::new(tcp)).await?;
-                    spawn_connection(connection);
-                    Ok(sender)
+                    Box::pin(handshake(s, TokioIo::new(tcp))).await
                 }
                 Connector::Tls(tls) => {
                     use tower::ServiceExt as _;
                     let io = tls.connector().oneshot(inner.uri.clone()).await?;
-                    let (sender, connection) = builder.handshake(io).await?;
-                    spawn_connection(connection);
-                    Ok(sender)
+                    Box::pin(handshake(s, io)).await
                 }
             }
         };
@@ -215,6 +200,34 @@ impl TabletChannel {
             ))),
         }
     }
+}
+
+/// The HTTP/2 handshake on an open transport; starts the connection task.
+async fn handshake<I>(s: &ChannelSettings, io: I) -> Result<SendRequest<Body>, BoxError>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .initial_stream_window_size(s.initial_stream_window_size.unwrap_or(DEFAULT_STREAM_WINDOW))
+        .initial_connection_window_size(
+            s.initial_connection_window_size
+                .unwrap_or(DEFAULT_CONNECTION_WINDOW),
+        )
+        // A response larger than the window is still received (the
+        // window is returned as it is read); the send buffer only
+        // bounds what hyper queues for one stream.
+        .max_send_buf_size(64 * 1024);
+    if let Some(interval) = s.keepalive_interval {
+        builder
+            .keep_alive_interval(interval)
+            .keep_alive_timeout(s.keepalive_timeout)
+            .keep_alive_while_idle(true);
+    }
+    let (sender, connection) = builder.handshake(io).await?;
+    spawn_connection(connection);
+    Ok(sender)
 }
 
 /// Runs a connection until it closes or every sender is gone (see the
@@ -243,7 +256,12 @@ impl tower::Service<Request<Body>> for TabletChannel {
     fn call(&mut self, request: Request<Body>) -> Self::Future {
         let channel = self.clone();
         Box::pin(async move {
-            let mut sender = channel.sender().await?;
+            // Connecting is rare and its future large: boxed, so that a
+            // call on an open connection (every poll) stays small.
+            let mut sender = match channel.current() {
+                Some(sender) => sender,
+                None => Box::pin(channel.sender()).await?,
+            };
             sender.ready().await?;
             Ok(sender.send_request(request).await?)
         })

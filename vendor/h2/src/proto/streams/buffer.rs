@@ -82,6 +82,14 @@ impl Deque {
         match self.indices {
             Some(mut idxs) => {
                 let mut slot = buf.slab.remove(idxs.head);
+                // vtorc-rs patch: a buffer that held frames keeps the slab's
+                // allocation (4 slots of a few hundred bytes each, grown on
+                // the first frame) for the connection's life; an idle
+                // connection needs none. Release it once the last frame of
+                // every stream has been taken out.
+                if buf.slab.is_empty() && buf.slab.capacity() > 0 {
+                    buf.slab = Slab::new();
+                }
 
                 if idxs.head == idxs.tail {
                     assert!(slot.next.is_none());

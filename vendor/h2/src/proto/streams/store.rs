@@ -81,7 +81,11 @@ pub(super) trait Resolve {
 impl Store {
     pub fn new() -> Self {
         Store {
-            slab: slab::Slab::new(),
+            // vtorc-rs patch: room for two streams, not the four a `Vec`
+            // grows to on its first insert (a stream is ~330 bytes). vtorc's
+            // connections carry a health stream and one call at a time;
+            // a third stream at once grows the slab as before.
+            slab: slab::Slab::with_capacity(2),
             ids: IndexMap::new(),
         }
     }

@@ -190,7 +190,8 @@ where
     };
 
     exec.execute_h2_future(H2ClientFuture::Task {
-        task: ConnTask::new(conn, conn_drop_rx, cancel_tx),
+        // vtorc-rs patch: the connection is boxed (see the variant).
+        task: Box::pin(ConnTask::new(conn, conn_drop_rx, cancel_tx)),
     });
 
     Ok(ClientTask {
@@ -381,9 +382,14 @@ pin_project! {
             #[pin]
             send_when: SendWhen<B, E>,
         },
+        // vtorc-rs patch: boxed. A task's allocation is the size of the
+        // largest variant, and the connection (h2's codec, stream store and
+        // HPACK state inline) is several times larger than the other two,
+        // which are spawned once per request: unboxed, every request's
+        // `Send` task (and `Pipe` task, for a body not sent at once) took
+        // as much memory as a connection.
         Task {
-            #[pin]
-            task: ConnTask<T, B>,
+            task: Pin<Box<ConnTask<T, B>>>,
         },
     }
 }
@@ -403,7 +409,7 @@ where
         match this {
             H2ClientFutureProject::Pipe { pipe } => pipe.poll(cx),
             H2ClientFutureProject::Send { send_when } => send_when.poll(cx),
-            H2ClientFutureProject::Task { task } => task.poll(cx),
+            H2ClientFutureProject::Task { task } => task.as_mut().poll(cx),
         }
     }
 }
