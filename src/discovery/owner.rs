@@ -408,16 +408,15 @@ impl Discovery {
                 _ => None,
             };
             let liveness_at = self.liveness.next_wakeup();
-            // Unbiased: among the ready branches one is picked at random, so
-            // no source waits behind another that is always ready. With a
-            // fixed order (poll results first), a loop that always had a
-            // result ready (1 s polls of 10,000 tablets, ~4,000 results a
-            // second) left the health events, which detect a failure in tens
-            // of milliseconds, waiting in their channel for seconds; putting
-            // them first would only move the starvation to the branches
-            // below (primary pings, topology events, commands).
             tokio::select! {
+                biased;
                 () = self.cancel.cancelled() => break,
+                // Health events before poll results: they are what detects a
+                // failure in tens of milliseconds, and they are few (one per
+                // change, and per tablet every ~20 s when idle). With poll
+                // results first, a loop that always had a result ready (1 s
+                // polls of 10,000 tablets, ~4,000 results a second) left the
+                // events waiting in their channel for up to seconds.
                 Some(event) = self.health_rx.recv() => self.on_health(event),
                 Some(outcome) = self.polls.join_next(), if !self.polls.is_empty() => match outcome {
                     Ok(outcome) => self.on_poll(outcome),
