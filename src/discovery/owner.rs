@@ -416,7 +416,10 @@ impl Discovery {
                 // change, and per tablet every ~20 s when idle). With poll
                 // results first, a loop that always had a result ready (1 s
                 // polls of 10,000 tablets, ~4,000 results a second) left the
-                // events waiting in their channel for up to seconds.
+                // events waiting in their channel for up to seconds. A fixed
+                // order still lets a constant stream starve the branches
+                // below it; an unbiased select cost ~15 points of a core at
+                // 10,000 tablets (it polls the timers too; BENCHMARKS.md).
                 Some(event) = self.health_rx.recv() => self.on_health(event),
                 Some(outcome) = self.polls.join_next(), if !self.polls.is_empty() => match outcome {
                     Ok(outcome) => self.on_poll(outcome),
