@@ -41,8 +41,9 @@
 //! The agent opens its "grants gate" once MariaDB answers and the sidecar
 //! tables (`_vt.reparent_journal`, `_vt.semisync_heartbeat`) exist; gated
 //! RPCs wait for it (bounded). If the shard already has a primary, a
-//! starting non-primary agent points its MariaDB at it (vttablet's
-//! start-up replication set-up; off with `disable_active_reparents`). If its
+//! starting non-primary agent points its MariaDB at it before the gate
+//! opens, so no RPC acts before it (vttablet's start-up replication set-up;
+//! off with `disable_active_reparents`). If its
 //! tablet record is deleted, the agent stops itself at its next publish
 //! ([`AgentHandle::is_stopped`]).
 //!
