@@ -210,7 +210,7 @@ impl Liveness {
                 {
                     continue;
                 }
-                self.ping(tmc, primary.alias().clone(), primary.tablet.clone());
+                self.ping(tmc, Arc::clone(primary));
             }
         }
         if self.next_probe.is_some_and(|at| at <= now) {
@@ -235,14 +235,14 @@ impl Liveness {
         }
     }
 
-    fn ping(&mut self, tmc: &Arc<dyn TabletManager>, alias: TabletAlias, tablet: Tablet) {
-        self.in_flight.insert(alias.clone());
+    fn ping(&mut self, tmc: &Arc<dyn TabletManager>, primary: Arc<TabletState>) {
+        self.in_flight.insert(primary.alias().clone());
         let tmc = Arc::clone(tmc);
         let timeout = self.config.ping_interval;
         self.pings.spawn(async move {
-            let error = tmc.with_timeout(timeout).ping(&tablet).await.err();
+            let error = tmc.with_timeout(timeout).ping(&primary.tablet).await.err();
             PingOutcome {
-                alias,
+                alias: primary.alias().clone(),
                 at: crate::clock::now(),
                 error,
             }

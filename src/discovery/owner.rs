@@ -403,10 +403,7 @@ impl Discovery {
             self.dispatch(now);
             self.maybe_publish(now);
             let wake = self.schedule.next_wakeup().map(|t| t.max(last_tick + tick));
-            let publish_at = match (self.dirty, self.last_publish) {
-                (true, Some(last)) => Some(last + self.config.publish_interval),
-                _ => None,
-            };
+            let publish_at = self.publish_due();
             let liveness_at = self.liveness.next_wakeup();
             tokio::select! {
                 biased;
@@ -1342,14 +1339,28 @@ impl Discovery {
         }
     }
 
+    /// When the model must next be published; `None` = nothing to publish.
+    /// A shard change or an answered refresh is due `publish_interval`
+    /// after the last publication, routine updates `routine_publish_interval`
+    /// after it (see the module docs); the first publication at once.
+    fn publish_due(&self) -> Option<Instant> {
+        if !self.dirty {
+            return None;
+        }
+        let Some(last) = self.last_publish else {
+            return Some(crate::clock::now());
+        };
+        let gap = if self.changed.is_empty() && self.answered.is_empty() {
+            self.config.routine_publish_interval
+        } else {
+            self.config.publish_interval
+        };
+        Some(last + gap)
+    }
+
     /// Publishes the model if it changed and the publish interval allows.
     fn maybe_publish(&mut self, now: Instant) {
-        if !self.dirty {
-            return;
-        }
-        if let Some(last) = self.last_publish
-            && now < last + self.config.publish_interval
-        {
+        if self.publish_due().is_none_or(|due| now < due) {
             return;
         }
         let snapshot = Arc::new(self.model.clone());

@@ -416,3 +416,91 @@ async fn clusters_to_watch_filters_tablets_and_keyspaces() {
     assert_eq!(snap.tablet_count(), 3);
     assert_eq!(fleet.calls(200), 0);
 }
+
+/// Waits (in paused time) until `uid` has been called once more than
+/// `before`; returns when that call started.
+async fn next_call(fleet: &Fleet, uid: u32, before: u32) -> tokio::time::Instant {
+    while fleet.calls(uid) == before {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    crate::clock::now()
+}
+
+/// Waits until the published snapshot satisfies `done` for tablet `uid`;
+/// returns when it was published.
+async fn published(
+    handle: &DiscoveryHandle,
+    uid: u32,
+    done: impl Fn(&crate::model::TabletState) -> bool,
+) -> tokio::time::Instant {
+    let mut rx = handle.watch_snapshots();
+    let alias = TabletAlias::new("zone1", uid);
+    loop {
+        let shown = rx
+            .borrow_and_update()
+            .shards
+            .values()
+            .find_map(|s| s.tablet(&alias).cloned())
+            .is_some_and(|t| done(&t));
+        if shown {
+            return crate::clock::now();
+        }
+        rx.changed().await.expect("discovery running");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn routine_updates_wait_for_the_routine_interval_but_shard_changes_do_not() {
+    let fleet = healthy_fleet();
+    let old = position(&[(100, 50)]);
+    fleet.set(102, answer(100, replica_status(102, 100, &old)));
+    let mut cfg = config();
+    cfg.liveness.ping_interval = Duration::ZERO; // the scripted fleet answers polls only
+    let routine = cfg.routine_publish_interval;
+    assert_eq!(routine, DiscoveryConfig::default().routine_publish_interval);
+    let (handle, _task) = start(topo_with_shard().await, Arc::clone(&fleet), cfg);
+    handle.wait_ready().await.expect("ready");
+    // When 102's poll starts, a refresh of 101 (answered in 5 ms) publishes a
+    // snapshot, so 102's answer 100 ms later comes right after a publication.
+    let peer = TabletAlias::new("zone1", 101);
+
+    // A new position is a routine update: its shard did not change for analysis.
+    let new = position(&[(100, 60)]);
+    fleet.set(102, answer(100, replica_status(102, 100, &new)));
+    let started = next_call(&fleet, 102, fleet.calls(102)).await;
+    handle.refresh_tablet(&peer).await.expect("refreshed");
+    let seen = published(&handle, 102, |t| {
+        t.observation
+            .as_ref()
+            .is_some_and(|o| o.executed_position.gtid_count() == 60)
+    })
+    .await;
+    let after = seen - started;
+    let window = Duration::from_millis(3) + routine..Duration::from_millis(10) + routine;
+    assert!(
+        window.contains(&after),
+        "a routine update answered after 100 ms was shown after {after:?}, not {routine:?} \
+         after the refresh's publication"
+    );
+
+    // A stopped IO thread changes the shard for analysis: published at once.
+    let mut stopped = replica_status(102, 100, &new);
+    if let Some(r) = stopped.replication_status.as_mut() {
+        r.io_state = 1;
+    }
+    fleet.set(102, answer(100, stopped));
+    let started = next_call(&fleet, 102, fleet.calls(102)).await;
+    handle.refresh_tablet(&peer).await.expect("refreshed");
+    let seen = published(&handle, 102, |t| {
+        t.observation
+            .as_ref()
+            .and_then(|o| o.replication.as_ref())
+            .is_some_and(|r| r.io_thread != crate::model::ThreadState::Running)
+    })
+    .await;
+    let after = seen - started;
+    assert!(
+        (Duration::from_millis(98)..Duration::from_millis(105)).contains(&after),
+        "a shard change answered after 100 ms was shown after {after:?}"
+    );
+}
