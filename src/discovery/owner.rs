@@ -403,6 +403,7 @@ impl Discovery {
             self.dispatch(now);
             self.maybe_publish(now);
             let wake = self.schedule.next_wakeup().map(|t| t.max(last_tick + tick));
+            // (Dirty and never published cannot happen here: `maybe_publish` just ran.)
             let publish_at = self.publish_due();
             let liveness_at = self.liveness.next_wakeup();
             tokio::select! {
@@ -1339,17 +1340,16 @@ impl Discovery {
         }
     }
 
-    /// When the model must next be published; `None` = nothing to publish.
-    /// A shard change or an answered refresh is due `publish_interval`
-    /// after the last publication, routine updates `routine_publish_interval`
-    /// after it (see the module docs); the first publication at once.
+    /// When the changed model may be published: a shard change or an
+    /// answered refresh `publish_interval` after the last publication,
+    /// routine updates `routine_publish_interval` after it (see the module
+    /// docs). `None` = nothing changed, or nothing was published yet (or
+    /// readiness asked for a publication): publish at once.
     fn publish_due(&self) -> Option<Instant> {
         if !self.dirty {
             return None;
         }
-        let Some(last) = self.last_publish else {
-            return Some(crate::clock::now());
-        };
+        let last = self.last_publish?;
         let gap = if self.changed.is_empty() && self.answered.is_empty() {
             self.config.routine_publish_interval
         } else {
@@ -1360,7 +1360,12 @@ impl Discovery {
 
     /// Publishes the model if it changed and the publish interval allows.
     fn maybe_publish(&mut self, now: Instant) {
-        if self.publish_due().is_none_or(|due| now < due) {
+        if !self.dirty {
+            return;
+        }
+        if let Some(due) = self.publish_due()
+            && now < due
+        {
             return;
         }
         let snapshot = Arc::new(self.model.clone());
