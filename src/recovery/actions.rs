@@ -617,10 +617,10 @@ pub(crate) async fn execute(
                 {
                     Ok(()) => restarted += 1,
                     Err(e) if e.is_cancelled() => return Err(e),
-                    Err(RecoveryError::Tablet { source, .. }) if source.is_unreachable() => {
+                    Err(RecoveryError::Tablet(e)) if e.source.is_unreachable() => {
                         last_error = Some(RecoveryError::tablet(
                             format!("RestartReplication on {alias}"),
-                            source,
+                            e.source,
                         ));
                     }
                     Err(_) => match rec
