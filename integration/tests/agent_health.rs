@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use agent_support::{World, type_of, with_timeout};
 use tonic::Code;
-use tonic::transport::Channel;
 use vtorc::proto::query::{StreamHealthRequest, StreamHealthResponse};
 use vtorc::proto::queryservice::query_client::QueryClient;
 use vtorc::proto::tabletmanagerdata as tm;
@@ -15,12 +14,7 @@ use vtorc::proto::topodata::{TabletAlias, TabletType};
 
 /// Opens a StreamHealth stream on tablet `i`.
 async fn health_stream(world: &World, i: usize) -> tonic::Streaming<StreamHealthResponse> {
-    let channel = Channel::from_shared(world.agent(i).grpc_url())
-        .expect("url")
-        .connect()
-        .await
-        .expect("connect");
-    QueryClient::new(channel)
+    QueryClient::new(world.channel(i).await)
         .stream_health(StreamHealthRequest {})
         .await
         .expect("StreamHealth")

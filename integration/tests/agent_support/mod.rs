@@ -129,14 +129,19 @@ impl World {
         self.agents[i].as_ref().expect("agent running")
     }
 
-    /// A TabletManager client for tablet `i` over a real loopback channel.
-    pub async fn client(&self, i: usize) -> TabletManagerClient<Channel> {
-        let channel = Channel::from_shared(self.agent(i).grpc_url())
+    /// A connected loopback channel to tablet `i`'s gRPC port (both its
+    /// TabletManager and its Query service answer there).
+    pub async fn channel(&self, i: usize) -> Channel {
+        Channel::from_shared(self.agent(i).grpc_url())
             .expect("url")
             .connect()
             .await
-            .expect("connect to agent");
-        TabletManagerClient::new(channel)
+            .expect("connect to agent")
+    }
+
+    /// A TabletManager client for tablet `i` over a real loopback channel.
+    pub async fn client(&self, i: usize) -> TabletManagerClient<Channel> {
+        TabletManagerClient::new(self.channel(i).await)
     }
 
     /// A root connection to server `i`.
