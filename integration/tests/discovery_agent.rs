@@ -93,6 +93,13 @@ fn unreachable(t: &TabletState) -> bool {
     matches!(t.reachability, Reachability::Unreachable { .. })
 }
 
+/// The semi-sync `commerce/0` world with each tablet agent run as a
+/// process of this package's `tablet-agent` binary, so it can be paused
+/// (SIGSTOP) without freezing the test.
+async fn agent_processes() -> Cluster {
+    integration::testkit::semi_sync_commerce_in_processes(env!("CARGO_BIN_EXE_tablet-agent").into()).await
+}
+
 async fn primary(cluster: &Cluster) -> TabletAlias {
     cluster
         .primary_alias("commerce", "0")
@@ -149,9 +156,7 @@ async fn killing_the_primarys_mariadb_marks_it_unreachable_within_a_second() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_primary_agent_is_unreachable_within_poll_time_plus_timeout() {
-    let cluster =
-        integration::testkit::semi_sync_commerce_in_processes(env!("CARGO_BIN_EXE_tablet-agent").into())
-            .await;
+    let cluster = agent_processes().await;
     let poll = Duration::from_secs(1);
     let timeout = Duration::from_secs(1);
     let w = Watcher::start(&cluster, config(poll, timeout)).await;
@@ -186,9 +191,7 @@ async fn a_stopped_primary_agent_is_unreachable_within_poll_time_plus_timeout() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_agent_never_stalls_the_polling_of_the_others() {
-    let cluster =
-        integration::testkit::semi_sync_commerce_in_processes(env!("CARGO_BIN_EXE_tablet-agent").into())
-            .await;
+    let cluster = agent_processes().await;
     let poll = Duration::from_millis(300);
     let mut cfg = config(poll, Duration::from_secs(10));
     // One worker: without the slow-poll release a hung poll would block all.
