@@ -53,6 +53,16 @@ pub async fn semi_sync_commerce() -> Cluster {
         .expect("cluster starts")
 }
 
+/// [`semi_sync_commerce`] with no primary elected: every tablet waits as
+/// a replica with replication unconfigured and the shard record has no
+/// primary (a fresh shard, as before vtorc's first PRS).
+pub async fn semi_sync_commerce_without_primary() -> Cluster {
+    ClusterBuilder::three_tablets("commerce", "semi_sync")
+        .bootstrap(false)
+        .started()
+        .await
+}
+
 /// [`semi_sync_commerce`] with every tablet agent run as a process of
 /// `binary` (the `tablet-agent` binary, which only tests and benches can
 /// name: `env!("CARGO_BIN_EXE_tablet-agent")`).

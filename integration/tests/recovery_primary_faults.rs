@@ -452,10 +452,7 @@ async fn init_primary_failing_after_its_topo_write(cluster: &Cluster, tablet: &T
 /// replicating: `NotConnectedToPrimary`) are pointed at it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_record_whose_tablet_runs_as_replica_is_fixed_by_undo_demote_primary() {
-    let cluster = ClusterBuilder::three_tablets(KS, "semi_sync")
-        .bootstrap(false)
-        .started()
-        .await;
+    let cluster = integration::testkit::semi_sync_commerce_without_primary().await;
     let error = init_primary_failing_after_its_topo_write(&cluster, &alias(100)).await;
     assert!(error.contains("Too many connections"), "{error}");
     let record = cluster.tablet_record(&alias(100)).await.expect("tablet record");
