@@ -9,7 +9,7 @@ use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp};
+use etcd_client::Client;
 use integration::cluster::{Cluster, poll_until};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -137,15 +137,7 @@ impl ThirdPartyLock {
         let contents = "{\n  \"Action\": \"PlannedReparentShard(zone1-0000000102, AvoidPrimary = <nil>)\",\n  \
                         \"HostName\": \"vtctld-test\",\n  \"UserName\": \"vitess\",\n  \"Time\": \
                         \"2026-01-01T00:00:00Z\",\n  \"Options\": {},\n  \"Status\": \"Running\"\n}";
-        let txn = Txn::new()
-            .when([Compare::version(key.as_str(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(
-                key.as_str(),
-                contents,
-                Some(PutOptions::new().with_lease(lease)),
-            )]);
-        let resp = client.txn(txn).await.expect("txn");
-        assert!(resp.succeeded(), "create the lock key");
+        integration::etcd::create_leased_key(&mut client, &key, contents, lease).await;
         ThirdPartyLock { client, lease }
     }
 
