@@ -99,15 +99,9 @@ async fn promote_replica_makes_the_tablet_writable_and_the_old_primary_follows()
         .primary_status
         .expect("status");
     let mut candidate = world.client(1).await;
-    candidate
-        .wait_for_position(with_timeout(
-            tm::WaitForPositionRequest {
-                position: demoted.position.clone(),
-            },
-            Duration::from_secs(10),
-        ))
-        .await
-        .expect("candidate catches up");
+    world
+        .wait_applied(1, &demoted.position, "candidate catches up")
+        .await;
     let position = candidate
         .promote_replica(tm::PromoteReplicaRequest { semi_sync: true })
         .await
@@ -187,15 +181,7 @@ async fn promote_replica_makes_the_tablet_writable_and_the_old_primary_follows()
     let p = world.position(1).await;
     assert!(p.contains("0-101-"), "new primary writes with its server id: {p}");
     for i in [0, 2] {
-        world
-            .client(i)
-            .await
-            .wait_for_position(with_timeout(
-                tm::WaitForPositionRequest { position: p.clone() },
-                Duration::from_secs(10),
-            ))
-            .await
-            .expect("rows flow from the new primary");
+        world.wait_applied(i, &p, "rows flow from the new primary").await;
         assert_eq!(world.row_count(i).await, 7);
     }
 }
@@ -259,17 +245,7 @@ async fn errant_gtids_on_a_replica_are_refused_by_set_replication_source() {
     let world = World::start(2, "none").await;
     world.bootstrap(0, false).await;
     world.write_rows(0, 1).await;
-    world
-        .client(1)
-        .await
-        .wait_for_position(with_timeout(
-            tm::WaitForPositionRequest {
-                position: world.position(0).await,
-            },
-            Duration::from_secs(10),
-        ))
-        .await
-        .expect("caught up");
+    world.wait_applied(1, &world.position(0).await, "caught up").await;
     // A local write on the replica: an errant GTID 0-101-N.
     let mut conn = world.sql(1).await;
     conn.query_drop("STOP SLAVE").await.expect("stop");

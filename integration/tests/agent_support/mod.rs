@@ -11,6 +11,7 @@ use integration::etcd::EtcdServer;
 use integration::mariadb::{MariaDbOptions, MariaDbServer};
 use mysql_async::prelude::Queryable;
 use tonic::transport::Channel;
+use vtorc::proto::replicationdata::{StopReplicationMode, StopReplicationStatus};
 use vtorc::proto::tabletmanagerdata as tm;
 use vtorc::proto::tabletmanagerservice::tablet_manager_client::TabletManagerClient;
 use vtorc::proto::topodata::{CellInfo, Keyspace, Shard, Tablet, TabletAlias, TabletType};
@@ -262,6 +263,41 @@ impl World {
             .expect("PrimaryPosition")
             .into_inner()
             .position
+    }
+
+    /// Waits (WaitForPosition on tablet `i`'s agent, 10 s deadline) until
+    /// its MariaDB has applied `position`; fails the test naming `what`.
+    pub async fn wait_applied(&self, i: usize, position: &str, what: &str) {
+        self.client(i)
+            .await
+            .wait_for_position(with_timeout(
+                tm::WaitForPositionRequest {
+                    position: position.to_string(),
+                },
+                Duration::from_secs(10),
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e:?}"));
+    }
+
+    /// StopReplicationAndGetStatus on tablet `i` in `mode`: the replication
+    /// status before and after it stopped; fails the test naming `what`.
+    pub async fn stop_replication_and_get_status(
+        &self,
+        i: usize,
+        mode: StopReplicationMode,
+        what: &str,
+    ) -> StopReplicationStatus {
+        self.client(i)
+            .await
+            .stop_replication_and_get_status(tm::StopReplicationAndGetStatusRequest {
+                stop_replication_mode: mode as i32,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e:?}"))
+            .into_inner()
+            .status
+            .expect("status")
     }
 
     /// Stops agent `i` gracefully.
