@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use integration::cluster::{Cluster, ClusterBuilder, KeyspaceSpec, ShardSpec, TabletSpec};
 use integration::workload::{Workload, WorkloadConfig};
-use reparent_support::{ErsRun, alias, ers_commerce, reparenter, topo_type, wait_replicating_from};
+use reparent_support::{ErsRun, alias, ers_commerce, prs, reparenter, topo_type, wait_replicating_from};
 use vtorc::proto::topodata::{TabletAlias, TabletType};
-use vtorc::reparent::{EmergencyReparentOptions, EventLog, PlannedReparentOptions};
+use vtorc::reparent::{EmergencyReparentOptions, PlannedReparentOptions};
 
 async fn two_cells(durability: &str) -> Cluster {
     ClusterBuilder::new()
@@ -152,10 +152,7 @@ async fn prs_elects_in_the_primary_cell_unless_cross_cell_is_asked_for() {
         ),
     ];
     for (what, opts, elected) in steps {
-        let out = rp
-            .planned_reparent_shard("commerce", "0", &opts, None, &EventLog::default())
-            .await
-            .expect(what);
+        let out = prs(&rp, &opts).await.expect(what);
         assert_eq!(
             out.new_primary.and_then(|t| t.alias),
             Some(elected.clone()),

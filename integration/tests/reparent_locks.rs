@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use integration::cluster::GLOBAL_ROOT;
 use integration::testkit::semi_sync_commerce;
-use reparent_support::{Server, ThirdPartyLock, alias, reparenter, topo_type, wait_replicating_from};
+use reparent_support::{Server, ThirdPartyLock, alias, prs, reparenter, topo_type, wait_replicating_from};
 use tokio::time::Instant;
 use vtorc::proto::topodata::TabletType;
 use vtorc::proto::vtctldata::{
@@ -113,14 +113,7 @@ async fn a_third_party_holding_the_shard_lock_blocks_our_reparent() {
         },
     );
     let started = Instant::now();
-    let err = impatient
-        .planned_reparent_shard(
-            "commerce",
-            "0",
-            &PlannedReparentOptions::promote(alias("zone1", 101)),
-            None,
-            &EventLog::default(),
-        )
+    let err = prs(&impatient, &PlannedReparentOptions::promote(alias("zone1", 101)))
         .await
         .expect_err("the shard is locked");
     assert!(matches!(err, ReparentError::Lock { .. }), "{err:?}");

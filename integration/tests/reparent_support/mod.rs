@@ -16,7 +16,8 @@ use tokio_util::sync::CancellationToken;
 use vtorc::proto::topodata::{TabletAlias, TabletType};
 use vtorc::recovery::AuditLog;
 use vtorc::reparent::{
-    EmergencyReparentOptions, EventLog, ReparentConfig, ReparentOutcome, Reparenter, system_wall_clock,
+    EmergencyReparentOptions, EventLog, PlannedReparentOptions, ReparentConfig, ReparentOutcome,
+    ReparentResult, Reparenter, system_wall_clock,
 };
 use vtorc::server::{ServerError, VtctldService, serve_grpc};
 use vtorc::tablet::{GrpcTabletManager, TabletClientConfig, TabletManager};
@@ -58,6 +59,20 @@ pub async fn ers_commerce(cluster: &Cluster, opts: &EmergencyReparentOptions) ->
         outcome,
         log,
     }
+}
+
+/// PRS of `commerce/0` with `opts` through `rp`, taking the shard lock
+/// itself; its step log is not kept.
+pub async fn prs(rp: &Reparenter, opts: &PlannedReparentOptions) -> ReparentResult<ReparentOutcome> {
+    rp.planned_reparent_shard("commerce", "0", opts, None, &EventLog::default())
+        .await
+}
+
+/// ERS of `commerce/0` with `opts` through `rp`, taking the shard lock
+/// itself; its step log is not kept.
+pub async fn ers(rp: &Reparenter, opts: &EmergencyReparentOptions) -> ReparentResult<ReparentOutcome> {
+    rp.emergency_reparent_shard("commerce", "0", opts, None, &EventLog::default())
+        .await
 }
 
 /// A tablet client with the bounds a reparent uses.
