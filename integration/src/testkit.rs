@@ -219,6 +219,37 @@ pub async fn snapshot_until(
     }
 }
 
+/// A test world watching the snapshots a discovery publishes.
+// Only tests implement and call it, on their own runtime: no caller needs a
+// `Send` bound on the future.
+#[allow(async_fn_in_trait)]
+pub trait SnapshotWatch {
+    /// The discovery whose snapshots are watched.
+    fn discovery(&self) -> &DiscoveryHandle;
+
+    /// What a failed wait prints of the latest snapshot, after its reason
+    /// (nothing unless the world says more).
+    fn describe(&self, _snapshot: &ClusterSnapshot) -> String {
+        String::new()
+    }
+
+    /// Waits until `check` holds on a published snapshot; returns how long
+    /// it took. Fails the test naming `what` when it does not hold within
+    /// `within`.
+    async fn until(
+        &self,
+        within: Duration,
+        what: &str,
+        check: impl Fn(&ClusterSnapshot) -> bool,
+    ) -> Duration {
+        let Some(took) = snapshot_until(self.discovery(), within, check).await else {
+            let described = self.describe(&self.discovery().snapshot());
+            panic!("{what}: not within {within:?}{described}");
+        };
+        took
+    }
+}
+
 /// A discovery configuration for tests: polls every `poll` with `workers`
 /// workers and a `timeout` per poll, polls slower than 200 ms logged, the
 /// topology re-listed every 15 s.

@@ -12,7 +12,7 @@
 use std::{sync::Arc, time::Duration};
 
 use integration::cluster::Cluster;
-use integration::testkit::{semi_sync_commerce, snapshot_until};
+use integration::testkit::{SnapshotWatch, semi_sync_commerce};
 use tokio::time::Instant;
 use vtorc::{
     discovery::{Discovery, DiscoveryConfig, DiscoveryHandle, DiscoveryTask},
@@ -52,20 +52,6 @@ impl Watcher {
         Watcher { handle, _task: task }
     }
 
-    /// Waits until `check` holds on a published snapshot; returns how long it took.
-    async fn until(
-        &self,
-        within: Duration,
-        what: &str,
-        check: impl Fn(&ClusterSnapshot) -> bool,
-    ) -> Duration {
-        let Some(took) = snapshot_until(&self.handle, within, check).await else {
-            let state = find(&self.handle.snapshot(), &TabletAlias::new("zone1", 100));
-            panic!("{what}: not within {within:?}; tablet 100: {state:#?}");
-        };
-        took
-    }
-
     /// Waits until every tablet of the cluster is reachable with a healthy stream.
     async fn all_healthy(&self, cluster: &Cluster) {
         let aliases: Vec<TabletAlias> = cluster.tablets().iter().map(|t| t.alias().clone()).collect();
@@ -82,6 +68,18 @@ impl Watcher {
             },
         )
         .await;
+    }
+}
+
+impl SnapshotWatch for Watcher {
+    fn discovery(&self) -> &DiscoveryHandle {
+        &self.handle
+    }
+
+    /// The state of tablet 100 (the first primary), where most waits look.
+    fn describe(&self, snapshot: &ClusterSnapshot) -> String {
+        let state = find(snapshot, &TabletAlias::new("zone1", 100));
+        format!("; tablet 100: {state:#?}")
     }
 }
 
