@@ -9,7 +9,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
-use super::{ReparentConfig, Reparenter};
+use super::{
+    EmergencyReparentOptions, EventLog, PlannedReparentOptions, ReparentConfig, ReparentOutcome,
+    ReparentResult, Reparenter,
+};
 use crate::proto::replicationdata::{PrimaryStatus, Status, StopReplicationStatus};
 use crate::proto::tabletmanagerdata as tm;
 use crate::proto::topodata::{Keyspace, Shard, Tablet, TabletAlias, TabletType};
@@ -313,6 +316,20 @@ impl TabletManager for FakeFleet {
 }
 
 /// A fixed wall clock.
+/// PRS of `ks/0` with `opts` through `rp`, taking the shard lock itself;
+/// its step log is not kept.
+pub(crate) async fn prs(rp: &Reparenter, opts: &PlannedReparentOptions) -> ReparentResult<ReparentOutcome> {
+    rp.planned_reparent_shard("ks", "0", opts, None, &EventLog::default())
+        .await
+}
+
+/// ERS of `ks/0` with `opts` through `rp`, taking the shard lock itself;
+/// its step log is not kept.
+pub(crate) async fn ers(rp: &Reparenter, opts: &EmergencyReparentOptions) -> ReparentResult<ReparentOutcome> {
+    rp.emergency_reparent_shard("ks", "0", opts, None, &EventLog::default())
+        .await
+}
+
 pub(crate) fn fixed_clock() -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_764_000_000)
 }
