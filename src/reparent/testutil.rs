@@ -196,14 +196,11 @@ impl TabletManager for FakeFleet {
             .lock()
             .expect("test mutex")
             .push((key.clone(), request.clone()));
+        // This call refused with `code` and `message`.
+        let refused = |code: tonic::Code, message: &str| rejected(&alias, method, code, message);
         let state = self.tablets.lock().expect("test mutex").get(&key).cloned();
         let Some(t) = state else {
-            return Err(rejected(
-                &alias,
-                method,
-                tonic::Code::NotFound,
-                "no such fake tablet",
-            ));
+            return Err(refused(tonic::Code::NotFound, "no such fake tablet"));
         };
         if !t.reachable {
             return Err(TabletError::Unreachable {
@@ -217,7 +214,7 @@ impl TabletManager for FakeFleet {
         Ok(match request {
             TmRequest::StopReplicationAndGetStatus(_) => {
                 if t.primary {
-                    return Err(rejected(&alias, method, tonic::Code::Unknown, not_replica));
+                    return Err(refused(tonic::Code::Unknown, not_replica));
                 }
                 TmResponse::StopReplicationAndGetStatus(tm::StopReplicationAndGetStatusResponse {
                     status: Some(StopReplicationStatus {
@@ -228,7 +225,7 @@ impl TabletManager for FakeFleet {
             }
             TmRequest::ReplicationStatus(_) => {
                 if t.primary {
-                    return Err(rejected(&alias, method, tonic::Code::Unknown, not_replica));
+                    return Err(refused(tonic::Code::Unknown, not_replica));
                 }
                 TmResponse::ReplicationStatus(tm::ReplicationStatusResponse {
                     status: Some(status(&t, t.running)),
@@ -245,12 +242,7 @@ impl TabletManager for FakeFleet {
                     return Err(hang(alias, method, timeout).await);
                 }
                 if t.wait_fails {
-                    return Err(rejected(
-                        &alias,
-                        method,
-                        tonic::Code::Unknown,
-                        "replication stopped",
-                    ));
+                    return Err(refused(tonic::Code::Unknown, "replication stopped"));
                 }
                 TmResponse::WaitForPosition(tm::WaitForPositionResponse {})
             }
@@ -271,7 +263,7 @@ impl TabletManager for FakeFleet {
             }
             TmRequest::PopulateReparentJournal(_) => {
                 if t.journal_fails {
-                    return Err(rejected(&alias, method, tonic::Code::Unknown, "disk full"));
+                    return Err(refused(tonic::Code::Unknown, "disk full"));
                 }
                 TmResponse::PopulateReparentJournal(tm::PopulateReparentJournalResponse {})
             }
@@ -280,12 +272,7 @@ impl TabletManager for FakeFleet {
                     return Err(hang(alias, method, timeout).await);
                 }
                 if t.repoint_fails {
-                    return Err(rejected(
-                        &alias,
-                        method,
-                        tonic::Code::FailedPrecondition,
-                        "errant GTID detected",
-                    ));
+                    return Err(refused(tonic::Code::FailedPrecondition, "errant GTID detected"));
                 }
                 self.update(&key, |s| s.primary = false);
                 TmResponse::SetReplicationSource(tm::SetReplicationSourceResponse {})
