@@ -21,6 +21,19 @@ async fn health_stream(world: &World, i: usize) -> tonic::Streaming<StreamHealth
         .into_inner()
 }
 
+/// Runs `call` (connecting included), an RPC that needs MySQL while MySQL
+/// is gone: it must fail UNAVAILABLE within `bound`. Returns its error.
+async fn unavailable_within<T: std::fmt::Debug>(
+    bound: Duration,
+    call: impl AsyncFnOnce() -> Result<tonic::Response<T>, tonic::Status>,
+) -> tonic::Status {
+    let started = Instant::now();
+    let err = call().await.expect_err("MySQL is gone");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(started.elapsed() < bound, "took {:?}", started.elapsed());
+    err
+}
+
 /// Reads the stream until `want` holds; returns the message and how long it took.
 async fn until(
     stream: &mut tonic::Streaming<StreamHealthResponse>,
@@ -100,20 +113,12 @@ async fn stream_health_reports_a_killed_mariadb_within_one_second() {
     );
 
     // RPCs that need MySQL fail quickly with a clear error.
-    let started = Instant::now();
-    let err = world
-        .client(1)
-        .await
-        .full_status(tm::FullStatusRequest {})
-        .await
-        .expect_err("MariaDB is down");
-    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    let err = unavailable_within(Duration::from_secs(2), async || {
+        let mut client = world.client(1).await;
+        client.full_status(tm::FullStatusRequest {}).await
+    })
+    .await;
     assert!(err.message().contains("cannot connect to mysql"), "{err:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "took {:?}",
-        started.elapsed()
-    );
 
     // Back up: serving again.
     world.dbs[1].restart().await.expect("restart MariaDB");
@@ -133,19 +138,11 @@ async fn stream_health_reports_a_frozen_mariadb_and_rpcs_fail_quickly() {
         took < Duration::from_secs(1),
         "a frozen server was noticed after {took:?}"
     );
-    let started = Instant::now();
-    let err = world
-        .client(0)
-        .await
-        .primary_position(tm::PrimaryPositionRequest {})
-        .await
-        .expect_err("frozen MariaDB");
-    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "took {:?}",
-        started.elapsed()
-    );
+    unavailable_within(Duration::from_secs(3), async || {
+        let mut client = world.client(0).await;
+        client.primary_position(tm::PrimaryPositionRequest {}).await
+    })
+    .await;
     world.dbs[0].resume().expect("SIGCONT");
     until(&mut stream, Duration::from_secs(5), |m| m.serving).await;
 }
