@@ -10,15 +10,13 @@ use std::time::Duration;
 use integration::cluster::Cluster;
 use recovery_support::*;
 use vtorc::analysis::{AnalysisCode, RecoveryKind};
-use vtorc::recovery::{RecoveryOutcome, RecoveryRecord};
+use vtorc::recovery::RecoveryRecord;
 
 const KS: &str = "commerce";
 
 /// Waits for the FixReplica of `uid` and checks its audit record.
 async fn fixed(vtorc: &Vtorc, uid: u32, code: AnalysisCode) -> RecoveryRecord {
-    let record = vtorc.succeeded_on(RecoveryKind::FixReplica, &alias(uid)).await;
-    assert_eq!(record.analysis, code, "{}", vtorc.audit_dump());
-    assert_eq!(record.outcome, RecoveryOutcome::Succeeded);
+    let record = vtorc.fixed(RecoveryKind::FixReplica, &alias(uid), code).await;
     assert_eq!(record.tablets, [alias(uid), alias(100)]);
     let steps: Vec<&str> = step_names(&record);
     assert_eq!(steps, ["SetReadOnly", "SetReplicationSource"]);
