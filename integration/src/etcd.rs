@@ -279,6 +279,24 @@ fn temp_dir() -> anyhow::Result<TempDir> {
     crate::process::tmpfs_temp_dir("vtorc-etcd-").context("create temp dir for etcd")
 }
 
+/// Writes `key` = `contents` attached to `lease` only if the key does not
+/// exist yet: the create-if-absent transaction Vitess's etcd2 backend takes
+/// a lock with, done with raw etcd operations (independently of
+/// `vtorc::topo`). Fails the test unless the key was created; returns the
+/// revision of the write.
+pub async fn create_leased_key(client: &mut Client, key: &str, contents: &str, lease: i64) -> i64 {
+    let txn = Txn::new()
+        .when([Compare::version(key, CompareOp::Equal, 0)])
+        .and_then([TxnOp::put(
+            key,
+            contents,
+            Some(PutOptions::new().with_lease(lease)),
+        )]);
+    let resp = client.txn(txn).await.expect("txn");
+    assert!(resp.succeeded(), "create the lock key {key}");
+    resp.header().expect("header").revision()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,22 +365,4 @@ mod tests {
             server.log_tail(40)
         );
     }
-}
-
-/// Writes `key` = `contents` attached to `lease` only if the key does not
-/// exist yet: the create-if-absent transaction Vitess's etcd2 backend takes
-/// a lock with, done with raw etcd operations (independently of
-/// `vtorc::topo`). Fails the test unless the key was created; returns the
-/// revision of the write.
-pub async fn create_leased_key(client: &mut Client, key: &str, contents: &str, lease: i64) -> i64 {
-    let txn = Txn::new()
-        .when([Compare::version(key, CompareOp::Equal, 0)])
-        .and_then([TxnOp::put(
-            key,
-            contents,
-            Some(PutOptions::new().with_lease(lease)),
-        )]);
-    let resp = client.txn(txn).await.expect("txn");
-    assert!(resp.succeeded(), "create the lock key {key}");
-    resp.header().expect("header").revision()
 }
