@@ -30,7 +30,7 @@ async fn init_primary_and_set_replication_source_make_rows_flow() {
         "InitPrimary writes one event: {position}"
     );
     // InitPrimary: writable, PRIMARY in topo with a term, and the shard sync claims the shard.
-    assert_eq!(world.query_one::<i64>(0, "SELECT @@read_only").await, 0);
+    assert_eq!(world.global(0, "read_only").await, 0);
     let record = world.tablet_record(0).await;
     assert_eq!(type_of(&record), TabletType::Primary);
     assert!(record.primary_term_start_time.is_some());

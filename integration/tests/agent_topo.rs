@@ -38,7 +38,7 @@ async fn a_stale_primary_ends_its_term_and_follows_the_newer_primary() {
         type_of(&world.tablet_record(0).await) == TabletType::Replica
     })
     .await;
-    assert_eq!(world.query_one::<i64>(0, "SELECT @@read_only").await, 1);
+    assert_eq!(world.global(0, "read_only").await, 1);
     world.write_rows(1, 3).await;
     world
         .wait_applied(
@@ -92,9 +92,7 @@ async fn a_restarted_replica_agent_points_mariadb_at_the_shard_primary() {
         .await;
     assert_eq!(world.row_count(1).await, 2);
     assert_eq!(
-        world
-            .query_one::<i64>(1, "SELECT @@rpl_semi_sync_slave_enabled")
-            .await,
+        world.global(1, "rpl_semi_sync_slave_enabled").await,
         1,
         "semi_sync policy: a REPLICA acks"
     );

@@ -161,6 +161,12 @@ impl World {
         row.expect("one row")
     }
 
+    /// The integer global variable `name` of server `i` (`@@read_only`,
+    /// `@@rpl_semi_sync_master_enabled`, ...).
+    pub async fn global(&self, i: usize, name: &str) -> i64 {
+        self.query_one(i, &format!("SELECT @@{name}")).await
+    }
+
     /// Tablet `i`'s record in the topo.
     pub async fn tablet_record(&self, i: usize) -> Tablet {
         self.topo
