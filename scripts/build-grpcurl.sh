@@ -4,9 +4,9 @@
 # integration/tests/grpcurl_reflection.rs runs it against vtorc's gRPC port.
 set -euo pipefail
 version="${GRPCURL_VERSION:-latest}"
-cache="${VTORC_TOOL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vtorc-rs}"
+. "$(dirname "$0")/tool-cache.sh"
 bin="$cache/bin/grpcurl"
-if [ -x "$bin" ]; then echo "$bin"; exit 0; fi
+done_if -x "$bin" "$bin"
 command -v go >/dev/null 2>&1 || { echo "build-grpcurl: go is not installed" >&2; exit 1; }
 mkdir -p "$cache/bin"
 GOBIN="$cache/bin" go install "github.com/fullstorydev/grpcurl/cmd/grpcurl@$version" >&2

@@ -11,14 +11,10 @@ case "$name" in
   *[!a-z0-9_-]*) echo "build-vitess-tool: bad command name $name" >&2; exit 2 ;;
 esac
 version="${VITESS_VERSION:-v0.24.4}"
-cache="${VTORC_TOOL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vtorc-rs}"
+. "$(dirname "$0")/tool-cache.sh"
 bin="$cache/bin/$name-$version"
-if [ -x "$bin" ]; then echo "$bin"; exit 0; fi
-# One build per command at a time (tests may ask concurrently).
-mkdir -p "$cache/bin"
-exec 9>"$cache/.build-$name.lock"
-flock 9
-if [ -x "$bin" ]; then echo "$bin"; exit 0; fi
+done_if -x "$bin" "$bin"
+build_lock "$name" -x "$bin" "$bin"
 command -v go >/dev/null 2>&1 || { echo "build-vitess-tool: go is not installed" >&2; exit 1; }
 src="$cache/$name-src"
 mkdir -p "$src" "$cache/bin"

@@ -12,14 +12,10 @@
 # `node` package, installed into the cache.
 set -euo pipefail
 version="${VITESS_VERSION:-v0.24.4}"
-cache="${VTORC_TOOL_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vtorc-rs}"
+. "$(dirname "$0")/tool-cache.sh"
 out="$cache/vtadmin-web-$version"
-if [ -f "$out/dist/index.html" ]; then echo "$out/dist"; exit 0; fi
-# One build at a time (tests may ask concurrently).
-mkdir -p "$cache"
-exec 9>"$cache/.build-vtadmin-web.lock"
-flock 9
-if [ -f "$out/dist/index.html" ]; then echo "$out/dist"; exit 0; fi
+done_if -f "$out/dist/index.html" "$out/dist"
+build_lock vtadmin-web -f "$out/dist/index.html" "$out/dist"
 command -v go >/dev/null 2>&1 || { echo "build-vtadmin-web: go is not installed (needed to fetch the module)" >&2; exit 1; }
 command -v npm >/dev/null 2>&1 || { echo "build-vtadmin-web: npm is not installed" >&2; exit 1; }
 mod="$(GOFLAGS=-mod=mod go env GOMODCACHE)/vitess.io/vitess@$version"

@@ -7,6 +7,7 @@ pub mod app;
 pub mod clock;
 pub mod config;
 pub mod discovery;
+pub mod error;
 pub mod ids;
 pub mod model;
 pub mod mysql;

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
+use proptest::test_runner::{Config, TestCaseResult, TestRunner};
 use vtorc::mysql::mariadb::{MariaDbGtid, MariaDbGtidSet};
 use vtorc::mysql::mysql56::{Interval, Mysql56GtidSet, Sid};
 use vtorc::mysql::{ErrantGtidInput, Position, ServerIdentity, errant_gtids};
@@ -63,6 +63,14 @@ fn mariadb_set() -> impl Strategy<Value = MariaDbGtidSet> {
     })
 }
 
+/// Checks `property` on [`ALGEBRA_CASES`] random values of `strategy`;
+/// fails the test with the (shrunk) counterexample.
+fn holds<S: Strategy>(strategy: S, property: impl Fn(S::Value) -> TestCaseResult) {
+    runner(ALGEBRA_CASES)
+        .run(&strategy, property)
+        .expect("property holds");
+}
+
 fn runner(cases: u32) -> TestRunner {
     TestRunner::new(Config {
         cases,
@@ -73,37 +81,33 @@ fn runner(cases: u32) -> TestRunner {
 
 #[test]
 fn mysql_set_operations_agree_with_the_naive_model() {
-    runner(ALGEBRA_CASES)
-        .run(&(mysql_set(), mysql_set()), |(a, b)| {
-            let (ma, mb) = (model(&a), model(&b));
-            prop_assert_eq!(
-                model(&a.union(&b)),
-                ma.union(&mb).copied().collect::<BTreeSet<_>>()
-            );
-            prop_assert_eq!(
-                model(&a.subtract(&b)),
-                ma.difference(&mb).copied().collect::<BTreeSet<_>>()
-            );
-            prop_assert_eq!(a.contains(&b), mb.is_subset(&ma));
-            prop_assert_eq!(a.count(), ma.len() as u128);
-            prop_assert_eq!(a.is_empty(), ma.is_empty());
-            Ok(())
-        })
-        .expect("property holds");
+    holds((mysql_set(), mysql_set()), |(a, b)| {
+        let (ma, mb) = (model(&a), model(&b));
+        prop_assert_eq!(
+            model(&a.union(&b)),
+            ma.union(&mb).copied().collect::<BTreeSet<_>>()
+        );
+        prop_assert_eq!(
+            model(&a.subtract(&b)),
+            ma.difference(&mb).copied().collect::<BTreeSet<_>>()
+        );
+        prop_assert_eq!(a.contains(&b), mb.is_subset(&ma));
+        prop_assert_eq!(a.count(), ma.len() as u128);
+        prop_assert_eq!(a.is_empty(), ma.is_empty());
+        Ok(())
+    });
 }
 
 #[test]
 fn mysql_sets_are_canonical_so_equal_sets_compare_equal() {
-    runner(ALGEBRA_CASES)
-        .run(&(mysql_set(), mysql_set()), |(a, b)| {
-            prop_assert_eq!(a == b, model(&a) == model(&b));
-            prop_assert_eq!(
-                Mysql56GtidSet::parse(&a.to_string()).expect("printed sets parse"),
-                a
-            );
-            Ok(())
-        })
-        .expect("property holds");
+    holds((mysql_set(), mysql_set()), |(a, b)| {
+        prop_assert_eq!(a == b, model(&a) == model(&b));
+        prop_assert_eq!(
+            Mysql56GtidSet::parse(&a.to_string()).expect("printed sets parse"),
+            a
+        );
+        Ok(())
+    });
 }
 
 /// The laws both flavors satisfy, checked through `Position`.
@@ -145,11 +149,9 @@ fn check_laws(a: &Position, b: &Position, c: &Position) -> Result<(), TestCaseEr
 /// [`check_laws`] on random triples of sets drawn from `sets()`, each made a position by
 /// `position`.
 fn algebra_laws<S: Strategy>(sets: impl Fn() -> S, position: fn(S::Value) -> Position) {
-    runner(ALGEBRA_CASES)
-        .run(&(sets(), sets(), sets()), |(a, b, c)| {
-            check_laws(&position(a), &position(b), &position(c))
-        })
-        .expect("property holds");
+    holds((sets(), sets(), sets()), |(a, b, c)| {
+        check_laws(&position(a), &position(b), &position(c))
+    });
 }
 
 #[test]
@@ -159,13 +161,11 @@ fn mysql_position_algebra_laws() {
 
 #[test]
 fn mysql_subtract_is_exact() {
-    runner(ALGEBRA_CASES)
-        .run(&(mysql_set(), mysql_set()), |(a, b)| {
-            prop_assert_eq!(a.subtract(&b).union(&b), a.union(&b));
-            prop_assert!(a.subtract(&b).subtract(&a).is_empty());
-            Ok(())
-        })
-        .expect("property holds");
+    holds((mysql_set(), mysql_set()), |(a, b)| {
+        prop_assert_eq!(a.subtract(&b).union(&b), a.union(&b));
+        prop_assert!(a.subtract(&b).subtract(&a).is_empty());
+        Ok(())
+    });
 }
 
 #[test]
@@ -175,17 +175,15 @@ fn mariadb_position_algebra_laws() {
 
 #[test]
 fn empty_position_is_the_identity_of_union_and_contained_in_everything() {
-    runner(ALGEBRA_CASES)
-        .run(&(mysql_set(), mariadb_set()), |(a, b)| {
-            for p in [Position::MySql56(a.clone()), Position::MariaDb(b.clone())] {
-                prop_assert_eq!(p.union(&Position::Empty).expect("empty mixes"), p.clone());
-                prop_assert_eq!(Position::Empty.union(&p).expect("empty mixes"), p.clone());
-                prop_assert!(p.contains(&Position::Empty).expect("empty mixes"));
-                prop_assert_eq!(p.subtract(&Position::Empty).expect("empty mixes"), p.clone());
-            }
-            Ok(())
-        })
-        .expect("property holds");
+    holds((mysql_set(), mariadb_set()), |(a, b)| {
+        for p in [Position::MySql56(a.clone()), Position::MariaDb(b.clone())] {
+            prop_assert_eq!(p.union(&Position::Empty).expect("empty mixes"), p.clone());
+            prop_assert_eq!(Position::Empty.union(&p).expect("empty mixes"), p.clone());
+            prop_assert!(p.contains(&Position::Empty).expect("empty mixes"));
+            prop_assert_eq!(p.subtract(&Position::Empty).expect("empty mixes"), p.clone());
+        }
+        Ok(())
+    });
 }
 
 #[test]
@@ -200,47 +198,45 @@ fn mysql_errant_gtids_are_own_writes_missing_from_the_source() {
         uuid: UUIDS[0].to_string(),
         server_id: 1,
     };
-    runner(ALGEBRA_CASES)
-        .run(
-            &(mysql_set(), mysql_set(), mysql_set()),
-            |(from_source, own, reference)| {
-                let src_sid = sid(0);
-                let own_sid = sid(1);
-                let keep = |s: &Mysql56GtidSet, keep: &Sid| {
-                    let mut out = Mysql56GtidSet::new();
-                    for iv in s.intervals(keep) {
-                        out.add_interval(*keep, *iv);
-                    }
-                    out
-                };
-                let executed = keep(&from_source, &src_sid).union(&keep(&own, &own_sid));
-                let executed = Position::MySql56(executed);
-                let reference_pos = Position::MySql56(reference.clone());
-                let ancestry = [source.clone()];
-                let errant = errant_gtids(&ErrantGtidInput {
-                    executed: &executed,
-                    server: &me,
-                    ancestry: &ancestry,
-                    source: Some(&source),
-                    reference: &reference_pos,
-                    co_primary: false,
-                })
-                .expect("same flavor");
-                // An empty reference means "nothing to compare with": no errant GTIDs.
-                let expected = if reference.is_empty() {
-                    Mysql56GtidSet::new()
-                } else {
-                    keep(&own, &own_sid).subtract(&reference)
-                };
-                // An empty result may come back as `Empty` (nothing to compare).
-                prop_assert_eq!(errant.is_empty(), expected.is_empty());
-                if !expected.is_empty() {
-                    prop_assert_eq!(errant, Position::MySql56(expected));
+    holds(
+        (mysql_set(), mysql_set(), mysql_set()),
+        |(from_source, own, reference)| {
+            let src_sid = sid(0);
+            let own_sid = sid(1);
+            let keep = |s: &Mysql56GtidSet, keep: &Sid| {
+                let mut out = Mysql56GtidSet::new();
+                for iv in s.intervals(keep) {
+                    out.add_interval(*keep, *iv);
                 }
-                Ok(())
-            },
-        )
-        .expect("property holds");
+                out
+            };
+            let executed = keep(&from_source, &src_sid).union(&keep(&own, &own_sid));
+            let executed = Position::MySql56(executed);
+            let reference_pos = Position::MySql56(reference.clone());
+            let ancestry = [source.clone()];
+            let errant = errant_gtids(&ErrantGtidInput {
+                executed: &executed,
+                server: &me,
+                ancestry: &ancestry,
+                source: Some(&source),
+                reference: &reference_pos,
+                co_primary: false,
+            })
+            .expect("same flavor");
+            // An empty reference means "nothing to compare with": no errant GTIDs.
+            let expected = if reference.is_empty() {
+                Mysql56GtidSet::new()
+            } else {
+                keep(&own, &own_sid).subtract(&reference)
+            };
+            // An empty result may come back as `Empty` (nothing to compare).
+            prop_assert_eq!(errant.is_empty(), expected.is_empty());
+            if !expected.is_empty() {
+                prop_assert_eq!(errant, Position::MySql56(expected));
+            }
+            Ok(())
+        },
+    );
 }
 
 /// Fragments that make near-valid position strings.

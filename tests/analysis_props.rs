@@ -49,40 +49,61 @@ const CASES: u32 = 3_000;
 /// Rounds of [`CASES`] the repair property may run to see every code.
 const MAX_ROUNDS: usize = 5;
 
-#[derive(Clone, Copy, Debug)]
-enum PrimaryFault {
-    Unreachable,
-    NeverReached,
-    HungPoll,
-    PartialFailure,
-    ReadOnly,
-    SemiSyncOff,
-    SemiSyncOn,
-    Blocked,
-    DiskStalled,
-    TypeMismatch,
-    HasSource,
-    Unhealthy,
-    LockedClients,
+/// Declares a fault enum and its `ALL` constant: every variant once, in
+/// declaration order.
+macro_rules! faults {
+    ($(#[$meta:meta])* enum $name:ident { $($variant:ident,)* }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        enum $name {
+            $($variant,)*
+        }
+
+        impl $name {
+            /// Every variant, in declaration order.
+            const ALL: &'static [$name] = &[$($name::$variant,)*];
+        }
+    };
 }
 
-#[derive(Clone, Copy, Debug)]
-enum ReplicaFault {
-    Unreachable,
-    NeverReached,
-    Stopped,
-    IoConnecting,
-    NoReplication,
-    Writable,
-    SemiSyncFlip,
-    Lagging,
-    Delayed,
-    Errant,
-    Diverged,
-    WrongSource,
-    ExternalSource,
-    Misconfigured,
-    ReportsPrimaryDown,
+faults! {
+    /// What can be wrong with the primary.
+    enum PrimaryFault {
+        Unreachable,
+        NeverReached,
+        HungPoll,
+        PartialFailure,
+        ReadOnly,
+        SemiSyncOff,
+        SemiSyncOn,
+        Blocked,
+        DiskStalled,
+        TypeMismatch,
+        HasSource,
+        Unhealthy,
+        LockedClients,
+    }
+}
+
+faults! {
+    /// What can be wrong with a replica.
+    enum ReplicaFault {
+        Unreachable,
+        NeverReached,
+        Stopped,
+        IoConnecting,
+        NoReplication,
+        Writable,
+        SemiSyncFlip,
+        Lagging,
+        Delayed,
+        Errant,
+        Diverged,
+        WrongSource,
+        ExternalSource,
+        Misconfigured,
+        ReportsPrimaryDown,
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -101,48 +122,22 @@ struct Plan {
     replicas: Vec<ReplicaPlan>,
 }
 
+/// Every one of `all` once, in order, but `common` `times` times over (in
+/// its place): the faults to pick from, `common` more likely.
+fn weighted<T: Copy + PartialEq>(all: &[T], common: T, times: usize) -> Vec<T> {
+    all.iter()
+        .flat_map(|&f| std::iter::repeat_n(f, if f == common { times } else { 1 }))
+        .collect()
+}
+
 fn primary_fault() -> impl Strategy<Value = PrimaryFault> {
-    use PrimaryFault::*;
-    prop::sample::select(vec![
-        Unreachable,
-        Unreachable,
-        Unreachable,
-        NeverReached,
-        HungPoll,
-        PartialFailure,
-        ReadOnly,
-        SemiSyncOff,
-        SemiSyncOn,
-        Blocked,
-        DiskStalled,
-        TypeMismatch,
-        HasSource,
-        Unhealthy,
-        LockedClients,
-    ])
+    prop::sample::select(weighted(PrimaryFault::ALL, PrimaryFault::Unreachable, 3))
 }
 
 fn replica_fault() -> impl Strategy<Value = ReplicaFault> {
-    use ReplicaFault::*;
-    prop::sample::select(vec![
-        Unreachable,
-        NeverReached,
-        Stopped,
-        Stopped,
-        IoConnecting,
-        NoReplication,
-        Writable,
-        SemiSyncFlip,
-        Lagging,
-        Delayed,
-        Errant,
-        Diverged,
-        WrongSource,
-        ExternalSource,
-        Misconfigured,
-        ReportsPrimaryDown,
-        ReportsPrimaryDown,
-    ])
+    let mut faults = weighted(ReplicaFault::ALL, ReplicaFault::Stopped, 2);
+    faults.push(ReplicaFault::ReportsPrimaryDown);
+    prop::sample::select(faults)
 }
 
 fn plan() -> impl Strategy<Value = Plan> {

@@ -82,9 +82,17 @@ fn reset_peak() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
+/// Prints the median, minimum and maximum of `times` (at least one run),
+/// one line headed by `what`.
+fn report(what: &str, mut times: Vec<Duration>) {
+    times.sort();
+    let runs = times.len();
+    println!(
+        "{what}: median {} (min {}, max {}) over {runs} runs",
+        ms(times[runs / 2]),
+        ms(times[0]),
+        ms(times[runs - 1])
+    );
 }
 
 fn ms(d: Duration) -> String {
@@ -155,13 +163,7 @@ async fn main() -> anyhow::Result<()> {
         times.push(start.elapsed());
         anyhow::ensure!(loaded.items.len() == count, "load incomplete");
     }
-    let (min, max) = (times.iter().min().copied(), times.iter().max().copied());
-    println!(
-        "tablets_by_cell: median {} (min {}, max {}) over {runs} runs",
-        ms(median(times)),
-        ms(min.unwrap_or_default()),
-        ms(max.unwrap_or_default())
-    );
+    report("tablets_by_cell", times);
 
     let mut times = Vec::new();
     for _ in 0..runs {
@@ -180,12 +182,6 @@ async fn main() -> anyhow::Result<()> {
         }
         times.push(start.elapsed());
     }
-    let (min, max) = (times.iter().min().copied(), times.iter().max().copied());
-    println!(
-        "watcher first full load (global + cell snapshot): median {} (min {}, max {}) over {runs} runs",
-        ms(median(times)),
-        ms(min.unwrap_or_default()),
-        ms(max.unwrap_or_default())
-    );
+    report("watcher first full load (global + cell snapshot)", times);
     Ok(())
 }

@@ -21,7 +21,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use etcd_client::{Client, ConnectOptions};
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, PutOptions, Txn, TxnOp};
 use tempfile::TempDir;
 
 use crate::process::{ChildGuard, free_port, log_tail, looks_like_port_clash};
@@ -277,6 +277,24 @@ impl EtcdServer {
 /// A fresh temporary directory, on tmpfs when available.
 fn temp_dir() -> anyhow::Result<TempDir> {
     crate::process::tmpfs_temp_dir("vtorc-etcd-").context("create temp dir for etcd")
+}
+
+/// Writes `key` = `contents` attached to `lease` only if the key does not
+/// exist yet: the create-if-absent transaction Vitess's etcd2 backend takes
+/// a lock with, done with raw etcd operations (independently of
+/// `vtorc::topo`). Fails the test unless the key was created; returns the
+/// revision of the write.
+pub async fn create_leased_key(client: &mut Client, key: &str, contents: &str, lease: i64) -> i64 {
+    let txn = Txn::new()
+        .when([Compare::version(key, CompareOp::Equal, 0)])
+        .and_then([TxnOp::put(
+            key,
+            contents,
+            Some(PutOptions::new().with_lease(lease)),
+        )]);
+    let resp = client.txn(txn).await.expect("txn");
+    assert!(resp.succeeded(), "create the lock key {key}");
+    resp.header().expect("header").revision()
 }
 
 #[cfg(test)]

@@ -53,6 +53,16 @@ pub async fn semi_sync_commerce() -> Cluster {
         .expect("cluster starts")
 }
 
+/// [`semi_sync_commerce`] with no primary elected: every tablet waits as
+/// a replica with replication unconfigured and the shard record has no
+/// primary (a fresh shard, as before vtorc's first PRS).
+pub async fn semi_sync_commerce_without_primary() -> Cluster {
+    ClusterBuilder::three_tablets("commerce", "semi_sync")
+        .bootstrap(false)
+        .started()
+        .await
+}
+
 /// [`semi_sync_commerce`] with every tablet agent run as a process of
 /// `binary` (the `tablet-agent` binary, which only tests and benches can
 /// name: `env!("CARGO_BIN_EXE_tablet-agent")`).
@@ -206,6 +216,37 @@ pub async fn snapshot_until(
         if tokio::time::timeout(left, rx.changed()).await.is_err() {
             return None;
         }
+    }
+}
+
+/// A test world watching the snapshots a discovery publishes.
+// Only tests implement and call it, on their own runtime: no caller needs a
+// `Send` bound on the future.
+#[allow(async_fn_in_trait)]
+pub trait SnapshotWatch {
+    /// The discovery whose snapshots are watched.
+    fn discovery(&self) -> &DiscoveryHandle;
+
+    /// What a failed wait prints of the latest snapshot, after its reason
+    /// (nothing unless the world says more).
+    fn describe(&self, _snapshot: &ClusterSnapshot) -> String {
+        String::new()
+    }
+
+    /// Waits until `check` holds on a published snapshot; returns how long
+    /// it took. Fails the test naming `what` when it does not hold within
+    /// `within`.
+    async fn until(
+        &self,
+        within: Duration,
+        what: &str,
+        check: impl Fn(&ClusterSnapshot) -> bool,
+    ) -> Duration {
+        let Some(took) = snapshot_until(self.discovery(), within, check).await else {
+            let described = self.describe(&self.discovery().snapshot());
+            panic!("{what}: not within {within:?}{described}");
+        };
+        took
     }
 }
 

@@ -63,33 +63,19 @@ async fn emergency_failover_through_agent_rpcs_loses_no_acknowledged_write() {
     let mut relay = Vec::new();
     for i in [1, 2] {
         let status = world
-            .client(i)
-            .await
-            .stop_replication_and_get_status(tm::StopReplicationAndGetStatusRequest {
-                stop_replication_mode: StopReplicationMode::Iothreadonly as i32,
-            })
-            .await
-            .expect("StopReplicationAndGetStatus")
-            .into_inner()
-            .status
-            .expect("status");
+            .stop_replication_and_get_status(
+                i,
+                StopReplicationMode::Iothreadonly,
+                "StopReplicationAndGetStatus",
+            )
+            .await;
         let after = status.after.expect("after");
         assert!(!after.relay_log_position.is_empty());
         relay.push((i, after.relay_log_position));
     }
     // 2. Wait until each has applied its relay log.
     for (i, position) in &relay {
-        world
-            .client(*i)
-            .await
-            .wait_for_position(with_timeout(
-                tm::WaitForPositionRequest {
-                    position: position.clone(),
-                },
-                Duration::from_secs(10),
-            ))
-            .await
-            .expect("relay log applied");
+        world.wait_applied(*i, position, "relay log applied").await;
     }
     // 3. The most advanced wins.
     let (winner, winner_position) = relay
@@ -170,14 +156,10 @@ async fn emergency_failover_through_agent_rpcs_loses_no_acknowledged_write() {
     // The new primary takes writes that reach the other replica.
     world.write_rows(winner, 1).await;
     world
-        .client(other)
-        .await
-        .wait_for_position(with_timeout(
-            tm::WaitForPositionRequest {
-                position: world.position(winner).await,
-            },
-            Duration::from_secs(10),
-        ))
-        .await
-        .expect("replicates from the new primary");
+        .wait_applied(
+            other,
+            &world.position(winner).await,
+            "replicates from the new primary",
+        )
+        .await;
 }

@@ -75,6 +75,15 @@ async fn next_matching(
     }
 }
 
+/// Lets the heartbeat reader (every 250 ms) read at least twice, then asks
+/// the agent for a health check at once (its own interval is 5 s).
+async fn health_check_after_a_read(tmc: &mut TabletManagerClient<Channel>) {
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    tmc.run_health_check(tm::RunHealthCheckRequest {})
+        .await
+        .expect("RunHealthCheck");
+}
+
 fn lag(m: &StreamHealthResponse) -> u32 {
     m.realtime_stats.as_ref().map_or(0, |s| s.replication_lag_seconds)
 }
@@ -133,10 +142,7 @@ async fn heartbeat_lag_is_pulled_with_run_health_check_and_reader_errors_become_
         .expect("stream")
         .into_inner();
     // Healthy: lag below a second, no error.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    tmc.run_health_check(tm::RunHealthCheckRequest {})
-        .await
-        .expect("RunHealthCheck");
+    health_check_after_a_read(&mut tmc).await;
     let m = next_matching(&mut stream, Duration::from_secs(2), "healthy", |m| {
         health_error(m).is_empty() && m.serving
     })
@@ -174,10 +180,7 @@ async fn heartbeat_lag_is_pulled_with_run_health_check_and_reader_errors_become_
     conn.query_drop("RENAME TABLE _vt.heartbeat TO _vt.heartbeat_moved")
         .await
         .expect("rename");
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    tmc.run_health_check(tm::RunHealthCheckRequest {})
-        .await
-        .expect("RunHealthCheck");
+    health_check_after_a_read(&mut tmc).await;
     let m = next_matching(&mut stream, Duration::from_millis(500), "with an error", |m| {
         !health_error(m).is_empty()
     })
@@ -191,10 +194,7 @@ async fn heartbeat_lag_is_pulled_with_run_health_check_and_reader_errors_become_
     conn.query_drop("RENAME TABLE _vt.heartbeat_moved TO _vt.heartbeat")
         .await
         .expect("rename back");
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    tmc.run_health_check(tm::RunHealthCheckRequest {})
-        .await
-        .expect("RunHealthCheck");
+    health_check_after_a_read(&mut tmc).await;
     next_matching(&mut stream, Duration::from_millis(500), "error cleared", |m| {
         health_error(m).is_empty()
     })

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use agent_support::{World, type_of, with_timeout};
 use tonic::Code;
-use tonic::transport::Channel;
 use vtorc::proto::query::{StreamHealthRequest, StreamHealthResponse};
 use vtorc::proto::queryservice::query_client::QueryClient;
 use vtorc::proto::tabletmanagerdata as tm;
@@ -15,16 +14,24 @@ use vtorc::proto::topodata::{TabletAlias, TabletType};
 
 /// Opens a StreamHealth stream on tablet `i`.
 async fn health_stream(world: &World, i: usize) -> tonic::Streaming<StreamHealthResponse> {
-    let channel = Channel::from_shared(world.agent(i).grpc_url())
-        .expect("url")
-        .connect()
-        .await
-        .expect("connect");
-    QueryClient::new(channel)
+    QueryClient::new(world.channel(i).await)
         .stream_health(StreamHealthRequest {})
         .await
         .expect("StreamHealth")
         .into_inner()
+}
+
+/// Runs `call` (connecting included), an RPC that needs MySQL while MySQL
+/// is gone: it must fail UNAVAILABLE within `bound`. Returns its error.
+async fn unavailable_within<T: std::fmt::Debug>(
+    bound: Duration,
+    call: impl AsyncFnOnce() -> Result<tonic::Response<T>, tonic::Status>,
+) -> tonic::Status {
+    let started = Instant::now();
+    let err = call().await.expect_err("MySQL is gone");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(started.elapsed() < bound, "took {:?}", started.elapsed());
+    err
 }
 
 /// Reads the stream until `want` holds; returns the message and how long it took.
@@ -106,20 +113,12 @@ async fn stream_health_reports_a_killed_mariadb_within_one_second() {
     );
 
     // RPCs that need MySQL fail quickly with a clear error.
-    let started = Instant::now();
-    let err = world
-        .client(1)
-        .await
-        .full_status(tm::FullStatusRequest {})
-        .await
-        .expect_err("MariaDB is down");
-    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    let err = unavailable_within(Duration::from_secs(2), async || {
+        let mut client = world.client(1).await;
+        client.full_status(tm::FullStatusRequest {}).await
+    })
+    .await;
     assert!(err.message().contains("cannot connect to mysql"), "{err:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(2),
-        "took {:?}",
-        started.elapsed()
-    );
 
     // Back up: serving again.
     world.dbs[1].restart().await.expect("restart MariaDB");
@@ -139,19 +138,11 @@ async fn stream_health_reports_a_frozen_mariadb_and_rpcs_fail_quickly() {
         took < Duration::from_secs(1),
         "a frozen server was noticed after {took:?}"
     );
-    let started = Instant::now();
-    let err = world
-        .client(0)
-        .await
-        .primary_position(tm::PrimaryPositionRequest {})
-        .await
-        .expect_err("frozen MariaDB");
-    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "took {:?}",
-        started.elapsed()
-    );
+    unavailable_within(Duration::from_secs(3), async || {
+        let mut client = world.client(0).await;
+        client.primary_position(tm::PrimaryPositionRequest {}).await
+    })
+    .await;
     world.dbs[0].resume().expect("SIGCONT");
     until(&mut stream, Duration::from_secs(5), |m| m.serving).await;
 }

@@ -31,15 +31,9 @@ async fn demote_primary_makes_it_read_only_and_returns_its_final_position() {
         "{}",
         status.file_position
     );
+    assert_eq!(world.global(0, "read_only").await, 1, "read-only after demotion");
     assert_eq!(
-        world.query_one::<i64>(0, "SELECT @@read_only").await,
-        1,
-        "read-only after demotion"
-    );
-    assert_eq!(
-        world
-            .query_one::<i64>(0, "SELECT @@rpl_semi_sync_master_enabled")
-            .await,
+        world.global(0, "rpl_semi_sync_master_enabled").await,
         0,
         "primary semi-sync off after demotion"
     );
@@ -64,13 +58,8 @@ async fn demote_primary_makes_it_read_only_and_returns_its_final_position() {
         .undo_demote_primary(tm::UndoDemotePrimaryRequest { semi_sync: true })
         .await
         .expect("UndoDemotePrimary");
-    assert_eq!(world.query_one::<i64>(0, "SELECT @@read_only").await, 0);
-    assert_eq!(
-        world
-            .query_one::<i64>(0, "SELECT @@rpl_semi_sync_master_enabled")
-            .await,
-        1
-    );
+    assert_eq!(world.global(0, "read_only").await, 0);
+    assert_eq!(world.global(0, "rpl_semi_sync_master_enabled").await, 1);
     eventually(Duration::from_secs(2), "primary serving again", || async {
         world.agent(0).health().serving
     })
@@ -99,15 +88,9 @@ async fn promote_replica_makes_the_tablet_writable_and_the_old_primary_follows()
         .primary_status
         .expect("status");
     let mut candidate = world.client(1).await;
-    candidate
-        .wait_for_position(with_timeout(
-            tm::WaitForPositionRequest {
-                position: demoted.position.clone(),
-            },
-            Duration::from_secs(10),
-        ))
-        .await
-        .expect("candidate catches up");
+    world
+        .wait_applied(1, &demoted.position, "candidate catches up")
+        .await;
     let position = candidate
         .promote_replica(tm::PromoteReplicaRequest { semi_sync: true })
         .await
@@ -118,16 +101,11 @@ async fn promote_replica_makes_the_tablet_writable_and_the_old_primary_follows()
     let executed: String = world.query_one(1, "SELECT @@gtid_binlog_pos").await;
     assert_eq!(position, format!("MariaDB/{executed}"));
     assert_eq!(
-        world.query_one::<i64>(1, "SELECT @@read_only").await,
+        world.global(1, "read_only").await,
         0,
         "promoted tablet is writable"
     );
-    assert_eq!(
-        world
-            .query_one::<i64>(1, "SELECT @@rpl_semi_sync_master_enabled")
-            .await,
-        1
-    );
+    assert_eq!(world.global(1, "rpl_semi_sync_master_enabled").await, 1);
     let record = world.tablet_record(1).await;
     assert_eq!(type_of(&record), TabletType::Primary);
     let new_term = record.primary_term_start_time.expect("new term");
@@ -187,15 +165,7 @@ async fn promote_replica_makes_the_tablet_writable_and_the_old_primary_follows()
     let p = world.position(1).await;
     assert!(p.contains("0-101-"), "new primary writes with its server id: {p}");
     for i in [0, 2] {
-        world
-            .client(i)
-            .await
-            .wait_for_position(with_timeout(
-                tm::WaitForPositionRequest { position: p.clone() },
-                Duration::from_secs(10),
-            ))
-            .await
-            .expect("rows flow from the new primary");
+        world.wait_applied(i, &p, "rows flow from the new primary").await;
         assert_eq!(world.row_count(i).await, 7);
     }
 }
@@ -259,17 +229,7 @@ async fn errant_gtids_on_a_replica_are_refused_by_set_replication_source() {
     let world = World::start(2, "none").await;
     world.bootstrap(0, false).await;
     world.write_rows(0, 1).await;
-    world
-        .client(1)
-        .await
-        .wait_for_position(with_timeout(
-            tm::WaitForPositionRequest {
-                position: world.position(0).await,
-            },
-            Duration::from_secs(10),
-        ))
-        .await
-        .expect("caught up");
+    world.wait_applied(1, &world.position(0).await, "caught up").await;
     // A local write on the replica: an errant GTID 0-101-N.
     let mut conn = world.sql(1).await;
     conn.query_drop("STOP SLAVE").await.expect("stop");
@@ -308,12 +268,7 @@ async fn change_type_and_resets_do_what_vttablet_does() {
         .await
         .expect("ChangeType RDONLY");
     assert_eq!(type_of(&world.tablet_record(1).await), TabletType::Rdonly);
-    assert_eq!(
-        world
-            .query_one::<i64>(1, "SELECT @@rpl_semi_sync_slave_enabled")
-            .await,
-        0
-    );
+    assert_eq!(world.global(1, "rpl_semi_sync_slave_enabled").await, 0);
     replica
         .change_type(tm::ChangeTypeRequest {
             tablet_type: TabletType::Drained as i32,
@@ -346,12 +301,12 @@ async fn change_type_and_resets_do_what_vttablet_does() {
         .set_read_write(tm::SetReadWriteRequest {})
         .await
         .expect("SetReadWrite");
-    assert_eq!(world.query_one::<i64>(1, "SELECT @@read_only").await, 0);
+    assert_eq!(world.global(1, "read_only").await, 0);
     replica
         .set_read_only(tm::SetReadOnlyRequest {})
         .await
         .expect("SetReadOnly");
-    assert_eq!(world.query_one::<i64>(1, "SELECT @@read_only").await, 1);
+    assert_eq!(world.global(1, "read_only").await, 1);
 
     // ResetReplicationParameters forgets the source but keeps GTIDs.
     let before: String = world.query_one(1, "SELECT @@gtid_binlog_pos").await;
@@ -385,11 +340,7 @@ async fn change_type_and_resets_do_what_vttablet_does() {
         .await
         .expect("ReplicaWasPromoted");
     assert_eq!(type_of(&world.tablet_record(1).await), TabletType::Primary);
-    assert_eq!(
-        world.query_one::<i64>(1, "SELECT @@read_only").await,
-        1,
-        "MySQL untouched"
-    );
+    assert_eq!(world.global(1, "read_only").await, 1, "MySQL untouched");
     replica
         .replica_was_restarted(tm::ReplicaWasRestartedRequest { parent: None })
         .await
@@ -444,11 +395,7 @@ async fn blocked_semi_sync_is_reported_and_only_a_forced_demotion_unblocks_it() 
         .await
         .expect_err("blocked semi-sync");
     assert_eq!(err.code(), Code::DeadlineExceeded, "{err:?}");
-    assert_eq!(
-        world.query_one::<i64>(0, "SELECT @@read_only").await,
-        0,
-        "reverted: still writable"
-    );
+    assert_eq!(world.global(0, "read_only").await, 0, "reverted: still writable");
 
     // A forced demotion turns the primary side off, so the stuck commit completes.
     let started = std::time::Instant::now();
@@ -470,13 +417,8 @@ async fn blocked_semi_sync_is_reported_and_only_a_forced_demotion_unblocks_it() 
         format!("MariaDB/{executed}"),
         "final position includes the stuck write"
     );
-    assert_eq!(world.query_one::<i64>(0, "SELECT @@read_only").await, 1);
-    assert_eq!(
-        world
-            .query_one::<i64>(0, "SELECT @@rpl_semi_sync_master_enabled")
-            .await,
-        0
-    );
+    assert_eq!(world.global(0, "read_only").await, 1);
+    assert_eq!(world.global(0, "rpl_semi_sync_master_enabled").await, 0);
 }
 
 /// Whether the application account (`app`) is locked on server `i`.

@@ -30,7 +30,7 @@ async fn init_primary_and_set_replication_source_make_rows_flow() {
         "InitPrimary writes one event: {position}"
     );
     // InitPrimary: writable, PRIMARY in topo with a term, and the shard sync claims the shard.
-    assert_eq!(world.query_one::<i64>(0, "SELECT @@read_only").await, 0);
+    assert_eq!(world.global(0, "read_only").await, 0);
     let record = world.tablet_record(0).await;
     assert_eq!(type_of(&record), TabletType::Primary);
     assert!(record.primary_term_start_time.is_some());
@@ -55,15 +55,9 @@ async fn init_primary_and_set_replication_source_make_rows_flow() {
     let primary_position = world.position(0).await;
     for i in 1..3 {
         let mut client = world.client(i).await;
-        client
-            .wait_for_position(with_timeout(
-                tm::WaitForPositionRequest {
-                    position: primary_position.clone(),
-                },
-                Duration::from_secs(10),
-            ))
-            .await
-            .expect("replica reaches the primary's position");
+        world
+            .wait_applied(i, &primary_position, "replica reaches the primary's position")
+            .await;
         assert_eq!(world.row_count(i).await, 5, "rows flow to replica {i}");
         let status = client
             .replication_status(tm::ReplicationStatusRequest {})
@@ -109,15 +103,9 @@ async fn init_primary_and_set_replication_source_make_rows_flow() {
         .await
         .expect("PopulateReparentJournal");
     let mut replica = world.client(1).await;
-    replica
-        .wait_for_position(with_timeout(
-            tm::WaitForPositionRequest {
-                position: world.position(0).await,
-            },
-            Duration::from_secs(10),
-        ))
-        .await
-        .expect("journal replicates");
+    world
+        .wait_applied(1, &world.position(0).await, "journal replicates")
+        .await;
     let length = replica
         .read_reparent_journal_info(tm::ReadReparentJournalInfoRequest {})
         .await
@@ -149,24 +137,16 @@ async fn stop_replication_and_get_status_returns_before_and_after() {
     world.write_rows(0, 3).await;
     let p1 = world.position(0).await;
     let mut replica = world.client(1).await;
-    replica
-        .wait_for_position(with_timeout(
-            tm::WaitForPositionRequest { position: p1.clone() },
-            Duration::from_secs(10),
-        ))
-        .await
-        .expect("caught up");
+    world.wait_applied(1, &p1, "caught up").await;
 
     // IO thread only: before shows both running, after shows IO stopped, SQL running.
-    let status = replica
-        .stop_replication_and_get_status(tm::StopReplicationAndGetStatusRequest {
-            stop_replication_mode: StopReplicationMode::Iothreadonly as i32,
-        })
-        .await
-        .expect("StopReplicationAndGetStatus")
-        .into_inner()
-        .status
-        .expect("status");
+    let status = world
+        .stop_replication_and_get_status(
+            1,
+            StopReplicationMode::Iothreadonly,
+            "StopReplicationAndGetStatus",
+        )
+        .await;
     let (before, after) = (status.before.expect("before"), status.after.expect("after"));
     assert_eq!((before.io_state, before.sql_state), (3, 3));
     assert_eq!((after.io_state, after.sql_state), (1, 3));
@@ -185,15 +165,9 @@ async fn stop_replication_and_get_status_returns_before_and_after() {
     assert_eq!(world.row_count(1).await, 3);
 
     // Both threads: IO is not healthy any more, so nothing is stopped and after == before.
-    let status = replica
-        .stop_replication_and_get_status(tm::StopReplicationAndGetStatusRequest {
-            stop_replication_mode: StopReplicationMode::Iothreadonly as i32,
-        })
-        .await
-        .expect("second call")
-        .into_inner()
-        .status
-        .expect("status");
+    let status = world
+        .stop_replication_and_get_status(1, StopReplicationMode::Iothreadonly, "second call")
+        .await;
     assert_eq!(status.before, status.after);
 
     // Start again: the replica catches up to p2; then a full stop.
@@ -201,22 +175,10 @@ async fn stop_replication_and_get_status_returns_before_and_after() {
         .start_replication(tm::StartReplicationRequest { semi_sync: false })
         .await
         .expect("StartReplication");
-    replica
-        .wait_for_position(with_timeout(
-            tm::WaitForPositionRequest { position: p2.clone() },
-            Duration::from_secs(10),
-        ))
-        .await
-        .expect("caught up after start");
-    let status = replica
-        .stop_replication_and_get_status(tm::StopReplicationAndGetStatusRequest {
-            stop_replication_mode: StopReplicationMode::Ioandsqlthread as i32,
-        })
-        .await
-        .expect("full stop")
-        .into_inner()
-        .status
-        .expect("status");
+    world.wait_applied(1, &p2, "caught up after start").await;
+    let status = world
+        .stop_replication_and_get_status(1, StopReplicationMode::Ioandsqlthread, "full stop")
+        .await;
     let after = status.after.expect("after");
     assert_eq!((after.io_state, after.sql_state), (1, 1));
     assert_eq!(after.position, p2);
@@ -239,15 +201,7 @@ async fn wait_for_position_returns_when_reached_and_times_out_otherwise() {
     world.write_rows(0, 1).await;
     let reached = world.position(0).await;
     let mut replica = world.client(1).await;
-    replica
-        .wait_for_position(with_timeout(
-            tm::WaitForPositionRequest {
-                position: reached.clone(),
-            },
-            Duration::from_secs(10),
-        ))
-        .await
-        .expect("reached");
+    world.wait_applied(1, &reached, "reached").await;
     // On the primary its own position is contained at once.
     world
         .client(0)
@@ -314,13 +268,7 @@ async fn full_status_fields_match_what_mariadb_reports() {
     world.write_rows(0, 2).await;
     let p = world.position(0).await;
     let mut replica = world.client(1).await;
-    replica
-        .wait_for_position(with_timeout(
-            tm::WaitForPositionRequest { position: p.clone() },
-            Duration::from_secs(10),
-        ))
-        .await
-        .expect("caught up");
+    world.wait_applied(1, &p, "caught up").await;
     let mut primary = world.client(0).await;
     let ps = primary
         .full_status(tm::FullStatusRequest {})
@@ -488,15 +436,9 @@ async fn stop_replication_minimum_and_restart_replication() {
         .await
         .expect("StartReplication");
     world.write_rows(0, 1).await;
-    replica
-        .wait_for_position(with_timeout(
-            tm::WaitForPositionRequest {
-                position: world.position(0).await,
-            },
-            Duration::from_secs(10),
-        ))
-        .await
-        .expect("replicating again");
+    world
+        .wait_applied(1, &world.position(0).await, "replicating again")
+        .await;
 }
 
 /// Waits until the replica's (IO, SQL) thread states satisfy `ok`. MariaDB

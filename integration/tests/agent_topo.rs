@@ -7,7 +7,7 @@ mod agent_support;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use agent_support::{World, eventually, type_of, with_timeout};
+use agent_support::{World, eventually, type_of};
 use integration::process::ChildGuard;
 use mysql_async::prelude::Queryable;
 use nix::sys::signal::Signal;
@@ -23,13 +23,7 @@ async fn a_stale_primary_ends_its_term_and_follows_the_newer_primary() {
     world.write_rows(0, 2).await;
     let p = world.position(0).await;
     let mut newer = world.client(1).await;
-    newer
-        .wait_for_position(with_timeout(
-            tm::WaitForPositionRequest { position: p },
-            Duration::from_secs(10),
-        ))
-        .await
-        .expect("caught up");
+    world.wait_applied(1, &p, "caught up").await;
     // An ERS that could not reach tablet 0: only tablet 1 is told.
     newer
         .promote_replica(tm::PromoteReplicaRequest { semi_sync: false })
@@ -44,19 +38,15 @@ async fn a_stale_primary_ends_its_term_and_follows_the_newer_primary() {
         type_of(&world.tablet_record(0).await) == TabletType::Replica
     })
     .await;
-    assert_eq!(world.query_one::<i64>(0, "SELECT @@read_only").await, 1);
+    assert_eq!(world.global(0, "read_only").await, 1);
     world.write_rows(1, 3).await;
     world
-        .client(0)
-        .await
-        .wait_for_position(with_timeout(
-            tm::WaitForPositionRequest {
-                position: world.position(1).await,
-            },
-            Duration::from_secs(10),
-        ))
-        .await
-        .expect("old primary replicates from the new one");
+        .wait_applied(
+            0,
+            &world.position(1).await,
+            "old primary replicates from the new one",
+        )
+        .await;
     assert_eq!(world.row_count(0).await, 5);
 }
 
@@ -79,7 +69,7 @@ async fn a_restarted_replica_agent_points_mariadb_at_the_shard_primary() {
         .await
         .expect("restart agent 1");
     world.agents[1] = Some(agent);
-    let mut replica = world.client(1).await;
+    let replica = world.client(1).await;
     eventually(Duration::from_secs(10), "replication set up at start-up", || {
         let mut replica = replica.clone();
         async move {
@@ -97,20 +87,12 @@ async fn a_restarted_replica_agent_points_mariadb_at_the_shard_primary() {
     let started = std::time::Instant::now();
     world.write_rows(0, 2).await;
     assert!(started.elapsed() < Duration::from_secs(5), "commits were acked");
-    replica
-        .wait_for_position(with_timeout(
-            tm::WaitForPositionRequest {
-                position: world.position(0).await,
-            },
-            Duration::from_secs(10),
-        ))
-        .await
-        .expect("catches up");
+    world
+        .wait_applied(1, &world.position(0).await, "catches up")
+        .await;
     assert_eq!(world.row_count(1).await, 2);
     assert_eq!(
-        world
-            .query_one::<i64>(1, "SELECT @@rpl_semi_sync_slave_enabled")
-            .await,
+        world.global(1, "rpl_semi_sync_slave_enabled").await,
         1,
         "semi_sync policy: a REPLICA acks"
     );

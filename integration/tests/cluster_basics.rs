@@ -261,10 +261,7 @@ async fn two_cells_share_one_etcd_under_their_own_roots_with_several_keyspaces_a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_bootstrap_every_tablet_waits_as_a_replica_with_no_primary() {
-    let cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
-        .bootstrap(false)
-        .started()
-        .await;
+    let cluster = integration::testkit::semi_sync_commerce_without_primary().await;
     assert_eq!(cluster.primary_alias("commerce", "0").await.expect("shard"), None);
     for t in cluster.tablets() {
         let record = cluster.topo().get_tablet(t.alias()).await.expect("record").value;

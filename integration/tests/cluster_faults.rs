@@ -9,8 +9,8 @@ use integration::faults::SemiSyncSide;
 use integration::testkit::{semi_sync_commerce, wait_caught_up};
 use mysql_async::prelude::Queryable;
 use vtorc::proto::replicationdata::FullStatus;
-use vtorc::proto::topodata::TabletAlias;
-use vtorc::tablet::{GrpcTabletManager, TabletClientConfig, TabletManager, TabletManagerExt};
+use vtorc::proto::topodata::{Tablet, TabletAlias};
+use vtorc::tablet::{GrpcTabletManager, TabletClientConfig, TabletError, TabletManager, TabletManagerExt};
 use vtorc::topo::TopoError;
 
 /// Vitess's replication thread states.
@@ -37,6 +37,12 @@ async fn wait_status(
 }
 
 /// Inserts a row on the primary and waits until `uid` has applied it.
+/// Pings `target` through the harness's own tablet client (whose
+/// connections stay open across agent kills), bounded by `timeout`.
+async fn harness_ping(cluster: &Cluster, target: &Tablet, timeout: Duration) -> Result<(), TabletError> {
+    cluster.tmc().with_timeout(timeout).ping(target).await
+}
+
 async fn write_and_wait_replicated(cluster: &Cluster, uid: u32) {
     let mut primary = cluster.mysql_conn(&alias(100)).await.expect("primary");
     primary
@@ -114,12 +120,7 @@ async fn a_killed_in_process_agent_stops_answering_even_on_open_connections_and_
     let target = cluster.tablet(&alias(101)).expect("t").rpc_tablet();
     let fast = Duration::from_secs(1);
     // The harness's client has an open HTTP/2 connection to the agent by now.
-    cluster
-        .tmc()
-        .with_timeout(fast)
-        .ping(&target)
-        .await
-        .expect("ping before");
+    harness_ping(&cluster, &target, fast).await.expect("ping before");
     let before = cluster.tablet_record(&alias(101)).await.expect("record");
 
     cluster.kill_agent(&alias(101)).expect("kill agent");
@@ -129,7 +130,7 @@ async fn a_killed_in_process_agent_stops_answering_even_on_open_connections_and_
         Duration::from_secs(5),
         "the killed agent to stop answering",
         || async {
-            let cached = cluster.tmc().with_timeout(fast).ping(&target).await;
+            let cached = harness_ping(&cluster, &target, fast).await;
             let new = fresh.with_timeout(fast).ping(&target).await;
             Ok((cached.is_err() && new.is_err()).then_some(()))
         },
@@ -142,10 +143,7 @@ async fn a_killed_in_process_agent_stops_answering_even_on_open_connections_and_
     assert_eq!(after_kill.hostname, before.hostname);
 
     cluster.restart_agent(&alias(101)).await.expect("restart agent");
-    cluster
-        .tmc()
-        .with_timeout(fast)
-        .ping(&target)
+    harness_ping(&cluster, &target, fast)
         .await
         .expect("ping after restart");
     let after = cluster.tablet_record(&alias(101)).await.expect("record");

@@ -6,12 +6,23 @@ use std::time::Duration;
 
 use integration::cluster::Cluster;
 use integration::testkit::{semi_sync_commerce, wait_caught_up};
-use integration::workload::{Workload, WorkloadConfig, check_acknowledged};
+use integration::workload::{Workload, WorkloadConfig, check_acknowledged, check_acknowledged_on};
 use mysql_async::prelude::Queryable;
 use vtorc::proto::topodata::TabletAlias;
 
 fn alias(uid: u32) -> TabletAlias {
     TabletAlias::new("zone1", uid)
+}
+
+/// The semi-sync world with a workload on `commerce/0` that primary 100
+/// has acknowledged `acked` writes of.
+async fn writing(acked: u64) -> (Cluster, WorkloadConfig, Workload) {
+    let cluster = semi_sync_commerce().await;
+    let config = WorkloadConfig::new("commerce", "0");
+    let workload = Workload::start_acked(&cluster, &config, &alias(100), acked)
+        .await
+        .expect("the workload starts and writes flow");
+    (cluster, config, workload)
 }
 
 /// Waits until `uid` has applied everything the primary has written.
@@ -21,11 +32,7 @@ async fn caught_up(cluster: &Cluster, uid: u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_write_is_on_the_primary_and_on_both_replicas() {
-    let cluster = semi_sync_commerce().await;
-    let config = WorkloadConfig::new("commerce", "0");
-    let workload = Workload::start_acked(&cluster, &config, &alias(100), 300)
-        .await
-        .expect("the workload starts and writes flow");
+    let (cluster, config, workload) = writing(300).await;
     let report = workload.stop().await.expect("stop");
     eprintln!(
         "{} acknowledged writes in {:?} ({} errors)",
@@ -45,8 +52,7 @@ async fn every_acknowledged_write_is_on_the_primary_and_on_both_replicas() {
         if uid != 100 {
             caught_up(&cluster, uid).await;
         }
-        let mut conn = cluster.mysql_conn(&alias(uid)).await.expect("connect");
-        let check = check_acknowledged(&mut conn, &config, &report)
+        let check = check_acknowledged_on(&cluster, &alias(uid), &config, &report)
             .await
             .expect("check");
         assert!(check.is_lossless(), "zone1-{uid}: {check:?}");
@@ -57,11 +63,7 @@ async fn every_acknowledged_write_is_on_the_primary_and_on_both_replicas() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_checker_reports_acknowledged_rows_that_vanished() {
-    let cluster = semi_sync_commerce().await;
-    let config = WorkloadConfig::new("commerce", "0");
-    let workload = Workload::start_acked(&cluster, &config, &alias(100), 50)
-        .await
-        .expect("the workload starts and writes flow");
+    let (cluster, config, workload) = writing(50).await;
     let report = workload.stop().await.expect("stop");
     let victims: Vec<u64> = report.acked_ids().into_iter().step_by(10).take(3).collect();
     let mut conn = cluster.mysql_conn(&alias(100)).await.expect("connect");
@@ -79,11 +81,7 @@ async fn the_checker_reports_acknowledged_rows_that_vanished() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_a_read_only_primary_refuses_are_rejected_not_acknowledged() {
-    let cluster = semi_sync_commerce().await;
-    let config = WorkloadConfig::new("commerce", "0");
-    let workload = Workload::start_acked(&cluster, &config, &alias(100), 20)
-        .await
-        .expect("the workload starts and writes flow");
+    let (cluster, config, workload) = writing(20).await;
     cluster.set_read_only(&alias(100)).await.expect("read_only=ON");
     workload
         .wait_for_rejections(10, Duration::from_secs(30))
@@ -105,8 +103,7 @@ async fn writes_a_read_only_primary_refuses_are_rejected_not_acknowledged() {
         "{:?}",
         report.sample_errors
     );
-    let mut conn = cluster.mysql_conn(&alias(100)).await.expect("connect");
-    let check = check_acknowledged(&mut conn, &config, &report)
+    let check = check_acknowledged_on(&cluster, &alias(100), &config, &report)
         .await
         .expect("check");
     assert!(check.is_lossless(), "{check:?}");

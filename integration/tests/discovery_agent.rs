@@ -12,7 +12,7 @@
 use std::{sync::Arc, time::Duration};
 
 use integration::cluster::Cluster;
-use integration::testkit::{semi_sync_commerce, snapshot_until};
+use integration::testkit::{SnapshotWatch, semi_sync_commerce};
 use tokio::time::Instant;
 use vtorc::{
     discovery::{Discovery, DiscoveryConfig, DiscoveryHandle, DiscoveryTask},
@@ -52,20 +52,6 @@ impl Watcher {
         Watcher { handle, _task: task }
     }
 
-    /// Waits until `check` holds on a published snapshot; returns how long it took.
-    async fn until(
-        &self,
-        within: Duration,
-        what: &str,
-        check: impl Fn(&ClusterSnapshot) -> bool,
-    ) -> Duration {
-        let Some(took) = snapshot_until(&self.handle, within, check).await else {
-            let state = find(&self.handle.snapshot(), &TabletAlias::new("zone1", 100));
-            panic!("{what}: not within {within:?}; tablet 100: {state:#?}");
-        };
-        took
-    }
-
     /// Waits until every tablet of the cluster is reachable with a healthy stream.
     async fn all_healthy(&self, cluster: &Cluster) {
         let aliases: Vec<TabletAlias> = cluster.tablets().iter().map(|t| t.alias().clone()).collect();
@@ -85,12 +71,31 @@ impl Watcher {
     }
 }
 
+impl SnapshotWatch for Watcher {
+    fn discovery(&self) -> &DiscoveryHandle {
+        &self.handle
+    }
+
+    /// The state of tablet 100 (the first primary), where most waits look.
+    fn describe(&self, snapshot: &ClusterSnapshot) -> String {
+        let state = find(snapshot, &TabletAlias::new("zone1", 100));
+        format!("; tablet 100: {state:#?}")
+    }
+}
+
 fn find(snapshot: &ClusterSnapshot, alias: &TabletAlias) -> Option<Arc<TabletState>> {
     snapshot.shards.values().find_map(|s| s.tablet(alias).cloned())
 }
 
 fn unreachable(t: &TabletState) -> bool {
     matches!(t.reachability, Reachability::Unreachable { .. })
+}
+
+/// The semi-sync `commerce/0` world with each tablet agent run as a
+/// process of this package's `tablet-agent` binary, so it can be paused
+/// (SIGSTOP) without freezing the test.
+async fn agent_processes() -> Cluster {
+    integration::testkit::semi_sync_commerce_in_processes(env!("CARGO_BIN_EXE_tablet-agent").into()).await
 }
 
 async fn primary(cluster: &Cluster) -> TabletAlias {
@@ -149,9 +154,7 @@ async fn killing_the_primarys_mariadb_marks_it_unreachable_within_a_second() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_primary_agent_is_unreachable_within_poll_time_plus_timeout() {
-    let cluster =
-        integration::testkit::semi_sync_commerce_in_processes(env!("CARGO_BIN_EXE_tablet-agent").into())
-            .await;
+    let cluster = agent_processes().await;
     let poll = Duration::from_secs(1);
     let timeout = Duration::from_secs(1);
     let w = Watcher::start(&cluster, config(poll, timeout)).await;
@@ -186,9 +189,7 @@ async fn a_stopped_primary_agent_is_unreachable_within_poll_time_plus_timeout() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_agent_never_stalls_the_polling_of_the_others() {
-    let cluster =
-        integration::testkit::semi_sync_commerce_in_processes(env!("CARGO_BIN_EXE_tablet-agent").into())
-            .await;
+    let cluster = agent_processes().await;
     let poll = Duration::from_millis(300);
     let mut cfg = config(poll, Duration::from_secs(10));
     // One worker: without the slow-poll release a hung poll would block all.

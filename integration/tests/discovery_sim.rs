@@ -6,6 +6,7 @@
 use std::{sync::Arc, time::Duration};
 
 use integration::sim::{SimConfig, SimFault, SimFleet, SimMode, SimTablet};
+use integration::testkit::SnapshotWatch;
 use tokio::time::Instant;
 use vtorc::{
     config::WatchedCluster,
@@ -76,16 +77,54 @@ impl World {
         find(&self.handle.snapshot(), alias)
     }
 
-    /// Waits until `check` holds on a published snapshot; returns how long it took.
-    async fn until(
-        &self,
-        within: Duration,
-        what: &str,
-        check: impl Fn(&ClusterSnapshot) -> bool,
-    ) -> Duration {
-        integration::testkit::snapshot_until(&self.handle, within, check)
+    /// Starts one more simulated tablet of `tablet_type` in ks/0,
+    /// replicating from the first tablet (not in the topology yet).
+    async fn start_tablet(&mut self, tablet_type: TabletType) -> SimTablet {
+        let primary = self.fleet.tablets()[0].clone();
+        self.fleet
+            .add_tablet("ks", "0", tablet_type, Some(&primary))
             .await
-            .unwrap_or_else(|| panic!("{what}: not within {within:?}"))
+            .expect("start tablet")
+    }
+
+    /// Waits (up to `within`) until discovery has polled `alias`, failing
+    /// the test naming `what`; returns how long it took.
+    async fn until_polled(&self, alias: &TabletAlias, within: Duration, what: &str) -> Duration {
+        self.until(within, what, |s| {
+            find(s, alias).is_some_and(|t| t.poll.last_seen.is_some())
+        })
+        .await
+    }
+
+    /// Starts one more tablet of `tablet_type` ([`World::start_tablet`]),
+    /// creates its record and waits (up to a second) until discovery polls
+    /// it; returns the tablet and how long that took.
+    async fn add_tablet(&mut self, tablet_type: TabletType) -> (SimTablet, Duration) {
+        let added = self.start_tablet(tablet_type).await;
+        self.topo
+            .create_tablet(&added.record())
+            .await
+            .expect("create tablet");
+        let took = self
+            .until_polled(added.alias(), Duration::from_secs(1), "new tablet polled")
+            .await;
+        (added, took)
+    }
+
+    /// Deletes `alias`'s record and waits (up to a second) until it is gone
+    /// from the published snapshot; returns how long that took.
+    async fn delete_tablet(&self, alias: &TabletAlias) -> Duration {
+        self.topo.delete_tablet(alias).await.expect("delete tablet");
+        self.until(Duration::from_secs(1), "deleted tablet gone", |s| {
+            find(s, alias).is_none()
+        })
+        .await
+    }
+}
+
+impl SnapshotWatch for World {
+    fn discovery(&self) -> &DiscoveryHandle {
+        &self.handle
     }
 }
 
@@ -141,32 +180,12 @@ async fn discovery_is_ready_after_the_topology_load_and_one_polling_round() {
 async fn a_tablet_added_to_the_topology_is_polled_within_a_second_and_a_deleted_one_disappears() {
     let mut w = World::start(&["0"], 2, config(Duration::from_secs(5), Duration::from_secs(1))).await;
     w.ready().await;
-    let primary = w.fleet.tablets()[0].clone();
-    let added = w
-        .fleet
-        .add_tablet("ks", "0", TabletType::Replica, Some(&primary))
-        .await
-        .expect("start tablet");
-    let alias = added.alias().clone();
-    w.topo
-        .create_tablet(&added.record())
-        .await
-        .expect("create tablet");
-    let took = w
-        .until(Duration::from_secs(1), "new tablet polled", |s| {
-            find(s, &alias).is_some_and(|t| t.poll.last_seen.is_some())
-        })
-        .await;
+    let (added, took) = w.add_tablet(TabletType::Replica).await;
     assert!(added.full_status_calls() >= 1);
     assert_eq!(w.tmc.cached_channels(), 3);
     eprintln!("added tablet polled after {took:?}");
 
-    w.topo.delete_tablet(&alias).await.expect("delete tablet");
-    let took = w
-        .until(Duration::from_secs(1), "deleted tablet gone", |s| {
-            find(s, &alias).is_none()
-        })
-        .await;
+    let took = w.delete_tablet(added.alias()).await;
     eprintln!("deleted tablet gone after {took:?}");
     assert_eq!(w.tmc.cached_channels(), 2, "its channel was dropped");
     // No more polls reach it.
@@ -415,29 +434,9 @@ mod etcd {
         let mut w = world(&etcd, config(Duration::from_secs(5), Duration::from_secs(1))).await;
         w.ready().await;
         assert_eq!(w.handle.snapshot().tablet_count(), 3);
-        let primary = w.fleet.tablets()[0].clone();
-        let added = w
-            .fleet
-            .add_tablet("ks", "0", TabletType::Rdonly, Some(&primary))
-            .await
-            .expect("start tablet");
-        let alias = added.alias().clone();
-        w.topo
-            .create_tablet(&added.record())
-            .await
-            .expect("create tablet");
-        let took = w
-            .until(Duration::from_secs(1), "new tablet polled", |s| {
-                find(s, &alias).is_some_and(|t| t.poll.last_seen.is_some())
-            })
-            .await;
+        let (added, took) = w.add_tablet(TabletType::Rdonly).await;
         eprintln!("etcd: added tablet polled after {took:?}");
-        w.topo.delete_tablet(&alias).await.expect("delete tablet");
-        let took = w
-            .until(Duration::from_secs(1), "deleted tablet gone", |s| {
-                find(s, &alias).is_none()
-            })
-            .await;
+        let took = w.delete_tablet(added.alias()).await;
         eprintln!("etcd: deleted tablet gone after {took:?}");
     }
 
@@ -469,12 +468,7 @@ mod etcd {
         );
 
         etcd.restart().await.expect("etcd restarts");
-        let primary = w.fleet.tablets()[0].clone();
-        let added = w
-            .fleet
-            .add_tablet("ks", "0", TabletType::Replica, Some(&primary))
-            .await
-            .expect("start tablet");
+        let added = w.start_tablet(TabletType::Replica).await;
         let alias = added.alias().clone();
         // The topo client reconnects on its own; retry the write until it does.
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -483,9 +477,7 @@ mod etcd {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let took = w
-            .until(Duration::from_secs(10), "tablet added after etcd restart", |s| {
-                find(s, &alias).is_some_and(|t| t.poll.last_seen.is_some())
-            })
+            .until_polled(&alias, Duration::from_secs(10), "tablet added after etcd restart")
             .await;
         eprintln!("etcd: tablet added after the restart polled after {took:?}");
         assert_eq!(w.handle.snapshot().tablet_count(), 4);

@@ -68,14 +68,8 @@ async fn twenty_primary_kills_under_writes_lose_no_acknowledged_write() {
         // Every write acknowledged so far is on the new primary: a loss is
         // caught in the round that made it, not at the end.
         let acked = workload.acked_so_far();
-        if let Some(missing) = missing_writes(&cluster, &new_primary, &acked, &config).await {
-            panic!(
-                "round {round}: the new primary {new_primary} lacks acknowledged writes: {}\n{}\n{}",
-                describe_missing(&missing, &acked, &kills),
-                vtorc.audit_dump(),
-                replication_report(&cluster).await
-            );
-        }
+        let what = format!("round {round}: the new primary {new_primary} lacks acknowledged writes");
+        assert_has_writes(&cluster, &vtorc, &new_primary, &acked, &config, &kills, &what).await;
         integration::cluster::poll_until(Duration::from_secs(10), "the ERS is audited", || async {
             Ok((vtorc.finished(RecoveryKind::RecoverDeadPrimary).len() >= round).then_some(()))
         })
@@ -97,14 +91,9 @@ async fn twenty_primary_kills_under_writes_lose_no_acknowledged_write() {
         // the restore: a restore or a repair that drops rows is caught here.
         let aliases: Vec<TabletAlias> = cluster.tablets().iter().map(|t| t.alias().clone()).collect();
         for t in aliases {
-            if let Some(missing) = missing_writes(&cluster, &t, &acked_before_restore, &config).await {
-                panic!(
-                    "round {round}: {t} lacks acknowledged writes after the rejoin: {}\n{}\n{}",
-                    describe_missing(&missing, &acked_before_restore, &kills),
-                    vtorc.audit_dump(),
-                    replication_report(&cluster).await
-                );
-            }
+            let what = format!("round {round}: {t} lacks acknowledged writes after the rejoin");
+            let acked = &acked_before_restore;
+            assert_has_writes(&cluster, &vtorc, &t, acked, &config, &kills, &what).await;
         }
         // Shown only when the test fails (or with --nocapture).
         eprintln!(
@@ -193,6 +182,29 @@ async fn missing_writes(
         .filter(|id| !present.contains(id))
         .collect();
     (!missing.is_empty()).then_some(missing)
+}
+
+/// Fails the test, saying `what`, when `tablet` lacks any of the `acked`
+/// writes of the workload run with `config` (see [`missing_writes`]): the
+/// missing ids with their acks against the `kills` so far, the audit and
+/// the replication state.
+async fn assert_has_writes(
+    cluster: &Cluster,
+    vtorc: &Vtorc,
+    tablet: &TabletAlias,
+    acked: &[AckedWrite],
+    config: &WorkloadConfig,
+    kills: &[(usize, TabletAlias, Duration)],
+    what: &str,
+) {
+    if let Some(missing) = missing_writes(cluster, tablet, acked, config).await {
+        panic!(
+            "{what}: {}\n{}\n{}",
+            describe_missing(&missing, acked, kills),
+            vtorc.audit_dump(),
+            replication_report(cluster).await
+        );
+    }
 }
 
 /// Each missing id with the primary that acknowledged it and when, against

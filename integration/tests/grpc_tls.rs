@@ -77,6 +77,51 @@ fn client(pki: &TestPki, own: Option<&CertFiles>) -> ClientTls {
         .expect("TLS on")
 }
 
+/// A channel to `addr` over mTLS with `own`'s certificate of `pki`, each
+/// call bounded by `timeout`.
+async fn mtls_channel(
+    addr: SocketAddr,
+    pki: &TestPki,
+    own: &CertFiles,
+    timeout: Duration,
+) -> tonic::transport::Channel {
+    Endpoint::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(timeout)
+        .connect_with_connector(client(pki, Some(own)).connector())
+        .await
+        .expect("mTLS connection")
+}
+
+/// An in-memory world serving gRPC with `server`'s certificate of `pki`,
+/// client certificates required and checked against the CA's CRL (empty
+/// for now, rewritten by the test at run time).
+async fn mtls_world(
+    pki: &TestPki,
+    server: &CertFiles,
+) -> (
+    MemoryWorld,
+    SocketAddr,
+    tokio::task::JoinHandle<Result<(), vtorc::server::ServerError>>,
+) {
+    let crl = pki.write_crl(&[]).expect("empty CRL");
+    let tls = ServerTls::from_files(
+        &TlsFiles {
+            crl: Some(crl),
+            ..pki.tls_files(server)
+        },
+        "grpc-",
+    )
+    .expect("server TLS")
+    .expect("TLS on");
+    assert!(tls.requires_client_certificates());
+    let mut world = MemoryWorld::new();
+    world.start_discovery();
+    let (addr, task) = world.serve_grpc_tls(Some(tls)).await;
+    (world, addr, task)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_certificates_are_required_and_a_crl_written_at_run_time_revokes_one() {
     let dir = tempfile::tempdir().expect("dir");
@@ -86,33 +131,14 @@ async fn client_certificates_are_required_and_a_crl_written_at_run_time_revokes_
     let good = pki.issue("good").expect("client cert");
     let doomed = pki.issue("doomed").expect("client cert");
     let stranger = other.issue("stranger").expect("foreign client cert");
-    let crl = pki.write_crl(&[]).expect("empty CRL");
-    let tls = ServerTls::from_files(
-        &TlsFiles {
-            crl: Some(crl),
-            ..pki.tls_files(&server)
-        },
-        "grpc-",
-    )
-    .expect("server TLS")
-    .expect("TLS on");
-    assert!(tls.requires_client_certificates());
-
-    let mut world = MemoryWorld::new();
-    world.start_discovery();
-    let (addr, _task) = world.serve_grpc_tls(Some(tls)).await;
+    let (world, addr, _task) = mtls_world(&pki, &server).await;
 
     call(addr, Some(&client(&pki, Some(&good))))
         .await
         .expect("a certificate from the CA is accepted");
     // An operator's reparent over mTLS is audited with the subject of the
     // client certificate (the shard does not exist: a failed record).
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .expect("endpoint")
-        .timeout(Duration::from_secs(10))
-        .connect_with_connector(client(&pki, Some(&good)).connector())
-        .await
-        .expect("connect");
+    let channel = mtls_channel(addr, &pki, &good, Duration::from_secs(10)).await;
     let status = VtctldClient::new(channel)
         .planned_reparent_shard(PlannedReparentShardRequest {
             keyspace: "ks".into(),
@@ -181,19 +207,7 @@ async fn replaced_certificate_files_are_used_without_a_restart() {
     let pki = TestPki::new(dir.path(), "vtorc").expect("CA");
     let server = pki.issue("server").expect("server cert");
     let me = pki.issue("me").expect("client cert");
-    let crl = pki.write_crl(&[]).expect("empty CRL");
-    let tls = ServerTls::from_files(
-        &TlsFiles {
-            crl: Some(crl),
-            ..pki.tls_files(&server)
-        },
-        "grpc-",
-    )
-    .expect("server TLS")
-    .expect("TLS on");
-    let mut world = MemoryWorld::new();
-    world.start_discovery();
-    let (addr, _task) = world.serve_grpc_tls(Some(tls)).await;
+    let (world, addr, _task) = mtls_world(&pki, &server).await;
     let client = client(&pki, Some(&me));
 
     // The server presents the certificate in its files at each handshake.
@@ -450,37 +464,6 @@ async fn etcd_certificate_files_replaced_on_disk_are_used_from_the_next_connecti
     .expect("the previous files are kept");
 }
 
-/// A Vtctld client over mTLS with `own`'s certificate.
-async fn vtctld_client(
-    addr: SocketAddr,
-    pki: &TestPki,
-    own: &CertFiles,
-) -> vtorc::proto::vtctlservice::vtctld_client::VtctldClient<tonic::transport::Channel> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(60))
-        .connect_with_connector(client(pki, Some(own)).connector())
-        .await
-        .expect("mTLS connection");
-    vtorc::proto::vtctlservice::vtctld_client::VtctldClient::new(channel)
-}
-
-async fn vtorc_api_client(
-    addr: SocketAddr,
-    pki: &TestPki,
-    own: &CertFiles,
-) -> VtorcClient<tonic::transport::Channel> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))
-        .expect("uri")
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(10))
-        .connect_with_connector(client(pki, Some(own)).connector())
-        .await
-        .expect("mTLS connection");
-    VtorcClient::new(channel)
-}
-
 fn prs_to(uid: u32) -> vtorc::proto::vtctldata::PlannedReparentShardRequest {
     vtorc::proto::vtctldata::PlannedReparentShardRequest {
         keyspace: KS.to_string(),
@@ -488,6 +471,15 @@ fn prs_to(uid: u32) -> vtorc::proto::vtctldata::PlannedReparentShardRequest {
         new_primary: Some(alias(uid)),
         ..Default::default()
     }
+}
+
+/// A PRS to `uid` through `client` that must be let through (`who` says
+/// whose and why, for the failure message).
+async fn prs_let_through(client: &mut VtctldClient<tonic::transport::Channel>, uid: u32, who: &str) {
+    client
+        .planned_reparent_shard(prs_to(uid))
+        .await
+        .unwrap_or_else(|e| panic!("{who}: {e:?}"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -521,7 +513,11 @@ async fn mutating_calls_need_a_listed_certificate_identity_reads_do_not_and_the_
     let log = || std::fs::read_to_string(&vtorc.log_path).unwrap_or_default();
 
     // Reads: open to any certificate of the CA.
-    let mut as_reader = vtctld_client(grpc, &pki, &reader).await;
+    // Vtctld calls may reparent: up to a minute each.
+    let vtctld_client = async |own: &CertFiles| {
+        VtctldClient::new(mtls_channel(grpc, &pki, own, Duration::from_secs(60)).await)
+    };
+    let mut as_reader = vtctld_client(&reader).await;
     let tablets = as_reader
         .get_tablets(vtorc::proto::vtctldata::GetTabletsRequest {
             keyspace: KS.to_string(),
@@ -531,7 +527,7 @@ async fn mutating_calls_need_a_listed_certificate_identity_reads_do_not_and_the_
         .expect("the reader may read")
         .into_inner();
     assert_eq!(tablets.tablets.len(), 3);
-    let mut api_reader = vtorc_api_client(grpc, &pki, &reader).await;
+    let mut api_reader = VtorcClient::new(mtls_channel(grpc, &pki, &reader, Duration::from_secs(10)).await);
     api_reader
         .get_health(pb::GetHealthRequest {})
         .await
@@ -630,21 +626,25 @@ async fn mutating_calls_need_a_listed_certificate_identity_reads_do_not_and_the_
     // can be had, else through our client.
     match vtctldclient("the vtctldclient leg") {
         Some(bin) => {
-            let out = tokio::process::Command::new(&bin)
-                .args([
-                    format!("--server=127.0.0.1:{grpc_port}"),
-                    format!("--vtctld-grpc-ca={}", pki.ca_path().display()),
-                    format!("--vtctld-grpc-cert={}", admin.cert.display()),
-                    format!("--vtctld-grpc-key={}", admin.key.display()),
-                    "--vtctld-grpc-server-name=localhost".to_string(),
-                    "PlannedReparentShard".to_string(),
-                    format!("{KS}/0"),
-                    "--new-primary=zone1-0000000101".to_string(),
-                ])
-                .kill_on_drop(true)
-                .output()
-                .await
-                .expect("run vtctldclient");
+            // vtctldclient's PRS to `new_primary`, as `own` over mTLS.
+            let prs_as = async |own: &CertFiles, new_primary: &str| {
+                tokio::process::Command::new(&bin)
+                    .args([
+                        format!("--server=127.0.0.1:{grpc_port}"),
+                        format!("--vtctld-grpc-ca={}", pki.ca_path().display()),
+                        format!("--vtctld-grpc-cert={}", own.cert.display()),
+                        format!("--vtctld-grpc-key={}", own.key.display()),
+                        "--vtctld-grpc-server-name=localhost".to_string(),
+                        "PlannedReparentShard".to_string(),
+                        format!("{KS}/0"),
+                        format!("--new-primary={new_primary}"),
+                    ])
+                    .kill_on_drop(true)
+                    .output()
+                    .await
+                    .expect("run vtctldclient")
+            };
+            let out = prs_as(&admin, "zone1-0000000101").await;
             assert!(
                 out.status.success(),
                 "vtctldclient PRS as admin: {}{}",
@@ -652,41 +652,21 @@ async fn mutating_calls_need_a_listed_certificate_identity_reads_do_not_and_the_
                 String::from_utf8_lossy(&out.stderr)
             );
             // And refuses the reader with PermissionDenied, as our client saw.
-            let out = tokio::process::Command::new(&bin)
-                .args([
-                    format!("--server=127.0.0.1:{grpc_port}"),
-                    format!("--vtctld-grpc-ca={}", pki.ca_path().display()),
-                    format!("--vtctld-grpc-cert={}", reader.cert.display()),
-                    format!("--vtctld-grpc-key={}", reader.key.display()),
-                    "--vtctld-grpc-server-name=localhost".to_string(),
-                    "PlannedReparentShard".to_string(),
-                    format!("{KS}/0"),
-                    "--new-primary=zone1-0000000100".to_string(),
-                ])
-                .kill_on_drop(true)
-                .output()
-                .await
-                .expect("run vtctldclient");
+            let out = prs_as(&reader, "zone1-0000000100").await;
             let text = String::from_utf8_lossy(&out.stderr);
             assert!(!out.status.success(), "{text}");
             assert!(text.contains("PermissionDenied"), "{text}");
         }
         None => {
-            vtctld_client(grpc, &pki, &admin)
-                .await
-                .planned_reparent_shard(prs_to(101))
-                .await
-                .expect("the admin reparents");
+            let mut as_admin = vtctld_client(&admin).await;
+            prs_let_through(&mut as_admin, 101, "the admin reparents").await;
         }
     }
     recovery_support::assert_shard_primary(&cluster, KS, &alias(101)).await;
 
     // Add the reader to the file: let through without a restart.
     replace_file(&identities, b"cn:admin\ncn:reader\n");
-    as_reader
-        .planned_reparent_shard(prs_to(100))
-        .await
-        .expect("the reader, now listed, reparents");
+    prs_let_through(&mut as_reader, 100, "the reader, now listed, reparents").await;
     recovery_support::assert_shard_primary(&cluster, KS, &alias(100)).await;
     // A bad edit keeps the last good list, and the log says why.
     replace_file(&identities, b"cn:admin\nreader\n");

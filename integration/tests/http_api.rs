@@ -6,6 +6,7 @@
 mod api_support;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use api_support::*;
@@ -181,13 +182,7 @@ async fn every_endpoint_answers_with_go_shapes_over_real_http() {
         "null"
     );
 
-    let problems = poll_until(Duration::from_secs(20), "problems listed", || async {
-        let body = get_ok(addr, "/api/problems?keyspace=commerce").await;
-        Ok((body != "null").then_some(body))
-    })
-    .await
-    .expect("problems");
-    let problems: Vec<serde_json::Value> = serde_json::from_str(&problems).expect("JSON array");
+    let problems = listed(addr, "/api/problems?keyspace=commerce").await;
     let p101 = problems
         .iter()
         .find(|p| p["InstanceAlias"] == "zone1-0000000101")
@@ -207,13 +202,7 @@ async fn every_endpoint_answers_with_go_shapes_over_real_http() {
         "Go's NullInt64: {behind}"
     );
 
-    let errant = poll_until(Duration::from_secs(20), "errant GTIDs listed", || async {
-        let body = get_ok(addr, "/api/errant-gtids?keyspace=commerce&shard=0").await;
-        Ok((body != "null").then_some(body))
-    })
-    .await
-    .expect("errant");
-    let errant: Vec<serde_json::Value> = serde_json::from_str(&errant).expect("JSON array");
+    let errant = listed(addr, "/api/errant-gtids?keyspace=commerce&shard=0").await;
     assert_eq!(errant.len(), 1, "{errant:?}");
     assert_eq!(errant[0]["InstanceAlias"], "zone1-0000000102");
     let gtid = errant[0]["GtidErrant"].as_str().expect("text");
@@ -295,6 +284,22 @@ async fn every_endpoint_answers_with_go_shapes_over_real_http() {
 /// declared by `# TYPE` before it, families are declared once, label sets
 /// are well formed and unique, values are numbers, histograms have
 /// cumulative buckets ending in `+Inf` equal to `_count`.
+/// The JSON array `path` answers once it lists something (Go's endpoints
+/// answer `null` for an empty list), waiting up to 20 s for that.
+async fn listed(addr: SocketAddr, path: &str) -> Vec<serde_json::Value> {
+    let body = poll_until(
+        Duration::from_secs(20),
+        &format!("{path} lists something"),
+        || async {
+            let body = get_ok(addr, path).await;
+            Ok((body != "null").then_some(body))
+        },
+    )
+    .await
+    .expect("listed");
+    serde_json::from_str(&body).expect("JSON array")
+}
+
 fn check_prometheus_text(text: &str) {
     let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
         .expect("prometheus-parse accepts /metrics");
@@ -313,20 +318,19 @@ fn check_prometheus_text(text: &str) {
     ] {
         assert!(names.contains(expected), "{expected} missing from {names:?}");
     }
-    let counter = scrape
-        .samples
-        .iter()
-        .find(|s| s.metric == "vtorc_discoveries_attempt")
-        .expect("present");
+    let sample = |name: &str| {
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name)
+            .unwrap_or_else(|| panic!("{name} present"))
+    };
+    let counter = sample("vtorc_discoveries_attempt");
     assert!(
         matches!(counter.value, prometheus_parse::Value::Counter(v) if v >= 3.0),
         "{counter:?}"
     );
-    let hist = scrape
-        .samples
-        .iter()
-        .find(|s| s.metric == "vtorc_discovery_instance_timings")
-        .expect("present");
+    let hist = sample("vtorc_discovery_instance_timings");
     assert!(
         matches!(&hist.value, prometheus_parse::Value::Histogram(b) if !b.is_empty()),
         "{hist:?}"

@@ -75,23 +75,31 @@ async fn assert_failed_over(cluster: &Cluster, vtorc: &Vtorc) -> TabletAlias {
     successor
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dead_primary_after_mariadb_kill_is_failed_over_by_ers() {
+/// Starts the in-process world and vtorc, kills the primary with `kill`,
+/// and checks the ERS that follows ([`assert_failed_over`]).
+async fn failed_over_after(kill: impl FnOnce(&mut Cluster)) {
     let mut cluster = cluster(AgentMode::InProcess).await;
     let vtorc = Vtorc::start_healthy(&cluster, KS, &[]).await;
-    cluster.kill_mysql(&alias(100)).expect("kill -9");
+    kill(&mut cluster);
     assert_failed_over(&cluster, &vtorc).await;
     vtorc.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_primary_after_mariadb_kill_is_failed_over_by_ers() {
+    failed_over_after(|c| {
+        c.kill_mysql(&alias(100)).expect("kill -9");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_primary_after_host_loss_agent_then_mariadb_is_failed_over_by_ers() {
-    let mut cluster = cluster(AgentMode::InProcess).await;
-    let vtorc = Vtorc::start_healthy(&cluster, KS, &[]).await;
-    cluster.kill_agent(&alias(100)).expect("agent kill");
-    cluster.kill_mysql(&alias(100)).expect("kill -9");
-    assert_failed_over(&cluster, &vtorc).await;
-    vtorc.stop().await;
+    failed_over_after(|c| {
+        c.kill_agent(&alias(100)).expect("agent kill");
+        c.kill_mysql(&alias(100)).expect("kill -9");
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

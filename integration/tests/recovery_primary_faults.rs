@@ -23,7 +23,7 @@ use mysql_async::prelude::Queryable;
 use recovery_support::*;
 use vtorc::analysis::{AnalysisCode, RecoveryKind};
 use vtorc::proto::topodata::{TabletAlias, TabletType};
-use vtorc::recovery::{RecoveryOutcome, RecoveryRecord};
+use vtorc::recovery::RecoveryRecord;
 use vtorc::tablet::{TabletManager, TabletManagerExt};
 
 const KS: &str = "commerce";
@@ -452,10 +452,7 @@ async fn init_primary_failing_after_its_topo_write(cluster: &Cluster, tablet: &T
 /// replicating: `NotConnectedToPrimary`) are pointed at it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_record_whose_tablet_runs_as_replica_is_fixed_by_undo_demote_primary() {
-    let cluster = ClusterBuilder::three_tablets(KS, "semi_sync")
-        .bootstrap(false)
-        .started()
-        .await;
+    let cluster = integration::testkit::semi_sync_commerce_without_primary().await;
     let error = init_primary_failing_after_its_topo_write(&cluster, &alias(100)).await;
     assert!(error.contains("Too many connections"), "{error}");
     let record = cluster.tablet_record(&alias(100)).await.expect("tablet record");
@@ -476,14 +473,8 @@ async fn a_primary_record_whose_tablet_runs_as_replica_is_fixed_by_undo_demote_p
     assert!(!read_only(&cluster, &alias(100)).await.expect("read_only"));
 
     let vtorc = Vtorc::start(&cluster, &[]).await;
-    let fixed = vtorc.succeeded_on(RecoveryKind::FixPrimary, &alias(100)).await;
-    assert_eq!(
-        fixed.analysis,
-        AnalysisCode::PrimaryCurrentTypeMismatch,
-        "{}",
-        vtorc.audit_dump()
-    );
-    assert_eq!(fixed.outcome, RecoveryOutcome::Succeeded);
+    let code = AnalysisCode::PrimaryCurrentTypeMismatch;
+    let fixed = vtorc.fixed(RecoveryKind::FixPrimary, &alias(100), code).await;
     let steps: Vec<&str> = step_names(&fixed);
     assert_eq!(steps, ["UndoDemotePrimary"], "{}", steps_text(&fixed));
     assert_eq!(fixed.tablets, [alias(100)]);

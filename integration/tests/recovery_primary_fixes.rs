@@ -12,7 +12,6 @@ use recovery_support::*;
 use vtorc::analysis::{AnalysisCode, RecoveryKind};
 use vtorc::proto::topodata::TabletType;
 use vtorc::proto::vttime;
-use vtorc::recovery::RecoveryOutcome;
 
 const KS: &str = "commerce";
 
@@ -20,8 +19,13 @@ const KS: &str = "commerce";
 async fn a_read_only_primary_is_made_writable_again() {
     let (cluster, vtorc) = healthy_world(KS, "semi_sync", &[]).await;
     cluster.set_read_only(&alias(100)).await.expect("read_only=ON");
-    let record = vtorc.succeeded_on(RecoveryKind::FixPrimary, &alias(100)).await;
-    assert_eq!(record.analysis, AnalysisCode::PrimaryIsReadOnly);
+    let record = vtorc
+        .fixed(
+            RecoveryKind::FixPrimary,
+            &alias(100),
+            AnalysisCode::PrimaryIsReadOnly,
+        )
+        .await;
     let steps: Vec<&str> = step_names(&record);
     assert_eq!(steps, ["UndoDemotePrimary"]);
     assert!(!read_only(&cluster, &alias(100)).await.expect("read_only"));
@@ -37,11 +41,10 @@ async fn a_primary_replicating_from_another_server_has_its_replication_reset() {
         .point_replica_at(&alias(100), &alias(101))
         .await
         .expect("point the primary at 101");
+    let code = AnalysisCode::PrimaryHasPrimary;
     let record = vtorc
-        .succeeded_on(RecoveryKind::RecoverPrimaryHasPrimary, &alias(100))
+        .fixed(RecoveryKind::RecoverPrimaryHasPrimary, &alias(100), code)
         .await;
-    assert_eq!(record.analysis, AnalysisCode::PrimaryHasPrimary);
-    assert_eq!(record.outcome, RecoveryOutcome::Succeeded);
     let steps: Vec<&str> = step_names(&record);
     assert_eq!(steps, ["ResetReplicationParameters"]);
     let source = replication_source(&cluster, &alias(100)).await.expect("status");
@@ -74,10 +77,10 @@ async fn a_stale_topo_primary_is_made_replica_in_the_topo() {
         })
         .await
         .expect("edit the tablet record");
+    let code = AnalysisCode::StaleTopoPrimary;
     let record = vtorc
-        .succeeded_on(RecoveryKind::ReconcileStaleTopoPrimary, &alias(102))
+        .fixed(RecoveryKind::ReconcileStaleTopoPrimary, &alias(102), code)
         .await;
-    assert_eq!(record.analysis, AnalysisCode::StaleTopoPrimary);
     assert_eq!(record.tablets, [alias(102), alias(100)]);
     let steps: Vec<&str> = step_names(&record);
     assert!(steps.contains(&"ChangeTabletType"), "{steps:?}");

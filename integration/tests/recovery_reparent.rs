@@ -6,7 +6,6 @@ mod recovery_support;
 
 use std::time::Duration;
 
-use integration::cluster::ClusterBuilder;
 use recovery_support::*;
 use vtorc::analysis::{AnalysisCode, RecoveryKind};
 
@@ -14,10 +13,7 @@ const KS: &str = "commerce";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fresh_shard_without_primary_gets_one_elected_by_prs() {
-    let cluster = ClusterBuilder::three_tablets(KS, "semi_sync")
-        .bootstrap(false)
-        .started()
-        .await;
+    let cluster = integration::testkit::semi_sync_commerce_without_primary().await;
     assert_eq!(cluster.primary_alias(KS, "0").await.expect("shard"), None);
     let vtorc = Vtorc::start(&cluster, &[]).await;
     let record = vtorc

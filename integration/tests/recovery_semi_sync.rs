@@ -14,56 +14,79 @@ use vtorc::analysis::{AnalysisCode, RecoveryKind};
 
 const KS: &str = "commerce";
 
+/// Under `durability`, turns `side`'s semi-sync on tablet `uid` to the
+/// wrong setting `wrong`, then waits for vtorc to diagnose `analysis`, fix
+/// it with a successful `kind` recovery and the setting to be `!wrong`
+/// again; a fixed replica must replicate from the primary (100) again.
+async fn semi_sync_is_put_back(
+    durability: &str,
+    uid: u32,
+    side: SemiSyncSide,
+    wrong: bool,
+    kind: RecoveryKind,
+    analysis: AnalysisCode,
+) {
+    let (cluster, vtorc) = healthy_world(KS, durability, &[]).await;
+    cluster
+        .set_semi_sync(&alias(uid), side, wrong)
+        .await
+        .unwrap_or_else(|e| panic!("{side:?} side of {uid} set to {wrong}: {e:#}"));
+    vtorc.fixed(kind, &alias(uid), analysis).await;
+    wait_semi_sync(&cluster, &alias(uid), side, !wrong).await;
+    if side == SemiSyncSide::Replica {
+        wait_replicating_from(&cluster, &alias(uid), &alias(100), Duration::from_secs(10)).await;
+    }
+    vtorc.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn primary_semi_sync_must_be_set_under_semi_sync() {
-    let (cluster, vtorc) = healthy_world(KS, "semi_sync", &[]).await;
-    cluster
-        .set_semi_sync(&alias(100), SemiSyncSide::Primary, false)
-        .await
-        .expect("primary side off");
-    let record = vtorc.succeeded_on(RecoveryKind::FixPrimary, &alias(100)).await;
-    assert_eq!(record.analysis, AnalysisCode::PrimarySemiSyncMustBeSet);
-    wait_semi_sync(&cluster, &alias(100), SemiSyncSide::Primary, true).await;
-    vtorc.stop().await;
+    semi_sync_is_put_back(
+        "semi_sync",
+        100,
+        SemiSyncSide::Primary,
+        false,
+        RecoveryKind::FixPrimary,
+        AnalysisCode::PrimarySemiSyncMustBeSet,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_semi_sync_must_be_set_under_semi_sync() {
-    let (cluster, vtorc) = healthy_world(KS, "semi_sync", &[]).await;
-    cluster
-        .set_semi_sync(&alias(101), SemiSyncSide::Replica, false)
-        .await
-        .expect("replica side off");
-    let record = vtorc.succeeded_on(RecoveryKind::FixReplica, &alias(101)).await;
-    assert_eq!(record.analysis, AnalysisCode::ReplicaSemiSyncMustBeSet);
-    wait_semi_sync(&cluster, &alias(101), SemiSyncSide::Replica, true).await;
-    wait_replicating_from(&cluster, &alias(101), &alias(100), Duration::from_secs(10)).await;
-    vtorc.stop().await;
+    semi_sync_is_put_back(
+        "semi_sync",
+        101,
+        SemiSyncSide::Replica,
+        false,
+        RecoveryKind::FixReplica,
+        AnalysisCode::ReplicaSemiSyncMustBeSet,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn primary_semi_sync_must_not_be_set_without_a_semi_sync_policy() {
-    let (cluster, vtorc) = healthy_world(KS, "none", &[]).await;
-    cluster
-        .set_semi_sync(&alias(100), SemiSyncSide::Primary, true)
-        .await
-        .expect("primary side on");
-    let record = vtorc.succeeded_on(RecoveryKind::FixPrimary, &alias(100)).await;
-    assert_eq!(record.analysis, AnalysisCode::PrimarySemiSyncMustNotBeSet);
-    wait_semi_sync(&cluster, &alias(100), SemiSyncSide::Primary, false).await;
-    vtorc.stop().await;
+    semi_sync_is_put_back(
+        "none",
+        100,
+        SemiSyncSide::Primary,
+        true,
+        RecoveryKind::FixPrimary,
+        AnalysisCode::PrimarySemiSyncMustNotBeSet,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_semi_sync_must_not_be_set_without_a_semi_sync_policy() {
-    let (cluster, vtorc) = healthy_world(KS, "none", &[]).await;
-    cluster
-        .set_semi_sync(&alias(102), SemiSyncSide::Replica, true)
-        .await
-        .expect("replica side on");
-    let record = vtorc.succeeded_on(RecoveryKind::FixReplica, &alias(102)).await;
-    assert_eq!(record.analysis, AnalysisCode::ReplicaSemiSyncMustNotBeSet);
-    wait_semi_sync(&cluster, &alias(102), SemiSyncSide::Replica, false).await;
-    wait_replicating_from(&cluster, &alias(102), &alias(100), Duration::from_secs(10)).await;
-    vtorc.stop().await;
+    semi_sync_is_put_back(
+        "none",
+        102,
+        SemiSyncSide::Replica,
+        true,
+        RecoveryKind::FixReplica,
+        AnalysisCode::ReplicaSemiSyncMustNotBeSet,
+    )
+    .await;
 }

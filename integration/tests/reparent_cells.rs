@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use integration::cluster::{Cluster, ClusterBuilder, KeyspaceSpec, ShardSpec, TabletSpec};
 use integration::workload::{Workload, WorkloadConfig};
-use reparent_support::{ErsRun, alias, ers_commerce, reparenter, topo_type, wait_replicating_from};
+use reparent_support::{ErsRun, alias, ers_commerce, prs, reparenter, topo_type, wait_replicating_from};
 use vtorc::proto::topodata::{TabletAlias, TabletType};
-use vtorc::reparent::{EmergencyReparentOptions, EventLog, PlannedReparentOptions};
+use vtorc::reparent::{EmergencyReparentOptions, PlannedReparentOptions};
 
 async fn two_cells(durability: &str) -> Cluster {
     ClusterBuilder::new()
@@ -129,55 +129,40 @@ async fn prs_elects_in_the_primary_cell_unless_cross_cell_is_asked_for() {
         avoid_primary: Some(avoid),
         ..Default::default()
     };
-    // Away from 100: the only other zone1 REPLICA is 101 (102 is rdonly,
-    // 200/201 are in zone2).
-    let out = rp
-        .planned_reparent_shard(
-            "commerce",
-            "0",
-            &away(alias("zone1", 100)),
-            None,
-            &EventLog::default(),
-        )
-        .await
-        .expect("PRS away from 100");
-    assert_eq!(out.new_primary.and_then(|t| t.alias), Some(alias("zone1", 101)));
-    cluster
-        .wait_for_primary("commerce", "0", &alias("zone1", 101), Duration::from_secs(15))
-        .await
-        .expect("shard record");
-    // An explicit cross-cell primary is allowed.
-    let out = rp
-        .planned_reparent_shard(
-            "commerce",
-            "0",
-            &PlannedReparentOptions::promote(alias("zone2", 200)),
-            None,
-            &EventLog::default(),
-        )
-        .await
-        .expect("PRS to zone2");
-    assert_eq!(out.new_primary.and_then(|t| t.alias), Some(alias("zone2", 200)));
-    cluster
-        .wait_for_primary("commerce", "0", &alias("zone2", 200), Duration::from_secs(15))
-        .await
-        .expect("shard record");
-    // Now the primary's cell is zone2: moving away from 200 elects 201.
-    let out = rp
-        .planned_reparent_shard(
-            "commerce",
-            "0",
-            &away(alias("zone2", 200)),
-            None,
-            &EventLog::default(),
-        )
-        .await
-        .expect("PRS away from 200");
-    assert_eq!(out.new_primary.and_then(|t| t.alias), Some(alias("zone2", 201)));
-    cluster
-        .wait_for_primary("commerce", "0", &alias("zone2", 201), Duration::from_secs(15))
-        .await
-        .expect("shard record");
+    // Each PRS in turn, with the primary it must elect.
+    let steps = [
+        // Away from 100: the only other zone1 REPLICA is 101 (102 is
+        // rdonly, 200/201 are in zone2).
+        (
+            "PRS away from 100",
+            away(alias("zone1", 100)),
+            alias("zone1", 101),
+        ),
+        // An explicit cross-cell primary is allowed.
+        (
+            "PRS to zone2",
+            PlannedReparentOptions::promote(alias("zone2", 200)),
+            alias("zone2", 200),
+        ),
+        // Now the primary's cell is zone2: moving away from 200 elects 201.
+        (
+            "PRS away from 200",
+            away(alias("zone2", 200)),
+            alias("zone2", 201),
+        ),
+    ];
+    for (what, opts, elected) in steps {
+        let out = prs(&rp, &opts).await.expect(what);
+        assert_eq!(
+            out.new_primary.and_then(|t| t.alias),
+            Some(elected.clone()),
+            "{what}"
+        );
+        cluster
+            .wait_for_primary("commerce", "0", &elected, Duration::from_secs(15))
+            .await
+            .expect("shard record");
+    }
     for a in [
         alias("zone1", 100),
         alias("zone1", 101),

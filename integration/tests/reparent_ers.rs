@@ -11,7 +11,9 @@ use integration::cluster::{Cluster, ClusterBuilder, KeyspaceSpec, ShardSpec, Tab
 use integration::testkit::semi_sync_commerce;
 use integration::workload::{Workload, WorkloadConfig};
 use mysql_async::prelude::Queryable;
-use reparent_support::{ErsRun, alias, ers_commerce, reparenter, topo_type, wait_replicating_from, writable};
+use reparent_support::{
+    ErsRun, alias, ers, ers_commerce, reparenter, topo_type, wait_replicating_from, writable,
+};
 use tokio::time::Instant;
 use vtorc::mysql::Position;
 use vtorc::proto::topodata::{TabletAlias, TabletType};
@@ -133,14 +135,7 @@ async fn ers_refuses_when_too_few_tablets_answer_to_revoke_the_old_primary() {
     cluster.kill_mysql(&p).expect("kill primary");
     cluster.kill_agent(&r2).expect("kill a replica's agent");
     let rp = reparenter(&cluster, REFUSAL_WAIT);
-    let err = rp
-        .emergency_reparent_shard(
-            "commerce",
-            "0",
-            &EmergencyReparentOptions::default(),
-            None,
-            &EventLog::default(),
-        )
+    let err = ers(&rp, &EmergencyReparentOptions::default())
         .await
         .expect_err("cannot prove safety");
     eprintln!("refusal: {err}");
@@ -229,19 +224,15 @@ async fn ers_refuses_errant_only_candidates() {
     assert!(err.to_string().contains(&gtid), "{err} names {gtid}");
     assert!(!writable(&cluster, &r1).await);
     // Asking for it explicitly is refused too.
-    let err = rp
-        .emergency_reparent_shard(
-            "commerce",
-            "0",
-            &EmergencyReparentOptions {
-                new_primary: Some(r1.clone()),
-                ..Default::default()
-            },
-            None,
-            &EventLog::default(),
-        )
-        .await
-        .expect_err("requested primary has errant GTIDs");
+    let err = ers(
+        &rp,
+        &EmergencyReparentOptions {
+            new_primary: Some(r1.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect_err("requested primary has errant GTIDs");
     assert!(matches!(err, ReparentError::ErrantGtids(_)), "{err:?}");
     assert_eq!(topo_type(&cluster, &r1).await, TabletType::Replica);
     for r in [alias("zone1", 102), alias("zone1", 103)] {

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use integration::cluster::GLOBAL_ROOT;
 use integration::testkit::semi_sync_commerce;
-use reparent_support::{Server, ThirdPartyLock, alias, reparenter, topo_type, wait_replicating_from};
+use reparent_support::{Server, ThirdPartyLock, alias, prs, reparenter, topo_type, wait_replicating_from};
 use tokio::time::Instant;
 use vtorc::proto::topodata::TabletType;
 use vtorc::proto::vtctldata::{
@@ -113,14 +113,7 @@ async fn a_third_party_holding_the_shard_lock_blocks_our_reparent() {
         },
     );
     let started = Instant::now();
-    let err = impatient
-        .planned_reparent_shard(
-            "commerce",
-            "0",
-            &PlannedReparentOptions::promote(alias("zone1", 101)),
-            None,
-            &EventLog::default(),
-        )
+    let err = prs(&impatient, &PlannedReparentOptions::promote(alias("zone1", 101)))
         .await
         .expect_err("the shard is locked");
     assert!(matches!(err, ReparentError::Lock { .. }), "{err:?}");
@@ -160,6 +153,12 @@ async fn a_third_party_holding_the_shard_lock_blocks_our_reparent() {
         .expect("shard record");
 }
 
+/// Fails the test unless `status` has `code` and its message contains `says`.
+fn refused_with(status: &tonic::Status, code: tonic::Code, says: &str) {
+    assert_eq!(status.code(), code, "{status:?}");
+    assert!(status.message().contains(says), "{status:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_vtctld_api_validates_and_maps_refusals_to_grpc_codes() {
     let cluster = semi_sync_commerce().await;
@@ -177,33 +176,37 @@ async fn the_vtctld_api_validates_and_maps_refusals_to_grpc_codes() {
         })
         .await
         .expect_err("mismatch");
-    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
-    assert!(
-        status
-            .message()
-            .contains("is not equal to expected alias zone1-0000000102")
+    refused_with(
+        &status,
+        tonic::Code::FailedPrecondition,
+        "is not equal to expected alias zone1-0000000102",
     );
-    let status = client
-        .planned_reparent_shard(PlannedReparentShardRequest {
-            keyspace: "commerce".into(),
-            shard: "0".into(),
-            new_primary: Some(alias("zone1", 101)),
-            expected_primary: Some(alias("zone1", 102)),
-            ..Default::default()
-        })
-        .await
-        .expect_err("mismatch");
-    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
-    // Missing fields are INVALID_ARGUMENT naming the field.
-    let status = client
-        .planned_reparent_shard(PlannedReparentShardRequest {
-            keyspace: "commerce".into(),
-            ..Default::default()
-        })
-        .await
-        .expect_err("no shard");
-    assert_eq!(status.code(), tonic::Code::InvalidArgument);
-    assert!(status.message().contains("shard"), "{status:?}");
+    // Refused PRS requests: (request, what it is, code, part of the message).
+    let commerce = |shard: &str| PlannedReparentShardRequest {
+        keyspace: "commerce".into(),
+        shard: shard.into(),
+        ..Default::default()
+    };
+    let refused = [
+        (
+            PlannedReparentShardRequest {
+                new_primary: Some(alias("zone1", 101)),
+                expected_primary: Some(alias("zone1", 102)),
+                ..commerce("0")
+            },
+            "mismatch",
+            tonic::Code::FailedPrecondition,
+            "",
+        ),
+        // Missing fields are INVALID_ARGUMENT naming the field.
+        (commerce(""), "no shard", tonic::Code::InvalidArgument, "shard"),
+        // A shard that does not exist cannot be locked: NOT_FOUND.
+        (commerce("-80"), "no such shard", tonic::Code::NotFound, ""),
+    ];
+    for (request, what, code, says) in refused {
+        let status = client.planned_reparent_shard(request).await.expect_err(what);
+        refused_with(&status, code, says);
+    }
     let status = client
         .get_tablets(GetTabletsRequest {
             shard: "0".into(),
@@ -212,16 +215,6 @@ async fn the_vtctld_api_validates_and_maps_refusals_to_grpc_codes() {
         .await
         .expect_err("shard without keyspace");
     assert_eq!(status.code(), tonic::Code::InvalidArgument);
-    // A shard that does not exist cannot be locked: NOT_FOUND.
-    let status = client
-        .planned_reparent_shard(PlannedReparentShardRequest {
-            keyspace: "commerce".into(),
-            shard: "-80".into(),
-            ..Default::default()
-        })
-        .await
-        .expect_err("no such shard");
-    assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
     assert_eq!(
         topo_type(&cluster, &alias("zone1", 100)).await,
         TabletType::Primary

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use integration::testkit::semi_sync_commerce;
 use integration::workload::{Workload, WorkloadConfig};
-use reparent_support::{alias, reparenter, topo_type, wait_replicating_from, writable};
+use reparent_support::{alias, prs, reparenter, topo_type, wait_replicating_from, writable};
 use tokio::time::Instant;
 use vtorc::proto::topodata::TabletType;
 use vtorc::reparent::{EventLog, PlannedReparentOptions, ReparentError};
@@ -105,20 +105,16 @@ async fn prs_refusals_leave_the_shard_untouched() {
     let cluster = semi_sync_commerce().await;
     let rp = reparenter(&cluster, Duration::from_secs(10));
     let primary = alias("zone1", 100);
-    let err = rp
-        .planned_reparent_shard(
-            "commerce",
-            "0",
-            &PlannedReparentOptions {
-                new_primary: Some(alias("zone1", 101)),
-                expected_primary: Some(alias("zone1", 102)),
-                ..Default::default()
-            },
-            None,
-            &EventLog::default(),
-        )
-        .await
-        .expect_err("expected primary does not match");
+    let err = prs(
+        &rp,
+        &PlannedReparentOptions {
+            new_primary: Some(alias("zone1", 101)),
+            expected_primary: Some(alias("zone1", 102)),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect_err("expected primary does not match");
     assert!(
         matches!(err, ReparentError::ExpectedPrimaryMismatch { .. }),
         "{err:?}"
@@ -130,39 +126,31 @@ async fn prs_refusals_leave_the_shard_untouched() {
     );
     // Without a new primary, PRS elects a replica of the primary's cell and
     // moves away from the current primary; then the same request is a no-op.
-    let out = rp
-        .planned_reparent_shard(
-            "commerce",
-            "0",
-            &PlannedReparentOptions {
-                avoid_primary: Some(primary.clone()),
-                expected_primary: Some(primary.clone()),
-                ..Default::default()
-            },
-            None,
-            &EventLog::default(),
-        )
-        .await
-        .expect("PRS away from the primary");
+    let out = prs(
+        &rp,
+        &PlannedReparentOptions {
+            avoid_primary: Some(primary.clone()),
+            expected_primary: Some(primary.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("PRS away from the primary");
     let elected = out.new_primary.and_then(|t| t.alias).expect("elected");
     assert_ne!(elected, primary);
     cluster
         .wait_for_primary("commerce", "0", &elected, Duration::from_secs(15))
         .await
         .expect("shard record follows");
-    let again = rp
-        .planned_reparent_shard(
-            "commerce",
-            "0",
-            &PlannedReparentOptions {
-                avoid_primary: Some(primary.clone()),
-                ..Default::default()
-            },
-            None,
-            &EventLog::default(),
-        )
-        .await
-        .expect("no-op");
+    let again = prs(
+        &rp,
+        &PlannedReparentOptions {
+            avoid_primary: Some(primary.clone()),
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("no-op");
     assert_eq!(
         again.new_primary, None,
         "the primary already is not the avoided tablet"

@@ -105,6 +105,12 @@ async fn raw(topo: &Topo, key: &str) -> Vec<u8> {
     topo.global_store().get(key).await.expect("raw get").value
 }
 
+/// Fails the test, saying `what`, unless the record at `key` holds exactly
+/// the bytes of fixture file `name` (every field kept, as Vitess wrote it).
+async fn assert_bytes_of(topo: &Topo, key: &str, name: &str, what: &str) {
+    assert_eq!(raw(topo, key).await, fixture(name), "{what}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vitess_records_read_back_with_every_field() {
     let (_etcd, topo) = etcd_with_fixtures().await;
@@ -212,11 +218,7 @@ async fn records_we_update_keep_every_field() {
     topo.set_keyspace_emergency_reparent_disabled("commerce", true)
         .await
         .expect("disable ERS");
-    assert_eq!(
-        raw(&topo, ks_key).await,
-        fixture("keyspace_commerce.bin"),
-        "keyspace bytes changed"
-    );
+    assert_bytes_of(&topo, ks_key, "keyspace_commerce.bin", "keyspace bytes changed").await;
 
     // Shards: same round trip, including the empty-but-present vtorc_state.
     let s_key = "/vitess/global/keyspaces/customer/shards/80-/Shard";
@@ -227,7 +229,7 @@ async fn records_we_update_keep_every_field() {
     topo.set_shard_emergency_reparent_disabled("customer", "80-", true)
         .await
         .expect("disable");
-    assert_eq!(raw(&topo, s_key).await, fixture("shard_customer_80-.bin"));
+    assert_bytes_of(&topo, s_key, "shard_customer_80-.bin", "shard bytes changed").await;
     let s0_key = "/vitess/global/keyspaces/commerce/shards/0/Shard";
     let before = topo.get_shard("commerce", "0").await.expect("shard").version;
     let same = topo
@@ -241,11 +243,7 @@ async fn records_we_update_keep_every_field() {
     topo.set_shard_emergency_reparent_disabled("commerce", "0", false)
         .await
         .expect("enable");
-    assert_eq!(
-        raw(&topo, s0_key).await,
-        fixture("shard_commerce_0.bin"),
-        "`4a 00` must stay"
-    );
+    assert_bytes_of(&topo, s0_key, "shard_commerce_0.bin", "`4a 00` must stay").await;
 
     // Shard fields as the tablet agent changes them.
     let original = Shard::decode(fixture("shard_commerce_0.bin").as_slice()).expect("decode");
@@ -269,7 +267,7 @@ async fn records_we_update_keep_every_field() {
     })
     .await
     .expect("back to 100");
-    assert_eq!(raw(&topo, s0_key).await, fixture("shard_commerce_0.bin"));
+    assert_bytes_of(&topo, s0_key, "shard_commerce_0.bin", "shard bytes changed").await;
 
     // Tablet: change and revert a field; bytes come back identical.
     let alias = TabletAlias::new("zone1", 100);
@@ -286,7 +284,7 @@ async fn records_we_update_keep_every_field() {
     })
     .await
     .expect("promote");
-    assert_eq!(raw(&topo, t_key).await, fixture("tablet_zone1_100.bin"));
+    assert_bytes_of(&topo, t_key, "tablet_zone1_100.bin", "tablet bytes changed").await;
 
     // ShardReplication: adding a present node writes nothing; add + remove restores.
     let sr_key = "/vitess/zone1/keyspaces/commerce/shards/0/ShardReplication";
@@ -306,10 +304,8 @@ async fn records_we_update_keep_every_field() {
     topo.remove_shard_replication_node("zone1", "commerce", "0", &TabletAlias::new("zone1", 102))
         .await
         .expect("remove");
-    assert_eq!(
-        raw(&topo, sr_key).await,
-        fixture("shardreplication_commerce_0_zone1.bin")
-    );
+    let name = "shardreplication_commerce_0_zone1.bin";
+    assert_bytes_of(&topo, sr_key, name, "shard replication bytes changed").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

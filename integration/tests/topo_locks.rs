@@ -11,10 +11,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use etcd_client::{
-    Client, Compare, CompareOp, EventType, GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
-    WatchOptions,
-};
+use etcd_client::{Client, EventType, GetOptions, SortOrder, SortTarget, WatchOptions};
 use integration::etcd::EtcdServer;
 use integration::process::ChildGuard;
 use integration::topo_conformance::{GLOBAL_ROOT, test_topo_options};
@@ -59,6 +56,45 @@ async fn topo_with_shard(address: &str, options: TopoOptions) -> Topo {
         Err(e) => panic!("create shard: {e}"),
     }
     topo
+}
+
+/// A fresh etcd and a topology on it with shard ks/0, locking with
+/// `lease_ttl` and `lock_timeout`.
+async fn etcd_with_shard(lease_ttl: Duration, lock_timeout: Duration) -> (EtcdServer, Topo) {
+    let etcd = start_etcd().await;
+    let topo = topo_with_shard(&etcd.address(), options(lease_ttl, lock_timeout)).await;
+    (etcd, topo)
+}
+
+/// The keys under ks/0's `locks/` directory, read with raw etcd calls.
+async fn lock_keys(etcd: &EtcdServer) -> Vec<String> {
+    let mut client = etcd.client().await.expect("client");
+    let keys = client
+        .get(
+            format!("{RESOURCE}/locks/"),
+            Some(GetOptions::new().with_prefix().with_keys_only()),
+        )
+        .await
+        .expect("list");
+    keys.kvs()
+        .iter()
+        .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
+        .collect()
+}
+
+/// The start of a test whose lock is held by a child process. In the
+/// child (this binary re-run as `test_name`) it plays the holder and exits
+/// with success once it has unlocked, never returning; in the parent it
+/// starts etcd, our topology and the child, and returns them once the child
+/// holds the lock.
+async fn with_child_holder(test_name: &str) -> (EtcdServer, Topo, Holder) {
+    if let Ok(address) = std::env::var(CHILD_ENV) {
+        child_holder(address).await;
+        std::process::exit(0);
+    }
+    let (etcd, topo) = etcd_with_shard(Duration::from_secs(5), Duration::from_secs(15)).await;
+    let holder = spawn_holder(test_name, &etcd.address()).await;
+    (etcd, topo, holder)
 }
 
 /// Child role: lock ks/0 through our code, say `LOCKED <key>`, wait for a
@@ -128,20 +164,8 @@ async fn spawn_holder(test_name: &str, address: &str) -> Holder {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_held_by_another_process_excludes_us_until_it_unlocks() {
-    if let Ok(address) = std::env::var(CHILD_ENV) {
-        return child_holder(address).await;
-    }
-    let etcd = start_etcd().await;
-    let topo = topo_with_shard(
-        &etcd.address(),
-        options(Duration::from_secs(5), Duration::from_secs(15)),
-    )
-    .await;
-    let mut holder = spawn_holder(
-        "a_lock_held_by_another_process_excludes_us_until_it_unlocks",
-        &etcd.address(),
-    )
-    .await;
+    let (_etcd, topo, mut holder) =
+        with_child_holder("a_lock_held_by_another_process_excludes_us_until_it_unlocks").await;
     assert!(
         holder.key.starts_with(&format!("{RESOURCE}/locks/")),
         "{}",
@@ -195,20 +219,8 @@ async fn a_lock_held_by_another_process_excludes_us_until_it_unlocks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_killed_with_sigkill_releases_within_the_lease_ttl() {
-    if let Ok(address) = std::env::var(CHILD_ENV) {
-        return child_holder(address).await;
-    }
-    let etcd = start_etcd().await;
-    let topo = topo_with_shard(
-        &etcd.address(),
-        options(Duration::from_secs(5), Duration::from_secs(15)),
-    )
-    .await;
-    let mut holder = spawn_holder(
-        "a_holder_killed_with_sigkill_releases_within_the_lease_ttl",
-        &etcd.address(),
-    )
-    .await;
+    let (etcd, topo, mut holder) =
+        with_child_holder("a_holder_killed_with_sigkill_releases_within_the_lease_ttl").await;
     let waiting = tokio::spawn({
         let topo = topo.clone();
         async move { topo.lock_shard("ks", "0", "AfterKill").await }
@@ -231,15 +243,7 @@ async fn a_holder_killed_with_sigkill_releases_within_the_lease_ttl() {
         waited <= CHILD_TTL + Duration::from_millis(1500),
         "released {waited:?} after the kill"
     );
-    let mut client = etcd.client().await.expect("client");
-    let keys = client
-        .get(
-            format!("{RESOURCE}/locks/"),
-            Some(GetOptions::new().with_prefix().with_keys_only()),
-        )
-        .await
-        .expect("list");
-    assert_eq!(keys.kvs().len(), 1, "the dead holder's key is gone");
+    assert_eq!(lock_keys(&etcd).await.len(), 1, "the dead holder's key is gone");
     assert_ne!(holder.key, lock.key());
     lock.unlock().await.expect("unlock");
 }
@@ -256,16 +260,7 @@ async fn vitess_lock(client: &mut Client, resource: &str, contents: &str) -> Vit
     let lease = client.lease_grant(30, None).await.expect("grant").id();
     let dir = format!("{resource}/locks/");
     let key = format!("{dir}{lease}");
-    let txn = Txn::new()
-        .when([Compare::version(key.as_str(), CompareOp::Equal, 0)])
-        .and_then([TxnOp::put(
-            key.as_str(),
-            contents,
-            Some(PutOptions::new().with_lease(lease)),
-        )]);
-    let resp = client.txn(txn).await.expect("txn");
-    assert!(resp.succeeded(), "create lock key");
-    let rev = resp.header().expect("header").revision();
+    let rev = integration::etcd::create_leased_key(client, &key, contents, lease).await;
     loop {
         let options = GetOptions::new()
             .with_prefix()
@@ -292,12 +287,7 @@ async fn vitess_lock(client: &mut Client, resource: &str, contents: &str) -> Vit
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vitess_protocol_holder_excludes_us_until_it_releases() {
-    let etcd = start_etcd().await;
-    let topo = topo_with_shard(
-        &etcd.address(),
-        options(Duration::from_secs(5), Duration::from_secs(10)),
-    )
-    .await;
+    let (etcd, topo) = etcd_with_shard(Duration::from_secs(5), Duration::from_secs(10)).await;
     let mut client = etcd.client().await.expect("client");
     let theirs = vitess_lock(&mut client, RESOURCE, "{\"Action\": \"PlannedReparentShard\"}").await;
 
@@ -326,12 +316,7 @@ async fn a_vitess_protocol_holder_excludes_us_until_it_releases() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn we_exclude_a_vitess_protocol_holder_until_we_release() {
-    let etcd = start_etcd().await;
-    let topo = topo_with_shard(
-        &etcd.address(),
-        options(Duration::from_secs(5), Duration::from_secs(10)),
-    )
-    .await;
+    let (etcd, topo) = etcd_with_shard(Duration::from_secs(5), Duration::from_secs(10)).await;
     let ours = topo.lock_shard("ks", "0", "Recover").await.expect("lock");
     let (tx, mut rx) = tokio::sync::oneshot::channel();
     let mut client = etcd.client().await.expect("client");
@@ -350,31 +335,14 @@ async fn we_exclude_a_vitess_protocol_holder_until_we_release() {
         .expect("task");
     let got_at = rx.await.expect("sent");
     assert!(got_at >= released);
+    assert_eq!(lock_keys(&etcd).await, std::slice::from_ref(&theirs.key));
     let mut client = etcd.client().await.expect("client");
-    let keys = client
-        .get(
-            format!("{RESOURCE}/locks/"),
-            Some(GetOptions::new().with_prefix().with_keys_only()),
-        )
-        .await
-        .expect("list");
-    let names: Vec<String> = keys
-        .kvs()
-        .iter()
-        .map(|kv| String::from_utf8_lossy(kv.key()).into_owned())
-        .collect();
-    assert_eq!(names, std::slice::from_ref(&theirs.key));
     client.lease_revoke(theirs.lease).await.expect("release");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_etcd_cancels_the_lock_token_at_once() {
-    let mut etcd = start_etcd().await;
-    let topo = topo_with_shard(
-        &etcd.address(),
-        options(Duration::from_secs(30), Duration::from_secs(10)),
-    )
-    .await;
+    let (mut etcd, topo) = etcd_with_shard(Duration::from_secs(30), Duration::from_secs(10)).await;
     let lock = topo.lock_shard("ks", "0", "Recover").await.expect("lock");
     let token = lock.cancellation_token();
     // Work under the lock that must stop when the lock goes.
@@ -405,9 +373,8 @@ async fn losing_etcd_cancels_the_lock_token_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_held_lock_outlives_its_lease_ttl() {
-    let etcd = start_etcd().await;
     let ttl = Duration::from_secs(1);
-    let topo = topo_with_shard(&etcd.address(), options(ttl, Duration::from_secs(10))).await;
+    let (_etcd, topo) = etcd_with_shard(ttl, Duration::from_secs(10)).await;
     let lock = topo.lock_shard("ks", "0", "Long").await.expect("lock");
     tokio::time::sleep(ttl * 3).await;
     assert!(!lock.is_lost());

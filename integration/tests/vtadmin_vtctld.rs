@@ -269,10 +269,7 @@ async fn shard_replication_positions_keeps_a_timed_out_tablet_as_an_empty_entry(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shard_without_a_primary_refuses_replication_actions() {
     let client = vtctldclient();
-    let cluster = ClusterBuilder::three_tablets("commerce", "semi_sync")
-        .bootstrap(false)
-        .started()
-        .await;
+    let cluster = integration::testkit::semi_sync_commerce_without_primary().await;
     let server = Server::start(&cluster, Duration::from_secs(15)).await;
     let at = server.address.clone();
     for cmd in ["StartReplication", "ReparentTablet"] {

@@ -10,6 +10,7 @@
 
 mod reparent_support;
 
+use std::process::Output;
 use std::time::Duration;
 
 use integration::cluster::Cluster;
@@ -43,37 +44,31 @@ async fn vtctldclient_reads_and_reparents_through_our_server() {
     };
     let mut cluster = semi_sync_commerce().await;
     let server = Server::start(&cluster, Duration::from_secs(15)).await;
-    let at = |args: &[&str]| {
-        let mut v = vec!["--server", server.address.as_str()];
-        v.extend_from_slice(args);
-        v.into_iter().map(String::from).collect::<Vec<_>>()
-    };
-    let call = |args: Vec<String>| {
-        let client = client.clone();
-        async move {
-            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-            run(&client, &refs).await
-        }
+    // vtctldclient with `args` against our server.
+    let call = async |args: &[&str]| {
+        let mut all = vec!["--server", server.address.as_str()];
+        all.extend_from_slice(args);
+        run(&client, &all).await
     };
 
-    let out = call(at(&["GetTablets"])).await;
-    assert!(out.status.success());
+    let out = succeeded(call(&["GetTablets"]).await);
     let text = stdout(&out);
     for uid in [100, 101, 102] {
         assert!(text.contains(&format!("zone1-0000000{uid}")), "{text}");
     }
     assert!(text.contains("primary"), "{text}");
-    let out = call(at(&[
-        "GetTablets",
-        "--keyspace",
-        "commerce",
-        "--shard",
-        "0",
-        "--tablet-type",
-        "replica",
-    ]))
-    .await;
-    assert!(out.status.success());
+    let out = succeeded(
+        call(&[
+            "GetTablets",
+            "--keyspace",
+            "commerce",
+            "--shard",
+            "0",
+            "--tablet-type",
+            "replica",
+        ])
+        .await,
+    );
     assert!(
         !stdout(&out).contains("zone1-0000000100"),
         "the primary is not a replica"
@@ -88,21 +83,21 @@ async fn vtctldclient_reads_and_reparents_through_our_server() {
         vec!["GetTablet", "zone1-0000000100"],
         vec!["GetFullStatus", "zone1-0000000101"],
     ] {
-        let out = call(at(&args)).await;
+        let out = call(&args).await;
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
     }
-    assert!(stdout(&call(at(&["GetShard", "commerce/0"])).await).contains("zone1"));
-    assert!(stdout(&call(at(&["GetKeyspace", "commerce"])).await).contains("semi_sync"));
+    assert!(stdout(&call(&["GetShard", "commerce/0"]).await).contains("zone1"));
+    assert!(stdout(&call(&["GetKeyspace", "commerce"]).await).contains("semi_sync"));
 
     // A refusal comes back as an error with Vitess's message.
-    let out = call(at(&[
+    let out = call(&[
         "PlannedReparentShard",
         "commerce/0",
         "--new-primary",
         "zone1-0000000101",
         "--expected-primary",
         "zone1-0000000102",
-    ]))
+    ])
     .await;
     assert!(!out.status.success());
     assert!(
@@ -124,14 +119,15 @@ async fn vtctldclient_reads_and_reparents_through_our_server() {
     );
 
     // PRS.
-    let out = call(at(&[
-        "PlannedReparentShard",
-        "commerce/0",
-        "--new-primary",
-        "zone1-0000000101",
-    ]))
-    .await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = succeeded(
+        call(&[
+            "PlannedReparentShard",
+            "commerce/0",
+            "--new-primary",
+            "zone1-0000000101",
+        ])
+        .await,
+    );
     assert!(
         stdout(&out).contains("finished PlannedReparentShard"),
         "events printed"
@@ -176,14 +172,15 @@ async fn vtctldclient_reads_and_reparents_through_our_server() {
 
     // ERS after kill -9 of the new primary's MariaDB.
     cluster.kill_mysql(&alias("zone1", 101)).expect("kill");
-    let out = call(at(&[
-        "EmergencyReparentShard",
-        "commerce/0",
-        "--wait-replicas-timeout",
-        "20s",
-    ]))
-    .await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    succeeded(
+        call(&[
+            "EmergencyReparentShard",
+            "commerce/0",
+            "--wait-replicas-timeout",
+            "20s",
+        ])
+        .await,
+    );
     let promoted = cluster
         .primary_alias("commerce", "0")
         .await
@@ -215,17 +212,15 @@ async fn vtctldclient_reads_and_reparents_through_our_server() {
     );
 
     // SetVtorcEmergencyReparent writes the shard's vtorc_state.
-    let out = call(at(&["SetVtorcEmergencyReparent", "--disable", "commerce", "0"])).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    succeeded(call(&["SetVtorcEmergencyReparent", "--disable", "commerce", "0"]).await);
     let shard = cluster.topo().get_shard("commerce", "0").await.expect("shard");
     assert!(shard_ers_disabled(&shard.value));
-    let out = call(at(&["SetVtorcEmergencyReparent", "--enable", "commerce", "0"])).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    succeeded(call(&["SetVtorcEmergencyReparent", "--enable", "commerce", "0"]).await);
     let shard = cluster.topo().get_shard("commerce", "0").await.expect("shard");
     assert!(!shard_ers_disabled(&shard.value));
 
     // A method we do not serve says so by name.
-    let out = call(at(&["GetVSchema", "commerce"])).await;
+    let out = call(&["GetVSchema", "commerce"]).await;
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("not implemented by vtorc-rs"),
@@ -235,14 +230,14 @@ async fn vtctldclient_reads_and_reparents_through_our_server() {
 
     // An ERS to a tablet that does not exist fails, and its audit record
     // says so (failed, the error, no successor, the requested tablet).
-    let out = call(at(&[
+    let out = call(&[
         "EmergencyReparentShard",
         "commerce/0",
         "--new-primary",
         "zone1-0000000999",
         "--wait-replicas-timeout",
         "5s",
-    ]))
+    ])
     .await;
     assert!(!out.status.success(), "{}", stdout(&out));
     let ers = operator_records(&server, "OperatorEmergencyReparentShard");
@@ -258,6 +253,13 @@ async fn vtctldclient_reads_and_reparents_through_our_server() {
     assert_eq!(failed.tablet_alias, new, "the primary at the time of the request");
     assert!(failed.ended_at.is_some());
     server.stop().await;
+}
+
+/// `out` of a vtctldclient call that must have succeeded (else the test
+/// fails with its stderr).
+fn succeeded(out: Output) -> Output {
+    assert!(out.status.success(), "{}", stderr(&out));
+    out
 }
 
 /// The server's audit records of `kind` (an operator kind), newest first.
@@ -288,8 +290,7 @@ async fn real_vitess_reads_our_topo_respects_our_lock_and_reparents_our_agents()
     };
 
     // Real Vitess decodes the records our agents and topo layer wrote.
-    let out = call(&["GetTablets", "--keyspace", "commerce"]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = succeeded(call(&["GetTablets", "--keyspace", "commerce"]).await);
     for uid in [100, 101, 102] {
         assert!(
             stdout(&out).contains(&format!("zone1-0000000{uid}")),
@@ -297,8 +298,7 @@ async fn real_vitess_reads_our_topo_respects_our_lock_and_reparents_our_agents()
             stdout(&out)
         );
     }
-    let out = call(&["GetShard", "commerce/0"]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = succeeded(call(&["GetShard", "commerce/0"]).await);
     assert!(stdout(&out).contains("\"uid\": 100"), "{}", stdout(&out));
 
     // Our shard lock blocks a real Vitess reparent.

@@ -110,6 +110,24 @@ impl RecoveryKind {
     }
 }
 
+/// Displays and serializes `$code` as its Go name (its `name()`), the
+/// one spelling the APIs, logs and audit use.
+macro_rules! go_named {
+    ($code:ty) => {
+        impl fmt::Display for $code {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+
+        impl Serialize for $code {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.name())
+            }
+        }
+    };
+}
+
 macro_rules! analysis_codes {
     ($( $(#[$doc:meta])* $code:ident = $name:literal ),* $(,)?) => {
         /// A problem VTOrc detects. Variant order is the catalogue order
@@ -419,18 +437,7 @@ impl AnalysisCode {
     }
 }
 
-impl fmt::Display for AnalysisCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// Serialized as its Go name.
-impl Serialize for AnalysisCode {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.name())
-    }
-}
+go_named!(AnalysisCode);
 
 /// Informational warnings about a primary's replica topology (reference §5.6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -487,18 +494,7 @@ impl StructureWarning {
     }
 }
 
-impl fmt::Display for StructureWarning {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// Serialized as its Go name.
-impl Serialize for StructureWarning {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.name())
-    }
-}
+go_named!(StructureWarning);
 
 #[cfg(test)]
 mod tests {
@@ -518,13 +514,14 @@ mod tests {
         assert_eq!(C::AllPrimaryReplicasNotReplicatingOrDead.catalogue_number(), 34);
     }
 
+    /// The catalogue's codes for which `keep` holds, in catalogue order.
+    fn catalogue_where(keep: impl Fn(&AnalysisCode) -> bool) -> Vec<AnalysisCode> {
+        C::CATALOGUE.iter().copied().filter(keep).collect()
+    }
+
     #[test]
     fn priorities_match_the_reference_table() {
-        let sw: Vec<AnalysisCode> = C::CATALOGUE
-            .iter()
-            .copied()
-            .filter(|c| c.is_shard_wide_action())
-            .collect();
+        let sw = catalogue_where(|c| c.is_shard_wide_action());
         assert_eq!(
             sw,
             [
@@ -563,11 +560,7 @@ mod tests {
         for c in C::CATALOGUE {
             assert_eq!(c.is_actionable(), !not_actionable.contains(&c), "{c}");
         }
-        let sw_rec: Vec<AnalysisCode> = C::CATALOGUE
-            .iter()
-            .copied()
-            .filter(|c| c.is_shard_wide_recovery())
-            .collect();
+        let sw_rec = catalogue_where(|c| c.is_shard_wide_recovery());
         assert_eq!(
             sw_rec,
             [
@@ -581,11 +574,7 @@ mod tests {
                 C::PrimaryTabletDeleted,
             ]
         );
-        let ers: Vec<AnalysisCode> = C::CATALOGUE
-            .iter()
-            .copied()
-            .filter(|c| c.recovery().uses_ers())
-            .collect();
+        let ers = catalogue_where(|c| c.recovery().uses_ers());
         assert_eq!(
             ers,
             [

@@ -230,34 +230,26 @@ impl PollSchedule {
     /// records the hung attempt at `now` (VTOrc's `last_attempted_check`).
     pub fn mark_slow(&mut self, now: Instant) -> Vec<(TabletAlias, bool)> {
         let mut marked = Vec::new();
-        let next = now + self.config.slow_after;
-        while let Some((started, _)) = self.active.first() {
-            if *started + self.config.slow_after > now {
-                break;
-            }
-            let Some((_, alias)) = self.active.pop_first() else {
-                break;
-            };
-            if let Some(entry) = self.entries.get_mut(&alias) {
-                entry.slow_mark = Some(next);
-                self.hung.insert((next, alias.clone()));
-            }
+        let slow_after = self.config.slow_after;
+        let next = now + slow_after;
+        while let Some(alias) = pop_first_if(&mut self.active, |started| started + slow_after <= now) {
+            self.mark_hung(&alias, next);
             marked.push((alias, true));
         }
-        while let Some((mark, _)) = self.hung.first() {
-            if *mark > now {
-                break;
-            }
-            let Some((_, alias)) = self.hung.pop_first() else {
-                break;
-            };
-            if let Some(entry) = self.entries.get_mut(&alias) {
-                entry.slow_mark = Some(next);
-                self.hung.insert((next, alias.clone()));
-            }
+        while let Some(alias) = pop_first_if(&mut self.hung, |mark| mark <= now) {
+            self.mark_hung(&alias, next);
             marked.push((alias, false));
         }
         marked
+    }
+
+    /// Records `alias`'s poll as hung, to be re-marked slow at `next` (if
+    /// the tablet is still scheduled).
+    fn mark_hung(&mut self, alias: &TabletAlias, next: Instant) {
+        if let Some(entry) = self.entries.get_mut(alias) {
+            entry.slow_mark = Some(next);
+            self.hung.insert((next, alias.clone()));
+        }
     }
 
     /// Starts as many polls as workers allow: urgent ones first, then due
@@ -337,6 +329,19 @@ impl PollSchedule {
     }
 }
 
+/// Removes and returns the earliest tablet of `set` when `due` holds for
+/// its instant.
+fn pop_first_if(
+    set: &mut BTreeSet<(Instant, TabletAlias)>,
+    due: impl Fn(Instant) -> bool,
+) -> Option<TabletAlias> {
+    let (at, _) = set.first()?;
+    if !due(*at) {
+        return None;
+    }
+    set.pop_first().map(|(_, alias)| alias)
+}
+
 #[cfg(test)]
 mod tests {
     use rand::{SeedableRng, rngs::StdRng};
@@ -347,23 +352,33 @@ mod tests {
         TabletAlias::new("zone1", uid)
     }
 
-    fn schedule(workers: usize) -> PollSchedule {
-        PollSchedule::new(ScheduleConfig {
+    /// A schedule with `workers` workers (1 s interval and slow mark, no
+    /// jitter) and tablets 1 to `tablets` added, in that order.
+    fn schedule(workers: usize, tablets: u32) -> PollSchedule {
+        let mut s = PollSchedule::new(ScheduleConfig {
             poll_interval: Duration::from_secs(1),
             workers,
             slow_after: Duration::from_secs(1),
             max_backoff_factor: 4,
             jitter: 0.0,
-        })
+        });
+        for uid in 1..=tablets {
+            s.add(&alias(uid));
+        }
+        s
+    }
+
+    /// [`schedule`] of one tablet whose first poll started at `now`.
+    fn polling_one(now: Instant) -> PollSchedule {
+        let mut s = schedule(10, 1);
+        assert_eq!(s.start_ready(now), vec![alias(1)]);
+        s
     }
 
     #[test]
     fn new_tablets_are_polled_at_once_within_the_worker_limit() {
-        let mut s = schedule(2);
+        let mut s = schedule(2, 3);
         let now = crate::clock::now();
-        for uid in 1..=3 {
-            s.add(&alias(uid));
-        }
         assert_eq!(s.start_ready(now), vec![alias(1), alias(2)]);
         assert!(s.start_ready(now).is_empty(), "both workers busy");
         let mut rng = StdRng::seed_from_u64(1);
@@ -373,11 +388,9 @@ mod tests {
 
     #[test]
     fn an_answered_tablet_is_polled_again_one_interval_after_its_previous_start() {
-        let mut s = schedule(10);
-        let mut rng = StdRng::seed_from_u64(1);
         let t0 = crate::clock::now();
-        s.add(&alias(1));
-        s.start_ready(t0);
+        let mut s = polling_one(t0);
+        let mut rng = StdRng::seed_from_u64(1);
         s.finished(&alias(1), PollEnd::Answered, &mut rng); // first: spread in [0, 1s]
         let first_due = s.next_wakeup().expect("scheduled");
         assert!(first_due <= t0 + Duration::from_secs(1));
@@ -389,10 +402,9 @@ mod tests {
 
     #[test]
     fn unreachable_tablets_back_off_up_to_the_cap_and_recover_at_once() {
-        let mut s = schedule(10);
+        let mut s = schedule(10, 1);
         let mut rng = StdRng::seed_from_u64(1);
         let mut now = crate::clock::now();
-        s.add(&alias(1));
         let mut gaps = Vec::new();
         for _ in 0..5 {
             assert_eq!(s.start_ready(now), vec![alias(1)]);
@@ -411,11 +423,9 @@ mod tests {
 
     #[test]
     fn a_trigger_during_a_poll_queues_exactly_one_more_poll_after_it() {
-        let mut s = schedule(10);
-        let mut rng = StdRng::seed_from_u64(1);
         let now = crate::clock::now();
-        s.add(&alias(1));
-        s.start_ready(now);
+        let mut s = polling_one(now);
+        let mut rng = StdRng::seed_from_u64(1);
         assert!(s.poll_now(&alias(1)));
         assert!(s.poll_now(&alias(1)));
         assert!(s.start_ready(now).is_empty(), "one poll per tablet in flight");
@@ -427,11 +437,8 @@ mod tests {
 
     #[test]
     fn hung_polls_stop_holding_workers_after_slow_after() {
-        let mut s = schedule(2);
+        let mut s = schedule(2, 4);
         let t0 = crate::clock::now();
-        for uid in 1..=4 {
-            s.add(&alias(uid));
-        }
         assert_eq!(s.start_ready(t0), vec![alias(1), alias(2)]);
         assert_eq!(s.next_wakeup(), Some(t0 + Duration::from_secs(1)));
         assert!(s.mark_slow(t0 + Duration::from_millis(999)).is_empty());
@@ -457,10 +464,8 @@ mod tests {
 
     #[test]
     fn removed_tablets_free_their_worker_and_their_results_are_stale() {
-        let mut s = schedule(1);
+        let mut s = schedule(1, 2);
         let now = crate::clock::now();
-        s.add(&alias(1));
-        s.add(&alias(2));
         assert_eq!(s.start_ready(now), vec![alias(1)]);
         s.remove(&alias(1));
         assert_eq!(s.start_ready(now), vec![alias(2)]);

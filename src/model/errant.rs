@@ -101,7 +101,8 @@ impl ShardState {
 
 #[cfg(test)]
 mod tests {
-    use crate::mysql::Position;
+    use crate::model::TabletState;
+    use crate::mysql::{Position, PositionError};
     use crate::proto::topodata::TabletAlias;
     use crate::testkit::{MYSQL_PORT, ShardBuilder, TabletFixture, gtids};
 
@@ -136,37 +137,33 @@ mod tests {
         );
     }
 
-    #[test]
-    fn detached_old_primary_is_compared_with_the_shard_primary() {
+    /// The errant GTIDs of replica 101 in a shard with primary 100, after
+    /// `edit` changed 101.
+    fn errant_of_101(edit: impl FnOnce(&mut TabletState)) -> Result<Position, PositionError> {
         let now = crate::clock::now();
         let (_, shard) = ShardBuilder::new("ks", "0", "none", now)
             .primary("zone1", 100)
             .replica("zone1", 101)
-            .edit("zone1", 101, |t| {
-                t.no_replication();
-                t.obs().executed_position = gtids(100, 100).union(&gtids(101, 1)).expect("same flavor");
-            })
+            .edit("zone1", 101, edit)
             .build_shard();
-        assert_eq!(
-            shard.errant_gtids_of(&TabletAlias::new("zone1", 101)),
-            Ok(gtids(101, 1))
-        );
+        shard.errant_gtids_of(&TabletAlias::new("zone1", 101))
+    }
+
+    #[test]
+    fn detached_old_primary_is_compared_with_the_shard_primary() {
+        let errant = errant_of_101(|t| {
+            t.no_replication();
+            t.obs().executed_position = gtids(100, 100).union(&gtids(101, 1)).expect("same flavor");
+        });
+        assert_eq!(errant, Ok(gtids(101, 1)));
     }
 
     #[test]
     fn unknown_source_means_nothing_to_compare() {
-        let now = crate::clock::now();
-        let (_, shard) = ShardBuilder::new("ks", "0", "none", now)
-            .primary("zone1", 100)
-            .replica("zone1", 101)
-            .edit("zone1", 101, |t| {
-                t.replicate_from("elsewhere", MYSQL_PORT);
-                t.obs().executed_position = gtids(101, 1);
-            })
-            .build_shard();
-        assert_eq!(
-            shard.errant_gtids_of(&TabletAlias::new("zone1", 101)),
-            Ok(Position::Empty)
-        );
+        let errant = errant_of_101(|t| {
+            t.replicate_from("elsewhere", MYSQL_PORT);
+            t.obs().executed_position = gtids(101, 1);
+        });
+        assert_eq!(errant, Ok(Position::Empty));
     }
 }

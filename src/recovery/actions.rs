@@ -47,7 +47,7 @@ use crate::model::ShardState;
 use crate::proto::tabletmanagerdata::SetReplicationSourceRequest;
 use crate::proto::topodata::{Tablet, TabletAlias, TabletType};
 use crate::reparent::{
-    EmergencyReparentOptions, EventLog, PlannedReparentOptions, ReparentError, ReparentOutcome,
+    EmergencyReparentOptions, EventLog, PlannedReparentOptions, ReparentError, ReparentOutcome, Reparenter,
 };
 use crate::tablet::{TabletError, TabletManager as _, TabletManagerExt as _};
 use crate::topo::{ShardLock, TopoError};
@@ -413,6 +413,19 @@ impl Recorder<'_> {
         result
     }
 
+    /// [`Recorder::rpc`] on `tablet`, named by its alias, for a step whose
+    /// result the recovery does not need: its successor is `None`.
+    async fn only_rpc(
+        &self,
+        ctx: &ActionCtx<'_>,
+        step: &str,
+        tablet: &Tablet,
+        fut: impl Future<Output = Result<(), TabletError>>,
+    ) -> Result<Option<TabletAlias>, RecoveryError> {
+        let alias = crate::tablet::rpc::alias_of(tablet);
+        self.rpc(ctx, step, &alias, fut).await.map(|()| None)
+    }
+
     /// Repoints `replica` (`alias`) at `primary` as the step
     /// `SetReplicationSource`: replication force-started, no wait position,
     /// `semi_sync` acks, heartbeat every `heartbeat` seconds (0 = the
@@ -478,97 +491,42 @@ pub(crate) async fn execute(
         audit: &ctx.shared.audit,
         id: recovery_id,
     };
-    let cfg = ctx.shared.config.load_full();
     match plan {
         Plan::Ers { wait_all } => run_ers(ctx, &rec, wait_all).await,
-        Plan::Incapacitated { primary } => {
-            let log = EventLog::default();
-            let opts = PlannedReparentOptions {
-                avoid_primary: Some(primary.clone()),
-                wait_replicas_timeout: Some(cfg.wait_replicas_timeout),
-                tolerable_replication_lag: non_zero(cfg.tolerable_replication_lag),
-                cancel: ctx.shared.cancel.child_token(),
-                ..PlannedReparentOptions::default()
-            };
-            let prs = rec
-                .reparent(
-                    "prs",
-                    &log,
-                    ctx.shared.reparenter.planned_reparent_shard(
-                        &ctx.entry.analyzed_keyspace,
-                        &ctx.entry.analyzed_shard,
-                        &opts,
-                        Some(ctx.lock),
-                        &log,
-                    ),
-                )
-                .await;
-            match prs {
-                Ok(outcome) => Ok(promoted(&rec, outcome.new_primary.as_ref())),
-                Err(e) if e.is_cancelled() => Err(reparent_error("PlannedReparentShard", e)),
-                Err(e) => {
-                    if !ctx.shared.ers_enabled_for(ctx.entry) {
-                        rec.step(
-                            "fallback",
-                            StepLevel::Warning,
-                            format!("PRS failed ({e}); ERS is disabled for this shard, not falling back"),
-                        );
-                        return Err(reparent_error("PlannedReparentShard", e));
-                    }
+        Plan::Incapacitated { primary } => match run_prs(ctx, &rec, Some(primary)).await {
+            Ok(outcome) => Ok(promoted(&rec, outcome.new_primary.as_ref())),
+            Err(e) if e.is_cancelled() => Err(reparent_error("PlannedReparentShard", e)),
+            Err(e) => {
+                if !ctx.shared.ers_enabled_for(ctx.entry) {
                     rec.step(
                         "fallback",
                         StepLevel::Warning,
-                        format!("PRS failed ({e}); falling back to ERS"),
+                        format!("PRS failed ({e}); ERS is disabled for this shard, not falling back"),
                     );
-                    run_ers(ctx, &rec, false).await
+                    return Err(reparent_error("PlannedReparentShard", e));
                 }
+                rec.step(
+                    "fallback",
+                    StepLevel::Warning,
+                    format!("PRS failed ({e}); falling back to ERS"),
+                );
+                run_ers(ctx, &rec, false).await
             }
-        }
+        },
         Plan::Elect => {
-            let log = EventLog::default();
-            let opts = PlannedReparentOptions {
-                wait_replicas_timeout: Some(cfg.wait_replicas_timeout),
-                tolerable_replication_lag: non_zero(cfg.tolerable_replication_lag),
-                cancel: ctx.shared.cancel.child_token(),
-                ..PlannedReparentOptions::default()
-            };
-            let outcome = rec
-                .reparent(
-                    "prs",
-                    &log,
-                    ctx.shared.reparenter.planned_reparent_shard(
-                        &ctx.entry.analyzed_keyspace,
-                        &ctx.entry.analyzed_shard,
-                        &opts,
-                        Some(ctx.lock),
-                        &log,
-                    ),
-                )
+            let outcome = run_prs(ctx, &rec, None)
                 .await
                 .map_err(|e| reparent_error("PlannedReparentShard", e))?;
             Ok(promoted(&rec, outcome.new_primary.as_ref()))
         }
         Plan::ResetReplication(primary) => {
-            let alias = crate::tablet::rpc::alias_of(&primary);
-            rec.rpc(
-                ctx,
-                "ResetReplicationParameters",
-                &alias,
-                ctx.shared.tmc.reset_replication_parameters(&primary),
-            )
-            .await?;
-            Ok(None)
+            let reset = ctx.shared.tmc.reset_replication_parameters(&primary);
+            rec.only_rpc(ctx, "ResetReplicationParameters", &primary, reset)
+                .await
         }
         Plan::FixPrimary { primary, semi_sync } => {
-            let alias = crate::tablet::rpc::alias_of(&primary);
-            rec.rpc(
-                ctx,
-                "UndoDemotePrimary",
-                &alias,
-                ctx.shared.tmc.undo_demote_primary(&primary, semi_sync),
-            )
-            .await?;
-            Ok(None)
+            let undo = ctx.shared.tmc.undo_demote_primary(&primary, semi_sync);
+            rec.only_rpc(ctx, "UndoDemotePrimary", &primary, undo).await
         }
         Plan::FixReplica {
             replica,
@@ -589,53 +547,44 @@ pub(crate) async fn execute(
             semi_sync,
         } => reconcile_stale_primary(ctx, &rec, stale, primary, semi_sync).await,
         Plan::Drain { tablet, semi_sync } => {
-            let alias = crate::tablet::rpc::alias_of(&tablet);
-            rec.rpc(
-                ctx,
-                "ChangeType",
-                &alias,
-                ctx.shared
-                    .tmc
-                    .change_type(&tablet, TabletType::Drained, semi_sync),
-            )
-            .await?;
-            Ok(None)
+            let drain = ctx
+                .shared
+                .tmc
+                .change_type(&tablet, TabletType::Drained, semi_sync);
+            rec.only_rpc(ctx, "ChangeType", &tablet, drain).await
         }
         Plan::Restart { replicas, semi_sync } => {
             let mut last_error = None;
             let mut restarted = 0;
             for replica in &replicas {
                 let alias = crate::tablet::rpc::alias_of(replica);
-                match rec
+                let tmc = &ctx.shared.tmc;
+                let mut result = rec
                     .rpc(
                         ctx,
                         "RestartReplication",
                         &alias,
-                        ctx.shared.tmc.restart_replication(replica, semi_sync),
+                        tmc.restart_replication(replica, semi_sync),
                     )
-                    .await
-                {
-                    Ok(()) => restarted += 1,
-                    Err(e) if e.is_cancelled() => return Err(e),
-                    Err(RecoveryError::Tablet { source, .. }) if source.is_unreachable() => {
-                        last_error = Some(RecoveryError::tablet(
-                            format!("RestartReplication on {alias}"),
-                            source,
-                        ));
-                    }
-                    Err(_) => match rec
+                    .await;
+                // A tablet that answered but failed to restart may still
+                // start replication; an unreachable one would not answer.
+                let unreachable =
+                    |e: &RecoveryError| matches!(e, RecoveryError::Tablet(t) if t.source.is_unreachable());
+                if matches!(&result, Err(e) if !e.is_cancelled() && !unreachable(e)) {
+                    result = rec
                         .rpc(
                             ctx,
                             "StartReplication",
                             &alias,
-                            ctx.shared.tmc.start_replication(replica, semi_sync),
+                            tmc.start_replication(replica, semi_sync),
                         )
-                        .await
-                    {
-                        Ok(()) => restarted += 1,
-                        Err(e) if e.is_cancelled() => return Err(e),
-                        Err(e) => last_error = Some(e),
-                    },
+                        .await;
+                }
+                match result {
+                    Ok(()) => restarted += 1,
+                    Err(e) if e.is_cancelled() => return Err(e),
+                    Err(e) => last_error = Some(e),
                 }
             }
             match (restarted, last_error) {
@@ -670,7 +619,6 @@ async fn run_ers(
     wait_all: bool,
 ) -> Result<Option<TabletAlias>, RecoveryError> {
     let cfg = ctx.shared.config.load_full();
-    let log = EventLog::default();
     let opts = EmergencyReparentOptions {
         wait_replicas_timeout: Some(cfg.wait_replicas_timeout),
         prevent_cross_cell_promotion: cfg.prevent_cross_cell_failover,
@@ -678,21 +626,63 @@ async fn run_ers(
         cancel: ctx.shared.cancel.child_token(),
         ..EmergencyReparentOptions::default()
     };
-    let outcome = rec
-        .reparent(
-            "ers",
-            &log,
-            ctx.shared.reparenter.emergency_reparent_shard(
-                &ctx.entry.analyzed_keyspace,
-                &ctx.entry.analyzed_shard,
-                &opts,
-                Some(ctx.lock),
-                &log,
-            ),
-        )
-        .await
-        .map_err(|e| reparent_error("EmergencyReparentShard", e))?;
+    let outcome = reparent_shard(ctx, rec, "ers", async |reparenter, keyspace, shard, lock, log| {
+        reparenter
+            .emergency_reparent_shard(keyspace, shard, &opts, Some(lock), log)
+            .await
+    })
+    .await
+    .map_err(|e| reparent_error("EmergencyReparentShard", e))?;
     Ok(promoted(rec, outcome.new_primary.as_ref()))
+}
+
+/// A PRS of the analysed shard (avoiding `avoid` when given) with the
+/// configured replica wait and tolerable lag; see [`reparent_shard`].
+async fn run_prs(
+    ctx: &ActionCtx<'_>,
+    rec: &Recorder<'_>,
+    avoid: Option<TabletAlias>,
+) -> Result<ReparentOutcome, ReparentError> {
+    let cfg = ctx.shared.config.load_full();
+    let opts = PlannedReparentOptions {
+        avoid_primary: avoid,
+        wait_replicas_timeout: Some(cfg.wait_replicas_timeout),
+        tolerable_replication_lag: non_zero(cfg.tolerable_replication_lag),
+        cancel: ctx.shared.cancel.child_token(),
+        ..PlannedReparentOptions::default()
+    };
+    reparent_shard(ctx, rec, "prs", async |reparenter, keyspace, shard, lock, log| {
+        reparenter
+            .planned_reparent_shard(keyspace, shard, &opts, Some(lock), log)
+            .await
+    })
+    .await
+}
+
+/// Runs `reparent` (given the reparenter, the analysed keyspace and shard,
+/// the held shard lock and the event log to write to), copying its events
+/// into the record's steps as `<prefix>:<phase>` while it runs.
+async fn reparent_shard(
+    ctx: &ActionCtx<'_>,
+    rec: &Recorder<'_>,
+    prefix: &str,
+    reparent: impl AsyncFnOnce(
+        &Reparenter,
+        &str,
+        &str,
+        &ShardLock,
+        &EventLog,
+    ) -> Result<ReparentOutcome, ReparentError>,
+) -> Result<ReparentOutcome, ReparentError> {
+    let log = EventLog::default();
+    let run = reparent(
+        &ctx.shared.reparenter,
+        &ctx.entry.analyzed_keyspace,
+        &ctx.entry.analyzed_shard,
+        ctx.lock,
+        &log,
+    );
+    rec.reparent(prefix, &log, run).await
 }
 
 /// A reparent an operator requested through the Vtctld service, for its

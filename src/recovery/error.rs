@@ -7,6 +7,7 @@
 //! tells the last two apart so they are never logged at ERROR.
 
 use crate::discovery::DiscoveryError;
+use crate::error::WithContext;
 use crate::reparent::ReparentError;
 use crate::tablet::TabletError;
 use crate::topo::TopoError;
@@ -14,24 +15,13 @@ use crate::topo::TopoError;
 /// Why a recovery (or a step of the gate before it) failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum RecoveryError {
-    /// A tablet RPC failed.
-    #[error("{context}: {source}")]
-    Tablet {
-        /// What was being done (`SetReadOnly on zone1-0000000101`).
-        context: String,
-        /// The RPC error.
-        #[source]
-        source: TabletError,
-    },
+    /// A tablet RPC failed (the context says which, as in
+    /// `SetReadOnly on zone1-0000000101`).
+    #[error(transparent)]
+    Tablet(WithContext<TabletError>),
     /// A topology read or write failed.
-    #[error("{context}: {source}")]
-    Topo {
-        /// What was being done.
-        context: String,
-        /// The topo error.
-        #[source]
-        source: TopoError,
-    },
+    #[error(transparent)]
+    Topo(WithContext<TopoError>),
     /// ERS or PRS failed.
     #[error("{context}: {source}")]
     Reparent {
@@ -41,15 +31,9 @@ pub enum RecoveryError {
         #[source]
         source: ReparentError,
     },
-    /// Discovery could not refresh a tablet.
-    #[error("{context}: {source}")]
-    Discovery {
-        /// What was being refreshed.
-        context: String,
-        /// The discovery error.
-        #[source]
-        source: DiscoveryError,
-    },
+    /// Discovery could not refresh a tablet (the context says which).
+    #[error(transparent)]
+    Discovery(WithContext<DiscoveryError>),
     /// The recovery cannot go on with what it found (no shard primary to
     /// repoint to, no tablet record, unknown durability policy, ...).
     #[error("{0}")]
@@ -74,36 +58,27 @@ pub enum RecoveryError {
 impl RecoveryError {
     /// Wraps a tablet RPC error.
     pub fn tablet(context: impl Into<String>, source: TabletError) -> Self {
-        RecoveryError::Tablet {
-            context: context.into(),
-            source,
-        }
+        RecoveryError::Tablet(WithContext::new(context, source))
     }
 
     /// Wraps a topo error.
     pub fn topo(context: impl Into<String>, source: TopoError) -> Self {
-        RecoveryError::Topo {
-            context: context.into(),
-            source,
-        }
+        RecoveryError::Topo(WithContext::new(context, source))
     }
 
     /// Wraps a discovery error.
     pub fn discovery(context: impl Into<String>, source: DiscoveryError) -> Self {
-        RecoveryError::Discovery {
-            context: context.into(),
-            source,
-        }
+        RecoveryError::Discovery(WithContext::new(context, source))
     }
 
     /// True when the same recovery may succeed if tried again later without
     /// anyone changing the shard.
     pub fn is_retryable(&self) -> bool {
         match self {
-            RecoveryError::Tablet { source, .. } => source.is_retryable(),
-            RecoveryError::Topo { source, .. } => source.is_retryable(),
+            RecoveryError::Tablet(e) => e.source.is_retryable(),
+            RecoveryError::Topo(e) => e.source.is_retryable(),
             RecoveryError::Reparent { source, .. } => source.is_retryable(),
-            RecoveryError::Discovery { source, .. } => source.is_retryable(),
+            RecoveryError::Discovery(e) => e.source.is_retryable(),
             RecoveryError::LockLost(_) => true,
             RecoveryError::Precondition(_)
             | RecoveryError::UnknownCells { .. }
@@ -114,10 +89,10 @@ impl RecoveryError {
     /// The gRPC code an API reports this error with.
     pub fn grpc_code(&self) -> tonic::Code {
         match self {
-            RecoveryError::Tablet { source, .. } => source.grpc_code(),
-            RecoveryError::Topo { source, .. } => source.grpc_code(),
+            RecoveryError::Tablet(e) => e.source.grpc_code(),
+            RecoveryError::Topo(e) => e.source.grpc_code(),
             RecoveryError::Reparent { source, .. } => source.grpc_code(),
-            RecoveryError::Discovery { source, .. } => source.grpc_code(),
+            RecoveryError::Discovery(e) => e.source.grpc_code(),
             RecoveryError::Precondition(_) => tonic::Code::FailedPrecondition,
             RecoveryError::UnknownCells { .. } => tonic::Code::InvalidArgument,
             RecoveryError::LockLost(_) => tonic::Code::Aborted,
@@ -131,8 +106,8 @@ impl RecoveryError {
         match self {
             RecoveryError::Cancelled(_) | RecoveryError::LockLost(_) => true,
             RecoveryError::Reparent { source, .. } => source.is_cancelled(),
-            RecoveryError::Tablet { source, .. } => matches!(source, TabletError::Cancelled { .. }),
-            RecoveryError::Topo { source, .. } => matches!(source, TopoError::Cancelled(_)),
+            RecoveryError::Tablet(e) => matches!(e.source, TabletError::Cancelled { .. }),
+            RecoveryError::Topo(e) => matches!(e.source, TopoError::Cancelled(_)),
             _ => false,
         }
     }

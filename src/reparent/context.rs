@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::{ReparentError, ReparentResult};
 use super::events::{EventLog, WallClock};
+use super::options::alias_string;
 use crate::analysis::durability::Durability;
 use crate::proto::topodata::{Shard, Tablet, TabletAlias};
 use crate::tablet::{TabletError, TabletManager, TabletManagerExt, WithTimeout};
@@ -122,6 +123,34 @@ pub(crate) struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
+    /// The ReadShard step both reparents begin with: reads the shard's
+    /// topology ([`read_shard_topology`], bounded by the remote-operation
+    /// timeout), refuses when the shard record's primary is not the
+    /// caller's `expected` one, and logs the policy, primary and tablet count.
+    pub(crate) async fn read_shard(
+        &self,
+        keyspace: &str,
+        shard: &str,
+        expected: Option<&TabletAlias>,
+    ) -> ReparentResult<ShardTopology> {
+        let topology = read_shard_topology(self.topo, keyspace, shard, self.bounds.remote).await?;
+        if let Some(expected) = expected
+            && topology.primary_alias() != Some(expected)
+        {
+            return Err(ReparentError::ExpectedPrimaryMismatch {
+                expected: expected.to_string(),
+                actual: alias_string(topology.primary_alias()),
+            });
+        }
+        self.log.info(format!(
+            "durability policy {}, shard primary {}, {} tablet(s)",
+            topology.durability,
+            alias_string(topology.primary_alias()),
+            topology.tablets.len()
+        ));
+        Ok(topology)
+    }
+
     /// The client with `timeout` as the deadline of its calls.
     pub(crate) fn tm(&self, timeout: Duration) -> WithTimeout<'a, dyn TabletManager + 'static> {
         self.tmc.with_timeout(timeout.max(Duration::from_millis(1)))

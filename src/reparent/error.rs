@@ -7,6 +7,7 @@
 //! says whether running the same reparent again later may succeed.
 
 use crate::analysis::durability::DurabilityError;
+use crate::error::WithContext;
 use crate::mysql::PositionError;
 use crate::tablet::TabletError;
 use crate::topo::TopoError;
@@ -76,23 +77,11 @@ pub enum ReparentError {
     #[error("{0}")]
     Aborted(String),
     /// A topology read or write failed.
-    #[error("{context}: {source}")]
-    Topo {
-        /// What was being done.
-        context: String,
-        /// The topo error.
-        #[source]
-        source: TopoError,
-    },
+    #[error(transparent)]
+    Topo(WithContext<TopoError>),
     /// A tablet RPC failed.
-    #[error("{context}: {source}")]
-    Tablet {
-        /// What was being done.
-        context: String,
-        /// The RPC error.
-        #[source]
-        source: TabletError,
-    },
+    #[error(transparent)]
+    Tablet(WithContext<TabletError>),
     /// Several tablet RPCs failed (e.g. every replica refused to repoint).
     #[error("{context}: {errors}")]
     Tablets {
@@ -147,8 +136,8 @@ impl ReparentError {
             ReparentError::LockLost(_)
             | ReparentError::NotEnoughTabletsReached { .. }
             | ReparentError::Timeout(_) => true,
-            ReparentError::Topo { source, .. } => source.is_retryable(),
-            ReparentError::Tablet { source, .. } => source.is_retryable(),
+            ReparentError::Topo(e) => e.source.is_retryable(),
+            ReparentError::Tablet(e) => e.source.is_retryable(),
             ReparentError::Tablets { retryable, .. } => *retryable,
             ReparentError::CleanupFailed { source, .. } => source.is_retryable(),
             ReparentError::InvalidArgument(_)
@@ -177,8 +166,9 @@ impl ReparentError {
             | ReparentError::FailedPrecondition(_)
             | ReparentError::Durability(_) => tonic::Code::FailedPrecondition,
             ReparentError::Aborted(_) | ReparentError::LockLost(_) => tonic::Code::Aborted,
-            ReparentError::Lock { source, .. } | ReparentError::Topo { source, .. } => source.grpc_code(),
-            ReparentError::Tablet { source, .. } => source.grpc_code(),
+            ReparentError::Lock { source, .. } => source.grpc_code(),
+            ReparentError::Topo(e) => e.source.grpc_code(),
+            ReparentError::Tablet(e) => e.source.grpc_code(),
             ReparentError::Tablets { retryable, .. } => {
                 if *retryable {
                     tonic::Code::Unavailable
@@ -205,18 +195,12 @@ impl ReparentError {
 
     /// Wraps a tablet RPC error with what was being done.
     pub fn tablet(context: impl Into<String>, source: TabletError) -> Self {
-        ReparentError::Tablet {
-            context: context.into(),
-            source,
-        }
+        ReparentError::Tablet(WithContext::new(context, source))
     }
 
     /// Wraps a topo error with what was being done.
     pub fn topo(context: impl Into<String>, source: TopoError) -> Self {
-        ReparentError::Topo {
-            context: context.into(),
-            source,
-        }
+        ReparentError::Topo(WithContext::new(context, source))
     }
 
     /// Wraps a position error with what was being done.

@@ -9,7 +9,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
-use super::{ReparentConfig, Reparenter};
+use super::{
+    EmergencyReparentOptions, EventLog, PlannedReparentOptions, ReparentConfig, ReparentOutcome,
+    ReparentResult, Reparenter,
+};
 use crate::proto::replicationdata::{PrimaryStatus, Status, StopReplicationStatus};
 use crate::proto::tabletmanagerdata as tm;
 use crate::proto::topodata::{Keyspace, Shard, Tablet, TabletAlias, TabletType};
@@ -193,14 +196,11 @@ impl TabletManager for FakeFleet {
             .lock()
             .expect("test mutex")
             .push((key.clone(), request.clone()));
+        // This call refused with `code` and `message`.
+        let refused = |code: tonic::Code, message: &str| rejected(&alias, method, code, message);
         let state = self.tablets.lock().expect("test mutex").get(&key).cloned();
         let Some(t) = state else {
-            return Err(rejected(
-                &alias,
-                method,
-                tonic::Code::NotFound,
-                "no such fake tablet",
-            ));
+            return Err(refused(tonic::Code::NotFound, "no such fake tablet"));
         };
         if !t.reachable {
             return Err(TabletError::Unreachable {
@@ -214,7 +214,7 @@ impl TabletManager for FakeFleet {
         Ok(match request {
             TmRequest::StopReplicationAndGetStatus(_) => {
                 if t.primary {
-                    return Err(rejected(&alias, method, tonic::Code::Unknown, not_replica));
+                    return Err(refused(tonic::Code::Unknown, not_replica));
                 }
                 TmResponse::StopReplicationAndGetStatus(tm::StopReplicationAndGetStatusResponse {
                     status: Some(StopReplicationStatus {
@@ -225,7 +225,7 @@ impl TabletManager for FakeFleet {
             }
             TmRequest::ReplicationStatus(_) => {
                 if t.primary {
-                    return Err(rejected(&alias, method, tonic::Code::Unknown, not_replica));
+                    return Err(refused(tonic::Code::Unknown, not_replica));
                 }
                 TmResponse::ReplicationStatus(tm::ReplicationStatusResponse {
                     status: Some(status(&t, t.running)),
@@ -242,12 +242,7 @@ impl TabletManager for FakeFleet {
                     return Err(hang(alias, method, timeout).await);
                 }
                 if t.wait_fails {
-                    return Err(rejected(
-                        &alias,
-                        method,
-                        tonic::Code::Unknown,
-                        "replication stopped",
-                    ));
+                    return Err(refused(tonic::Code::Unknown, "replication stopped"));
                 }
                 TmResponse::WaitForPosition(tm::WaitForPositionResponse {})
             }
@@ -268,7 +263,7 @@ impl TabletManager for FakeFleet {
             }
             TmRequest::PopulateReparentJournal(_) => {
                 if t.journal_fails {
-                    return Err(rejected(&alias, method, tonic::Code::Unknown, "disk full"));
+                    return Err(refused(tonic::Code::Unknown, "disk full"));
                 }
                 TmResponse::PopulateReparentJournal(tm::PopulateReparentJournalResponse {})
             }
@@ -277,12 +272,7 @@ impl TabletManager for FakeFleet {
                     return Err(hang(alias, method, timeout).await);
                 }
                 if t.repoint_fails {
-                    return Err(rejected(
-                        &alias,
-                        method,
-                        tonic::Code::FailedPrecondition,
-                        "errant GTID detected",
-                    ));
+                    return Err(refused(tonic::Code::FailedPrecondition, "errant GTID detected"));
                 }
                 self.update(&key, |s| s.primary = false);
                 TmResponse::SetReplicationSource(tm::SetReplicationSourceResponse {})
@@ -313,6 +303,20 @@ impl TabletManager for FakeFleet {
 }
 
 /// A fixed wall clock.
+/// PRS of `ks/0` with `opts` through `rp`, taking the shard lock itself;
+/// its step log is not kept.
+pub(crate) async fn prs(rp: &Reparenter, opts: &PlannedReparentOptions) -> ReparentResult<ReparentOutcome> {
+    rp.planned_reparent_shard("ks", "0", opts, None, &EventLog::default())
+        .await
+}
+
+/// ERS of `ks/0` with `opts` through `rp`, taking the shard lock itself;
+/// its step log is not kept.
+pub(crate) async fn ers(rp: &Reparenter, opts: &EmergencyReparentOptions) -> ReparentResult<ReparentOutcome> {
+    rp.emergency_reparent_shard("ks", "0", opts, None, &EventLog::default())
+        .await
+}
+
 pub(crate) fn fixed_clock() -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_764_000_000)
 }

@@ -21,6 +21,7 @@ use tonic::Status;
 use crate::analysis::{self, AnalysisConfig, DetectionAnalysis, RecoveryKind, instance_problems};
 use crate::config::Config;
 use crate::discovery::{DiscoveryError, DiscoveryHandle};
+use crate::error::WithContext;
 use crate::ids::KeyspaceShard;
 use crate::model::TabletState;
 use crate::recovery::{AuditFilter, Decision, DetectionRecord, GateResult, RecoveryHandle, RecoveryRecord};
@@ -73,13 +74,8 @@ pub enum ApiError {
     #[error("{0}")]
     Discovery(#[from] DiscoveryError),
     /// A topology read or write failed.
-    #[error("{context}: {source}")]
-    Topo {
-        /// What was being done.
-        context: String,
-        /// The error.
-        source: TopoError,
-    },
+    #[error(transparent)]
+    Topo(WithContext<TopoError>),
 }
 
 impl ApiError {
@@ -91,10 +87,7 @@ impl ApiError {
     }
 
     fn topo(context: impl Into<String>, source: TopoError) -> Self {
-        ApiError::Topo {
-            context: context.into(),
-            source,
-        }
+        ApiError::Topo(WithContext::new(context, source))
     }
 
     /// The gRPC code of this error.
@@ -102,7 +95,7 @@ impl ApiError {
         match self {
             ApiError::InvalidArgument { .. } => tonic::Code::InvalidArgument,
             ApiError::Discovery(e) => e.grpc_code(),
-            ApiError::Topo { source, .. } => source.grpc_code(),
+            ApiError::Topo(e) => e.source.grpc_code(),
         }
     }
 
@@ -111,7 +104,7 @@ impl ApiError {
         match self {
             ApiError::InvalidArgument { .. } => false,
             ApiError::Discovery(e) => e.is_retryable(),
-            ApiError::Topo { source, .. } => source.is_retryable(),
+            ApiError::Topo(e) => e.source.is_retryable(),
         }
     }
 

@@ -37,6 +37,7 @@ use tonic::{Request, Response, Status};
 
 use crate::analysis::RecoveryKind;
 use crate::analysis::durability::Durability;
+use crate::error::WithContext;
 use crate::proto::logutil;
 use crate::proto::replicationdata::Status as ReplicationStatus;
 use crate::proto::topodata::{Tablet, TabletAlias, TabletType};
@@ -99,23 +100,11 @@ pub enum VtctldError {
         reason: String,
     },
     /// A topo read or write failed.
-    #[error("{context}: {source}")]
-    Topo {
-        /// What was being done.
-        context: String,
-        /// The error.
-        #[source]
-        source: TopoError,
-    },
+    #[error(transparent)]
+    Topo(WithContext<TopoError>),
     /// A tablet RPC failed.
-    #[error("{context}: {source}")]
-    Tablet {
-        /// What was being done.
-        context: String,
-        /// The error.
-        #[source]
-        source: TabletError,
-    },
+    #[error(transparent)]
+    Tablet(WithContext<TabletError>),
     /// The reparent failed.
     #[error(transparent)]
     Reparent(#[from] ReparentError),
@@ -133,8 +122,8 @@ impl VtctldError {
     pub fn grpc_code(&self) -> tonic::Code {
         match self {
             VtctldError::InvalidArgument { .. } => tonic::Code::InvalidArgument,
-            VtctldError::Topo { source, .. } => source.grpc_code(),
-            VtctldError::Tablet { source, .. } => source.grpc_code(),
+            VtctldError::Topo(e) => e.source.grpc_code(),
+            VtctldError::Tablet(e) => e.source.grpc_code(),
             VtctldError::Reparent(e) => e.grpc_code(),
             VtctldError::ShuttingDown(_) => tonic::Code::Unavailable,
             VtctldError::FailedPrecondition(_) => tonic::Code::FailedPrecondition,
@@ -145,8 +134,8 @@ impl VtctldError {
     pub fn is_retryable(&self) -> bool {
         match self {
             VtctldError::InvalidArgument { .. } => false,
-            VtctldError::Topo { source, .. } => source.is_retryable(),
-            VtctldError::Tablet { source, .. } => source.is_retryable(),
+            VtctldError::Topo(e) => e.source.is_retryable(),
+            VtctldError::Tablet(e) => e.source.is_retryable(),
             VtctldError::Reparent(e) => e.is_retryable(),
             VtctldError::ShuttingDown(_) => true,
             VtctldError::FailedPrecondition(_) => false,
@@ -161,17 +150,11 @@ impl VtctldError {
     }
 
     fn topo(context: impl Into<String>, source: TopoError) -> Self {
-        VtctldError::Topo {
-            context: context.into(),
-            source,
-        }
+        VtctldError::Topo(WithContext::new(context, source))
     }
 
     fn tablet(context: impl Into<String>, source: TabletError) -> Self {
-        VtctldError::Tablet {
-            context: context.into(),
-            source,
-        }
+        VtctldError::Tablet(WithContext::new(context, source))
     }
 }
 
@@ -843,10 +826,7 @@ impl Vtctld for VtctldService {
             .tmc
             .full_status(&tablet.value)
             .await
-            .map_err(|source| VtctldError::Tablet {
-                context: format!("FullStatus of {a}"),
-                source,
-            })?;
+            .map_err(|e| VtctldError::tablet(format!("FullStatus of {a}"), e))?;
         Ok(Response::new(GetFullStatusResponse { status: Some(status) }))
     }
 

@@ -11,6 +11,7 @@ use integration::etcd::EtcdServer;
 use integration::mariadb::{MariaDbOptions, MariaDbServer};
 use mysql_async::prelude::Queryable;
 use tonic::transport::Channel;
+use vtorc::proto::replicationdata::{StopReplicationMode, StopReplicationStatus};
 use vtorc::proto::tabletmanagerdata as tm;
 use vtorc::proto::tabletmanagerservice::tablet_manager_client::TabletManagerClient;
 use vtorc::proto::topodata::{CellInfo, Keyspace, Shard, Tablet, TabletAlias, TabletType};
@@ -129,14 +130,19 @@ impl World {
         self.agents[i].as_ref().expect("agent running")
     }
 
-    /// A TabletManager client for tablet `i` over a real loopback channel.
-    pub async fn client(&self, i: usize) -> TabletManagerClient<Channel> {
-        let channel = Channel::from_shared(self.agent(i).grpc_url())
+    /// A connected loopback channel to tablet `i`'s gRPC port (both its
+    /// TabletManager and its Query service answer there).
+    pub async fn channel(&self, i: usize) -> Channel {
+        Channel::from_shared(self.agent(i).grpc_url())
             .expect("url")
             .connect()
             .await
-            .expect("connect to agent");
-        TabletManagerClient::new(channel)
+            .expect("connect to agent")
+    }
+
+    /// A TabletManager client for tablet `i` over a real loopback channel.
+    pub async fn client(&self, i: usize) -> TabletManagerClient<Channel> {
+        TabletManagerClient::new(self.channel(i).await)
     }
 
     /// A root connection to server `i`.
@@ -153,6 +159,12 @@ impl World {
         let mut conn = self.sql(i).await;
         let row: Option<T> = conn.query_first(sql).await.expect("query");
         row.expect("one row")
+    }
+
+    /// The integer global variable `name` of server `i` (`@@read_only`,
+    /// `@@rpl_semi_sync_master_enabled`, ...).
+    pub async fn global(&self, i: usize, name: &str) -> i64 {
+        self.query_one(i, &format!("SELECT @@{name}")).await
     }
 
     /// Tablet `i`'s record in the topo.
@@ -257,6 +269,41 @@ impl World {
             .expect("PrimaryPosition")
             .into_inner()
             .position
+    }
+
+    /// Waits (WaitForPosition on tablet `i`'s agent, 10 s deadline) until
+    /// its MariaDB has applied `position`; fails the test naming `what`.
+    pub async fn wait_applied(&self, i: usize, position: &str, what: &str) {
+        self.client(i)
+            .await
+            .wait_for_position(with_timeout(
+                tm::WaitForPositionRequest {
+                    position: position.to_string(),
+                },
+                Duration::from_secs(10),
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e:?}"));
+    }
+
+    /// StopReplicationAndGetStatus on tablet `i` in `mode`: the replication
+    /// status before and after it stopped; fails the test naming `what`.
+    pub async fn stop_replication_and_get_status(
+        &self,
+        i: usize,
+        mode: StopReplicationMode,
+        what: &str,
+    ) -> StopReplicationStatus {
+        self.client(i)
+            .await
+            .stop_replication_and_get_status(tm::StopReplicationAndGetStatusRequest {
+                stop_replication_mode: mode as i32,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e:?}"))
+            .into_inner()
+            .status
+            .expect("status")
     }
 
     /// Stops agent `i` gracefully.

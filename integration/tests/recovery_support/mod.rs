@@ -184,6 +184,21 @@ impl Vtorc {
             .await
     }
 
+    /// [`Vtorc::succeeded_on`] of a recovery that answered `code`: fails
+    /// the test (with the audit) when the successful recovery on `tablet`
+    /// was for another analysis.
+    pub async fn fixed(
+        &self,
+        kind: RecoveryKind,
+        tablet: &TabletAlias,
+        code: AnalysisCode,
+    ) -> RecoveryRecord {
+        let record = self.succeeded_on(kind, tablet).await;
+        assert_eq!(record.analysis, code, "{}", self.audit_dump());
+        assert_eq!(record.outcome, RecoveryOutcome::Succeeded);
+        record
+    }
+
     /// [`Vtorc::wait_for_success_on`] bounded by 20 s.
     pub async fn succeeded_on(&self, kind: RecoveryKind, tablet: &TabletAlias) -> RecoveryRecord {
         self.wait_for_success_on(kind, tablet, Duration::from_secs(20))

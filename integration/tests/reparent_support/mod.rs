@@ -9,14 +9,15 @@ use std::process::Output;
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{Client, Compare, CompareOp, PutOptions, Txn, TxnOp};
+use etcd_client::Client;
 use integration::cluster::{Cluster, poll_until};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use vtorc::proto::topodata::{TabletAlias, TabletType};
 use vtorc::recovery::AuditLog;
 use vtorc::reparent::{
-    EmergencyReparentOptions, EventLog, ReparentConfig, ReparentOutcome, Reparenter, system_wall_clock,
+    EmergencyReparentOptions, EventLog, PlannedReparentOptions, ReparentConfig, ReparentOutcome,
+    ReparentResult, Reparenter, system_wall_clock,
 };
 use vtorc::server::{ServerError, VtctldService, serve_grpc};
 use vtorc::tablet::{GrpcTabletManager, TabletClientConfig, TabletManager};
@@ -58,6 +59,20 @@ pub async fn ers_commerce(cluster: &Cluster, opts: &EmergencyReparentOptions) ->
         outcome,
         log,
     }
+}
+
+/// PRS of `commerce/0` with `opts` through `rp`, taking the shard lock
+/// itself; its step log is not kept.
+pub async fn prs(rp: &Reparenter, opts: &PlannedReparentOptions) -> ReparentResult<ReparentOutcome> {
+    rp.planned_reparent_shard("commerce", "0", opts, None, &EventLog::default())
+        .await
+}
+
+/// ERS of `commerce/0` with `opts` through `rp`, taking the shard lock
+/// itself; its step log is not kept.
+pub async fn ers(rp: &Reparenter, opts: &EmergencyReparentOptions) -> ReparentResult<ReparentOutcome> {
+    rp.emergency_reparent_shard("commerce", "0", opts, None, &EventLog::default())
+        .await
 }
 
 /// A tablet client with the bounds a reparent uses.
@@ -137,15 +152,7 @@ impl ThirdPartyLock {
         let contents = "{\n  \"Action\": \"PlannedReparentShard(zone1-0000000102, AvoidPrimary = <nil>)\",\n  \
                         \"HostName\": \"vtctld-test\",\n  \"UserName\": \"vitess\",\n  \"Time\": \
                         \"2026-01-01T00:00:00Z\",\n  \"Options\": {},\n  \"Status\": \"Running\"\n}";
-        let txn = Txn::new()
-            .when([Compare::version(key.as_str(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(
-                key.as_str(),
-                contents,
-                Some(PutOptions::new().with_lease(lease)),
-            )]);
-        let resp = client.txn(txn).await.expect("txn");
-        assert!(resp.succeeded(), "create the lock key");
+        integration::etcd::create_leased_key(&mut client, &key, contents, lease).await;
         ThirdPartyLock { client, lease }
     }
 

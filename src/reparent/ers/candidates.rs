@@ -455,33 +455,18 @@ pub(crate) fn filter_valid_candidates(
         .map(|a| a.cell.clone());
     let mut preferred = Vec::new();
     let mut backing_up = Vec::new();
-    for c in sorted {
+    // Why `c` cannot be promoted, if it cannot: (the reason it leaves the
+    // candidates, what an explicit request for it is refused with).
+    let excluded = |c: &Candidate| {
         if durability.promotion_rule(&c.tablet) == PromotionRule::MustNot {
-            log.info(format!(
-                "removing {} from the candidates: its promotion rule is must_not",
-                c.alias
-            ));
-            if is_requested(c) {
-                return Err(ReparentError::Aborted(format!(
-                    "proposed primary {} has a must not promotion rule",
-                    c.alias
-                )));
-            }
-            continue;
+            return Some(("its promotion rule is must_not", "has a must not promotion rule"));
         }
         let cell = c.tablet.alias.as_ref().map(|a| a.cell.clone());
         if prevent_cross_cell && prev_cell.is_some() && cell != prev_cell {
-            log.info(format!(
-                "removing {} from the candidates: it is not in the previous primary's cell",
-                c.alias
+            return Some((
+                "it is not in the previous primary's cell",
+                "is in a different cell than the previous primary",
             ));
-            if is_requested(c) {
-                return Err(ReparentError::Aborted(format!(
-                    "proposed primary {} is in a different cell than the previous primary",
-                    c.alias
-                )));
-            }
-            continue;
         }
         // The candidate itself was reached; the others count only if they
         // will replicate (and so ack) after the reparent.
@@ -490,14 +475,19 @@ pub(crate) fn filter_valid_candidates(
             reached.push(&c.tablet);
         }
         if !durability.can_establish(&c.tablet, &reached) {
-            log.info(format!(
-                "removing {} from the candidates: it would not get enough semi-sync acks from the tablets \
-                 that will replicate from it",
-                c.alias
+            return Some((
+                "it would not get enough semi-sync acks from the tablets that will replicate from it",
+                "will not be able to make forward progress on being promoted",
             ));
+        }
+        None
+    };
+    for c in sorted {
+        if let Some((reason, refusal)) = excluded(c) {
+            log.info(format!("removing {} from the candidates: {reason}", c.alias));
             if is_requested(c) {
                 return Err(ReparentError::Aborted(format!(
-                    "proposed primary {} will not be able to make forward progress on being promoted",
+                    "proposed primary {} {refusal}",
                     c.alias
                 )));
             }

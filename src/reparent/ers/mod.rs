@@ -32,10 +32,10 @@ use tracing::Instrument;
 use self::candidates::{Candidate, ErrantFilter};
 use self::promote::{Promotion, Repoint};
 use self::stop::{StopPlan, StopSnapshot};
-use super::context::{LockRef, Run, ShardTopology, acquire_lock, read_shard_topology, read_tablet};
+use super::context::{LockRef, Run, ShardTopology, acquire_lock, read_tablet};
 use super::error::{ReparentError, ReparentResult};
 use super::events::EventLog;
-use super::options::{EmergencyReparentOptions, alias_string, ers_lock_action};
+use super::options::{EmergencyReparentOptions, ers_lock_action};
 use super::{Operation, ReparentOutcome, Reparenter};
 use crate::proto::topodata::{Tablet, TabletAlias};
 use crate::topo::ShardLock;
@@ -109,45 +109,36 @@ impl Reparenter {
         log: &EventLog,
     ) -> ReparentResult<ReparentOutcome> {
         let span = tracing::info_span!("emergency_reparent_shard", keyspace, shard);
-        let body = self.ers(keyspace, shard, opts, held, log);
+        let body = async {
+            let action = ers_lock_action(opts.new_primary.as_ref());
+            let lock = phase(
+                log,
+                ErsPhase::LockShard,
+                acquire_lock(&self.topo, held, keyspace, shard, &action, log),
+            )
+            .await?;
+            let run = Run {
+                tmc: self.tmc.as_ref(),
+                topo: &self.topo,
+                log,
+                bounds: self.bounds(opts.wait_replicas_timeout),
+                lock_token: lock.token(),
+                cancel: opts.cancel.clone(),
+            };
+            let ers = Ers {
+                reparenter: self,
+                run,
+                opts,
+                keyspace,
+                shard,
+                action,
+            };
+            let result = ers.reparent_locked(&lock).await;
+            lock.release(log).await;
+            result.map(Some)
+        };
         self.run_reparent(Operation::Emergency, keyspace, shard, log, span, body)
             .await
-    }
-
-    async fn ers(
-        &self,
-        keyspace: &str,
-        shard: &str,
-        opts: &EmergencyReparentOptions,
-        held: Option<&ShardLock>,
-        log: &EventLog,
-    ) -> ReparentResult<Option<Tablet>> {
-        let action = ers_lock_action(opts.new_primary.as_ref());
-        let lock = phase(
-            log,
-            ErsPhase::LockShard,
-            acquire_lock(&self.topo, held, keyspace, shard, &action, log),
-        )
-        .await?;
-        let run = Run {
-            tmc: self.tmc.as_ref(),
-            topo: &self.topo,
-            log,
-            bounds: self.bounds(opts.wait_replicas_timeout),
-            lock_token: lock.token(),
-            cancel: opts.cancel.clone(),
-        };
-        let ers = Ers {
-            reparenter: self,
-            run,
-            opts,
-            keyspace,
-            shard,
-            action,
-        };
-        let result = ers.reparent_locked(&lock).await;
-        lock.release(log).await;
-        result.map(Some)
     }
 }
 
@@ -274,22 +265,10 @@ impl Ers<'_> {
     }
 
     async fn read_shard(&self) -> ReparentResult<ShardRead> {
-        let topology =
-            read_shard_topology(self.run.topo, self.keyspace, self.shard, self.run.bounds.remote).await?;
-        if let Some(expected) = &self.opts.expected_primary
-            && topology.primary_alias() != Some(expected)
-        {
-            return Err(ReparentError::ExpectedPrimaryMismatch {
-                expected: expected.to_string(),
-                actual: alias_string(topology.primary_alias()),
-            });
-        }
-        self.run.log.info(format!(
-            "durability policy {}, shard primary {}, {} tablet(s)",
-            topology.durability,
-            alias_string(topology.primary_alias()),
-            topology.tablets.len()
-        ));
+        let topology = self
+            .run
+            .read_shard(self.keyspace, self.shard, self.opts.expected_primary.as_ref())
+            .await?;
         let mut prev_primary = None;
         if let Some(alias) = topology.primary_alias() {
             prev_primary = read_tablet(self.run.topo, alias, self.run.bounds.remote).await?;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::super::testutil::{FakeTablet, tablet, world};
+use super::super::testutil::{FakeTablet, ers, tablet, world};
 use super::super::{EmergencyReparentOptions, EventLog, ReparentError};
 use crate::proto::topodata::{TabletAlias, TabletType};
 use crate::tablet::TmRequest;
@@ -138,14 +138,7 @@ async fn with_durability_none_every_unreached_promotable_tablet_blocks_the_repar
     fleet.set(P, FakeTablet::dead());
     fleet.set(R1, FakeTablet::replica("MariaDB/0-101-12"));
     fleet.set(R2, FakeTablet::dead());
-    let err = rp
-        .emergency_reparent_shard(
-            "ks",
-            "0",
-            &EmergencyReparentOptions::default(),
-            None,
-            &EventLog::default(),
-        )
+    let err = ers(&rp, &EmergencyReparentOptions::default())
         .await
         .expect_err("two tablets unreached");
     assert!(
@@ -161,14 +154,7 @@ async fn ers_refuses_split_brain_positions() {
     // Each replica holds a transaction the other lacks.
     fleet.set(R1, FakeTablet::replica("MariaDB/0-101-12,1-103-1"));
     fleet.set(R2, FakeTablet::replica("MariaDB/0-102-13"));
-    let err = rp
-        .emergency_reparent_shard(
-            "ks",
-            "0",
-            &EmergencyReparentOptions::default(),
-            None,
-            &EventLog::default(),
-        )
+    let err = ers(&rp, &EmergencyReparentOptions::default())
         .await
         .expect_err("divergent histories");
     assert!(matches!(err, ReparentError::SplitBrain(_)), "{err:?}");
@@ -188,14 +174,7 @@ async fn two_primaries_writing_the_same_sequence_is_a_split_brain() {
     // 102 followed another primary (server 102) that also wrote 12.
     fleet.set(R2, FakeTablet::replica("MariaDB/0-102-12"));
     fleet.update(R2, |t| t.source_server_id = 102);
-    let err = rp
-        .emergency_reparent_shard(
-            "ks",
-            "0",
-            &EmergencyReparentOptions::default(),
-            None,
-            &EventLog::default(),
-        )
+    let err = ers(&rp, &EmergencyReparentOptions::default())
         .await
         .expect_err("0-101-12 and 0-102-12 are two histories");
     assert!(matches!(err, ReparentError::SplitBrain(_)), "{err:?}");
@@ -208,14 +187,7 @@ async fn a_local_write_at_the_same_sequence_is_errant_not_a_split_brain() {
     fleet.set(R1, FakeTablet::replica("MariaDB/0-101-12"));
     // 102 follows 101 but wrote its own transaction 12.
     fleet.set(R2, FakeTablet::replica("MariaDB/0-102-12"));
-    let out = rp
-        .emergency_reparent_shard(
-            "ks",
-            "0",
-            &EmergencyReparentOptions::default(),
-            None,
-            &EventLog::default(),
-        )
+    let out = ers(&rp, &EmergencyReparentOptions::default())
         .await
         .expect("the errant leader is dropped, the other survives");
     assert_eq!(out.new_primary.and_then(|t| t.alias), Some(a("zone1", 101)));
@@ -272,10 +244,7 @@ async fn ers_refuses_a_requested_primary_with_errant_gtids() {
         new_primary: Some(a("zone1", 101)),
         ..Default::default()
     };
-    let err = rp
-        .emergency_reparent_shard("ks", "0", &opts, None, &EventLog::default())
-        .await
-        .expect_err("errant-only candidate");
+    let err = ers(&rp, &opts).await.expect_err("errant-only candidate");
     assert!(matches!(err, ReparentError::ErrantGtids(_)), "{err:?}");
     assert!(
         err.to_string()
@@ -291,10 +260,7 @@ async fn expected_primary_mismatch_fails_before_any_tablet_is_touched() {
         expected_primary: Some(a("zone1", 101)),
         ..Default::default()
     };
-    let err = rp
-        .emergency_reparent_shard("ks", "0", &opts, None, &EventLog::default())
-        .await
-        .expect_err("mismatch");
+    let err = ers(&rp, &opts).await.expect_err("mismatch");
     assert!(
         matches!(err, ReparentError::ExpectedPrimaryMismatch { .. }),
         "{err:?}"
@@ -318,10 +284,7 @@ async fn prevent_cross_cell_promotes_in_the_old_cell_after_catching_up() {
         prevent_cross_cell_promotion: true,
         ..Default::default()
     };
-    let out = rp
-        .emergency_reparent_shard("ks", "0", &opts, None, &EventLog::default())
-        .await
-        .expect("ers succeeds");
+    let out = ers(&rp, &opts).await.expect("ers succeeds");
     assert_eq!(out.new_primary.and_then(|t| t.alias), Some(a("zone1", 101)));
     rp.wait_for_background_calls().await;
     let methods = fleet.methods();
@@ -353,14 +316,7 @@ async fn without_the_cross_cell_restriction_the_most_advanced_wins() {
     fleet.set(P, FakeTablet::dead());
     fleet.set(R1, FakeTablet::replica("MariaDB/0-101-12"));
     fleet.set("zone2-0000000200", FakeTablet::replica("MariaDB/0-101-15"));
-    let out = rp
-        .emergency_reparent_shard(
-            "ks",
-            "0",
-            &EmergencyReparentOptions::default(),
-            None,
-            &EventLog::default(),
-        )
+    let out = ers(&rp, &EmergencyReparentOptions::default())
         .await
         .expect("ers succeeds");
     assert_eq!(out.new_primary.and_then(|t| t.alias), Some(a("zone2", 200)));
@@ -377,14 +333,7 @@ async fn a_must_not_tablet_is_only_an_intermediate_source() {
     fleet.set(P, FakeTablet::dead());
     fleet.set(R1, FakeTablet::replica("MariaDB/0-101-12"));
     fleet.set(R2, FakeTablet::replica("MariaDB/0-101-14"));
-    let out = rp
-        .emergency_reparent_shard(
-            "ks",
-            "0",
-            &EmergencyReparentOptions::default(),
-            None,
-            &EventLog::default(),
-        )
+    let out = ers(&rp, &EmergencyReparentOptions::default())
         .await
         .expect("ers succeeds");
     assert_eq!(out.new_primary.and_then(|t| t.alias), Some(a("zone1", 101)));
@@ -402,10 +351,7 @@ async fn a_must_not_tablet_is_only_an_intermediate_source() {
         new_primary: Some(a("zone1", 102)),
         ..Default::default()
     };
-    let err = rp
-        .emergency_reparent_shard("ks", "0", &opts, None, &EventLog::default())
-        .await
-        .expect_err("must_not");
+    let err = ers(&rp, &opts).await.expect_err("must_not");
     assert!(matches!(err, ReparentError::Aborted(_)), "{err:?}");
     assert!(err.to_string().contains("must not promotion rule"), "{err}");
 }
@@ -420,14 +366,7 @@ async fn a_candidate_without_enough_ackers_is_not_promoted() {
     fleet.update(R1, |t| t.running = false);
     fleet.set(R2, FakeTablet::replica("MariaDB/0-101-12"));
     fleet.update(R2, |t| t.running = false);
-    let err = rp
-        .emergency_reparent_shard(
-            "ks",
-            "0",
-            &EmergencyReparentOptions::default(),
-            None,
-            &EventLog::default(),
-        )
+    let err = ers(&rp, &EmergencyReparentOptions::default())
         .await
         .expect_err("no tablet would get a semi-sync ack");
     assert!(matches!(err, ReparentError::NoValidCandidates { .. }), "{err:?}");
@@ -441,14 +380,7 @@ async fn a_failed_relay_log_wait_fails_the_reparent() {
     fleet.set(R1, FakeTablet::replica("MariaDB/0-101-12"));
     fleet.set(R2, FakeTablet::replica("MariaDB/0-101-14"));
     fleet.update(R2, |t| t.wait_fails = true);
-    let err = rp
-        .emergency_reparent_shard(
-            "ks",
-            "0",
-            &EmergencyReparentOptions::default(),
-            None,
-            &EventLog::default(),
-        )
+    let err = ers(&rp, &EmergencyReparentOptions::default())
         .await
         .expect_err("unapplied relay log");
     assert!(
@@ -538,14 +470,7 @@ async fn a_shard_that_never_had_a_primary_gets_init_primary() {
     let (_topo, fleet, rp) = world(&["zone1"], "none", None, &tablets).await;
     fleet.set(R1, FakeTablet::replica("MariaDB/0-101-12"));
     fleet.set(R2, FakeTablet::replica("MariaDB/0-101-12"));
-    let out = rp
-        .emergency_reparent_shard(
-            "ks",
-            "0",
-            &EmergencyReparentOptions::default(),
-            None,
-            &EventLog::default(),
-        )
+    let out = ers(&rp, &EmergencyReparentOptions::default())
         .await
         .expect("ers succeeds");
     let alias = out
@@ -567,18 +492,13 @@ async fn the_required_position_must_have_been_received() {
         required_position: Some("MariaDB/0-101-15".into()),
         ..Default::default()
     };
-    let err = rp
-        .emergency_reparent_shard("ks", "0", &opts, None, &EventLog::default())
-        .await
-        .expect_err("nobody received 15");
+    let err = ers(&rp, &opts).await.expect_err("nobody received 15");
     assert!(err.to_string().contains("required position"), "{err}");
     let opts = EmergencyReparentOptions {
         required_position: Some("MariaDB/0-101-14".into()),
         ..Default::default()
     };
-    rp.emergency_reparent_shard("ks", "0", &opts, None, &EventLog::default())
-        .await
-        .expect("102 received 14");
+    ers(&rp, &opts).await.expect("102 received 14");
 }
 
 #[tokio::test]
@@ -588,14 +508,7 @@ async fn a_live_old_primary_is_demoted_and_counts_as_a_candidate() {
     fleet.set(P, FakeTablet::primary("MariaDB/0-101-14"));
     fleet.set(R1, FakeTablet::replica("MariaDB/0-101-14"));
     fleet.set(R2, FakeTablet::replica("MariaDB/0-101-13"));
-    let out = rp
-        .emergency_reparent_shard(
-            "ks",
-            "0",
-            &EmergencyReparentOptions::default(),
-            None,
-            &EventLog::default(),
-        )
+    let out = ers(&rp, &EmergencyReparentOptions::default())
         .await
         .expect("ers succeeds");
     let demote = fleet.calls_of("DemotePrimary");
@@ -623,8 +536,7 @@ async fn a_mariadb_replicas_own_writes_are_read_from_its_binlog() {
         new_primary: Some(a("zone1", 101)),
         ..Default::default()
     };
-    let err = rp
-        .emergency_reparent_shard("ks", "0", &opts, None, &EventLog::default())
+    let err = ers(&rp, &opts)
         .await
         .expect_err("the binlog shows the errant write");
     assert!(matches!(err, ReparentError::ErrantGtids(_)), "{err:?}");
@@ -645,14 +557,7 @@ async fn ers_refuses_when_the_only_promotable_candidate_has_errant_gtids() {
     fleet.update(R1, |t| t.binlog = "MariaDB/0-201-13".into());
     fleet.set(R2, FakeTablet::replica("MariaDB/0-101-12"));
     fleet.set(R3, FakeTablet::replica("MariaDB/0-101-12"));
-    let err = rp
-        .emergency_reparent_shard(
-            "ks",
-            "0",
-            &EmergencyReparentOptions::default(),
-            None,
-            &EventLog::default(),
-        )
+    let err = ers(&rp, &EmergencyReparentOptions::default())
         .await
         .expect_err("the only REPLICA has an errant GTID, the rest are RDONLY");
     assert!(matches!(err, ReparentError::ErrantGtids(_)), "{err:?}");

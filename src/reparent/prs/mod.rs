@@ -28,7 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use self::elect::{Election, elect_new_primary, find_current_primary};
-use super::context::{Deadline, LockRef, Run, ShardTopology, acquire_lock, read_shard_topology};
+use super::context::{Deadline, LockRef, Run, ShardTopology, acquire_lock};
 use super::error::{ReparentError, ReparentResult};
 use super::events::EventLog;
 use super::options::{PlannedReparentOptions, alias_string, prs_lock_action};
@@ -104,43 +104,34 @@ impl Reparenter {
         log: &EventLog,
     ) -> ReparentResult<ReparentOutcome> {
         let span = tracing::info_span!("planned_reparent_shard", keyspace, shard);
-        let body = self.prs(keyspace, shard, opts, held, log);
+        let body = async {
+            let action = prs_lock_action(opts.new_primary.as_ref(), opts.avoid_primary.as_ref());
+            let lock = phase(
+                log,
+                PrsPhase::LockShard,
+                acquire_lock(&self.topo, held, keyspace, shard, &action, log),
+            )
+            .await?;
+            let run = Run {
+                tmc: self.tmc.as_ref(),
+                topo: &self.topo,
+                log,
+                bounds: self.bounds(opts.wait_replicas_timeout),
+                lock_token: lock.token(),
+                cancel: opts.cancel.clone(),
+            };
+            let prs = Prs {
+                run,
+                opts,
+                keyspace,
+                shard,
+            };
+            let result = prs.reparent_locked(&lock).await;
+            lock.release(log).await;
+            result
+        };
         self.run_reparent(Operation::Planned, keyspace, shard, log, span, body)
             .await
-    }
-
-    async fn prs(
-        &self,
-        keyspace: &str,
-        shard: &str,
-        opts: &PlannedReparentOptions,
-        held: Option<&ShardLock>,
-        log: &EventLog,
-    ) -> ReparentResult<Option<Tablet>> {
-        let action = prs_lock_action(opts.new_primary.as_ref(), opts.avoid_primary.as_ref());
-        let lock = phase(
-            log,
-            PrsPhase::LockShard,
-            acquire_lock(&self.topo, held, keyspace, shard, &action, log),
-        )
-        .await?;
-        let run = Run {
-            tmc: self.tmc.as_ref(),
-            topo: &self.topo,
-            log,
-            bounds: self.bounds(opts.wait_replicas_timeout),
-            lock_token: lock.token(),
-            cancel: opts.cancel.clone(),
-        };
-        let prs = Prs {
-            run,
-            opts,
-            keyspace,
-            shard,
-        };
-        let result = prs.reparent_locked(&lock).await;
-        lock.release(log).await;
-        result
     }
 }
 
@@ -196,23 +187,9 @@ impl Prs<'_> {
     }
 
     async fn read_shard(&self) -> ReparentResult<ShardTopology> {
-        let state =
-            read_shard_topology(self.run.topo, self.keyspace, self.shard, self.run.bounds.remote).await?;
-        if let Some(expected) = &self.opts.expected_primary
-            && state.primary_alias() != Some(expected)
-        {
-            return Err(ReparentError::ExpectedPrimaryMismatch {
-                expected: expected.to_string(),
-                actual: alias_string(state.primary_alias()),
-            });
-        }
-        self.run.log.info(format!(
-            "durability policy {}, shard primary {}, {} tablet(s)",
-            state.durability,
-            alias_string(state.primary_alias()),
-            state.tablets.len()
-        ));
-        Ok(state)
+        self.run
+            .read_shard(self.keyspace, self.shard, self.opts.expected_primary.as_ref())
+            .await
     }
 
     /// Step 3–4: `None` when there is nothing to do.

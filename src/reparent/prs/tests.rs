@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::super::testutil::{FakeFleet, FakeTablet, tablet, world};
+use super::super::testutil::{FakeFleet, FakeTablet, prs, tablet, world};
 use super::super::{EventLog, PlannedReparentOptions, ReparentError, Reparenter};
 use crate::proto::topodata::{TabletAlias, TabletType};
 use crate::tablet::TmRequest;
@@ -98,10 +98,7 @@ async fn a_primary_elect_that_does_not_catch_up_rolls_the_demotion_back() {
     let (_topo, fleet, rp) = shard("semi_sync").await;
     fleet.update(R1, |t| t.wait_fails = true);
     let opts = PlannedReparentOptions::promote(a("zone1", 101));
-    let err = rp
-        .planned_reparent_shard("ks", "0", &opts, None, &EventLog::default())
-        .await
-        .expect_err("elect did not catch up");
+    let err = prs(&rp, &opts).await.expect_err("elect did not catch up");
     assert!(err.to_string().contains("failed to catch up"), "{err}");
     assert!(fleet.called(P, "UndoDemotePrimary"), "{:?}", fleet.methods());
     assert!(fleet.calls_of("PromoteReplica").is_empty());
@@ -110,14 +107,7 @@ async fn a_primary_elect_that_does_not_catch_up_rolls_the_demotion_back() {
 #[tokio::test]
 async fn without_a_new_primary_the_most_advanced_replica_of_the_primary_cell_is_elected() {
     let (_topo, fleet, rp) = shard("semi_sync").await;
-    let out = rp
-        .planned_reparent_shard(
-            "ks",
-            "0",
-            &PlannedReparentOptions::default(),
-            None,
-            &EventLog::default(),
-        )
+    let out = prs(&rp, &PlannedReparentOptions::default())
         .await
         .expect("prs succeeds");
     // 200 is further ahead but in another cell.
@@ -129,10 +119,7 @@ async fn without_a_new_primary_the_most_advanced_replica_of_the_primary_cell_is_
         allow_cross_cell_promotion: true,
         ..Default::default()
     };
-    let out = rp
-        .planned_reparent_shard("ks", "0", &opts, None, &EventLog::default())
-        .await
-        .expect("prs succeeds");
+    let out = prs(&rp, &opts).await.expect("prs succeeds");
     assert_eq!(out.new_primary.and_then(|t| t.alias), Some(a("zone2", 200)));
 }
 
@@ -143,10 +130,7 @@ async fn avoiding_a_tablet_that_is_not_the_primary_is_a_no_op() {
         avoid_primary: Some(a("zone1", 102)),
         ..Default::default()
     };
-    let out = rp
-        .planned_reparent_shard("ks", "0", &opts, None, &EventLog::default())
-        .await
-        .expect("nothing to do");
+    let out = prs(&rp, &opts).await.expect("nothing to do");
     assert_eq!(out.new_primary, None);
     assert!(fleet.methods().is_empty(), "{:?}", fleet.methods());
 }
@@ -159,34 +143,31 @@ async fn refusals_happen_before_any_tablet_is_touched() {
         expected_primary: Some(a("zone1", 102)),
         ..Default::default()
     };
-    let err = rp
-        .planned_reparent_shard("ks", "0", &mismatch, None, &EventLog::default())
-        .await
-        .expect_err("expected primary mismatch");
+    let err = prs(&rp, &mismatch).await.expect_err("expected primary mismatch");
     assert!(
         matches!(err, ReparentError::ExpectedPrimaryMismatch { .. }),
         "{err:?}"
     );
     assert_eq!(err.grpc_code(), tonic::Code::FailedPrecondition);
-    let same = PlannedReparentOptions {
-        new_primary: Some(a("zone1", 101)),
-        avoid_primary: Some(a("zone1", 101)),
-        ..Default::default()
-    };
-    let err = rp
-        .planned_reparent_shard("ks", "0", &same, None, &EventLog::default())
-        .await
-        .expect_err("new == avoid");
-    assert!(
-        err.to_string().contains("is the same as the tablet to avoid"),
-        "{err}"
-    );
-    let unknown = PlannedReparentOptions::promote(a("zone1", 999));
-    let err = rp
-        .planned_reparent_shard("ks", "0", &unknown, None, &EventLog::default())
-        .await
-        .expect_err("not in the shard");
-    assert!(err.to_string().contains("is not in the shard"), "{err}");
+    // Refusals of the requested primary itself: (request, what it says).
+    let refused = [
+        (
+            PlannedReparentOptions {
+                new_primary: Some(a("zone1", 101)),
+                avoid_primary: Some(a("zone1", 101)),
+                ..Default::default()
+            },
+            "is the same as the tablet to avoid",
+        ),
+        (
+            PlannedReparentOptions::promote(a("zone1", 999)),
+            "is not in the shard",
+        ),
+    ];
+    for (opts, says) in refused {
+        let err = prs(&rp, &opts).await.expect_err(says);
+        assert!(err.to_string().contains(says), "{err}");
+    }
     assert!(fleet.methods().is_empty(), "{:?}", fleet.methods());
 }
 
@@ -199,10 +180,7 @@ async fn lagging_replicas_are_not_elected() {
         tolerable_replication_lag: Some(Duration::from_secs(5)),
         ..Default::default()
     };
-    let err = rp
-        .planned_reparent_shard("ks", "0", &opts, None, &EventLog::default())
-        .await
-        .expect_err("every candidate lags");
+    let err = prs(&rp, &opts).await.expect_err("every candidate lags");
     assert!(matches!(err, ReparentError::NoValidCandidates { .. }), "{err:?}");
     assert!(
         err.to_string().contains("more than the tolerable amount"),
@@ -220,14 +198,7 @@ async fn a_shard_without_any_primary_is_initialized() {
     let (_topo, fleet, rp) = world(&["zone1"], "none", None, &tablets).await;
     fleet.set(R1, FakeTablet::replica("MariaDB/0-101-3"));
     fleet.set(R2, FakeTablet::replica("MariaDB/0-101-3"));
-    let out = rp
-        .planned_reparent_shard(
-            "ks",
-            "0",
-            &PlannedReparentOptions::default(),
-            None,
-            &EventLog::default(),
-        )
+    let out = prs(&rp, &PlannedReparentOptions::default())
         .await
         .expect("prs initializes the shard");
     let alias = out
@@ -244,9 +215,7 @@ async fn a_shard_without_any_primary_is_initialized() {
 async fn re_running_on_the_current_primary_fixes_the_replicas() {
     let (_topo, fleet, rp) = shard("semi_sync").await;
     let opts = PlannedReparentOptions::promote(a("zone1", 100));
-    rp.planned_reparent_shard("ks", "0", &opts, None, &EventLog::default())
-        .await
-        .expect("partial promotion recovery");
+    prs(&rp, &opts).await.expect("partial promotion recovery");
     assert!(fleet.called(P, "SetReadWrite"));
     assert!(fleet.calls_of("DemotePrimary").is_empty());
     for r in [R1, R2, Z2] {
@@ -266,10 +235,7 @@ async fn without_a_clear_primary_every_tablet_is_demoted_and_the_elect_must_be_a
     fleet.set(R1, FakeTablet::replica("MariaDB/0-100-18"));
     fleet.set(R2, FakeTablet::replica("MariaDB/0-100-19"));
     let opts = PlannedReparentOptions::promote(a("zone1", 101));
-    let err = rp
-        .planned_reparent_shard("ks", "0", &opts, None, &EventLog::default())
-        .await
-        .expect_err("101 is behind 100");
+    let err = prs(&rp, &opts).await.expect_err("101 is behind 100");
     assert!(
         err.to_string()
             .contains("contains transactions not found in primary-elect"),
@@ -288,10 +254,7 @@ async fn a_failed_journal_write_abandons_the_replicas_waiting_for_it() {
     }
     let opts = PlannedReparentOptions::promote(a("zone1", 101));
     let started = crate::clock::now();
-    let err = rp
-        .planned_reparent_shard("ks", "0", &opts, None, &EventLog::default())
-        .await
-        .expect_err("journal failed");
+    let err = prs(&rp, &opts).await.expect_err("journal failed");
     assert!(
         err.to_string().contains("failed PopulateReparentJournal"),
         "{err}"

@@ -46,6 +46,13 @@ use serde_json::ser::CompactFormatter;
 use super::{DebugState, go_json_with};
 use crate::telemetry::metrics::{Metric, MetricFamily, MetricType, label};
 
+/// The labels of the recovery counters: one series per recovery type and
+/// shard.
+const PER_RECOVERY: &[&str] = &["recovery_type", "keyspace", "shard"];
+
+/// The labels of the reparent counters: one series per shard and result.
+const PER_REPARENT_RESULT: &[&str] = &["keyspace", "shard", "result"];
+
 /// Go VTOrc's expvar name and label order of the families Go has
 /// (reference §10), by Prometheus family name.
 const GO_VARS: &[(&str, &str, &[&str])] = &[
@@ -55,21 +62,13 @@ const GO_VARS: &[(&str, &str, &[&str])] = &[
         "DetectedProblems",
         &["analysis", "tablet_alias", "keyspace", "shard"],
     ),
-    (
-        "vtorc_recoveries_count",
-        "RecoveriesCount",
-        &["recovery_type", "keyspace", "shard"],
-    ),
+    ("vtorc_recoveries_count", "RecoveriesCount", PER_RECOVERY),
     (
         "vtorc_successful_recoveries",
         "SuccessfulRecoveries",
-        &["recovery_type", "keyspace", "shard"],
+        PER_RECOVERY,
     ),
-    (
-        "vtorc_failed_recoveries",
-        "FailedRecoveries",
-        &["recovery_type", "keyspace", "shard"],
-    ),
+    ("vtorc_failed_recoveries", "FailedRecoveries", PER_RECOVERY),
     (
         "vtorc_skipped_recoveries",
         "SkippedRecoveries",
@@ -105,12 +104,12 @@ const GO_VARS: &[(&str, &str, &[&str])] = &[
     (
         "vtorc_emergency_reparent_counts",
         "EmergencyReparentCounts",
-        &["keyspace", "shard", "result"],
+        PER_REPARENT_RESULT,
     ),
     (
         "vtorc_planned_reparent_counts",
         "PlannedReparentCounts",
-        &["keyspace", "shard", "result"],
+        PER_REPARENT_RESULT,
     ),
     (
         "vtorc_reparent_shard_operation_timings",
@@ -394,24 +393,14 @@ mod tests {
             &[
                 ("vtorc_discoveries_attempt", "h", COUNTER, &[]),
                 ("vtorc_discovery_last_round_seconds", "h", GAUGE, &[]),
-                (
-                    "vtorc_recoveries_count",
-                    "h",
-                    COUNTER,
-                    &["recovery_type", "keyspace", "shard"],
-                ),
+                ("vtorc_recoveries_count", "h", COUNTER, PER_RECOVERY),
                 (
                     "vtorc_skipped_recoveries",
                     "h",
                     COUNTER,
                     &["recovery_type", "keyspace", "shard", "reason"],
                 ),
-                (
-                    "vtorc_failed_recoveries",
-                    "h",
-                    COUNTER,
-                    &["recovery_type", "keyspace", "shard"],
-                ),
+                ("vtorc_failed_recoveries", "h", COUNTER, PER_RECOVERY),
                 ("vtorc_discovery_poll_failures", "h", COUNTER, &["kind"]),
             ],
             || {
