@@ -137,6 +137,12 @@ impl Prioritize {
         }
     }
 
+    /// vtorc-rs patch: whether a new local stream may skip `pending_open`
+    /// (nothing queued there, and the concurrency limit allows one more).
+    pub fn can_open_now(&self, counts: &Counts) -> bool {
+        self.pending_open.is_empty() && counts.can_inc_num_send_streams()
+    }
+
     pub fn queue_open(&mut self, stream: &mut store::Ptr) {
         self.pending_open.push(stream);
     }

@@ -145,8 +145,21 @@ impl Send {
 
         let mut pending_open = false;
         if counts.peer().is_local_init(frame.stream_id()) && !stream.is_pending_push {
-            self.prioritize.queue_open(stream);
-            pending_open = true;
+            // vtorc-rs patch: a new stream opens at once when no earlier
+            // stream waits to open and the peer's concurrency limit allows
+            // it (stream IDs stay in order); otherwise it waits in
+            // `pending_open` for the connection task, as upstream does for
+            // every stream. Opened here, the stream gets send capacity at
+            // once, so a request's body (a gRPC message, ready when the
+            // request is sent) is queued with its HEADERS and both go out in
+            // one write, instead of HEADERS alone and the DATA after the
+            // connection task opened the stream and woke the body's sender.
+            if self.prioritize.can_open_now(counts) {
+                counts.inc_num_send_streams(stream);
+            } else {
+                self.prioritize.queue_open(stream);
+                pending_open = true;
+            }
         }
 
         // Queue the frame for sending
