@@ -231,13 +231,29 @@ impl Reparenter {
         })
     }
 
-    fn bounds(&self, wait_replicas: Option<Duration>) -> context::Bounds {
-        context::Bounds {
-            remote: self.config.remote_operation_timeout,
-            wait_replicas: wait_replicas
-                .filter(|d| !d.is_zero())
-                .unwrap_or(self.config.wait_replicas_timeout),
-            clock: self.config.clock,
+    /// What every phase of a reparent under `lock` uses: the clients, the
+    /// step log, the time bounds (`wait_replicas`: the request's replica
+    /// wait; zero or none = the configured one) and both cancellations.
+    fn run<'a>(
+        &'a self,
+        log: &'a EventLog,
+        lock: &context::LockRef<'_>,
+        wait_replicas: Option<Duration>,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> context::Run<'a> {
+        context::Run {
+            tmc: self.tmc.as_ref(),
+            topo: &self.topo,
+            log,
+            bounds: context::Bounds {
+                remote: self.config.remote_operation_timeout,
+                wait_replicas: wait_replicas
+                    .filter(|d| !d.is_zero())
+                    .unwrap_or(self.config.wait_replicas_timeout),
+                clock: self.config.clock,
+            },
+            lock_token: lock.token(),
+            cancel,
         }
     }
 }

@@ -112,14 +112,7 @@ impl Reparenter {
                 acquire_lock(&self.topo, held, keyspace, shard, &action, log),
             )
             .await?;
-            let run = Run {
-                tmc: self.tmc.as_ref(),
-                topo: &self.topo,
-                log,
-                bounds: self.bounds(opts.wait_replicas_timeout),
-                lock_token: lock.token(),
-                cancel: opts.cancel.clone(),
-            };
+            let run = self.run(log, &lock, opts.wait_replicas_timeout, opts.cancel.clone());
             let prs = Prs {
                 run,
                 opts,
